@@ -1,0 +1,216 @@
+//! The systems under test: how to start each one and how to ask it how many
+//! points it has stored and how many a query over the whole range counts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{anyhow, Context, Result};
+use serde_json::Value as Json;
+
+use crate::http::{http_get_ok, truncate};
+use crate::workload::{Workload, INTERVAL_SECS};
+
+/// A system under test: how to start it and how to ask it how far it got.
+pub trait Target {
+    fn name(&self) -> String;
+    fn command(&self, data_dir: &Path, telnet: SocketAddr, http: SocketAddr) -> Command;
+    /// A path that answers 200 once the server serves HTTP.
+    fn health_path(&self) -> &'static str;
+    fn progress(&self, http: SocketAddr) -> Result<Progress>;
+    /// Called once everything is stored, before counting.
+    fn make_queryable(&self, http: SocketAddr) -> Result<()>;
+    /// Points a query over the whole range counts.
+    fn count(&self, http: SocketAddr, workload: &Workload) -> Result<u64>;
+}
+
+pub struct Progress {
+    pub stored: u64,
+    /// Points the server says it will never store (dropped or rejected).
+    pub lost: u64,
+}
+
+pub struct Rtsd {
+    pub overflow: String,
+    pub queue_capacity: Option<u64>,
+}
+
+impl Target for Rtsd {
+    fn name(&self) -> String {
+        format!("rtsd {}", env!("CARGO_PKG_VERSION"))
+    }
+
+    fn command(&self, data_dir: &Path, telnet: SocketAddr, http: SocketAddr) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtsd"));
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", &telnet.to_string()])
+            .args(["--http-listen", &http.to_string()])
+            .args(["--overflow", &self.overflow]);
+        if let Some(n) = self.queue_capacity {
+            cmd.args(["--queue-capacity", &n.to_string()]);
+        }
+        cmd
+    }
+
+    fn health_path(&self) -> &'static str {
+        "/api/version"
+    }
+
+    fn progress(&self, http: SocketAddr) -> Result<Progress> {
+        let body = http_get_ok(http, "/api/stats")?;
+        let stats: Vec<Json> = serde_json::from_str(&body).context("parsing /api/stats")?;
+        let mut p = Progress { stored: 0, lost: 0 };
+        for stat in &stats {
+            let value = stat.get("value").and_then(json_u64).unwrap_or(0);
+            match stat.get("metric").and_then(Json::as_str) {
+                Some("tsd.rtsd.points.stored") => p.stored += value,
+                Some("tsd.rtsd.points.dropped" | "tsd.rtsd.points.rejected") => p.lost += value,
+                _ => {}
+            }
+        }
+        Ok(p)
+    }
+
+    fn make_queryable(&self, _http: SocketAddr) -> Result<()> {
+        Ok(())
+    }
+
+    fn count(&self, http: SocketAddr, w: &Workload) -> Result<u64> {
+        let mut total = 0;
+        for metric in &w.metrics {
+            // 0all buckets are [start, end): end is one past the newest point.
+            let query = serde_urlencoded::to_string([
+                ("start", w.first_ts.to_string()),
+                ("end", (w.last_ts + 1).to_string()),
+                ("m", format!("sum:0all-count:{metric}")),
+            ])?;
+            let body = http_get_ok(http, &format!("/api/query?{query}"))?;
+            let results: Vec<Json> = serde_json::from_str(&body)
+                .with_context(|| format!("parsing the count of {metric}"))?;
+            for result in &results {
+                let dps = result
+                    .get("dps")
+                    .and_then(Json::as_object)
+                    .ok_or_else(|| anyhow!("no dps object in {}", truncate(&body)))?;
+                total += dps.values().filter_map(json_u64).sum::<u64>();
+            }
+        }
+        Ok(total)
+    }
+}
+
+pub struct VictoriaMetrics {
+    bin: PathBuf,
+    version: String,
+}
+
+impl VictoriaMetrics {
+    pub fn find(bin: Option<&Path>) -> Result<VictoriaMetrics> {
+        let bin = match bin {
+            Some(b) => b.to_path_buf(),
+            None => which("victoria-metrics").ok_or_else(|| {
+                anyhow!("no victoria-metrics on PATH (apt-get install victoria-metrics)")
+            })?,
+        };
+        // Debian's build prints an empty `-version`; the package knows better.
+        let from_dpkg = || {
+            let out = Command::new("dpkg-query")
+                .args(["-W", "-f=${Version}", "victoria-metrics"])
+                .output()
+                .ok()?;
+            let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            (out.status.success() && !v.is_empty()).then(|| format!("{v} (Debian)"))
+        };
+        let from_flag = || {
+            let out = Command::new(&bin).arg("-version").output().ok()?;
+            let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            (!v.is_empty()).then_some(v)
+        };
+        let version = if bin.starts_with("/usr/bin") {
+            from_dpkg()
+        } else {
+            None
+        }
+        .or_else(from_flag)
+        .unwrap_or_else(|| "(unknown version)".to_string());
+        Ok(VictoriaMetrics { bin, version })
+    }
+}
+
+impl Target for VictoriaMetrics {
+    fn name(&self) -> String {
+        format!("VictoriaMetrics {}", self.version)
+    }
+
+    fn command(&self, data_dir: &Path, telnet: SocketAddr, http: SocketAddr) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg(format!("-storageDataPath={}", data_dir.display()))
+            .arg(format!("-httpListenAddr={http}"))
+            .arg(format!("-opentsdbListenAddr={telnet}"));
+        cmd
+    }
+
+    fn health_path(&self) -> &'static str {
+        "/health"
+    }
+
+    fn progress(&self, http: SocketAddr) -> Result<Progress> {
+        let body = http_get_ok(http, "/metrics")?;
+        let stored = body
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(r#"vm_rows_inserted_total{type="opentsdb"}"#)?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .map_or(0, |v| v as u64);
+        // 1.79 only logs the lines it cannot parse; it counts none.
+        Ok(Progress { stored, lost: 0 })
+    }
+
+    fn make_queryable(&self, http: SocketAddr) -> Result<()> {
+        http_get_ok(http, "/internal/force_flush").map(drop)
+    }
+
+    fn count(&self, http: SocketAddr, w: &Workload) -> Result<u64> {
+        // The window (time - range, time] must reach back to the oldest point.
+        let range = w.last_ts - w.first_ts + INTERVAL_SECS;
+        let query = serde_urlencoded::to_string([
+            (
+                "query",
+                format!(r#"sum(count_over_time({{__name__=~".+"}}[{range}s]))"#),
+            ),
+            ("time", w.last_ts.to_string()),
+            ("nocache", "1".to_string()),
+        ])?;
+        let body = http_get_ok(http, &format!("/api/v1/query?{query}"))?;
+        let reply: Json = serde_json::from_str(&body).context("parsing /api/v1/query")?;
+        let result = reply
+            .pointer("/data/result")
+            .and_then(Json::as_array)
+            .ok_or_else(|| anyhow!("no data.result in {}", truncate(&body)))?;
+        Ok(result
+            .iter()
+            .filter_map(|r| r.pointer("/value/1").and_then(json_u64))
+            .sum())
+    }
+}
+
+/// A count that arrives as a JSON number or, OpenTSDB style, a string.
+fn json_u64(v: &Json) -> Option<u64> {
+    match v {
+        Json::Number(n) => n.as_u64().or_else(|| n.as_f64().map(|f| f.round() as u64)),
+        Json::String(s) => s.parse::<f64>().ok().map(|f| f.round() as u64),
+        _ => None,
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}

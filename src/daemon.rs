@@ -1,0 +1,154 @@
+//! Wires the daemon together and owns its shutdown.
+//!
+//! [`Daemon::start`] opens the store, starts the writer thread, binds both
+//! listeners and returns their real addresses (tests bind port 0).
+//! Shutdown happens in one place, [`Daemon::wait`], in dependency order:
+//!
+//! 1. the token is cancelled (SIGINT/SIGTERM in `main`, or a test);
+//! 2. accept loops stop; telnet connections process the complete lines they
+//!    have read and close; the HTTP server finishes in-flight requests;
+//! 3. with every queue sender dropped, the writer drains the queue, seals all
+//!    head chunks, commits and flushes, then its thread ends.
+//!
+//! Nothing that was accepted is lost on the way.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Settings;
+use crate::connection::TelnetContext;
+use crate::http::{self, AppState, HttpLimits};
+use crate::protocol::ParseOptions;
+use crate::stats::Stats;
+use crate::storage::{Store, StoreOptions, StoreReader};
+
+/// A running daemon.
+pub struct Daemon {
+    pub telnet_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub stats: Arc<Stats>,
+    pub store: StoreReader,
+    shutdown: CancellationToken,
+    tasks: tokio::task::JoinHandle<()>,
+    writer: std::thread::JoinHandle<Result<(), crate::storage::StoreError>>,
+}
+
+impl Daemon {
+    /// Opens the store and starts serving; returns once both ports listen.
+    pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+        let opts = StoreOptions {
+            sync_writes: settings.sync_writes,
+            seal_grace_ms: settings.seal_grace_secs as i64 * 1000,
+            ..StoreOptions::default()
+        };
+        let data_dir = settings.data_dir.clone();
+        let (store_writer, store) = tokio::task::spawn_blocking(move || Store::open(&data_dir, opts))
+            .await?
+            .with_context(|| format!("opening store in {}", settings.data_dir.display()))?;
+
+        let telnet = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding telnet listener {}", settings.listen))?;
+        let http_listener = TcpListener::bind(settings.http_listen)
+            .await
+            .with_context(|| format!("binding http listener {}", settings.http_listen))?;
+        let telnet_addr = telnet.local_addr()?;
+        let http_addr = http_listener.local_addr()?;
+
+        let stats = Arc::new(Stats::default());
+        let (queue, queue_rx) =
+            crate::queue::queue(settings.queue_capacity, settings.overflow, stats.clone());
+        let writer = {
+            let stats = stats.clone();
+            let mps = settings.mps;
+            std::thread::Builder::new()
+                .name("rtsd-writer".into())
+                .spawn(move || crate::writer::run(store_writer, queue_rx, stats, mps))?
+        };
+
+        let shutdown = CancellationToken::new();
+        let parse = ParseOptions {
+            max_tags: settings.max_tags,
+            require_tags: settings.require_tags,
+            allow_special_chars: settings.allow_special_chars.clone(),
+        };
+        let state = Arc::new(AppState::new(
+            store.clone(),
+            queue.clone(),
+            stats.clone(),
+            settings.clone(),
+            parse.clone(),
+            HttpLimits::default(),
+        ));
+        let app = http::router(state);
+        let ctx = Arc::new(TelnetContext {
+            queue,
+            stats: stats.clone(),
+            store: store.clone(),
+            parse,
+            max_line_bytes: settings.max_line_bytes,
+            reply_buffer_bytes: settings.reply_buffer_bytes,
+            shutdown: shutdown.clone(),
+        });
+
+        let tasks = {
+            let shutdown = shutdown.clone();
+            let max_connections = settings.max_connections;
+            tokio::spawn(async move {
+                let tracker = TaskTracker::new();
+                let serve = axum::serve(http_listener, app.clone())
+                    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+                let http_server = tokio::spawn(async move { serve.await });
+                crate::server::accept_loop(telnet, ctx, app, max_connections, tracker.clone())
+                    .await;
+                tracker.close();
+                tracker.wait().await;
+                match http_server.await {
+                    Ok(Err(e)) => tracing::error!(error = %e, "http server failed"),
+                    Err(e) => tracing::error!(error = %e, "http server task failed"),
+                    Ok(Ok(())) => {}
+                }
+            })
+        };
+        tracing::info!(%telnet_addr, %http_addr, "rtsd listening");
+        Ok(Daemon {
+            telnet_addr,
+            http_addr,
+            stats,
+            store,
+            shutdown,
+            tasks,
+            writer,
+        })
+    }
+
+    /// A handle that starts shutdown when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits for shutdown to be requested and to complete.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.tasks.await.context("listener task failed")?;
+        let writer = self.writer;
+        tokio::task::spawn_blocking(move || writer.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("writer thread panicked"))?
+            .context("final seal and flush")?;
+        tracing::info!("rtsd stopped; all accepted points are stored");
+        Ok(())
+    }
+
+    /// Requests shutdown and waits for it.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}

@@ -1,0 +1,354 @@
+//! The HTTP API: OpenTSDB's `/api/*` on the HTTP port, and the same router
+//! for HTTP requests that arrive on the telnet port (first byte `A`–`Z`).
+//!
+//! [`router`] builds the whole application so tests drive it with
+//! `tower::ServiceExt::oneshot`. Before routing, paths are normalised the
+//! way OpenTSDB does: lower-cased, trailing slashes ignored, `/api/v1/x` is
+//! `/api/x` (a higher version answers 501). Unknown `/api/...` paths, and
+//! `/api/serializers`, which OpenTSDB 2.4.1 does not register, answer
+//! OpenTSDB's 404 JSON. Every reply is `application/json; charset=UTF-8`.
+//!
+//! | endpoint | module |
+//! |---|---|
+//! | `/api/put`, `/api/metadata/put` | [`put`], [`metadata`] |
+//! | `/api/query`, `/api/query/last` | [`query`], [`last`] |
+//! | `/api/suggest`, `/api/search/lookup` | [`suggest`], [`lookup`] |
+//! | `/api/uid/assign` | [`uid`] |
+//! | `/api/version`, `/api/stats`, `/api/aggregators`, `/api/config`, `/api/config/filters`, `/api/dropcaches` | [`info`] |
+//!
+//! Around every request: gzip response compression when the client sends
+//! `Accept-Encoding: gzip`, and a timeout ([`HttpLimits::request_timeout`])
+//! answered with OpenTSDB-shaped 503. Request bodies are read by [`body`]
+//! (gzip/deflate inflated, size-limited, 413 beyond). Reads that can be
+//! expensive (queries, last points, lookups) pass a [`gate`]: a few run,
+//! some wait, the rest are shed with 503, so a burst of dashboards cannot
+//! starve ingest of CPU. Handlers that touch RocksDB run on the
+//! blocking pool so a slow disk never stalls the async workers that carry
+//! ingest.
+//!
+//! Deliberate differences from OpenTSDB's HTTP server: chunked request
+//! bodies are accepted (OpenTSDB refuses them unless configured), non-API
+//! paths answer the 404 JSON instead of HTML pages, and `jsonp` is not
+//! supported.
+
+mod body;
+mod error;
+mod gate;
+mod info;
+mod last;
+mod line;
+mod lookup;
+mod metadata;
+mod params;
+mod point;
+mod put;
+mod query;
+mod spec;
+mod suggest;
+mod uid;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use tower_http::compression::CompressionLayer;
+
+pub use error::ApiError;
+use gate::ReadGate;
+pub use metadata::MetadataStore;
+
+use crate::config::Settings;
+use crate::protocol::ParseOptions;
+use crate::query::QueryLimits;
+use crate::queue::QueueSender;
+use crate::stats::Stats;
+use crate::storage::StoreReader;
+
+/// OpenTSDB's content type for every `/api/*` reply.
+pub const JSON: &str = "application/json; charset=UTF-8";
+
+/// Resource limits of the HTTP layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Largest request body, after decompression; larger ones get 413.
+    /// VictoriaMetrics' `-opentsdbhttp.maxInsertRequestSize` default.
+    pub max_body_bytes: usize,
+    /// A request still unanswered after this long gets 503, so a client
+    /// (telegraf retries on 5xx) tries again instead of hanging.
+    pub request_timeout: Duration,
+    /// Expensive reads (queries, last points, lookups) running at once.
+    pub max_concurrent_reads: usize,
+    /// Expensive reads waiting for a turn; more are shed with 503.
+    pub max_queued_reads: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_body_bytes: 32 << 20,
+            // Grafana's data source proxy gives up after 30 s, scollector
+            // after a minute: answer before either does.
+            request_timeout: Duration::from_secs(30),
+            // Reads are CPU-bound once the block cache is warm; more at
+            // once than cores only slows ingest down.
+            max_concurrent_reads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            // A few dashboards' worth of panels firing together.
+            max_queued_reads: 64,
+        }
+    }
+}
+
+/// What handlers share.
+pub struct AppState {
+    pub store: StoreReader,
+    pub queue: QueueSender,
+    pub stats: Arc<Stats>,
+    pub limits: QueryLimits,
+    /// Served by `/api/config`; `data_dir` also locates the metadata file.
+    pub settings: Settings,
+    /// The telnet parser's rules, which `/api/put` applies too.
+    pub parse: ParseOptions,
+    pub http: HttpLimits,
+    /// What scollector posts to `/api/metadata/put`.
+    pub metadata: MetadataStore,
+    /// The concurrency limit on expensive reads.
+    reads: ReadGate,
+}
+
+impl AppState {
+    /// Opens the metadata file in `settings.data_dir` (a missing or corrupt
+    /// one starts empty, with a warning).
+    pub fn new(
+        store: StoreReader,
+        queue: QueueSender,
+        stats: Arc<Stats>,
+        settings: Settings,
+        parse: ParseOptions,
+        http: HttpLimits,
+    ) -> AppState {
+        AppState {
+            metadata: MetadataStore::open(&settings.data_dir),
+            reads: ReadGate::new(http.max_concurrent_reads, http.max_queued_reads),
+            store,
+            queue,
+            stats,
+            limits: QueryLimits::default(),
+            settings,
+            parse,
+            http,
+        }
+    }
+}
+
+/// The complete HTTP application.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/api/put", any(put::put))
+        .route("/api/metadata/put", any(metadata::put))
+        .route("/api/query", any(query::query))
+        .route("/api/query/last", any(last::last))
+        .route("/api/suggest", any(suggest::suggest))
+        .route("/api/search/lookup", any(lookup::lookup))
+        .route("/api/search", any(lookup::other_search))
+        .route("/api/search/{*kind}", any(lookup::other_search))
+        .route("/api/uid/assign", any(uid::assign))
+        .route("/api/uid", any(uid::not_implemented))
+        .route("/api/uid/{*rest}", any(uid::not_implemented))
+        .route("/api/version", any(info::version))
+        .route("/api/stats", any(info::stats))
+        .route("/api/aggregators", any(info::aggregators))
+        .route("/api/config", any(info::config))
+        .route("/api/config/filters", any(info::filters))
+        .route("/api/dropcaches", any(info::dropcaches))
+        .fallback(any(|| async { ApiError::not_found() }))
+        .with_state(state.clone());
+    let timeout = state.http.request_timeout;
+    Router::new()
+        .fallback_service(tower::service_fn(move |req: Request| {
+            let api = api.clone();
+            state
+                .stats
+                .http_requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async move {
+                let req = match normalize(req) {
+                    Ok(req) => req,
+                    Err(e) => return Ok::<_, Infallible>(e.into_response()),
+                };
+                let resp = match tokio::time::timeout(timeout, api.oneshot(req)).await {
+                    Ok(Ok(resp)) => resp,
+                    Ok(Err(never)) => match never {},
+                    Err(_) => timed_out(timeout).into_response(),
+                };
+                Ok(resp)
+            }
+        }))
+        .layer(CompressionLayer::new())
+}
+
+fn timed_out(limit: Duration) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Request timed out").with_details(format!(
+        "The request did not complete within {} ms",
+        limit.as_millis()
+    ))
+}
+
+/// Lower-cases the path, drops trailing slashes and the `/v1` version
+/// segment, keeping the query string as sent. OpenTSDB knows API version 1
+/// only and answers 501 for higher ones.
+fn normalize(mut req: Request) -> Result<Request, ApiError> {
+    let uri = req.uri();
+    let mut path = uri.path().to_ascii_lowercase();
+    while path.len() > 1 && path.ends_with('/') {
+        path.pop();
+    }
+    if let Some(rest) = path.strip_prefix("/api/v") {
+        let (version, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        if !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit()) {
+            // Too many digits for a u64 is certainly above the maximum.
+            if version.parse::<u64>().map_or(true, |v| v > 1) {
+                return Err(ApiError::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "Requested API version is greater than the max implemented",
+                )
+                .with_details(format!(
+                    "API version [{version}] is greater than the max [1]"
+                )));
+            }
+            path = format!("/api/{tail}");
+        }
+    }
+    if path != uri.path() {
+        let rebuilt = match uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        if let Ok(new) = rebuilt.parse::<Uri>() {
+            *req.uri_mut() = new;
+        }
+    }
+    Ok(req)
+}
+
+/// Serves HTTP on an accepted connection (one that reached the telnet port
+/// with an upper-case first byte) until the client closes it or shutdown.
+pub async fn serve_connection(stream: TcpStream, app: Router, shutdown: CancellationToken) {
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "http connection on the telnet port failed");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// Runs `f` on the blocking pool; a panic there becomes a 500.
+async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("request handler failed: {e}")))?
+}
+
+/// A JSON reply with OpenTSDB's content type.
+fn json_reply(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, JSON)], body).into_response()
+}
+
+/// `Ok` if `method` is one of `allowed`, else OpenTSDB's 405.
+fn allow(method: &Method, allowed: &[Method]) -> Result<(), ApiError> {
+    if allowed.contains(method) {
+        Ok(())
+    } else {
+        Err(ApiError::method_not_allowed(method))
+    }
+}
+
+/// Tag pairs as a JSON object, in the order given.
+struct TagsJson<'a>(Vec<(&'a str, &'a str)>);
+
+impl serde::Serialize for TagsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// The text OpenTSDB shows for a series id: its TSUID is upper-case hex.
+/// rtsd has one numeric id per series, written as 16 hex digits.
+fn tsuid(id: u64) -> String {
+    format!("{id:016X}")
+}
+
+/// The inverse of [`tsuid`]; any hex spelling of the id is accepted.
+fn parse_tsuid(text: &str) -> Option<u64> {
+    if text.is_empty() || text.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(text, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path_of(uri: &str) -> Result<String, ApiError> {
+        let req = Request::builder()
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        normalize(req).map(|r| r.uri().to_string())
+    }
+
+    #[test]
+    fn paths_are_normalised_like_opentsdb() {
+        assert_eq!(path_of("/API/Put/").unwrap(), "/api/put");
+        assert_eq!(
+            path_of("/api/v1/query?m=sum:A").unwrap(),
+            "/api/query?m=sum:A"
+        );
+        assert_eq!(path_of("/api/v01/suggest").unwrap(), "/api/suggest");
+        assert_eq!(path_of("/api/version").unwrap(), "/api/version");
+        let err = path_of("/api/v2/query").unwrap_err();
+        assert_eq!(err.status, StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(
+            err.details.as_deref(),
+            Some("API version [2] is greater than the max [1]")
+        );
+    }
+
+    #[test]
+    fn tsuids_round_trip() {
+        assert_eq!(tsuid(42), "000000000000002A");
+        assert_eq!(parse_tsuid("000000000000002A"), Some(42));
+        assert_eq!(parse_tsuid("2a"), Some(42));
+        assert_eq!(parse_tsuid("xyz"), None);
+        assert_eq!(parse_tsuid(""), None);
+        assert_eq!(parse_tsuid("00000000000000002A"), None);
+    }
+}

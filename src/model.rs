@@ -1,0 +1,161 @@
+//! The data model every subsystem shares: a value, a point, a series key.
+//!
+//! The parser produces these, the ingest queue carries them, the store keeps
+//! them and the query engine reads them back. Nothing here does I/O.
+
+use std::fmt;
+
+/// Wall-clock time in the model's unit, epoch milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A stored value. Integers stay integers end to end, because OpenTSDB
+/// returns `42` for an integer put and `42.0` only for a float one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value {
+    Int(i64),
+    Float(f64),
+}
+
+impl Value {
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Value::Int(i) => i as f64,
+            Value::Float(f) => f,
+        }
+    }
+
+    pub fn is_int(self) -> bool {
+        matches!(self, Value::Int(_))
+    }
+}
+
+/// One observation of one series, at millisecond resolution.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DataPoint {
+    pub timestamp_ms: i64,
+    pub value: Value,
+}
+
+/// The canonical identity of a series: the metric and its tags sorted by key.
+///
+/// Encoded as `metric (0x00 tagk 0x00 tagv)*` with tags in byte order of
+/// their keys. NUL can never appear in a valid name, so the encoding is
+/// unambiguous and byte equality is series equality.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesKey(Box<[u8]>);
+
+impl SeriesKey {
+    /// Builds the canonical key; `tags` need not be sorted and must not
+    /// repeat a key (the parser already rejects or folds duplicates).
+    pub fn new<'a>(metric: &str, tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut tags: Vec<(&str, &str)> = tags.into_iter().collect();
+        tags.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let len = metric.len() + tags.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>();
+        let mut buf = Vec::with_capacity(len);
+        buf.extend_from_slice(metric.as_bytes());
+        for (k, v) in tags {
+            buf.push(0);
+            buf.extend_from_slice(k.as_bytes());
+            buf.push(0);
+            buf.extend_from_slice(v.as_bytes());
+        }
+        SeriesKey(buf.into_boxed_slice())
+    }
+
+    /// Wraps bytes read back from the store; `None` if they are not a
+    /// well-formed key (not UTF-8, or an odd number of tag parts).
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        if text.split('\0').count() % 2 != 1 {
+            return None;
+        }
+        Some(SeriesKey(bytes.into()))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn metric(&self) -> &str {
+        self.parts().next().unwrap_or("")
+    }
+
+    /// Tag pairs in key order.
+    pub fn tags(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut parts = self.parts().skip(1);
+        std::iter::from_fn(move || Some((parts.next()?, parts.next()?)))
+    }
+
+    fn parts(&self) -> std::str::Split<'_, char> {
+        // Constructed only from &str parts or validated in from_bytes.
+        std::str::from_utf8(&self.0).unwrap_or("").split('\0')
+    }
+}
+
+impl fmt::Display for SeriesKey {
+    /// `metric{k=v,k2=v2}`, the form OpenTSDB users read in logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.metric())?;
+        f.write_str("{")?;
+        for (i, (k, v)) in self.tags().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{k}={v}")?;
+        }
+        f.write_str("}")
+    }
+}
+
+impl fmt::Debug for SeriesKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SeriesKey({self})")
+    }
+}
+
+/// A point on its way from a connection to the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub series: SeriesKey,
+    pub point: DataPoint,
+}
+
+/// Pre-aggregates of one series over one rollup interval (an hour or a
+/// day), enough to answer sum, count, min, max, avg, dev, first and last
+/// without reading raw points. Values are folded as `f64`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RollupAgg {
+    /// Start of the interval, inclusive, epoch ms.
+    pub start_ms: i64,
+    pub count: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+    /// Sum of squares, for `dev`.
+    pub sum_sq: f64,
+    /// The earliest point in the interval.
+    pub first: DataPoint,
+    /// The latest point in the interval.
+    pub last: DataPoint,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_sorts_tags_and_round_trips() {
+        let k = SeriesKey::new("sys.cpu", [("host", "a"), ("dc", "lga")]);
+        assert_eq!(k.metric(), "sys.cpu");
+        assert_eq!(k.tags().collect::<Vec<_>>(), vec![("dc", "lga"), ("host", "a")]);
+        assert_eq!(k.to_string(), "sys.cpu{dc=lga,host=a}");
+        assert_eq!(SeriesKey::from_bytes(k.as_bytes()), Some(k.clone()));
+        assert_eq!(SeriesKey::new("m", []).tags().count(), 0);
+        assert!(SeriesKey::from_bytes(b"m\0k").is_none());
+    }
+}

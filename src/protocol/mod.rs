@@ -1,0 +1,130 @@
+//! The telnet line protocol: one line in, one [`Command`] or one reply-ready
+//! [`LineError`] out. Pure — no I/O, no state — so the connection code
+//! (framing, line limits, writing replies) and the HTTP `/api/put` path can
+//! both call it, and it fuzzes and benchmarks in isolation.
+//!
+//! The target is OpenTSDB 2.4's telnet interface: the same commands, the
+//! same accepted `put` lines, and for a refused line the same reply text,
+//! decided by the same first failing check. `protocol/README.md` at the
+//! repository root is the written contract (grammar, every reply, every
+//! deliberate difference) and `protocol/vectors/telnet.jsonl` the
+//! conformance vectors that pin it. rtsd's deliberate differences here:
+//! UTF-8 instead of ISO-8859-1, runs of spaces and a trailing `\r`
+//! tolerated, tags optional unless `require_tags`, `<sec>.<frac>`
+//! timestamps read as seconds plus a fraction, `max_tags` configurable, a
+//! reply for an over-long line.
+//!
+//! Layout: `lexer` (nom: words, tags), `timestamp`, `java` (Java's number
+//! parsers and their messages), `names` (allowed characters), `hashmap`
+//! (Java `HashMap` order for messages), `put` (the check sequence),
+//! `error` (reply texts and stats labels).
+
+mod error;
+#[doc(hidden)]
+pub mod fuzzing;
+mod hashmap;
+mod java;
+mod lexer;
+mod names;
+mod put;
+mod timestamp;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+pub use error::{line_too_long, DataCommand, LineError, NameRole, PutError, KINDS};
+pub use hashmap::java_map_string;
+pub use java::NumberError;
+pub use names::first_illegal_char;
+pub use put::Put;
+
+use lexer::Words;
+
+// The reply constants are complete texts, final `\n` included, to be
+// written as they are; a `LineError`'s text is one line without its `\n`.
+
+/// Reply to `help`: OpenTSDB's text as an OpenTSDB with
+/// `tsd.no_diediedie=true` prints it, trailing space included. rtsd refuses
+/// `diediedie`, so it does not advertise it.
+pub const HELP_REPLY: &str =
+    "available commands: stats dropcaches version exit help put rollup histogram \n";
+
+/// Reply to `dropcaches`, as OpenTSDB words it.
+pub const DROPCACHES_REPLY: &str = "Caches dropped.\n";
+
+/// Reply to `diediedie`. OpenTSDB answers `Cleaning up and exiting now.`
+/// and stops; rtsd keeps running, since any client on the port could
+/// otherwise stop it, and says so.
+pub const DIEDIEDIE_REPLY: &str =
+    "diediedie: refused: rtsd does not shut down on a telnet command; stop it with SIGTERM\n";
+
+/// Parser settings; `Default` gives OpenTSDB's limits with rtsd's lenient
+/// choices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseOptions {
+    /// Most tags a `put` may carry (`tsd.storage.max_tags`; default 8).
+    pub max_tags: usize,
+    /// Refuse a `put` without tags with OpenTSDB's `Need at least one tag`.
+    /// Off by default: collectors never read replies, so a refusal is
+    /// silent data loss.
+    pub require_tags: bool,
+    /// Extra characters allowed in metric and tag names
+    /// (`tsd.core.tag.allow_specialchars`); NUL, CR and U+FFFD are never
+    /// allowed.
+    pub allow_special_chars: String,
+}
+
+impl Default for ParseOptions {
+    fn default() -> Self {
+        ParseOptions {
+            max_tags: 8,
+            require_tags: false,
+            allow_special_chars: String::new(),
+        }
+    }
+}
+
+/// What a line asks for. Replies other than errors are the caller's: the
+/// version lines, [`HELP_REPLY`], the stats lines, [`DROPCACHES_REPLY`],
+/// closing on `Exit`, [`DIEDIEDIE_REPLY`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command<'a> {
+    Put(Put<'a>),
+    Version,
+    Help,
+    Stats,
+    DropCaches,
+    Exit,
+    DieDieDie,
+}
+
+/// Parses one line, given without its `\n`; one trailing `\r` is ignored.
+/// Command names are exact and case-sensitive; words after a non-data
+/// command are ignored, as OpenTSDB does.
+pub fn parse_line<'a>(line: &'a [u8], opts: &ParseOptions) -> Result<Command<'a>, LineError> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut words = Words::new(line);
+    let command = words.next().map_or(&b""[..], |word| word.bytes);
+    let rejected = |command, error| LineError::Rejected { command, error };
+    match command {
+        b"put" => put::parse_put(words, opts)
+            .map(Command::Put)
+            .map_err(|e| rejected(DataCommand::Put, e)),
+        b"rollup" => Err(rejected(DataCommand::Rollup, put::reject_rollup(words))),
+        b"histogram" => Err(rejected(
+            DataCommand::Histogram,
+            PutError::HistogramNotEnabled,
+        )),
+        b"version" => Ok(Command::Version),
+        b"help" => Ok(Command::Help),
+        b"stats" => Ok(Command::Stats),
+        b"dropcaches" => Ok(Command::DropCaches),
+        b"exit" => Ok(Command::Exit),
+        b"diediedie" => Ok(Command::DieDieDie),
+        other => Err(LineError::UnknownCommand {
+            word: String::from_utf8_lossy(other).into_owned(),
+        }),
+    }
+}

@@ -1,0 +1,44 @@
+//! The OpenTSDB query engine: `/api/query` semantics, pure Rust, no I/O.
+//!
+//! The HTTP layer parses a request with [`QueryRequest::from_get_params`] or
+//! as JSON ([`QueryRequest::from_json`], or serde directly), runs it with
+//! [`execute`] against any [`source::Source`] (the store implements it), and
+//! writes the answer with [`QueryResponse::write_json`]. Every failure is a
+//! [`QueryError`] carrying OpenTSDB's status, message and details.
+//!
+//! Modules, in pipeline order:
+//!
+//! - [`request`]: the `TSQuery` model, GET parsing, validation into a plan;
+//! - [`time`]: OpenTSDB's time formats and calendar arithmetic;
+//! - [`filter`]: tag value filters;
+//! - [`engine`]: reading, grouping and cross-series aggregation;
+//! - [`downsample`], [`rate`], [`aggregator`]: the per-series and
+//!   per-timestamp functions;
+//! - [`output`]: the response and its JSON.
+//!
+//! Behaviour follows OpenTSDB 2.4 (see the shared reference, §2.3) except
+//! where rtsd differs on purpose: floating-point cross-series maths,
+//! `null` for every missing value, and one key per second without `ms`.
+//! Each module's doc lists its own deviations.
+
+pub mod aggregator;
+pub mod downsample;
+pub mod engine;
+pub mod error;
+pub mod filter;
+mod lenient;
+pub mod output;
+pub mod rate;
+pub mod request;
+pub mod source;
+pub mod time;
+
+#[cfg(test)]
+mod tests;
+
+pub use aggregator::aggregator_names;
+pub use engine::{execute, QueryLimits};
+pub use error::QueryError;
+pub use filter::filter_descriptions;
+pub use output::QueryResponse;
+pub use request::{QueryRequest, SubQuery};

@@ -1,0 +1,931 @@
+//! The query request (OpenTSDB's `TSQuery` / `TSSubQuery`): the POST body,
+//! the GET parameters that build the same thing, and the validation that
+//! turns either into an executable [`Plan`].
+//!
+//! Parsing is structural only, so the HTTP layer can reject a malformed
+//! request cheaply; times, aggregators, downsample specs and filters are
+//! checked by [`QueryRequest::plan`], in OpenTSDB's order and with its
+//! messages, the query's description attached as `details` as OpenTSDB does.
+
+use std::fmt::Write as _;
+
+use chrono_tz::Tz;
+use serde::Deserialize;
+
+use crate::query::aggregator::Aggregator;
+use crate::query::downsample::DownsampleSpec;
+use crate::query::error::QueryError;
+use crate::query::filter::{push_filter, TagFilter};
+use crate::query::lenient;
+use crate::query::rate::RateOptions;
+use crate::query::time::parse_time;
+
+/// A whole query: a time range, output options and sub-queries.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct QueryRequest {
+    /// Required; any form [`crate::query::time::parse_time`] takes.
+    #[serde(deserialize_with = "lenient::opt_text")]
+    pub start: Option<String>,
+    /// Defaults to now.
+    #[serde(deserialize_with = "lenient::opt_text")]
+    pub end: Option<String>,
+    /// IANA zone for absolute dates and calendar downsampling (UTC if unset).
+    #[serde(deserialize_with = "lenient::opt_text")]
+    pub timezone: Option<String>,
+    /// Calendar buckets for every downsampler of the query.
+    #[serde(rename = "useCalendar", deserialize_with = "lenient::flag")]
+    pub use_calendar: bool,
+    /// Millisecond timestamps in the output (`ms` in GET).
+    #[serde(rename = "msResolution", deserialize_with = "lenient::flag")]
+    pub ms_resolution: bool,
+    #[serde(rename = "showTSUIDs", deserialize_with = "lenient::flag")]
+    pub show_tsuids: bool,
+    #[serde(rename = "noAnnotations", deserialize_with = "lenient::flag")]
+    pub no_annotations: bool,
+    #[serde(rename = "globalAnnotations", deserialize_with = "lenient::flag")]
+    pub global_annotations: bool,
+    /// Echo each sub-query (with its `index`) in its results.
+    #[serde(rename = "showQuery", deserialize_with = "lenient::flag")]
+    pub show_query: bool,
+    #[serde(rename = "showStats", deserialize_with = "lenient::flag")]
+    pub show_stats: bool,
+    #[serde(rename = "showSummary", deserialize_with = "lenient::flag")]
+    pub show_summary: bool,
+    /// Delete the data read; refused, as with OpenTSDB's default config.
+    #[serde(deserialize_with = "lenient::flag")]
+    pub delete: bool,
+    /// Accepted and ignored, as OpenTSDB's JSON serializer ignores it.
+    #[serde(deserialize_with = "lenient::flag")]
+    pub padding: bool,
+    pub queries: Option<Vec<SubQuery>>,
+    /// `dps` as `[[ts, value], ...]`. Set by the `arrays` query-string flag,
+    /// which applies to POST too, so the HTTP layer sets it for both.
+    #[serde(skip)]
+    pub arrays: bool,
+}
+
+/// One metric's query.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct SubQuery {
+    #[serde(deserialize_with = "lenient::opt_text")]
+    pub aggregator: Option<String>,
+    #[serde(deserialize_with = "lenient::opt_text")]
+    pub metric: Option<String>,
+    /// Parsed for compatibility; rtsd answers TSUID queries with a 400.
+    #[serde(deserialize_with = "lenient::opt_text_list")]
+    pub tsuids: Option<Vec<String>>,
+    #[serde(deserialize_with = "lenient::opt_text")]
+    pub downsample: Option<String>,
+    #[serde(deserialize_with = "lenient::flag")]
+    pub rate: bool,
+    #[serde(rename = "rateOptions")]
+    pub rate_options: Option<RateOptions>,
+    /// The old syntax, `{"host":"*"}`: group-by filters.
+    #[serde(deserialize_with = "lenient::text_pairs")]
+    pub tags: Option<Vec<(String, String)>>,
+    pub filters: Option<Vec<FilterSpec>>,
+    /// Old-syntax filters that do not group (the second braces of `m=`).
+    #[serde(skip)]
+    pub uri_filters: Vec<(String, String)>,
+    /// Only series whose tag keys are exactly the filtered ones.
+    #[serde(rename = "explicitTags", deserialize_with = "lenient::flag")]
+    pub explicit_tags: bool,
+    /// Histogram options, accepted and echoed; rtsd stores no histograms.
+    pub percentiles: Option<Vec<f64>>,
+    #[serde(rename = "showHistogramBuckets", deserialize_with = "lenient::flag")]
+    pub show_histogram_buckets: bool,
+    #[serde(rename = "preAggregate", deserialize_with = "lenient::flag")]
+    pub pre_aggregate: bool,
+    /// `ROLLUP_RAW` keeps the engine off rollups; other values are echoed.
+    #[serde(rename = "rollupUsage", deserialize_with = "lenient::opt_text")]
+    pub rollup_usage: Option<String>,
+    #[serde(
+        rename = "useFuzzyFilter",
+        deserialize_with = "lenient::flag_default_true"
+    )]
+    pub use_fuzzy_filter: bool,
+    #[serde(
+        rename = "useMultiGets",
+        deserialize_with = "lenient::flag_default_true"
+    )]
+    pub use_multi_gets: bool,
+}
+
+impl Default for SubQuery {
+    fn default() -> Self {
+        SubQuery {
+            aggregator: None,
+            metric: None,
+            tsuids: None,
+            downsample: None,
+            rate: false,
+            rate_options: None,
+            tags: None,
+            filters: None,
+            uri_filters: Vec::new(),
+            explicit_tags: false,
+            percentiles: None,
+            show_histogram_buckets: false,
+            pre_aggregate: false,
+            rollup_usage: None,
+            use_fuzzy_filter: true,
+            use_multi_gets: true,
+        }
+    }
+}
+
+/// A filter of the JSON form `{"type","tagk","filter","groupBy"}`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct FilterSpec {
+    #[serde(rename = "type", deserialize_with = "lenient::opt_text")]
+    pub filter_type: Option<String>,
+    #[serde(deserialize_with = "lenient::opt_text")]
+    pub tagk: Option<String>,
+    #[serde(deserialize_with = "lenient::opt_text")]
+    pub filter: Option<String>,
+    #[serde(
+        rename = "groupBy",
+        alias = "group_by",
+        deserialize_with = "lenient::flag"
+    )]
+    pub group_by: bool,
+}
+
+/// A validated query, ready to run.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub tz: Tz,
+    pub subs: Vec<SubPlan>,
+}
+
+/// A validated sub-query.
+#[derive(Debug, Clone)]
+pub(crate) struct SubPlan {
+    pub index: usize,
+    pub metric: String,
+    pub aggregator: Aggregator,
+    /// Resolved filters, in OpenTSDB's order.
+    pub filters: Vec<TagFilter>,
+    pub explicit_tags: bool,
+    pub downsample: Option<DownsampleSpec>,
+    pub rate: Option<RateOptions>,
+    pub allow_rollups: bool,
+}
+
+fn bad(message: impl Into<String>) -> QueryError {
+    QueryError::bad(message)
+}
+
+impl QueryRequest {
+    /// Builds a request from decoded GET parameters (repeated keys kept in
+    /// order). Flags count by presence, as in OpenTSDB (`ms=false` is on);
+    /// for other keys the last value wins; `m` and `tsuid` repeat.
+    pub fn from_get_params(params: &[(String, String)]) -> Result<QueryRequest, QueryError> {
+        let last = |key: &str| {
+            params
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        let has = |key: &str| params.iter().any(|(k, _)| k == key);
+        let start = last("start")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| bad("Missing parameter <code>start</code>"))?;
+        let mut queries = Vec::new();
+        for (_, value) in params.iter().filter(|(k, _)| k == "tsuid") {
+            queries.push(parse_tsuid_query(value)?);
+        }
+        for (_, value) in params.iter().filter(|(k, _)| k == "m") {
+            queries.push(parse_m_query(value)?);
+        }
+        if queries.is_empty() {
+            return Err(bad("Missing sub queries"));
+        }
+        // OpenTSDB drops identical sub-queries, keeping the first.
+        let mut unique: Vec<SubQuery> = Vec::with_capacity(queries.len());
+        for q in queries {
+            if !unique.contains(&q) {
+                unique.push(q);
+            }
+        }
+        Ok(QueryRequest {
+            start: Some(start),
+            end: last("end"),
+            timezone: None,
+            use_calendar: false,
+            ms_resolution: has("ms"),
+            show_tsuids: has("show_tsuids"),
+            no_annotations: has("no_annotations"),
+            global_annotations: has("global_annotations"),
+            show_query: has("show_query"),
+            show_stats: has("show_stats"),
+            show_summary: has("show_summary"),
+            delete: false,
+            padding: has("padding"),
+            queries: Some(unique),
+            arrays: has("arrays"),
+        })
+    }
+
+    /// Parses a POST body, with OpenTSDB's 400 for JSON it cannot read.
+    pub fn from_json(body: &[u8]) -> Result<QueryRequest, QueryError> {
+        serde_json::from_slice(body).map_err(|e| QueryError::BadRequest {
+            message: "Unable to parse the given JSON".into(),
+            details: Some(e.to_string()),
+        })
+    }
+
+    /// Validates the request into a plan; `now_ms` is "now" for relative
+    /// times and a missing end.
+    pub(crate) fn plan(&self, now_ms: i64) -> Result<Plan, QueryError> {
+        self.validate(now_ms)
+            .map_err(|e| e.with_details(|| self.describe()))
+    }
+
+    fn validate(&self, now_ms: i64) -> Result<Plan, QueryError> {
+        if self.delete {
+            return Err(QueryError::BadRequest {
+                message: "Bad request".into(),
+                details: Some(
+                    "Deleting data is not enabled (tsd.http.query.allow_delete=false)".into(),
+                ),
+            });
+        }
+        let start = match self.start.as_deref() {
+            Some(s) if !s.is_empty() => s,
+            _ => return Err(bad("Missing start time")),
+        };
+        let tz = match self.timezone.as_deref() {
+            Some(name) if !name.is_empty() => name
+                .parse::<Tz>()
+                .map_err(|_| bad(format!("Invalid timezone name: {name}")))?,
+            _ => Tz::UTC,
+        };
+        // A large `-ago` can reach before 1970; nothing is stored there.
+        let start_ms = parse_time(start, now_ms, Some(tz))?.max(0);
+        let end_ms = match self.end.as_deref() {
+            Some(e) if !e.is_empty() => parse_time(e, now_ms, Some(tz))?,
+            _ => now_ms,
+        };
+        if end_ms <= start_ms {
+            return Err(bad(format!(
+                "End time [{end_ms}] must be greater than the start time [{start_ms}]"
+            )));
+        }
+        let queries = match &self.queries {
+            Some(q) if !q.is_empty() => q,
+            _ => return Err(bad("Missing queries")),
+        };
+        let subs = queries
+            .iter()
+            .enumerate()
+            .map(|(index, q)| q.validate(index, self.use_calendar))
+            .collect::<Result<_, _>>()?;
+        Ok(Plan {
+            start_ms,
+            end_ms,
+            tz,
+            subs,
+        })
+    }
+
+    /// OpenTSDB's `TSQuery.toString()`, the `details` of validation errors.
+    pub(crate) fn describe(&self) -> String {
+        let mut out = String::from("TSQuery(start_time=");
+        let opt = |s: &Option<String>| s.clone().unwrap_or_else(|| "null".into());
+        let _ = write!(
+            out,
+            "{}, end_time={}, subQueries[",
+            opt(&self.start),
+            opt(&self.end)
+        );
+        for (i, q) in self.queries.iter().flatten().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            q.describe(i, &mut out);
+        }
+        let _ = write!(
+            out,
+            "] padding={}, no_annotations={}, with_global_annotations={}, show_tsuids={}, \
+             ms_resolution={}, options=[])",
+            self.padding,
+            self.no_annotations,
+            self.global_annotations,
+            self.show_tsuids,
+            self.ms_resolution
+        );
+        out
+    }
+}
+
+impl SubQuery {
+    fn validate(&self, index: usize, use_calendar: bool) -> Result<SubPlan, QueryError> {
+        let name = match self.aggregator.as_deref() {
+            Some(a) if !a.is_empty() => a,
+            _ => return Err(bad("Missing the aggregation function")),
+        };
+        let aggregator = Aggregator::from_name(name)
+            .ok_or_else(|| bad(format!("No such aggregation function: {name}")))?;
+        let has_tsuids = self.tsuids.as_ref().is_some_and(|t| !t.is_empty());
+        let metric = match self.metric.as_deref() {
+            _ if has_tsuids => {
+                return Err(bad(
+                    "TSUID queries are not supported; query by metric and tags instead",
+                ))
+            }
+            Some(m) if !m.is_empty() => m.to_string(),
+            _ => return Err(bad("Missing the metric or tsuids, provide at least one")),
+        };
+        let downsample = match self.downsample.as_deref() {
+            Some(d) if !d.is_empty() => {
+                let spec = DownsampleSpec::parse(d)?;
+                Some(if use_calendar {
+                    spec.with_calendar()?
+                } else {
+                    spec
+                })
+            }
+            _ => None,
+        };
+        Ok(SubPlan {
+            index,
+            metric,
+            aggregator,
+            filters: self.resolved_filters()?,
+            explicit_tags: self.explicit_tags,
+            downsample,
+            rate: self.rate.then(|| self.rate_options.unwrap_or_default()),
+            allow_rollups: !self
+                .rollup_usage
+                .as_deref()
+                .is_some_and(|u| u.eq_ignore_ascii_case("rollup_raw")),
+        })
+    }
+
+    /// The filters in OpenTSDB's order: JSON filters, the non-grouping old
+    /// syntax, then `tags` (group-by, merged into identical filters).
+    pub(crate) fn resolved_filters(&self) -> Result<Vec<TagFilter>, QueryError> {
+        let mut filters = Vec::new();
+        for f in self.filters.iter().flatten() {
+            let text = |s: &Option<String>| s.clone().unwrap_or_default();
+            filters.push(
+                TagFilter::new(
+                    &text(&f.filter_type),
+                    &text(&f.tagk),
+                    &text(&f.filter),
+                    f.group_by,
+                )
+                .map_err(bad)?,
+            );
+        }
+        for (k, v) in &self.uri_filters {
+            filters.push(TagFilter::from_tag_value(k, v, false).map_err(bad)?);
+        }
+        for (k, v) in self.tags.iter().flatten() {
+            push_filter(
+                &mut filters,
+                TagFilter::from_tag_value(k, v, true).map_err(bad)?,
+            );
+        }
+        Ok(filters)
+    }
+
+    fn describe(&self, index: usize, out: &mut String) {
+        let opt = |s: &Option<String>| s.clone().unwrap_or_else(|| "null".into());
+        let _ = write!(
+            out,
+            "TSSubQuery(metric={}, filters=[",
+            self.metric.clone().unwrap_or_default()
+        );
+        let mut first = true;
+        for f in self.filters.iter().flatten() {
+            if !first {
+                out.push_str(", ");
+            }
+            first = false;
+            let _ = write!(
+                out,
+                "filter_name={}, tagk={}, group_by={}",
+                opt(&f.filter_type),
+                opt(&f.tagk),
+                f.group_by
+            );
+        }
+        for (k, v) in self.uri_filters.iter().chain(self.tags.iter().flatten()) {
+            if !first {
+                out.push_str(", ");
+            }
+            first = false;
+            let _ = write!(out, "{k}={v}");
+        }
+        let _ = write!(
+            out,
+            "], tsuids=[{}], agg={}, downsample={}, rate={}, rate_options={}, explicit_tags={}, index={index})",
+            self.tsuids.as_deref().unwrap_or_default().join(", "),
+            opt(&self.aggregator),
+            opt(&self.downsample),
+            self.rate,
+            self.rate_options
+                .map(|o| format!(
+                    "counter={}, counterMax={}, resetValue={}, dropResets={}",
+                    o.counter, o.counter_max, o.reset_value, o.drop_resets
+                ))
+                .unwrap_or_else(|| "null".into()),
+            self.explicit_tags,
+        );
+    }
+}
+
+/// `m=<agg>[:<options>...]:<metric>[{tags}][{filters}]`.
+fn parse_m_query(m: &str) -> Result<SubQuery, QueryError> {
+    if m.is_empty() {
+        return Err(bad("The query string was empty"));
+    }
+    let parts: Vec<&str> = m.split(':').collect();
+    if parts.len() < 2 || parts.len() > 5 {
+        return Err(bad(format!(
+            "Invalid parameter m={m} ({} :-separated parts)",
+            if parts.len() < 2 {
+                "not enough"
+            } else {
+                "too many"
+            }
+        )));
+    }
+    let mut sub = SubQuery {
+        aggregator: Some(parts[0].to_string()),
+        ..SubQuery::default()
+    };
+    apply_options(&mut sub, &parts[1..parts.len() - 1])?;
+    parse_metric_and_filters(parts[parts.len() - 1], &mut sub).map_err(bad)?;
+    Ok(sub)
+}
+
+/// `tsuid=<agg>[:<options>...]:<tsuid>[,<tsuid>...]`.
+fn parse_tsuid_query(q: &str) -> Result<SubQuery, QueryError> {
+    if q.is_empty() {
+        return Err(bad("The tsuid query string was empty"));
+    }
+    let parts: Vec<&str> = q.split(':').collect();
+    if parts.len() < 2 || parts.len() > 5 {
+        return Err(bad(format!(
+            "Invalid parameter tsuid={q} ({} :-separated parts)",
+            if parts.len() < 2 {
+                "not enough"
+            } else {
+                "too many"
+            }
+        )));
+    }
+    let mut sub = SubQuery {
+        aggregator: Some(parts[0].to_string()),
+        tsuids: Some(
+            parts[parts.len() - 1]
+                .split(',')
+                .map(String::from)
+                .collect(),
+        ),
+        ..SubQuery::default()
+    };
+    apply_options(&mut sub, &parts[1..parts.len() - 1])?;
+    Ok(sub)
+}
+
+/// The middle parts of `m=`, matched case-insensitively; unknown ones are
+/// ignored, as OpenTSDB ignores them (so `all-sum` does nothing: a
+/// downsample part must start with a digit, `0all-sum`).
+fn apply_options(sub: &mut SubQuery, parts: &[&str]) -> Result<(), QueryError> {
+    for &part in parts {
+        let lower = part.to_ascii_lowercase();
+        if lower.starts_with("rate") {
+            sub.rate = true;
+            if part.contains('{') {
+                sub.rate_options = Some(parse_rate_options(part)?);
+            }
+        } else if part.starts_with(|c: char| c.is_ascii_digit()) {
+            sub.downsample = Some(part.to_string());
+        } else if lower == "pre-agg" {
+            sub.pre_aggregate = true;
+        } else if lower.starts_with("rollup_") {
+            sub.rollup_usage = Some(part.to_string());
+        } else if lower.starts_with("percentiles") {
+            sub.percentiles = Some(parse_percentiles(part)?);
+        } else if lower.starts_with("show-histogram-buckets") {
+            sub.show_histogram_buckets = true;
+        } else if lower.starts_with("explicit_tags") {
+            sub.explicit_tags = true;
+        }
+    }
+    Ok(())
+}
+
+/// `rate{counter[,max[,reset]]}`, `rate{dropcounter,...}`.
+fn parse_rate_options(spec: &str) -> Result<RateOptions, QueryError> {
+    if spec.len() == 4 {
+        return Ok(RateOptions::default());
+    }
+    let inner = spec
+        .get(5..spec.len().saturating_sub(1))
+        .filter(|_| spec.len() >= 6)
+        .ok_or_else(|| bad(format!("Invalid rate options specification: {spec}")))?;
+    let parts: Vec<&str> = inner.split(',').collect();
+    if parts.len() > 3 {
+        return Err(bad(format!(
+            "Incorrect number of values in rate options specification, must be \
+             counter[,counter max value,reset value], recieved: {} parts",
+            parts.len()
+        )));
+    }
+    let number = |i: usize, default: i64, what: &str| match parts.get(i) {
+        Some(p) if !p.is_empty() => p.parse::<i64>().map_err(|_| {
+            bad(format!(
+                "{what} of counter was not a number, received '{p}'"
+            ))
+        }),
+        _ => Ok(default),
+    };
+    Ok(RateOptions {
+        counter: parts[0].ends_with("counter"),
+        counter_max: number(1, i64::MAX, "Max value")?,
+        reset_value: number(2, 0, "Reset value")?,
+        drop_resets: parts[0] == "dropcounter",
+    })
+}
+
+/// `percentiles[50, 99.9]`.
+fn parse_percentiles(spec: &str) -> Result<Vec<f64>, QueryError> {
+    let malformed = || bad(format!("Malformated percentile query paramater: {spec}"));
+    let open = spec.find('[').ok_or_else(malformed)?;
+    let close = spec.find(']').filter(|&c| c > open).ok_or_else(malformed)?;
+    spec[open + 1..close]
+        .split(',')
+        .map(|p| p.trim().parse::<f64>().map_err(|_| malformed()))
+        .collect()
+}
+
+/// `Tags.parse`: exactly one `=` between non-empty sides.
+fn parse_tag(tag: &str) -> Result<(String, String), String> {
+    let mut parts = tag.split('=');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(k), Some(v), None) if !k.is_empty() && !v.is_empty() => {
+            Ok((k.to_string(), v.to_string()))
+        }
+        _ => Err(format!("invalid tag: {tag}")),
+    }
+}
+
+/// `metric{tagk=v,...}{tagk=filter,...}` (OpenTSDB's
+/// `Tags.parseWithMetricAndFilters`): the first braces group, the second
+/// only filter. Each filter is built once here so that a bad one fails the
+/// parse with OpenTSDB's "When parsing ..." message.
+fn parse_metric_and_filters(spec: &str, sub: &mut SubQuery) -> Result<(), String> {
+    if spec.is_empty() {
+        return Err("Metric cannot be null or empty".into());
+    }
+    let Some(curly) = spec.find('{') else {
+        sub.metric = Some(spec.to_string());
+        return Ok(());
+    };
+    if !spec.ends_with('}') {
+        return Err(format!("Missing '}}' at the end of: {spec}"));
+    }
+    let len = spec.len();
+    if curly == len - 2 {
+        if curly == 0 {
+            return Err(format!("Missing metric and tags: {spec}"));
+        }
+        sub.metric = Some(spec[..len - 2].to_string());
+        return Ok(());
+    }
+    // `find` cannot fail: the string ends with '}'.
+    let close = spec.find('}').unwrap_or(len - 1);
+    if close < curly {
+        return Err(format!("Invalid metric and tags: {spec}"));
+    }
+    if close != len - 1 {
+        let open = spec.rfind('{').unwrap_or(curly);
+        for filter in spec[open + 1..len - 1].split(',') {
+            if filter.is_empty() {
+                break;
+            }
+            let (k, v) = parse_tag(filter)
+                .and_then(|(k, v)| TagFilter::from_tag_value(&k, &v, false).map(|_| (k, v)))
+                .map_err(|e| format!("When parsing filter '{filter}': {e}"))?;
+            sub.uri_filters.push((k, v));
+        }
+    }
+    let mut tags = Vec::new();
+    for tag in spec[curly + 1..close].split(',') {
+        if tag.is_empty() && close != len - 1 {
+            break;
+        }
+        let (k, v) = parse_tag(tag)
+            .and_then(|(k, v)| TagFilter::from_tag_value(&k, &v, true).map(|_| (k, v)))
+            .map_err(|e| format!("When parsing tag '{tag}': {e}"))?;
+        tags.push((k, v));
+    }
+    sub.tags = Some(tags);
+    sub.metric = Some(spec[..curly].to_string());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::filter::FilterType;
+
+    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn get(pairs: &[(&str, &str)]) -> Result<QueryRequest, QueryError> {
+        QueryRequest::from_get_params(&params(pairs))
+    }
+
+    #[test]
+    fn parses_the_reference_m_example() {
+        let r = get(&[
+            ("start", "1h-ago"),
+            (
+                "m",
+                "sum:rate{counter,,1000}:1h-avg-nan:explicit_tags:sys.cpu{host=*}{dc=lga}",
+            ),
+        ])
+        .unwrap();
+        let q = &r.queries.as_ref().unwrap()[0];
+        assert_eq!(q.aggregator.as_deref(), Some("sum"));
+        assert_eq!(q.metric.as_deref(), Some("sys.cpu"));
+        assert!(q.rate);
+        assert_eq!(
+            q.rate_options,
+            Some(RateOptions {
+                counter: true,
+                counter_max: i64::MAX,
+                reset_value: 1000,
+                drop_resets: false
+            })
+        );
+        assert_eq!(q.downsample.as_deref(), Some("1h-avg-nan"));
+        assert!(q.explicit_tags);
+        assert_eq!(q.tags, Some(vec![("host".into(), "*".into())]));
+        assert_eq!(q.uri_filters, [("dc".to_string(), "lga".to_string())]);
+        let f = q.resolved_filters().unwrap();
+        let summary: Vec<_> = f
+            .iter()
+            .map(|f| {
+                (
+                    f.tagk.as_str(),
+                    f.filter_type,
+                    f.filter.as_str(),
+                    f.group_by,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("dc", FilterType::LiteralOr, "lga", false),
+                ("host", FilterType::Wildcard, "*", true)
+            ]
+        );
+    }
+
+    #[test]
+    fn m_options_and_brace_forms() {
+        let q = |m: &str| {
+            get(&[("start", "0"), ("m", m)])
+                .unwrap()
+                .queries
+                .unwrap()
+                .remove(0)
+        };
+        let s = q("sum:sys.cpu");
+        assert_eq!(
+            (s.metric.as_deref(), s.tags.clone()),
+            (Some("sys.cpu"), None)
+        );
+        assert_eq!(q("sum:sys.cpu{}").metric.as_deref(), Some("sys.cpu"));
+        let s = q("sum:sys.cpu{}{host=web*}");
+        assert_eq!((s.tags.clone().unwrap().len(), s.uri_filters.len()), (0, 1));
+        let s = q("max:1m-avg:rate:sys.cpu{host=a|b,dc=regexp(l.*)}");
+        assert_eq!(s.downsample.as_deref(), Some("1m-avg"));
+        assert!(s.rate && s.rate_options.is_none());
+        assert_eq!(s.tags.unwrap()[1], ("dc".into(), "regexp(l.*)".into()));
+        // `all-sum` is silently ignored in GET; `0all-sum` works.
+        assert_eq!(q("sum:all-sum:m").downsample, None);
+        assert_eq!(q("sum:0all-sum:m").downsample.as_deref(), Some("0all-sum"));
+        assert!(q("sum:RATE:m").rate);
+        let s = q("sum:rate{dropcounter,100}:m");
+        assert_eq!(
+            s.rate_options,
+            Some(RateOptions {
+                counter: true,
+                counter_max: 100,
+                reset_value: 0,
+                drop_resets: true
+            })
+        );
+        let s = q("sum:percentiles[50, 99.9]:pre-agg:rollup_raw:m");
+        assert_eq!(s.percentiles, Some(vec![50.0, 99.9]));
+        assert!(s.pre_aggregate);
+        assert_eq!(s.rollup_usage.as_deref(), Some("rollup_raw"));
+        assert!(q("sum:show-histogram-buckets:m").show_histogram_buckets);
+        assert!(q("sum:whatever:m").metric.is_some());
+    }
+
+    #[test]
+    fn get_errors() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("m", "sum:m")], "Missing parameter <code>start</code>"),
+            (&[("start", ""), ("m", "sum:m")], "Missing parameter <code>start</code>"),
+            (&[("start", "1h-ago")], "Missing sub queries"),
+            (&[("start", "1h-ago"), ("m", "sum")], "Invalid parameter m=sum (not enough :-separated parts)"),
+            (&[("start", "1h-ago"), ("m", "a:b:c:d:e:f")], "Invalid parameter m=a:b:c:d:e:f (too many :-separated parts)"),
+            (&[("start", "1h-ago"), ("m", "")], "The query string was empty"),
+            (&[("start", "1h-ago"), ("m", "sum:m{host")], "Missing '}' at the end of: m{host"),
+            (&[("start", "1h-ago"), ("m", "sum:{}")], "Missing metric and tags: {}"),
+            (&[("start", "1h-ago"), ("m", "sum:m}{a=b}")], "Invalid metric and tags: m}{a=b}"),
+            (&[("start", "1h-ago"), ("m", "sum:m{host}")], "When parsing tag 'host': invalid tag: host"),
+            (&[("start", "1h-ago"), ("m", "sum:m{host=a=b}")], "When parsing tag 'host=a=b': invalid tag: host=a=b"),
+            (&[("start", "1h-ago"), ("m", "sum:m{host=nope(x)}")], "When parsing tag 'host=nope(x)': Could not find a tag value filter of the type: nope"),
+            (&[("start", "1h-ago"), ("m", "sum:m{}{host=wildcard(x)}")], "When parsing filter 'host=wildcard(x)': Filter must contain an asterisk"),
+            (&[("start", "1h-ago"), ("m", "sum:rate{:m")], "Invalid rate options specification: rate{"),
+            (&[("start", "1h-ago"), ("m", "sum:rate{counter,x}:m")], "Max value of counter was not a number, received 'x'"),
+            (&[("start", "1h-ago"), ("m", "sum:rate{counter,1,y}:m")], "Reset value of counter was not a number, received 'y'"),
+            (&[("start", "1h-ago"), ("m", "sum:rate{a,b,c,d}:m")], "Incorrect number of values in rate options specification, must be counter[,counter max value,reset value], recieved: 4 parts"),
+            (&[("start", "1h-ago"), ("m", "sum:percentiles(1):m")], "Malformated percentile query paramater: percentiles(1)"),
+        ];
+        for (pairs, want) in cases {
+            let e = get(pairs).unwrap_err();
+            assert_eq!(
+                (e.status(), e.message().as_str()),
+                (400, *want),
+                "{pairs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn flags_by_presence_last_value_wins_and_dedup() {
+        let r = get(&[
+            ("start", "2h-ago"),
+            ("start", "1h-ago"),
+            ("end", "now"),
+            ("m", "sum:a"),
+            ("m", "sum:a"),
+            ("m", "avg:a"),
+            ("ms", "false"),
+            ("arrays", "true"),
+            ("show_query", ""),
+            ("show_tsuids", "0"),
+        ])
+        .unwrap();
+        assert_eq!(r.start.as_deref(), Some("1h-ago"));
+        assert_eq!(r.end.as_deref(), Some("now"));
+        assert!(r.ms_resolution && r.arrays && r.show_query && r.show_tsuids);
+        assert!(!r.show_stats && !r.show_summary);
+        assert_eq!(r.queries.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn post_body_fields() {
+        let body = br#"{"start":1356998400,"end":"1356998460","timezone":"UTC","useCalendar":"true",
+            "msResolution":true,"showTSUIDs":"true","showQuery":true,"showStats":1,"showSummary":false,
+            "noAnnotations":true,"globalAnnotations":true,"padding":true,"options":{"x":["y"]},"unknown":1,
+            "queries":[{"aggregator":"sum","metric":"sys.cpu","downsample":"1m-avg","rate":"true",
+              "rateOptions":{"counter":true,"counterMax":100,"resetValue":5,"dropResets":false},
+              "tags":{"host":"*"},"explicitTags":true,
+              "filters":[{"type":"literal_or","tagk":"dc","filter":"lga","group_by":true},
+                         {"type":"wildcard","tagk":"rack","filter":"r*","groupBy":false}],
+              "percentiles":[99.9],"rollupUsage":"ROLLUP_RAW","useFuzzyFilter":false}]}"#;
+        let r = QueryRequest::from_json(body).unwrap();
+        assert_eq!(r.start.as_deref(), Some("1356998400"));
+        assert_eq!(r.end.as_deref(), Some("1356998460"));
+        assert!(r.use_calendar && r.ms_resolution && r.show_tsuids && r.show_query && r.show_stats);
+        assert!(
+            !r.show_summary && r.no_annotations && r.global_annotations && r.padding && !r.arrays
+        );
+        let q = &r.queries.as_ref().unwrap()[0];
+        assert!(q.rate && q.explicit_tags && !q.use_fuzzy_filter && q.use_multi_gets);
+        assert_eq!(q.rate_options.unwrap().reset_value, 5);
+        let f = q.filters.as_ref().unwrap();
+        assert!(f[0].group_by && !f[1].group_by);
+        let plan = r.plan(0).unwrap();
+        assert_eq!(
+            (plan.start_ms, plan.end_ms),
+            (1_356_998_400_000, 1_356_998_460_000)
+        );
+        let sub = &plan.subs[0];
+        assert!(!sub.allow_rollups);
+        assert_eq!(sub.filters.len(), 3);
+        // useCalendar turns the fixed interval into a calendar one.
+        assert!(matches!(
+            sub.downsample.as_ref().unwrap().interval,
+            crate::query::downsample::Interval::Calendar { .. }
+        ));
+        let e = QueryRequest::from_json(b"{\"start\":").unwrap_err();
+        assert_eq!(e.message(), "Unable to parse the given JSON");
+        assert!(e.details().is_some());
+    }
+
+    #[test]
+    fn validation_errors_in_opentsdb_order() {
+        let now = 1_700_000_000_000;
+        let body = |json: &str| QueryRequest::from_json(json.as_bytes()).unwrap();
+        let cases: &[(&str, &str)] = &[
+            (r#"{"queries":[]}"#, "Missing start time"),
+            (r#"{"start":"","queries":[]}"#, "Missing start time"),
+            (
+                r#"{"start":"1h-ago","end":"2h-ago"}"#,
+                "End time [1699992800000] must be greater than the start time [1699996400000]",
+            ),
+            (
+                r#"{"start":"1h-ago","end":"1h-ago"}"#,
+                "End time [1699996400000] must be greater than the start time [1699996400000]",
+            ),
+            (r#"{"start":"1h-ago"}"#, "Missing queries"),
+            (r#"{"start":"1h-ago","queries":[]}"#, "Missing queries"),
+            (
+                r#"{"start":"1h-ago","queries":[{"metric":"m"}]}"#,
+                "Missing the aggregation function",
+            ),
+            (
+                r#"{"start":"1h-ago","queries":[{"aggregator":"SUM","metric":"m"}]}"#,
+                "No such aggregation function: SUM",
+            ),
+            (
+                r#"{"start":"1h-ago","queries":[{"aggregator":"sum"}]}"#,
+                "Missing the metric or tsuids, provide at least one",
+            ),
+            (
+                r#"{"start":"1h-ago","queries":[{"aggregator":"sum","tsuids":["0000000000000001"]}]}"#,
+                "TSUID queries are not supported; query by metric and tags instead",
+            ),
+            (
+                r#"{"start":"1h-ago","queries":[{"aggregator":"sum","metric":"m","downsample":"1x-sum"}]}"#,
+                "Invalid duration (suffix): 1x",
+            ),
+            (
+                r#"{"start":"1h-ago","queries":[{"aggregator":"sum","metric":"m","filters":[{"type":"bogus","tagk":"h","filter":"x"}]}]}"#,
+                "Could not find a tag value filter of the type: bogus",
+            ),
+            (
+                r#"{"start":"2013/01/01","timezone":"Mars/Base","queries":[]}"#,
+                "Invalid timezone name: Mars/Base",
+            ),
+            (
+                r#"{"start":"yesterday","queries":[]}"#,
+                "Invalid time: yesterday. Invalid character 'y' in yesterday",
+            ),
+            (
+                r#"{"start":"1h-ago","delete":true,"queries":[]}"#,
+                "Bad request",
+            ),
+        ];
+        for &(json, want) in cases {
+            let e = body(json).plan(now).unwrap_err();
+            assert_eq!((e.status(), e.message().as_str()), (400, want), "{json}");
+            assert!(e.details().is_some(), "{json}");
+        }
+        let e = body(r#"{"start":"1h-ago","queries":[{"metric":"sys.cpu"}]}"#)
+            .plan(now)
+            .unwrap_err();
+        assert_eq!(
+            e.details().unwrap(),
+            "TSQuery(start_time=1h-ago, end_time=null, subQueries[TSSubQuery(metric=sys.cpu, \
+             filters=[], tsuids=[], agg=null, downsample=null, rate=false, rate_options=null, \
+             explicit_tags=false, index=0)] padding=false, no_annotations=false, \
+             with_global_annotations=false, show_tsuids=false, ms_resolution=false, options=[])"
+        );
+        let e = body(r#"{"start":"1h-ago","delete":true}"#)
+            .plan(now)
+            .unwrap_err();
+        assert_eq!(
+            e.details().as_deref(),
+            Some("Deleting data is not enabled (tsd.http.query.allow_delete=false)")
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever the query string holds, parsing answers, never panics.
+        #[test]
+        fn get_parsing_never_panics(m in "\\PC{0,40}", start in "\\PC{0,20}") {
+            let _ = get(&[("start", &start), ("m", &m)]).map(|r| r.plan(0));
+        }
+
+        #[test]
+        fn m_grammar_never_panics(m in "[a-z0-9{}=|*:,()\\[\\]-]{0,40}") {
+            let _ = get(&[("start", "0"), ("m", &m)]).map(|r| r.plan(1));
+        }
+    }
+}

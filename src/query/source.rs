@@ -1,0 +1,59 @@
+//! What the query engine needs from storage, as a trait, so the engine stays
+//! pure and testable and the store (`storage::StoreReader`) implements it.
+
+use crate::model::{DataPoint, RollupAgg, SeriesKey};
+
+/// A series known to the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesMeta {
+    pub id: u64,
+    pub key: SeriesKey,
+}
+
+/// The pre-aggregated resolutions the store keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RollupResolution {
+    /// Aligned to epoch hours.
+    Hour,
+    /// Aligned to UTC days.
+    Day,
+}
+
+/// Kinds of names, as OpenTSDB's UID tables know them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NameKind {
+    Metric,
+    TagKey,
+    TagValue,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("storage error: {0}")]
+pub struct SourceError(pub String);
+
+/// Read access to stored series. Implementations must be cheap to call
+/// concurrently from many requests.
+pub trait Source {
+    /// Every series of `metric`, or `None` if no such metric was ever written.
+    fn series_of_metric(&self, metric: &str) -> Result<Option<Vec<SeriesMeta>>, SourceError>;
+
+    /// Points of series `id` with `start_ms <= ts <= end_ms`, sorted by time,
+    /// one per timestamp (the last write wins), sealed and unsealed data merged.
+    fn points(&self, id: u64, start_ms: i64, end_ms: i64) -> Result<Vec<DataPoint>, SourceError>;
+
+    /// Aggregates of series `id` for every interval of `resolution` that
+    /// starts in `[start_ms, end_ms)` and holds data, sorted by start. They
+    /// equal what the raw points give, unsealed data included. `None` means
+    /// the store cannot answer from rollups here and the caller reads points.
+    fn rollups(
+        &self,
+        id: u64,
+        resolution: RollupResolution,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Option<Vec<RollupAgg>>, SourceError>;
+
+    /// Whether a name of this kind was ever written (OpenTSDB answers
+    /// "No such name" for unknown ones).
+    fn name_exists(&self, kind: NameKind, name: &str) -> Result<bool, SourceError>;
+}

@@ -1,0 +1,281 @@
+//! The storage engine: series index, head chunks, durability log, sealed
+//! blocks and rollups on RocksDB.
+//!
+//! [`Store::open`] returns the two halves: a [`StoreWriter`], owned by the
+//! writer thread (the only code that writes), and a cloneable
+//! [`StoreReader`] for HTTP requests and the query engine. Both share one
+//! `DBWithThreadMode<MultiThreaded>` and the in-memory head through an `Arc`.
+//!
+//! # Write path
+//!
+//! `append` resolves series ids from an in-memory map (new series get the
+//! next id and their index entries), encodes the batch as one compact log
+//! record and commits the record plus any new index entries in ONE RocksDB
+//! write batch with the WAL on. Only then do the points enter the head
+//! chunks, so readers never see a point that a crash could lose.
+//!
+//! `seal_due` turns head windows into blocks once their hour is over plus a
+//! grace period, at once when they lie beyond the grace in the future (a
+//! bad client clock must not pin the log), and early, oldest first, when
+//! the head outgrows its memory limit. A block that already exists for the
+//! window (late data) is merged with the head, the newest write winning per
+//! timestamp; that read-modify-write is the only one, so a block is written
+//! once unless data arrives for a sealed hour. Blocks, the hour's rollup and
+//! the refolded day rollup are committed together, a few thousand windows
+//! per commit and a bounded number per call so ingest keeps going while a
+//! big hour seals; afterwards the log records no open window needs are
+//! range-deleted. A crash between commits leaves some windows both sealed
+//! and in the log; replay puts them back in the head and the next seal
+//! merges them into the same block again, which changes nothing.
+//!
+//! The log therefore holds about an hour plus the grace of points, and the
+//! head the same points compressed. At sustained rates where that exceeds
+//! `head_memory_limit`, windows of the current hour seal early and are
+//! merged again when they finally close, trading rewrites for memory.
+//!
+//! # Read path
+//!
+//! Readers copy what they need out of the head under a short read lock,
+//! *then* read RocksDB. In that order a window sealed in between is seen
+//! twice (identical data, merged) rather than not at all.
+//!
+//! # On-disk format, version 1
+//!
+//! `meta["format_version"]` holds the version as a u32 big-endian; open
+//! refuses any other. Values that hold encoded data (log, block, rollup)
+//! also begin with their own version byte, so a later format can convert
+//! them one at a time.
+//!
+//! | column family      | key                                        | value |
+//! |--------------------|--------------------------------------------|-------|
+//! | `meta`             | `format_version`                           | u32 BE |
+//! |                    | `next_series_id`                           | u64 BE: the next id to hand out (ids start at 1) |
+//! |                    | `seal_watermark`                           | u64 BE log seq ‖ i64 window bound (see `log`) |
+//! | `series`           | series key                                 | series id, u64 BE |
+//! | `series_by_id`     | series id, u64 BE                          | series key |
+//! | `index`            | `'M' metric 0x00 id`                       | series key |
+//! |                    | `'T' tagk 0x00 tagv 0x00 id`               | empty |
+//! | `names`            | `'m'`/`'k'`/`'v'` ‖ name                   | empty |
+//! | `log`              | sequence number, u64 BE                    | log record |
+//! | `blocks_YYYYMMDD`  | id u64 BE ‖ window start i64               | block record |
+//! | `rollup_1h`        | id u64 BE ‖ hour start i64                 | rollup record |
+//! | `rollup_1d`        | id u64 BE ‖ UTC day start i64              | rollup record |
+//!
+//! A series key is `metric (0x00 tagk 0x00 tagv)*`, tags sorted by key
+//! ([`crate::model::SeriesKey`]). Every `i64` in a key is big-endian with
+//! the sign bit flipped, so byte order is numeric order.
+//!
+//! * **Log record** = `0x01 ‖ point*`; point = varint(`id << 2 | kind`) ‖
+//!   varint(zigzag(ts − previous ts in the record, starting from 0)) ‖
+//!   value; kind 0: an integer, varint(zigzag(i)); kind 1: a float, 8 bytes
+//!   little-endian IEEE-754; kind 2: a float equal to `m / 10^s` (s < 8),
+//!   varint(zigzag(m) << 3 | s). Varints are LEB128.
+//! * **Block record** = a chunk ([`chunk`] format), whose first byte is its
+//!   own format version. Windows are one hour aligned to epoch hours and
+//!   live in the family of the UTC day they start in.
+//! * **Rollup record** = `0x01 ‖ count u64 ‖ sum f64 ‖ min f64 ‖ max f64 ‖
+//!   sum_sq f64 ‖ first ‖ last`, point = `ts i64 ‖ kind (0 int, 1 float) ‖
+//!   8 value bytes`, all big-endian (75 bytes). Day rollups are folded from
+//!   the day's hour rollups in hour order.
+//!
+//! Module map: `cf` names and tunes the families, `keys` builds every
+//! key, `index` the series index, `head` the in-memory windows, `log` the
+//! log records, `blocks` the day partitions, `rollup` the aggregates,
+//! `writer` and `reader` the two halves.
+
+pub mod chunk;
+
+mod blocks;
+mod cf;
+mod head;
+mod index;
+mod keys;
+mod log;
+mod reader;
+mod rollup;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use rocksdb::{BoundColumnFamily, Cache, ColumnFamilyDescriptor, MultiThreaded, Options};
+
+pub use reader::{ColumnFamilySize, StorageStats, StoreReader};
+pub use writer::{AppendStats, StoreWriter, SEAL_WINDOWS_PER_CALL};
+
+use blocks::Partitions;
+use head::Head;
+
+/// The on-disk format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Latest timestamp the store accepts (OpenTSDB's limit, year 2286); the
+/// store also refuses negative ones.
+pub const MAX_TIMESTAMP_MS: i64 = 9_999_999_999_999;
+
+type Db = rocksdb::DBWithThreadMode<MultiThreaded>;
+
+/// How the store trades durability, memory and latency.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// fsync the WAL on every commit. Off, a committed batch survives the
+    /// process dying (kill -9, crash) but not power loss.
+    pub sync_writes: bool,
+    /// A head window seals once the wall clock passes its end plus this
+    /// much, so points arriving a little late still land in the head.
+    pub seal_grace_ms: i64,
+    /// Bytes of head chunks beyond which the oldest windows seal early.
+    pub head_memory_limit: usize,
+    /// RocksDB block cache shared by every column family.
+    pub block_cache_bytes: usize,
+    /// All RocksDB memtables together; beyond it the largest flushes.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            sync_writes: false,
+            seal_grace_ms: 10 * 60 * 1000,
+            head_memory_limit: 512 << 20,
+            block_cache_bytes: 64 << 20,
+            write_buffer_bytes: 256 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("store has format version {found}, this build supports version {FORMAT_VERSION}")]
+    FormatVersion { found: u32 },
+    #[error("corrupt data in {family} at key {key}: {detail}")]
+    Corrupt {
+        family: String,
+        key: String,
+        detail: String,
+    },
+    #[error("column family {0:?} is missing")]
+    MissingColumnFamily(String),
+    #[error("timestamp {0} out of range 0..={MAX_TIMESTAMP_MS} ms")]
+    TimestampOutOfRange(i64),
+    #[error("series id space exhausted at id {0}")]
+    SeriesIdsExhausted(u64),
+}
+
+impl StoreError {
+    fn corrupt(family: &str, key: &[u8], detail: impl ToString) -> StoreError {
+        StoreError::Corrupt {
+            family: family.to_owned(),
+            key: key.iter().map(|b| format!("{b:02x}")).collect(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// What the writer and every reader share.
+struct Shared {
+    db: Db,
+    head: RwLock<Head>,
+    partitions: Partitions,
+    cache: Cache,
+    cache_bytes: usize,
+    dir: PathBuf,
+    series: AtomicUsize,
+    sealed_blocks: AtomicU64,
+    log_records: AtomicU64,
+}
+
+impl Shared {
+    fn cf(&self, name: &str) -> Result<Arc<BoundColumnFamily<'_>>, StoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StoreError::MissingColumnFamily(name.to_owned()))
+    }
+
+    /// Every family the store uses (not RocksDB's unused `default`).
+    fn family_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = cf::FIXED.iter().map(|n| n.to_string()).collect();
+        names.extend(self.partitions.all().into_iter().map(cf::blocks_name));
+        names
+    }
+
+    fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(&self.cf(cf::META)?, key)?)
+    }
+}
+
+/// Opens stores.
+pub struct Store;
+
+impl Store {
+    /// Opens the store in `dir`, creating it if needed, and replays the log
+    /// into the head so every committed point is readable again.
+    pub fn open(dir: &Path, opts: StoreOptions) -> Result<(StoreWriter, StoreReader), StoreError> {
+        let cache = Cache::new_lru_cache(opts.block_cache_bytes);
+        // A missing store lists nothing; RocksDB creates it below.
+        let existing = Db::list_cf(&Options::default(), dir).unwrap_or_default();
+        let mut names: Vec<String> = cf::FIXED.iter().map(|s| s.to_string()).collect();
+        names.extend(
+            existing
+                .into_iter()
+                .filter(|n| !cf::FIXED.contains(&n.as_str())),
+        );
+        let descriptors = names
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(n, cf::cf_options(n, &cache)));
+        let db = Db::open_cf_descriptors(&cf::db_options(&opts), dir, descriptors)?;
+        let days = names.iter().filter_map(|n| cf::parse_blocks_name(n));
+        let shared = Shared {
+            partitions: Partitions::new(days, cache.clone()),
+            db,
+            head: RwLock::new(Head::default()),
+            cache,
+            cache_bytes: opts.block_cache_bytes,
+            dir: dir.to_owned(),
+            series: AtomicUsize::new(0),
+            sealed_blocks: AtomicU64::new(0),
+            log_records: AtomicU64::new(0),
+        };
+        check_format(&shared)?;
+        let shared = Arc::new(shared);
+        let writer = StoreWriter::open(Arc::clone(&shared), &opts)?;
+        Ok((writer, StoreReader::new(shared)))
+    }
+}
+
+fn check_format(shared: &Shared) -> Result<(), StoreError> {
+    match shared.meta(keys::META_FORMAT_VERSION)? {
+        None => {
+            let meta = shared.cf(cf::META)?;
+            shared.db.put_cf(
+                &meta,
+                keys::META_FORMAT_VERSION,
+                FORMAT_VERSION.to_be_bytes(),
+            )?;
+            Ok(())
+        }
+        Some(v) => {
+            let found = <[u8; 4]>::try_from(v.as_slice())
+                .map(u32::from_be_bytes)
+                .map_err(|_| {
+                    StoreError::corrupt(
+                        cf::META,
+                        keys::META_FORMAT_VERSION,
+                        "format version is not 4 bytes",
+                    )
+                })?;
+            if found == FORMAT_VERSION {
+                Ok(())
+            } else {
+                Err(StoreError::FormatVersion { found })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,371 @@
+//! The read half of the store, shared by every HTTP request and the query
+//! engine through [`crate::query::source::Source`].
+//!
+//! Every read merges the head (unsealed, newer) over sealed blocks. The head
+//! is always copied first and RocksDB read second: a window sealed in
+//! between then shows up in both (identical points, merged), never in
+//! neither. Rollups are exact: an hour with unsealed points is aggregated on
+//! the fly from its merged points, and a day holding such an hour is
+//! refolded from its hours, with the same code the writer uses.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use rocksdb::properties::PropName;
+use rocksdb::ReadOptions;
+
+use crate::model::{DataPoint, RollupAgg};
+use crate::query::source::{NameKind, RollupResolution, SeriesMeta, Source, SourceError};
+
+use super::head::{window_start, Window, WindowSnapshot, WINDOW_MS};
+use super::{blocks, cf, chunk, index, keys, rollup};
+use super::{Shared, StoreError, MAX_TIMESTAMP_MS};
+
+/// A snapshot of the store's size and state, for `/api/stats`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StorageStats {
+    pub series: usize,
+    /// Open head windows (one chunk each).
+    pub head_chunks: usize,
+    pub head_points: usize,
+    pub head_bytes: usize,
+    /// Blocks written since the store was opened.
+    pub sealed_blocks: u64,
+    /// Log records not yet deleted.
+    pub log_records: u64,
+    /// Day partitions holding blocks.
+    pub partitions: usize,
+    /// Live SST files of every family plus the WAL.
+    pub bytes_on_disk: u64,
+    pub wal_bytes: u64,
+    pub column_families: Vec<ColumnFamilySize>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ColumnFamilySize {
+    pub name: String,
+    pub sst_bytes: u64,
+    pub memtable_bytes: u64,
+}
+
+/// Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct StoreReader {
+    pub(super) shared: Arc<Shared>,
+}
+
+/// Aggregates stored in `family` for `id` with starts in `[from, to)`.
+pub(super) fn stored_rollups(
+    shared: &Shared,
+    family: &'static str,
+    id: u64,
+    from: i64,
+    to: i64,
+) -> Result<BTreeMap<i64, RollupAgg>, StoreError> {
+    let mut out = BTreeMap::new();
+    if from >= to {
+        return Ok(out);
+    }
+    let mut ro = ReadOptions::default();
+    ro.set_iterate_upper_bound(keys::series_time(id, to).to_vec());
+    let mut it = shared.db.raw_iterator_cf_opt(&shared.cf(family)?, ro);
+    it.seek(keys::series_time(id, from));
+    while let Some((k, v)) = it.item() {
+        let (_, start) = keys::parse_series_time(k)
+            .ok_or_else(|| StoreError::corrupt(family, k, "malformed rollup key"))?;
+        let agg = rollup::decode(start, v).map_err(|e| StoreError::corrupt(family, k, e))?;
+        out.insert(start, agg);
+        it.next();
+    }
+    it.status()?;
+    Ok(out)
+}
+
+/// Clamps a query range to the timestamps the store can hold; `None` if
+/// nothing is left.
+fn clamp(start: i64, end: i64) -> Option<(i64, i64)> {
+    let (s, e) = (start.max(0), end.min(MAX_TIMESTAMP_MS));
+    (s <= e).then_some((s, e))
+}
+
+impl StoreReader {
+    pub(super) fn new(shared: Arc<Shared>) -> StoreReader {
+        StoreReader { shared }
+    }
+
+    /// Up to `max` names of `kind` starting with `prefix`, in byte order
+    /// (as OpenTSDB's UID table scan returns them).
+    pub fn suggest(
+        &self,
+        kind: NameKind,
+        prefix: &str,
+        max: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        index::suggest(&self.shared, kind, prefix, max)
+    }
+
+    /// Series for `/api/search/lookup`: of `metric` if given, carrying a tag
+    /// matching every `(key, value)` pair (either may be `*`), at most
+    /// `limit`, by id.
+    pub fn lookup(
+        &self,
+        metric: Option<&str>,
+        tags: &[(String, String)],
+        limit: usize,
+    ) -> Result<Vec<SeriesMeta>, StoreError> {
+        index::lookup(&self.shared, metric, tags, limit)
+    }
+
+    /// Merged points of the windows of `id` starting in `[from, to]`,
+    /// window by window, oldest first.
+    fn windows(
+        &self,
+        id: u64,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, Vec<DataPoint>)>, StoreError> {
+        let heads = self.shared.head.read().snapshot(id, from, to);
+        let sealed = blocks::scan(&self.shared.db, &self.shared.partitions, id, from, to)?;
+        merge_windows(id, sealed, heads)
+    }
+
+    /// The newest point of series `id`.
+    pub fn last_point(&self, id: u64) -> Result<Option<DataPoint>, StoreError> {
+        let head = self.shared.head.read().newest(id).map(Window::snapshot);
+        let from = head.as_ref().map_or(0, |w| w.start);
+        let block = blocks::newest(&self.shared.db, &self.shared.partitions, id, from)?;
+        let points = match (head, block) {
+            (Some(h), Some((start, b))) if start > h.start => decode(id, start, &b)?,
+            (Some(h), Some((_, b))) => merge(id, &h, Some(&b))?,
+            (Some(h), None) => merge(id, &h, None)?,
+            (None, Some((start, b))) => decode(id, start, &b)?,
+            (None, None) => return Ok(None),
+        };
+        Ok(points.last().copied())
+    }
+
+    pub fn series_count(&self) -> usize {
+        self.shared.series.load(Relaxed)
+    }
+
+    fn wal_bytes(&self) -> u64 {
+        let Ok(dir) = std::fs::read_dir(&self.shared.dir) else {
+            return 0;
+        };
+        dir.filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    pub fn stats(&self) -> StorageStats {
+        let db = &self.shared.db;
+        let column_families: Vec<ColumnFamilySize> = self
+            .shared
+            .family_names()
+            .into_iter()
+            .filter_map(|name| {
+                let family = self.shared.cf(&name).ok()?;
+                let prop = |p: &PropName| {
+                    db.property_int_value_cf(&family, p)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(0)
+                };
+                Some(ColumnFamilySize {
+                    sst_bytes: prop(rocksdb::properties::LIVE_SST_FILES_SIZE),
+                    memtable_bytes: prop(rocksdb::properties::CUR_SIZE_ALL_MEM_TABLES),
+                    name,
+                })
+            })
+            .collect();
+        let wal_bytes = self.wal_bytes();
+        let (head_chunks, head_points, head_bytes) = {
+            let head = self.shared.head.read();
+            (head.windows(), head.points(), head.bytes())
+        };
+        StorageStats {
+            series: self.series_count(),
+            head_chunks,
+            head_points,
+            head_bytes,
+            sealed_blocks: self.shared.sealed_blocks.load(Relaxed),
+            log_records: self.shared.log_records.load(Relaxed),
+            partitions: self.shared.partitions.len(),
+            bytes_on_disk: wal_bytes + column_families.iter().map(|c| c.sst_bytes).sum::<u64>(),
+            wal_bytes,
+            column_families,
+        }
+    }
+
+    /// Bytes the store occupies on disk: live SST files plus the WAL.
+    pub fn bytes_on_disk(&self) -> u64 {
+        self.stats().bytes_on_disk
+    }
+
+    /// Empties the block cache (OpenTSDB's `/api/dropcaches`). The series
+    /// map and head are not caches: they hold the only fast path to ids and
+    /// the unsealed data.
+    pub fn drop_caches(&self) {
+        let mut cache = self.shared.cache.clone();
+        cache.set_capacity(0);
+        cache.set_capacity(self.shared.cache_bytes);
+    }
+
+    fn points_in(&self, id: u64, start: i64, end: i64) -> Result<Vec<DataPoint>, StoreError> {
+        let Some((start, end)) = clamp(start, end) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for (_, points) in self.windows(id, window_start(start), window_start(end))? {
+            out.extend(
+                points
+                    .into_iter()
+                    .filter(|p| (start..=end).contains(&p.timestamp_ms)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Hour aggregates of `id` for hours starting in `[from, to)`: stored
+    /// ones, replaced by on-the-fly ones where the head has data.
+    fn hours(&self, id: u64, from: i64, to: i64) -> Result<BTreeMap<i64, RollupAgg>, StoreError> {
+        if from >= to {
+            return Ok(BTreeMap::new());
+        }
+        let heads = self.shared.head.read().snapshot(id, from, to - 1);
+        let mut hours = stored_rollups(&self.shared, cf::ROLLUP_1H, id, from, to)?;
+        for h in heads {
+            let block = blocks::get(&self.shared.db, &self.shared.partitions, id, h.start)?;
+            if let Some(agg) = rollup::aggregate(h.start, &merge(id, &h, block.as_deref())?) {
+                hours.insert(h.start, agg);
+            }
+        }
+        Ok(hours)
+    }
+
+    fn rollups_in(
+        &self,
+        id: u64,
+        resolution: RollupResolution,
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<RollupAgg>, StoreError> {
+        let Some((start, end)) = clamp(start, end.saturating_sub(1)) else {
+            return Ok(Vec::new());
+        };
+        // Intervals starting in [start, end]: round `start` up to a boundary.
+        let rows = match resolution {
+            RollupResolution::Hour => {
+                let from = window_start(start + WINDOW_MS - 1);
+                self.hours(id, from, end + 1)?
+            }
+            RollupResolution::Day => {
+                let from = cf::day_start(start + cf::DAY_MS - 1);
+                // Head first, as everywhere: a day whose head hour seals
+                // meanwhile is still refolded below, from the stored hour.
+                let mut head_days: Vec<i64> = self
+                    .shared
+                    .head
+                    .read()
+                    .starts_of(id)
+                    .into_iter()
+                    .map(cf::day_start)
+                    .filter(|d| (from..=end).contains(d))
+                    .collect();
+                head_days.dedup();
+                let mut days = stored_rollups(&self.shared, cf::ROLLUP_1D, id, from, end + 1)?;
+                for day in head_days {
+                    let hours = self.hours(id, day, day + cf::DAY_MS)?;
+                    if let Some(agg) = rollup::fold(day, hours.into_values()) {
+                        days.insert(day, agg);
+                    }
+                }
+                days
+            }
+        };
+        Ok(rows.into_values().collect())
+    }
+}
+
+fn corrupt_block(id: u64, start: i64, e: chunk::ChunkError) -> StoreError {
+    let family = cf::blocks_name(cf::day_start(start));
+    StoreError::corrupt(&family, &keys::series_time(id, start), e)
+}
+
+fn decode(id: u64, start: i64, chunk: &[u8]) -> Result<Vec<DataPoint>, StoreError> {
+    chunk::decode(chunk).map_err(|e| corrupt_block(id, start, e))
+}
+
+/// The head window laid over its block; a decode error is blamed on the
+/// block, since head chunks are built in memory by the encoder.
+fn merge(
+    id: u64,
+    head: &WindowSnapshot,
+    block: Option<&[u8]>,
+) -> Result<Vec<DataPoint>, StoreError> {
+    head.merge_over(block)
+        .map_err(|e| corrupt_block(id, head.start, e))
+}
+
+/// Joins sealed blocks and head windows (both sorted by start) window by
+/// window, the head winning over the block.
+fn merge_windows(
+    id: u64,
+    sealed: Vec<blocks::Block>,
+    heads: Vec<WindowSnapshot>,
+) -> Result<Vec<(i64, Vec<DataPoint>)>, StoreError> {
+    let mut out = Vec::with_capacity(sealed.len() + heads.len());
+    let mut sealed = sealed.into_iter().peekable();
+    let mut heads = heads.into_iter().peekable();
+    loop {
+        let start = match (sealed.peek(), heads.peek()) {
+            (None, None) => break,
+            (b, h) => b
+                .map_or(i64::MAX, |b| b.0)
+                .min(h.map_or(i64::MAX, |h| h.start)),
+        };
+        let block = sealed.next_if(|b| b.0 == start).map(|b| b.1);
+        let points = match (heads.next_if(|h| h.start == start), block) {
+            (Some(h), block) => merge(id, &h, block.as_deref())?,
+            (None, Some(block)) => decode(id, start, &block)?,
+            // `start` is the smaller of two peeked starts, so one was taken.
+            (None, None) => break,
+        };
+        out.push((start, points));
+    }
+    Ok(out)
+}
+
+fn source_error(e: StoreError) -> SourceError {
+    SourceError(e.to_string())
+}
+
+impl Source for StoreReader {
+    fn series_of_metric(&self, metric: &str) -> Result<Option<Vec<SeriesMeta>>, SourceError> {
+        let series = index::series_of_metric(&self.shared, metric).map_err(source_error)?;
+        Ok((!series.is_empty()).then_some(series))
+    }
+
+    fn points(&self, id: u64, start_ms: i64, end_ms: i64) -> Result<Vec<DataPoint>, SourceError> {
+        self.points_in(id, start_ms, end_ms).map_err(source_error)
+    }
+
+    fn rollups(
+        &self,
+        id: u64,
+        resolution: RollupResolution,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Option<Vec<RollupAgg>>, SourceError> {
+        self.rollups_in(id, resolution, start_ms, end_ms)
+            .map(Some)
+            .map_err(source_error)
+    }
+
+    fn name_exists(&self, kind: NameKind, name: &str) -> Result<bool, SourceError> {
+        index::name_exists(&self.shared, kind, name).map_err(source_error)
+    }
+}

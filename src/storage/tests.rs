@@ -1,0 +1,674 @@
+//! End-to-end tests of the store against a real RocksDB in a temp dir.
+
+use std::path::Path;
+
+use crate::model::{DataPoint, RollupAgg, Sample, SeriesKey, Value};
+use crate::query::source::{NameKind, RollupResolution, Source};
+
+use super::head::WINDOW_MS;
+use super::*;
+
+/// 2026-11-23T00:00:00Z.
+const T0: i64 = 1_795_392_000_000;
+const HOUR: i64 = WINDOW_MS;
+const DAY: i64 = cf::DAY_MS;
+/// Far past every window used here: `seal_due(LATER)` seals everything.
+const LATER: i64 = T0 + 30 * DAY;
+
+fn key(metric: &str, tags: &[(&str, &str)]) -> SeriesKey {
+    SeriesKey::new(metric, tags.iter().copied())
+}
+
+fn int(ts: i64, v: i64) -> DataPoint {
+    DataPoint {
+        timestamp_ms: ts,
+        value: Value::Int(v),
+    }
+}
+
+fn float(ts: i64, v: f64) -> DataPoint {
+    DataPoint {
+        timestamp_ms: ts,
+        value: Value::Float(v),
+    }
+}
+
+fn samples(series: &SeriesKey, points: &[DataPoint]) -> Vec<Sample> {
+    points
+        .iter()
+        .map(|&point| Sample {
+            series: series.clone(),
+            point,
+        })
+        .collect()
+}
+
+fn open(dir: &Path) -> (StoreWriter, StoreReader) {
+    Store::open(dir, StoreOptions::default()).expect("store opens")
+}
+
+fn id_of(r: &StoreReader, k: &SeriesKey) -> u64 {
+    let all = r
+        .series_of_metric(k.metric())
+        .expect("reads")
+        .expect("metric exists");
+    all.into_iter()
+        .find(|m| &m.key == k)
+        .expect("series exists")
+        .id
+}
+
+fn all_points(r: &StoreReader, id: u64) -> Vec<DataPoint> {
+    r.points(id, 0, i64::MAX).expect("reads")
+}
+
+fn rollups(
+    r: &StoreReader,
+    id: u64,
+    res: RollupResolution,
+    start: i64,
+    end: i64,
+) -> Vec<RollupAgg> {
+    r.rollups(id, res, start, end)
+        .expect("reads")
+        .expect("rollups available")
+}
+
+/// Log records still in RocksDB (not just counted).
+fn live_log_records(r: &StoreReader) -> usize {
+    let shared = &r.shared;
+    let mut it = shared
+        .db
+        .raw_iterator_cf(&shared.cf(cf::LOG).expect("log family"));
+    it.seek_to_first();
+    let mut n = 0;
+    while it.valid() {
+        n += 1;
+        it.next();
+    }
+    n
+}
+
+#[test]
+fn the_halves_can_cross_threads() {
+    fn writer<T: Send>() {}
+    fn reader<T: Send + Sync + Clone>() {}
+    writer::<StoreWriter>();
+    reader::<StoreReader>();
+}
+
+#[test]
+fn appended_points_read_back_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut w, r) = open(dir.path());
+    let cpu = key("sys.cpu", &[("host", "a")]);
+    let mem = key("sys.mem", &[("host", "a"), ("dc", "x")]);
+    let cpu_points = [int(T0, 1), float(T0 + 1000, 2.5), int(T0 + 2 * HOUR, -3)];
+    let mut batch = samples(&cpu, &cpu_points);
+    batch.extend(samples(&mem, &[int(T0, 7)]));
+    assert_eq!(
+        w.append(&batch).expect("appends"),
+        AppendStats {
+            points: 4,
+            new_series: 2
+        }
+    );
+    assert_eq!(
+        w.append(&samples(&cpu, &[int(T0 + 3000, 4)]))
+            .expect("appends")
+            .new_series,
+        0
+    );
+    assert_eq!(r.series_count(), 2);
+    let id = id_of(&r, &cpu);
+    assert_eq!(
+        all_points(&r, id),
+        vec![
+            cpu_points[0],
+            cpu_points[1],
+            int(T0 + 3000, 4),
+            cpu_points[2]
+        ]
+    );
+    assert_eq!(
+        r.points(id, T0 + 1, T0 + 3000).expect("reads"),
+        vec![cpu_points[1], int(T0 + 3000, 4)]
+    );
+    assert_eq!(r.points(id, T0 + 4000, T0 + HOUR).expect("reads"), vec![]);
+    assert_eq!(all_points(&r, id_of(&r, &mem)), vec![int(T0, 7)]);
+    assert_eq!(all_points(&r, 999), vec![]);
+}
+
+#[test]
+fn duplicates_last_write_wins_and_out_of_order_is_accepted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut w, r) = open(dir.path());
+    let k = key("m", &[("t", "1")]);
+    w.append(&samples(
+        &k,
+        &[int(T0 + 20, 1), int(T0 + 10, 2), int(T0 + 20, 3)],
+    ))
+    .expect("appends");
+    w.append(&samples(&k, &[int(T0 + 5, 4), int(T0 + 10, 5)]))
+        .expect("appends");
+    let id = id_of(&r, &k);
+    let expected = vec![int(T0 + 5, 4), int(T0 + 10, 5), int(T0 + 20, 3)];
+    assert_eq!(all_points(&r, id), expected);
+    // The same answer from the sealed block.
+    assert_eq!(w.seal_all().expect("seals"), 1);
+    assert_eq!(r.stats().head_points, 0);
+    assert_eq!(all_points(&r, id), expected);
+}
+
+#[test]
+fn late_data_into_a_sealed_window_merges_newest_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut w, r) = open(dir.path());
+    let k = key("m", &[]);
+    w.append(&samples(
+        &k,
+        &[int(T0 + 10, 1), int(T0 + 20, 2), int(T0 + 30, 3)],
+    ))
+    .expect("appends");
+    assert_eq!(w.seal_due(LATER).expect("seals"), 1);
+    let id = id_of(&r, &k);
+    // Rewrite one point and add an older one into the sealed hour.
+    w.append(&samples(&k, &[int(T0 + 20, 20), int(T0 + 5, 0)]))
+        .expect("appends");
+    let expected = vec![
+        int(T0 + 5, 0),
+        int(T0 + 10, 1),
+        int(T0 + 20, 20),
+        int(T0 + 30, 3),
+    ];
+    assert_eq!(all_points(&r, id), expected, "block and head merged");
+    assert_eq!(r.last_point(id).expect("reads"), Some(int(T0 + 30, 3)));
+    assert_eq!(w.seal_due(LATER).expect("seals"), 1);
+    assert_eq!(all_points(&r, id), expected, "merged into one block");
+    assert_eq!(r.stats().sealed_blocks, 2);
+    let hour = rollups(&r, id, RollupResolution::Hour, T0, T0 + HOUR);
+    assert_eq!(hour.len(), 1);
+    assert_eq!((hour[0].count, hour[0].sum), (4, 24.0));
+}
+
+#[test]
+fn reopen_without_shutdown_replays_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = key("m", &[("host", "a")]);
+    let points = [int(T0, 1), float(T0 + 1, 0.5), int(T0 + 3 * HOUR, 9)];
+    {
+        let (mut w, _r) = open(dir.path());
+        w.append(&samples(&k, &points[..2])).expect("appends");
+        w.append(&samples(&k, &points[2..])).expect("appends");
+        // Dropped without seal_all or flush: the kill -9 case.
+    }
+    let (mut w, r) = open(dir.path());
+    let stats = r.stats();
+    assert_eq!(
+        (
+            stats.series,
+            stats.head_points,
+            stats.head_chunks,
+            stats.log_records
+        ),
+        (1, 3, 2, 2)
+    );
+    let id = id_of(&r, &k);
+    assert_eq!(all_points(&r, id), points.to_vec());
+    // The series map came back too: no new series, ids keep counting.
+    let other = key("m", &[("host", "b")]);
+    let mut batch = samples(&k, &[int(T0 + 2, 2)]);
+    batch.extend(samples(&other, &[int(T0, 1)]));
+    assert_eq!(w.append(&batch).expect("appends").new_series, 1);
+    assert_eq!(id_of(&r, &other), id + 1);
+}
+
+#[test]
+fn sealed_data_survives_reopen_and_empties_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = key("m", &[]);
+    let points: Vec<DataPoint> = (0..100).map(|i| int(T0 + i * 60_000, i)).collect();
+    {
+        let (mut w, r) = open(dir.path());
+        w.append(&samples(&k, &points)).expect("appends");
+        let grace = StoreOptions::default().seal_grace_ms;
+        // Hour 0 ends at T0 + HOUR; not due until the grace has passed.
+        assert_eq!(w.seal_due(T0 + HOUR + grace).expect("seals"), 0);
+        assert_eq!(w.seal_due(T0 + HOUR + grace + 1).expect("seals"), 1);
+        assert_eq!(r.stats().log_records, 1, "hour 1 still needs the record");
+        assert_eq!(w.seal_due(LATER).expect("seals"), 1);
+        assert_eq!(r.stats().log_records, 0);
+        assert_eq!(live_log_records(&r), 0);
+    }
+    let (_w, r) = open(dir.path());
+    let stats = r.stats();
+    assert_eq!(
+        (stats.head_points, stats.log_records, stats.partitions),
+        (0, 0, 1)
+    );
+    assert_eq!(live_log_records(&r), 0);
+    assert_eq!(all_points(&r, id_of(&r, &k)), points);
+}
+
+#[test]
+fn replay_skips_windows_the_watermark_proves_sealed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = key("m", &[]);
+    let points = [int(T0 + 1, 1), int(T0 + HOUR + 1, 2)];
+    {
+        let (mut w, _r) = open(dir.path());
+        // One record touching two windows; only the first seals.
+        w.append(&samples(&k, &points)).expect("appends");
+        assert_eq!(w.seal_due(T0 + 2 * HOUR + 1).expect("seals"), 1);
+    }
+    let (_w, r) = open(dir.path());
+    let stats = r.stats();
+    assert_eq!(
+        (stats.head_points, stats.head_chunks, stats.log_records),
+        (1, 1, 1)
+    );
+    assert_eq!(all_points(&r, id_of(&r, &k)), points.to_vec());
+}
+
+/// Hour and day aggregates computed straight from the raw points.
+fn raw_rollups(points: &[DataPoint], interval: i64) -> Vec<RollupAgg> {
+    let mut out = Vec::new();
+    for group in points
+        .chunk_by(|a, b| a.timestamp_ms.div_euclid(interval) == b.timestamp_ms.div_euclid(interval))
+    {
+        let start = group[0].timestamp_ms.div_euclid(interval) * interval;
+        out.extend(rollup::aggregate(start, group));
+    }
+    out
+}
+
+#[test]
+fn rollups_equal_raw_aggregates_sealed_head_and_mixed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut w, r) = open(dir.path());
+    let k = key("m", &[]);
+    // Day 0 hours 22 and 23, day 1 hours 0 and 1; integers keep sums exact.
+    let mut points: Vec<DataPoint> = (0..4 * 60)
+        .map(|i| int(T0 + 22 * HOUR + i * 60_000, (i * 37) % 101 - 50))
+        .collect();
+    w.append(&samples(&k, &points)).expect("appends");
+    let id = id_of(&r, &k);
+    // At 01:00 on day 1, day 0 seals; day 1 stays in the head.
+    assert_eq!(w.seal_due(T0 + DAY + HOUR).expect("seals"), 2);
+    // Late data into sealed hour 22 (mixed block + head), one rewrite.
+    let late = [int(T0 + 22 * HOUR + 30, 1000), int(T0 + 22 * HOUR, -1000)];
+    w.append(&samples(&k, &late)).expect("appends");
+    points[0] = late[1];
+    points.insert(1, late[0]);
+    assert_eq!(all_points(&r, id), points);
+
+    let check = |r: &StoreReader, what: &str| {
+        let range = (T0, T0 + 2 * DAY);
+        assert_eq!(
+            rollups(r, id, RollupResolution::Hour, range.0, range.1),
+            raw_rollups(&points, HOUR),
+            "{what}: hours"
+        );
+        assert_eq!(
+            rollups(r, id, RollupResolution::Day, range.0, range.1),
+            raw_rollups(&points, DAY),
+            "{what}: days"
+        );
+    };
+    check(&r, "mixed");
+    // Intervals are selected by their start.
+    let hours = rollups(
+        &r,
+        id,
+        RollupResolution::Hour,
+        T0 + 22 * HOUR + 1,
+        T0 + DAY + 1,
+    );
+    assert_eq!(
+        hours.iter().map(|h| h.start_ms).collect::<Vec<_>>(),
+        vec![T0 + 23 * HOUR, T0 + DAY]
+    );
+    assert_eq!(
+        rollups(&r, id, RollupResolution::Day, T0 + 1, T0 + DAY).len(),
+        0
+    );
+    w.seal_all().expect("seals");
+    check(&r, "sealed");
+    assert_eq!(r.stats().head_chunks, 0);
+}
+
+#[test]
+fn suggest_lookup_and_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut w, r) = open(dir.path());
+    let series = [
+        key("sys.cpu.user", &[("host", "web01"), ("dc", "lga")]),
+        key("sys.cpu.sys", &[("host", "web02"), ("dc", "lga")]),
+        key("sys.mem", &[("host", "web01")]),
+        key("app.req", &[("path", "lga")]),
+    ];
+    for k in &series {
+        w.append(&samples(k, &[int(T0, 1)])).expect("appends");
+    }
+    let s = |kind, prefix, max| r.suggest(kind, prefix, max).expect("reads");
+    assert_eq!(
+        s(NameKind::Metric, "sys.cpu", 25),
+        ["sys.cpu.sys", "sys.cpu.user"]
+    );
+    assert_eq!(s(NameKind::Metric, "", 2), ["app.req", "sys.cpu.sys"]);
+    assert_eq!(s(NameKind::TagKey, "", 25), ["dc", "host", "path"]);
+    assert_eq!(s(NameKind::TagValue, "web", 25), ["web01", "web02"]);
+    assert_eq!(s(NameKind::TagValue, "x", 25), Vec::<String>::new());
+    assert!(r.name_exists(NameKind::Metric, "sys.mem").expect("reads"));
+    assert!(!r.name_exists(NameKind::Metric, "sys").expect("reads"));
+    assert!(r.name_exists(NameKind::TagValue, "lga").expect("reads"));
+    assert!(!r.name_exists(NameKind::TagKey, "lga").expect("reads"));
+
+    let found = |metric: Option<&str>, tags: &[(&str, &str)], limit| -> Vec<String> {
+        let tags: Vec<(String, String)> = tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let hits = r.lookup(metric, &tags, limit).expect("reads");
+        hits.iter().map(|m| m.key.to_string()).collect()
+    };
+    assert_eq!(found(Some("sys.mem"), &[], 25), ["sys.mem{host=web01}"]);
+    assert_eq!(
+        found(None, &[("host", "web01")], 25),
+        ["sys.cpu.user{dc=lga,host=web01}", "sys.mem{host=web01}"]
+    );
+    assert_eq!(
+        found(None, &[("host", "web01")], 1),
+        ["sys.cpu.user{dc=lga,host=web01}"]
+    );
+    assert_eq!(
+        found(None, &[("dc", "*"), ("host", "web02")], 25),
+        ["sys.cpu.sys{dc=lga,host=web02}"]
+    );
+    assert_eq!(
+        found(None, &[("*", "lga")], 25),
+        [
+            "sys.cpu.user{dc=lga,host=web01}",
+            "sys.cpu.sys{dc=lga,host=web02}",
+            "app.req{path=lga}"
+        ]
+    );
+    assert_eq!(
+        found(Some("sys.cpu.user"), &[("host", "web02")], 25),
+        Vec::<String>::new()
+    );
+    assert_eq!(found(None, &[("nope", "*")], 25), Vec::<String>::new());
+    assert_eq!(found(None, &[], 25).len(), 4);
+}
+
+#[test]
+fn series_of_metric_lists_every_series_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut w, r) = open(dir.path());
+    let a = key("m", &[("host", "a")]);
+    let b = key("m", &[("host", "b")]);
+    let mut batch = samples(&a, &[int(T0, 1)]);
+    batch.extend(samples(&b, &[int(T0, 1)]));
+    batch.extend(samples(&a, &[int(T0 + 1, 1)]));
+    batch.extend(samples(&key("m2", &[]), &[int(T0, 1)]));
+    w.append(&batch).expect("appends");
+    let found = r.series_of_metric("m").expect("reads").expect("exists");
+    let keys: Vec<_> = found.iter().map(|m| (m.id, m.key.clone())).collect();
+    assert_eq!(keys, vec![(1, a), (2, b)]);
+    assert_eq!(r.series_of_metric("m3").expect("reads"), None);
+}
+
+#[test]
+fn many_series_across_day_partitions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let series: Vec<SeriesKey> = (0..200)
+        .map(|i| key("load", &[("host", &format!("h{i:03}"))]))
+        .collect();
+    // Every 6 hours for 3 days, so each series has 12 windows over 3 days.
+    let times: Vec<i64> = (0..12).map(|i| T0 + i * 6 * HOUR + 17).collect();
+    {
+        let (mut w, r) = open(dir.path());
+        for &ts in &times {
+            let batch: Vec<Sample> = series
+                .iter()
+                .enumerate()
+                .flat_map(|(i, k)| samples(k, &[int(ts, i as i64 + ts % 1000)]))
+                .collect();
+            w.append(&batch).expect("appends");
+        }
+        assert_eq!(w.seal_all().expect("seals"), 200 * 12);
+        let stats = r.stats();
+        assert_eq!(
+            (stats.partitions, stats.sealed_blocks, stats.log_records),
+            (3, 2400, 0)
+        );
+        w.flush().expect("flushes");
+        assert!(r.bytes_on_disk() > 0);
+    }
+    let (_w, r) = open(dir.path());
+    assert_eq!(r.series_count(), 200);
+    let names: Vec<String> = r
+        .stats()
+        .column_families
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    for day in ["blocks_20261123", "blocks_20261124", "blocks_20261125"] {
+        assert!(names.iter().any(|n| n == day), "{day} in {names:?}");
+    }
+    for (i, k) in series.iter().enumerate() {
+        let id = id_of(&r, k);
+        let expected: Vec<DataPoint> = times
+            .iter()
+            .map(|&ts| int(ts, i as i64 + ts % 1000))
+            .collect();
+        assert_eq!(all_points(&r, id), expected);
+        // A range crossing a day boundary.
+        assert_eq!(
+            r.points(id, T0 + 18 * HOUR, T0 + DAY + 6 * HOUR + 17)
+                .expect("reads"),
+            expected[3..6]
+        );
+        assert_eq!(r.last_point(id).expect("reads"), expected.last().copied());
+    }
+}
+
+#[test]
+fn memory_pressure_seals_the_oldest_windows_early() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = StoreOptions {
+        head_memory_limit: 1,
+        ..StoreOptions::default()
+    };
+    let (mut w, r) = Store::open(dir.path(), opts).expect("store opens");
+    let k = key("m", &[]);
+    w.append(&samples(&k, &[int(T0, 1), int(T0 + HOUR, 2)]))
+        .expect("appends");
+    // Nothing is due by time at T0, yet the head is over its limit.
+    assert_eq!(w.seal_due(T0).expect("seals"), 2);
+    assert_eq!(r.stats().head_bytes, 0);
+    assert_eq!(
+        all_points(&r, id_of(&r, &k)),
+        vec![int(T0, 1), int(T0 + HOUR, 2)]
+    );
+}
+
+#[test]
+fn a_point_from_the_future_does_not_pin_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut w, r) = open(dir.path());
+    let k = key("m", &[]);
+    w.append(&samples(&k, &[int(T0, 1), int(LATER, 2)]))
+        .expect("appends");
+    // At T0 the first hour is open and stays; the far-future one seals.
+    assert_eq!(w.seal_due(T0).expect("seals"), 1);
+    assert_eq!(r.stats().head_chunks, 1);
+    w.append(&samples(&k, &[int(LATER + 1, 3)]))
+        .expect("appends");
+    assert_eq!(w.seal_due(T0).expect("seals"), 1);
+    assert_eq!(
+        all_points(&r, id_of(&r, &k)),
+        vec![int(T0, 1), int(LATER, 2), int(LATER + 1, 3)]
+    );
+    assert_eq!(w.seal_due(LATER + DAY).expect("seals"), 1);
+    assert_eq!(r.stats().log_records, 0);
+}
+
+#[test]
+fn a_big_hour_seals_over_several_calls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut w, r) = open(dir.path());
+    let batch: Vec<Sample> = (0..=SEAL_WINDOWS_PER_CALL)
+        .flat_map(|i| samples(&key("m", &[("i", &i.to_string())]), &[int(T0, i as i64)]))
+        .collect();
+    w.append(&batch).expect("appends");
+    assert_eq!(w.seal_due(LATER).expect("seals"), SEAL_WINDOWS_PER_CALL);
+    assert_eq!((r.stats().head_chunks, r.stats().log_records), (1, 1));
+    assert_eq!(w.seal_due(LATER).expect("seals"), 1);
+    assert_eq!((r.stats().head_chunks, r.stats().log_records), (0, 0));
+    assert_eq!(w.seal_due(LATER).expect("seals"), 0);
+    let last = key("m", &[("i", &SEAL_WINDOWS_PER_CALL.to_string())]);
+    assert_eq!(
+        all_points(&r, id_of(&r, &last)),
+        vec![int(T0, SEAL_WINDOWS_PER_CALL as i64)]
+    );
+}
+
+#[test]
+fn last_point_prefers_the_newest_window_anywhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut w, r) = open(dir.path());
+    let k = key("m", &[]);
+    w.append(&samples(
+        &k,
+        &[int(T0 + 2 * HOUR, 1), int(T0 + 2 * HOUR + 5, 2)],
+    ))
+    .expect("appends");
+    let id = id_of(&r, &k);
+    assert_eq!(
+        r.last_point(id).expect("reads"),
+        Some(int(T0 + 2 * HOUR + 5, 2)),
+        "head only"
+    );
+    w.seal_all().expect("seals");
+    assert_eq!(
+        r.last_point(id).expect("reads"),
+        Some(int(T0 + 2 * HOUR + 5, 2)),
+        "block only"
+    );
+    // A late point in an older window must not hide the newer block.
+    w.append(&samples(&k, &[int(T0, 3)])).expect("appends");
+    assert_eq!(
+        r.last_point(id).expect("reads"),
+        Some(int(T0 + 2 * HOUR + 5, 2))
+    );
+    // Rewriting the newest point in the head wins over the block.
+    w.append(&samples(&k, &[int(T0 + 2 * HOUR + 5, 4)]))
+        .expect("appends");
+    assert_eq!(
+        r.last_point(id).expect("reads"),
+        Some(int(T0 + 2 * HOUR + 5, 4))
+    );
+    assert_eq!(r.last_point(id + 1).expect("reads"), None);
+}
+
+#[test]
+fn concurrent_reads_never_miss_points_being_sealed() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A one-byte head limit makes every `seal_due` seal the whole head, so
+    // windows move from head to blocks (and merge there) all the time.
+    let opts = StoreOptions {
+        head_memory_limit: 1,
+        ..StoreOptions::default()
+    };
+    let (mut w, r) = Store::open(dir.path(), opts).expect("store opens");
+    let k = key("m", &[]);
+    let point = |i: i64| int(T0 + i * 10_000, i);
+    w.append(&samples(&k, &[point(0)])).expect("appends");
+    let id = id_of(&r, &k);
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut seen = 0;
+            loop {
+                let last = done.load(Ordering::Acquire);
+                let points = all_points(&r, id);
+                // Points are written in order, so any read is a prefix.
+                let expected: Vec<DataPoint> = (0..points.len() as i64).map(point).collect();
+                assert_eq!(points, expected);
+                assert!(
+                    points.len() >= seen,
+                    "went back from {seen} to {}",
+                    points.len()
+                );
+                seen = points.len();
+                if last {
+                    return seen;
+                }
+            }
+        })
+    };
+    for i in 1..2000 {
+        w.append(&samples(&k, &[point(i)])).expect("appends");
+        if i % 7 == 0 {
+            w.seal_due(T0).expect("seals");
+        }
+    }
+    done.store(true, Ordering::Release);
+    assert_eq!(reader.join().expect("reader thread"), 2000);
+}
+
+#[test]
+fn a_rejected_batch_stores_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut w, r) = open(dir.path());
+    let fresh = key("fresh", &[]);
+    let mut batch = samples(&fresh, &[int(T0, 1)]);
+    batch.extend(samples(&key("m", &[]), &[int(-1, 1)]));
+    let err = w.append(&batch).expect_err("negative timestamp");
+    assert_eq!(
+        err.to_string(),
+        "timestamp -1 out of range 0..=9999999999999 ms"
+    );
+    assert_eq!(r.series_count(), 0);
+    assert_eq!(r.stats().log_records, 0);
+    // The id handed out to the rolled-back series is reused.
+    w.append(&samples(&fresh, &[int(T0, 1)])).expect("appends");
+    assert_eq!(id_of(&r, &fresh), 1);
+}
+
+#[test]
+fn other_format_versions_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (w, _r) = open(dir.path());
+        let meta = w.shared.cf(cf::META).expect("meta family");
+        w.shared
+            .db
+            .put_cf(&meta, keys::META_FORMAT_VERSION, 2u32.to_be_bytes())
+            .expect("writes");
+    }
+    let err = Store::open(dir.path(), StoreOptions::default())
+        .err()
+        .expect("refused");
+    assert_eq!(
+        err.to_string(),
+        "store has format version 2, this build supports version 1"
+    );
+}
+
+#[test]
+fn drop_caches_keeps_data_readable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut w, r) = open(dir.path());
+    let k = key("m", &[]);
+    w.append(&samples(&k, &[int(T0, 1)])).expect("appends");
+    w.seal_all().expect("seals");
+    w.flush().expect("flushes");
+    r.drop_caches();
+    assert_eq!(all_points(&r, id_of(&r, &k)), vec![int(T0, 1)]);
+}

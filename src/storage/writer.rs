@@ -1,0 +1,480 @@
+//! The write half of the store: ingest batches in, sealed blocks out.
+//!
+//! [`StoreWriter`] is owned by the writer thread. It alone holds the series
+//! key → id map (so ingest resolves ids without locks or RocksDB reads),
+//! hands out series ids and log sequence numbers, mutates the head and
+//! writes to RocksDB. See the module doc of [`super`] for the protocol that
+//! keeps the head durable; this file implements it.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use rocksdb::{FlushOptions, WriteBatch, WriteOptions};
+
+use crate::model::{DataPoint, RollupAgg, Sample, SeriesKey};
+
+use super::chunk;
+use super::head::{window_start, Window, WINDOW_MS};
+use super::index::{self, IndexFamilies};
+use super::log::{self, RecordEncoder, Watermark};
+use super::{blocks, cf, keys, rollup};
+use super::{Shared, StoreError, StoreOptions, MAX_TIMESTAMP_MS};
+
+/// What one `append` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendStats {
+    pub points: usize,
+    pub new_series: usize,
+}
+
+/// Series ids stay below 2^62: log records shift them left by two.
+const MAX_SERIES_ID: u64 = (1 << 62) - 1;
+
+/// Windows sealed per RocksDB commit: bounds the write batch (a block is a
+/// few hundred bytes) while amortising the commit.
+const SEAL_BATCH_WINDOWS: usize = 4096;
+
+/// Windows one `seal_due` call seals at most. Sealing costs tens of µs per
+/// window, so this keeps a call well under a second; a million series'
+/// hour seals over a minute or so of writer ticks, well within the grace.
+pub const SEAL_WINDOWS_PER_CALL: usize = 16 * 1024;
+
+/// The writer's handle on the store. Not `Clone`: there is one writer.
+pub struct StoreWriter {
+    pub(super) shared: Arc<Shared>,
+    ids: foldhash::HashMap<SeriesKey, u64>,
+    next_id: u64,
+    /// Sequence number of the next log record.
+    next_seq: u64,
+    /// Lowest log sequence number not yet deleted.
+    log_floor: u64,
+    record: RecordEncoder,
+    /// The current batch with ids resolved, kept to fill the head after
+    /// the commit; reused so ingest does not allocate per batch.
+    resolved: Vec<(u64, DataPoint)>,
+    /// Series created by the current batch, forgotten again if it fails.
+    new_keys: Vec<SeriesKey>,
+    write_opts: WriteOptions,
+    seal_grace_ms: i64,
+    head_memory_limit: usize,
+}
+
+fn ts_in_range(ts: i64) -> bool {
+    (0..=MAX_TIMESTAMP_MS).contains(&ts)
+}
+
+impl StoreWriter {
+    /// Loads the series map and replays the log into the head.
+    pub(super) fn open(
+        shared: Arc<Shared>,
+        opts: &StoreOptions,
+    ) -> Result<StoreWriter, StoreError> {
+        let (ids, max_id) = index::load_ids(&shared)?;
+        let stored_next = match shared.meta(keys::META_NEXT_SERIES_ID)? {
+            Some(v) => keys::parse_u64(&v).ok_or_else(|| {
+                StoreError::corrupt(
+                    cf::META,
+                    keys::META_NEXT_SERIES_ID,
+                    "next series id is not 8 bytes",
+                )
+            })?,
+            None => 1,
+        };
+        let watermark = match shared.meta(keys::META_SEAL_WATERMARK)? {
+            Some(v) => Some(Watermark::decode(&v).ok_or_else(|| {
+                StoreError::corrupt(
+                    cf::META,
+                    keys::META_SEAL_WATERMARK,
+                    "seal watermark is not 16 bytes",
+                )
+            })?),
+            None => None,
+        };
+        let next_id = stored_next.max(max_id + 1);
+        let replayed = replay(&shared, next_id, watermark)?;
+        let next_seq = replayed.next_seq.max(watermark.map_or(0, |w| w.seq));
+        shared.series.store(ids.len(), Relaxed);
+        shared.log_records.store(replayed.records, Relaxed);
+        tracing::info!(
+            series = ids.len(),
+            log_records = replayed.records,
+            head_points = shared.head.read().points(),
+            "store opened"
+        );
+        let mut write_opts = WriteOptions::default();
+        write_opts.set_sync(opts.sync_writes);
+        Ok(StoreWriter {
+            shared,
+            ids,
+            next_id,
+            next_seq,
+            log_floor: replayed.first_seq.unwrap_or(next_seq),
+            record: RecordEncoder::default(),
+            resolved: Vec::new(),
+            new_keys: Vec::new(),
+            write_opts,
+            seal_grace_ms: opts.seal_grace_ms,
+            head_memory_limit: opts.head_memory_limit,
+        })
+    }
+
+    /// Resolves series ids (new series get ids and index entries), appends
+    /// to head chunks, and commits ONE RocksDB write batch holding the
+    /// batch's log record plus any new index entries. When it returns Ok,
+    /// the batch survives kill -9; on error nothing of it was stored.
+    pub fn append(&mut self, samples: &[Sample]) -> Result<AppendStats, StoreError> {
+        if samples.is_empty() {
+            return Ok(AppendStats::default());
+        }
+        let first_new_id = self.next_id;
+        if let Err(e) = self.commit(samples) {
+            for key in self.new_keys.drain(..) {
+                self.ids.remove(&key);
+            }
+            self.next_id = first_new_id;
+            return Err(e);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        {
+            let mut head = self.shared.head.write();
+            for &(id, p) in &self.resolved {
+                head.push(id, p, seq);
+            }
+        }
+        let new_series = self.new_keys.len();
+        self.new_keys.clear();
+        self.shared.series.store(self.ids.len(), Relaxed);
+        self.shared.log_records.fetch_add(1, Relaxed);
+        Ok(AppendStats {
+            points: samples.len(),
+            new_series,
+        })
+    }
+
+    /// Resolves, encodes and commits `samples` without touching the head.
+    fn commit(&mut self, samples: &[Sample]) -> Result<(), StoreError> {
+        let shared = Arc::clone(&self.shared);
+        let mut batch = WriteBatch::default();
+        let families = IndexFamilies::new(&shared)?;
+        self.new_keys.clear();
+        self.resolved.clear();
+        self.record.start();
+        for s in samples {
+            let ts = s.point.timestamp_ms;
+            if !ts_in_range(ts) {
+                return Err(StoreError::TimestampOutOfRange(ts));
+            }
+            let id = match self.ids.get(&s.series) {
+                Some(&id) => id,
+                None => {
+                    let id = self.next_id;
+                    if id > MAX_SERIES_ID {
+                        return Err(StoreError::SeriesIdsExhausted(id));
+                    }
+                    self.next_id += 1;
+                    index::add_series(&mut batch, &families, &s.series, id);
+                    self.ids.insert(s.series.clone(), id);
+                    self.new_keys.push(s.series.clone());
+                    id
+                }
+            };
+            self.record.push(id, s.point);
+            self.resolved.push((id, s.point));
+        }
+        if !self.new_keys.is_empty() {
+            batch.put_cf(
+                &shared.cf(cf::META)?,
+                keys::META_NEXT_SERIES_ID,
+                keys::u64_key(self.next_id),
+            );
+        }
+        batch.put_cf(
+            &shared.cf(cf::LOG)?,
+            keys::u64_key(self.next_seq),
+            self.record.bytes(),
+        );
+        shared.db.write_opt(batch, &self.write_opts)?;
+        Ok(())
+    }
+
+    /// Seals head windows that are due and deletes the log records no
+    /// longer needed; returns how many windows sealed. A window is due when
+    /// its end plus the grace has passed (`now_ms`), when it starts more
+    /// than the grace in the future (a client with a wrong clock must not
+    /// pin the log until then), or, oldest first, while the head is over
+    /// its memory limit. Does at most [`SEAL_WINDOWS_PER_CALL`] windows, so
+    /// the writer keeps ingesting between calls while a large hour seals.
+    pub fn seal_due(&mut self, now_ms: i64) -> Result<usize, StoreError> {
+        // Windows starting before `bound` end more than `grace` ago.
+        let bound = now_ms
+            .saturating_sub(self.seal_grace_ms)
+            .saturating_sub(WINDOW_MS);
+        let future = now_ms.saturating_add(self.seal_grace_ms);
+        let targets = {
+            let head = self.shared.head.read();
+            let excess = head.bytes().saturating_sub(self.head_memory_limit);
+            if !head.any_outside(bound, future) && excess == 0 {
+                return Ok(0);
+            }
+            let mut targets = head.outside(bound, future, SEAL_WINDOWS_PER_CALL);
+            if excess > 0 {
+                // Down to three quarters of the limit, so the next batches
+                // do not trigger another early seal at once.
+                let goal = excess + self.head_memory_limit / 4;
+                targets.extend(head.oldest_holding(goal, SEAL_WINDOWS_PER_CALL));
+            }
+            targets
+        };
+        self.seal(targets, bound)
+    }
+
+    /// Seals every open window, for shutdown.
+    pub fn seal_all(&mut self) -> Result<usize, StoreError> {
+        let targets = self
+            .shared
+            .head
+            .read()
+            .outside(i64::MAX, i64::MAX, usize::MAX);
+        self.seal(targets, i64::MAX)
+    }
+
+    /// Seals `targets`, then truncates the log, recording a watermark at
+    /// `bound` if no window starting before it is left open.
+    fn seal(&mut self, mut targets: Vec<(u64, i64)>, bound: i64) -> Result<usize, StoreError> {
+        targets.sort_unstable();
+        targets.dedup();
+        let mut sealed = 0;
+        // A series' windows of one day may be split between commits: each
+        // commit refolds the day from what the previous ones stored.
+        for batch in targets.chunks(SEAL_BATCH_WINDOWS) {
+            sealed += self.seal_batch(batch)?;
+        }
+        let all_sealed = self
+            .shared
+            .head
+            .read()
+            .oldest_start()
+            .map_or(true, |s| s >= bound);
+        // The writer appends nothing while sealing, so every record below
+        // `next_seq` is accounted for.
+        let watermark = all_sealed.then_some(Watermark {
+            seq: self.next_seq,
+            before_start: bound,
+        });
+        self.truncate_log(watermark)?;
+        Ok(sealed)
+    }
+
+    /// Seals `targets` (sorted) in one commit, then drops them from the
+    /// head.
+    fn seal_batch(&self, targets: &[(u64, i64)]) -> Result<usize, StoreError> {
+        let shared = &*self.shared;
+        let hour_cf = shared.cf(cf::ROLLUP_1H)?;
+        let day_cf = shared.cf(cf::ROLLUP_1D)?;
+        let mut batch = WriteBatch::default();
+        let mut sealed = Vec::with_capacity(targets.len());
+        {
+            // The writer is the head's only mutator, so a read lock is
+            // enough and readers keep going while blocks are built.
+            let head = shared.head.read();
+            let same_day = |a: &(u64, i64), b: &(u64, i64)| {
+                a.0 == b.0 && cf::day_start(a.1) == cf::day_start(b.1)
+            };
+            for group in targets.chunk_by(same_day) {
+                let id = group[0].0;
+                let day = cf::day_start(group[0].1);
+                let blocks_cf = shared.partitions.create(&shared.db, day)?;
+                let mut hours = Vec::with_capacity(group.len());
+                for &(_, start) in group {
+                    let Some(window) = head.window(id, start) else {
+                        continue;
+                    };
+                    let (chunk, agg) = seal_window(shared, id, window)?;
+                    let key = keys::series_time(id, start);
+                    batch.put_cf(&blocks_cf, key, &chunk);
+                    batch.put_cf(&hour_cf, key, rollup::encode(&agg));
+                    hours.push(agg);
+                    sealed.push((id, start));
+                }
+                if let Some(day_agg) = fold_day(shared, id, day, hours)? {
+                    batch.put_cf(
+                        &day_cf,
+                        keys::series_time(id, day),
+                        rollup::encode(&day_agg),
+                    );
+                }
+            }
+        }
+        shared.db.write_opt(batch, &self.write_opts)?;
+        let mut head = shared.head.write();
+        for &(id, start) in &sealed {
+            head.remove(id, start);
+        }
+        shared.sealed_blocks.fetch_add(sealed.len() as u64, Relaxed);
+        Ok(sealed.len())
+    }
+
+    /// Deletes log records below the oldest one an open window needs and
+    /// records what the seal proved, if anything.
+    fn truncate_log(&mut self, watermark: Option<Watermark>) -> Result<(), StoreError> {
+        let keep_from = self.shared.head.read().min_seq().unwrap_or(self.next_seq);
+        let log_cf = self.shared.cf(cf::LOG)?;
+        let mut batch = WriteBatch::default();
+        let truncate = keep_from > self.log_floor;
+        if truncate {
+            batch.delete_range_cf(
+                &log_cf,
+                keys::u64_key(self.log_floor),
+                keys::u64_key(keep_from),
+            );
+        }
+        if let Some(w) = watermark {
+            let meta = self.shared.cf(cf::META)?;
+            batch.put_cf(&meta, keys::META_SEAL_WATERMARK, w.encode());
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.shared.db.write_opt(batch, &self.write_opts)?;
+        if truncate {
+            // Drop flushed files wholly below the cut now instead of waiting
+            // for compaction to notice the range tombstone (both ends
+            // inclusive; level 0 is left to compaction).
+            self.shared.db.delete_file_in_range_cf(
+                &log_cf,
+                keys::u64_key(0),
+                keys::u64_key(keep_from - 1),
+            )?;
+            self.log_floor = keep_from;
+        }
+        self.shared
+            .log_records
+            .store(self.next_seq - self.log_floor, Relaxed);
+        Ok(())
+    }
+
+    /// Flushes memtables and the WAL, so the next open replays nothing,
+    /// and compacts the log away. For shutdown, after `seal_all`.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let s = &*self.shared;
+        let families = s
+            .family_names()
+            .iter()
+            .map(|n| s.cf(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        s.db.flush_cfs_opt(
+            &families.iter().collect::<Vec<_>>(),
+            &FlushOptions::default(),
+        )?;
+        // After `seal_all` the log is one range tombstone over flushed
+        // records; compacting it leaves nothing on disk.
+        s.db.compact_range_cf(&s.cf(cf::LOG)?, None::<&[u8]>, None::<&[u8]>);
+        s.db.flush_wal(true)?;
+        Ok(())
+    }
+}
+
+/// The chunk to store for `window` of series `id` and its hour's rollup:
+/// the head's chunk as is when nothing needs merging, otherwise the head
+/// laid over the block already sealed for that hour.
+fn seal_window(
+    shared: &Shared,
+    id: u64,
+    window: &Window,
+) -> Result<(Vec<u8>, RollupAgg), StoreError> {
+    let start = window.start();
+    let old = match blocks::get(&shared.db, &shared.partitions, id, start) {
+        Ok(old) => old,
+        Err(e @ StoreError::Corrupt { .. }) => {
+            // Refusing to seal would keep the window (and the log) forever;
+            // the unreadable block is lost either way.
+            tracing::error!(error = %e, id, start, "replacing unreadable block");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let corrupt =
+        |e: chunk::ChunkError| StoreError::corrupt("head", &keys::series_time(id, start), e);
+    let (chunk, points) = match (old, window.in_order_chunk()) {
+        (None, Some(chunk)) => {
+            let points = chunk::decode(&chunk).map_err(corrupt)?;
+            (chunk, points)
+        }
+        (old, _) => {
+            let points = window
+                .snapshot()
+                .merge_over(old.as_deref())
+                .map_err(corrupt)?;
+            (chunk::encode(&points), points)
+        }
+    };
+    let agg = rollup::aggregate(start, &points).ok_or_else(|| {
+        StoreError::corrupt("head", &keys::series_time(id, start), "empty window")
+    })?;
+    Ok((chunk, agg))
+}
+
+/// The rollup of the day starting at `day` for `id`, given the hours being
+/// sealed now (which replace any stored ones): all hours folded in order.
+fn fold_day(
+    shared: &Shared,
+    id: u64,
+    day: i64,
+    new_hours: Vec<RollupAgg>,
+) -> Result<Option<RollupAgg>, StoreError> {
+    if new_hours.is_empty() {
+        return Ok(None);
+    }
+    let mut hours =
+        super::reader::stored_rollups(shared, cf::ROLLUP_1H, id, day, day + cf::DAY_MS)?;
+    hours.extend(new_hours.into_iter().map(|h| (h.start_ms, h)));
+    Ok(rollup::fold(day, hours.into_values()))
+}
+
+struct Replayed {
+    first_seq: Option<u64>,
+    next_seq: u64,
+    records: u64,
+}
+
+/// Replays the log into the head, skipping points the watermark proves
+/// sealed. `next_id` bounds the valid series ids.
+fn replay(
+    shared: &Shared,
+    next_id: u64,
+    watermark: Option<Watermark>,
+) -> Result<Replayed, StoreError> {
+    let log_cf = shared.cf(cf::LOG)?;
+    let mut it = shared.db.raw_iterator_cf(&log_cf);
+    it.seek_to_first();
+    let mut head = shared.head.write();
+    let mut out = Replayed {
+        first_seq: None,
+        next_seq: 0,
+        records: 0,
+    };
+    while let Some((k, v)) = it.item() {
+        let bad = |detail: String| StoreError::corrupt(cf::LOG, k, detail);
+        let seq = keys::parse_u64(k).ok_or_else(|| bad("sequence number is not 8 bytes".into()))?;
+        for item in log::decode(v).map_err(|e| bad(e.to_string()))? {
+            let (id, p) = item.map_err(|e| bad(e.to_string()))?;
+            if id == 0 || id >= next_id {
+                return Err(bad(format!("unknown series id {id}")));
+            }
+            if !ts_in_range(p.timestamp_ms) {
+                return Err(bad(format!("timestamp {} out of range", p.timestamp_ms)));
+            }
+            if watermark.is_some_and(|w| w.covers(seq, window_start(p.timestamp_ms))) {
+                continue;
+            }
+            head.push(id, p, seq);
+        }
+        out.first_seq.get_or_insert(seq);
+        out.next_seq = seq + 1;
+        out.records += 1;
+        it.next();
+    }
+    it.status()?;
+    Ok(out)
+}

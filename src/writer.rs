@@ -1,0 +1,162 @@
+//! The writer thread: the only code that writes points to the store.
+//!
+//! It takes batches off the ingest queue, gathers whatever else is already
+//! waiting into one commit (up to [`MAX_COMMIT_POINTS`]), honours the `--mps`
+//! limit, appends to the store and acknowledges `?sync` requesters. Between
+//! batches, and at least every [`TICK`], it seals head chunks that are due.
+//!
+//! It runs on a plain OS thread, not a Tokio worker: RocksDB commits block,
+//! and one owner for the write path means no locking of the series index or
+//! head chunks against other writers. When every queue sender is gone
+//! (shutdown), it drains the queue, seals everything and flushes, so nothing
+//! accepted is lost.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use crate::model::{now_ms, Sample};
+use crate::queue::{Ack, QueueReceiver, Received};
+use crate::stats::{DropReason, Stats};
+use crate::storage::{StoreError, StoreWriter};
+
+/// Most points committed in one RocksDB write batch. Large enough to
+/// amortise the commit, small enough to keep `?sync` latency and the
+/// writer's memory low.
+pub const MAX_COMMIT_POINTS: usize = 64 * 1024;
+
+/// How often sealing runs when no data arrives.
+const TICK: Duration = Duration::from_millis(500);
+
+/// Points-per-second limit, shared with nobody: only the writer takes cells.
+struct Limiter {
+    limiter: DefaultDirectRateLimiter,
+    burst: NonZeroU32,
+}
+
+impl Limiter {
+    fn new(mps: u32) -> Option<Limiter> {
+        let rate = NonZeroU32::new(mps)?;
+        Some(Limiter {
+            // One second of burst: short spikes pass at full speed, the
+            // sustained rate is what `--mps` says.
+            limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(rate)),
+            burst: rate,
+        })
+    }
+
+    /// Blocks until `n` points may be written.
+    fn wait(&self, n: usize, queue: &QueueReceiver) {
+        let mut left = n;
+        while left > 0 {
+            let take = left.min(self.burst.get() as usize);
+            let cells = NonZeroU32::new(take as u32).unwrap_or(NonZeroU32::MIN);
+            loop {
+                match self.limiter.check_n(cells) {
+                    Ok(Ok(())) => break,
+                    Ok(Err(not_until)) => {
+                        queue.set_throttled(true);
+                        std::thread::sleep(not_until.wait_time_from(DefaultClock::default().now()));
+                    }
+                    // `take` never exceeds the burst, so capacity suffices.
+                    Err(_) => break,
+                }
+            }
+            left -= take;
+        }
+        queue.set_throttled(false);
+    }
+}
+
+/// Runs the writer until the queue closes; returns the store's last error
+/// from the final seal and flush, if any.
+pub fn run(
+    mut store: StoreWriter,
+    queue: QueueReceiver,
+    stats: Arc<Stats>,
+    mps: u32,
+) -> Result<(), StoreError> {
+    let limiter = Limiter::new(mps);
+    let mut samples: Vec<Sample> = Vec::with_capacity(MAX_COMMIT_POINTS);
+    let mut acks: Vec<Ack> = Vec::new();
+    let mut last_seal = Instant::now();
+    loop {
+        let closed = match queue.recv_timeout(TICK) {
+            Received::Batch(b) => {
+                take(b, &mut samples, &mut acks);
+                while samples.len() < MAX_COMMIT_POINTS {
+                    match queue.try_recv() {
+                        Some(b) => take(b, &mut samples, &mut acks),
+                        None => break,
+                    }
+                }
+                false
+            }
+            Received::Idle => false,
+            Received::Closed => true,
+        };
+        if !samples.is_empty() {
+            if let Some(l) = &limiter {
+                l.wait(samples.len(), &queue);
+            }
+            commit(&mut store, &stats, &mut samples, &mut acks);
+        }
+        if closed {
+            break;
+        }
+        if last_seal.elapsed() >= TICK {
+            seal(&stats, store.seal_due(now_ms()));
+            last_seal = Instant::now();
+        }
+    }
+    tracing::info!("ingest queue closed; sealing head chunks");
+    seal(&stats, store.seal_all());
+    store.flush()
+}
+
+fn take(b: crate::queue::Batch, samples: &mut Vec<Sample>, acks: &mut Vec<Ack>) {
+    samples.extend(b.samples);
+    acks.extend(b.ack);
+}
+
+fn commit(store: &mut StoreWriter, stats: &Stats, samples: &mut Vec<Sample>, acks: &mut Vec<Ack>) {
+    let n = samples.len() as u64;
+    let result = store.append(samples);
+    samples.clear();
+    let outcome = match result {
+        Ok(appended) => {
+            stats.points_stored.fetch_add(n, Relaxed);
+            stats.batches_committed.fetch_add(1, Relaxed);
+            stats.new_series.fetch_add(appended.new_series as u64, Relaxed);
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, points = n, "commit failed; points dropped");
+            stats.store_errors.fetch_add(1, Relaxed);
+            stats.dropped(DropReason::StoreError, n);
+            Err(format!("storage error: {e}"))
+        }
+    };
+    for ack in acks.drain(..) {
+        // A requester that went away no longer needs the answer.
+        let _ = ack.send(outcome.clone());
+    }
+}
+
+fn seal(stats: &Stats, result: Result<usize, StoreError>) {
+    match result {
+        Ok(n) => {
+            stats.chunks_sealed.fetch_add(n as u64, Relaxed);
+        }
+        Err(e) => {
+            // Unsealed chunks stay in memory and in the log; the next tick
+            // retries, so nothing is lost.
+            stats.store_errors.fetch_add(1, Relaxed);
+            tracing::error!(error = %e, "sealing head chunks failed; will retry");
+        }
+    }
+}
