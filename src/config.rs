@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::query::time::parse_duration;
 use crate::queue::OverflowPolicy;
+use crate::storage::Retention;
 
 /// Flags of `rtsd serve`. Every field is optional so that an absent flag
 /// leaves the config file's value (or the default) in place. The names are a
@@ -51,6 +53,15 @@ pub struct ServeArgs {
     /// fsync RocksDB's write-ahead log on every commit (survives power loss, slower).
     #[arg(long)]
     pub sync_writes: bool,
+    /// Keep raw points this long, e.g. 30d, 12h, 52w [default: forever].
+    #[arg(long, value_name = "DURATION")]
+    pub retention: Option<String>,
+    /// Keep hourly rollups this long [default: forever].
+    #[arg(long, value_name = "DURATION")]
+    pub rollup_1h_retention: Option<String>,
+    /// Keep daily rollups this long [default: forever].
+    #[arg(long, value_name = "DURATION")]
+    pub rollup_1d_retention: Option<String>,
 }
 
 /// The config file. Field docs double as the reference for operators; the
@@ -72,6 +83,10 @@ struct FileConfig {
     max_connections: Option<usize>,
     reply_buffer_bytes: Option<usize>,
     seal_grace_secs: Option<u64>,
+    retention: Option<String>,
+    rollup_1h_retention: Option<String>,
+    rollup_1d_retention: Option<String>,
+    stale_after_secs: Option<u64>,
 }
 
 /// Validated settings the daemon runs with.
@@ -97,6 +112,11 @@ pub struct Settings {
     pub reply_buffer_bytes: usize,
     /// How long after an hour ends its head chunks stay open for late points.
     pub seal_grace_secs: u64,
+    /// How long raw points and rollups are kept.
+    pub retention: Retention,
+    /// A series without points for this long counts as stale in
+    /// `/metrics` and is `/api/rtsd/stale`'s default period.
+    pub stale_after_secs: u64,
 }
 
 impl Default for Settings {
@@ -116,6 +136,8 @@ impl Default for Settings {
             max_connections: 10_000,
             reply_buffer_bytes: 64 * 1024,
             seal_grace_secs: 600,
+            retention: Retention::default(),
+            stale_after_secs: 3600,
         }
     }
 }
@@ -149,6 +171,29 @@ impl Settings {
         };
         let listen = addr("listen", &args.listen, file.listen, d.listen);
         let http_listen = addr("http-listen", &args.http_listen, file.http_listen, d.http_listen);
+        let mut keep = |name: &str, flag: &Option<String>, file: Option<String>| {
+            let text = flag.clone().or(file)?;
+            parse_duration(&text)
+                .map_err(|_| {
+                    errors.push(format!(
+                        "{name}: {text:?} is not a duration like 30d, 12h or 52w"
+                    ))
+                })
+                .ok()
+        };
+        let retention = Retention {
+            raw_ms: keep("retention", &args.retention, file.retention),
+            rollup_1h_ms: keep(
+                "rollup-1h-retention",
+                &args.rollup_1h_retention,
+                file.rollup_1h_retention,
+            ),
+            rollup_1d_ms: keep(
+                "rollup-1d-retention",
+                &args.rollup_1d_retention,
+                file.rollup_1d_retention,
+            ),
+        };
         let s = Settings {
             data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or(d.data_dir),
             listen,
@@ -164,6 +209,8 @@ impl Settings {
             max_connections: file.max_connections.unwrap_or(d.max_connections),
             reply_buffer_bytes: file.reply_buffer_bytes.unwrap_or(d.reply_buffer_bytes),
             seal_grace_secs: file.seal_grace_secs.unwrap_or(d.seal_grace_secs),
+            retention,
+            stale_after_secs: file.stale_after_secs.unwrap_or(d.stale_after_secs),
         };
         errors.extend(s.problems());
         if errors.is_empty() {
@@ -187,6 +234,9 @@ impl Settings {
                 "max-line-bytes: {} is outside 64..=16777216",
                 self.max_line_bytes
             ));
+        }
+        if self.stale_after_secs == 0 {
+            out.push("stale-after-secs: must be at least 1".to_string());
         }
         if self.max_connections == 0 {
             out.push("max-connections: must be at least 1".to_string());
@@ -263,6 +313,40 @@ mod tests {
         assert!(text.contains("listen: \"nowhere\" is not an address"), "{text}");
         assert!(text.contains("queue-capacity: must be at least 1"), "{text}");
         assert!(text.contains("max-tags: 0 is outside 1..=1024"), "{text}");
+    }
+
+    #[test]
+    fn retention_durations() {
+        let args = ServeArgs {
+            rollup_1d_retention: Some("52w".into()),
+            ..Default::default()
+        };
+        let s = from_toml(
+            "retention = \"30d\"\nrollup-1h-retention = \"12h\"",
+            args,
+        )
+        .unwrap();
+        let day = 86_400_000;
+        assert_eq!(
+            s.retention,
+            Retention {
+                raw_ms: Some(30 * day),
+                rollup_1h_ms: Some(12 * 3_600_000),
+                rollup_1d_ms: Some(52 * 7 * day),
+            }
+        );
+        let d = Settings::load(&ServeArgs::default()).unwrap();
+        assert_eq!(d.retention, Retention::default());
+
+        let text = "retention = \"30x\"\nrollup-1h-retention = \"0d\"";
+        let err = from_toml(text, ServeArgs::default()).unwrap_err();
+        assert_eq!(
+            err.0,
+            vec![
+                "retention: \"30x\" is not a duration like 30d, 12h or 52w".to_string(),
+                "rollup-1h-retention: \"0d\" is not a duration like 30d, 12h or 52w".to_string(),
+            ]
+        );
     }
 
     #[test]

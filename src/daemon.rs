@@ -46,6 +46,7 @@ impl Daemon {
         let opts = StoreOptions {
             sync_writes: settings.sync_writes,
             seal_grace_ms: settings.seal_grace_secs as i64 * 1000,
+            retention: settings.retention,
             ..StoreOptions::default()
         };
         let data_dir = settings.data_dir.clone();

@@ -1,12 +1,20 @@
-//! `rtsd`: parse flags, set up logging, run the daemon until a signal.
+//! `rtsd`: parse flags, set up logging, then run the daemon until a signal
+//! or one of the offline tools (`import`, `export`) to completion.
 
 use clap::{Parser, Subcommand};
 use rtsd::config::{ServeArgs, Settings};
 use rtsd::daemon::Daemon;
+use rtsd::notify::Notifier;
+use rtsd::tools::export::{self, ExportArgs};
+use rtsd::tools::import::{self, ImportArgs};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "rtsd", version, about = "An OpenTSDB-compatible time-series daemon")]
+#[command(
+    name = "rtsd",
+    version,
+    about = "An OpenTSDB-compatible time-series daemon"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -16,13 +24,23 @@ struct Cli {
 enum Command {
     /// Run the daemon: telnet/HTTP ingest on --listen, the HTTP API on --http-listen.
     Serve(ServeArgs),
+    /// Load OpenTSDB `tsdb import` files (plain or gzipped, `-` for stdin) into a data dir; no daemon may be running on it.
+    Import(ImportArgs),
+    /// Write a data dir's points as import lines or CSV; no daemon may be running on it.
+    Export(ExportArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The tools report on stderr themselves; the store's own logging would
+    // only interleave with that.
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        Command::Import(_) | Command::Export(_) => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -35,18 +53,35 @@ fn main() -> anyhow::Result<()> {
                 .build()?
                 .block_on(serve(settings))
         }
+        Command::Import(args) => {
+            import::run(&args, &mut std::io::stderr().lock())?;
+            Ok(())
+        }
+        Command::Export(args) => {
+            export::run(&args)?;
+            Ok(())
+        }
     }
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let notifier = Notifier::from_env()?;
     let daemon = Daemon::start(settings).await?;
+    notifier.ready(&format!(
+        "serving telnet on {}, http on {}",
+        daemon.telnet_addr, daemon.http_addr
+    ));
     let token = daemon.shutdown_token();
+    let supervisor = tokio::spawn(notifier.supervise(token.clone()));
     tokio::spawn(async move {
         let signal = wait_for_signal().await;
         tracing::info!(signal, "shutting down");
         token.cancel();
     });
-    daemon.wait().await
+    let result = daemon.wait().await;
+    // Shutdown has begun, so the supervisor has sent or is sending STOPPING=1.
+    supervisor.await?;
+    result
 }
 
 async fn wait_for_signal() -> &'static str {

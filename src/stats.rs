@@ -9,7 +9,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 /// Why a point that was parsed never reached the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -59,6 +60,8 @@ pub struct Stats {
     rejected: RwLock<BTreeMap<&'static str, u64>>,
     pub http_requests: AtomicU64,
     pub queries: AtomicU64,
+    /// How long `/api/query` requests take, answered or failed.
+    pub query_latency: Arc<Histogram>,
 }
 
 /// One counter as OpenTSDB reports it: `tsd.<name> <value> [tag=value...]`.
@@ -111,25 +114,61 @@ impl Stats {
             tags: tags.iter().map(|(k, v)| (*k, v.to_string())).collect(),
         };
         let mut out = vec![
-            line("tsd.connectionmgr.connections", &self.connections_open, &[("type", "open")]),
-            line("tsd.connectionmgr.connections", &self.connections_accepted, &[("type", "total")]),
-            line("tsd.connectionmgr.exceptions", &self.connections_refused, &[("type", "refused")]),
+            line(
+                "tsd.connectionmgr.connections",
+                &self.connections_open,
+                &[("type", "open")],
+            ),
+            line(
+                "tsd.connectionmgr.connections",
+                &self.connections_accepted,
+                &[("type", "total")],
+            ),
+            line(
+                "tsd.connectionmgr.exceptions",
+                &self.connections_refused,
+                &[("type", "refused")],
+            ),
             line("tsd.rpc.received", &self.telnet_points, &[("type", "put")]),
-            line("tsd.rpc.received", &self.lines_received, &[("type", "telnet_lines")]),
+            line(
+                "tsd.rpc.received",
+                &self.lines_received,
+                &[("type", "telnet_lines")],
+            ),
             line("tsd.http.query.received", &self.queries, &[]),
             line("tsd.http.requests", &self.http_requests, &[]),
-            line("tsd.rtsd.points.received", &self.http_points, &[("source", "http")]),
-            line("tsd.rtsd.points.received", &self.telnet_points, &[("source", "telnet")]),
+            line(
+                "tsd.rtsd.points.received",
+                &self.http_points,
+                &[("source", "http")],
+            ),
+            line(
+                "tsd.rtsd.points.received",
+                &self.telnet_points,
+                &[("source", "telnet")],
+            ),
             line("tsd.rtsd.queue.pushed", &self.points_queued, &[]),
             line("tsd.rtsd.queue.popped", &self.points_dequeued, &[]),
             line("tsd.rtsd.points.stored", &self.points_stored, &[]),
             line("tsd.rtsd.batches.committed", &self.batches_committed, &[]),
             line("tsd.rtsd.series.created", &self.new_series, &[]),
             line("tsd.rtsd.chunks.sealed", &self.chunks_sealed, &[]),
-            line("tsd.rpc.errors", &self.store_errors, &[("type", "storage_errors")]),
-            line("tsd.rpc.errors", &self.replies_dropped, &[("type", "socket_writes_blocked")]),
+            line(
+                "tsd.rpc.errors",
+                &self.store_errors,
+                &[("type", "storage_errors")],
+            ),
+            line(
+                "tsd.rpc.errors",
+                &self.replies_dropped,
+                &[("type", "socket_writes_blocked")],
+            ),
         ];
-        for reason in [DropReason::QueueFull, DropReason::RateLimited, DropReason::StoreError] {
+        for reason in [
+            DropReason::QueueFull,
+            DropReason::RateLimited,
+            DropReason::StoreError,
+        ] {
             out.push(line(
                 "tsd.rtsd.points.dropped",
                 self.drop_counter(reason),
@@ -145,6 +184,81 @@ impl Stats {
             });
         }
         out
+    }
+}
+
+/// Upper bounds of the latency buckets in seconds: Prometheus' client
+/// defaults, stretched to the 30 s request timeout.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0,
+];
+
+/// A latency histogram with fixed buckets, lock-free to observe. Buckets
+/// are counted individually and made cumulative when read.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// `buckets[i]` counts observations in `(LATENCY_BUCKETS[i-1], LATENCY_BUCKETS[i]]`;
+    /// the last slot counts those above every bound.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+/// A histogram as read at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSnapshot {
+    /// `(upper bound in seconds, observations at or below it)`, ascending,
+    /// ending with `+Inf` (the total count).
+    pub cumulative: Vec<(f64, u64)>,
+    pub sum_seconds: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        let slot = LATENCY_BUCKETS
+            .iter()
+            .position(|&bound| secs <= bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[slot].fetch_add(1, Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Relaxed);
+    }
+
+    /// Observes the time until the returned guard is dropped, so every exit
+    /// of a handler, early errors included, is measured.
+    pub fn timer(self: &Arc<Self>) -> HistogramTimer {
+        HistogramTimer {
+            histogram: self.clone(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut total = 0;
+        let mut cumulative = Vec::with_capacity(self.buckets.len());
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            total += bucket.load(Relaxed);
+            let bound = LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
+            cumulative.push((bound, total));
+        }
+        HistogramSnapshot {
+            cumulative,
+            sum_seconds: self.sum_micros.load(Relaxed) as f64 / 1e6,
+            count: total,
+        }
+    }
+}
+
+/// Observes its lifetime into a [`Histogram`] when dropped.
+pub struct HistogramTimer {
+    histogram: Arc<Histogram>,
+    started: Instant,
+}
+
+impl Drop for HistogramTimer {
+    fn drop(&mut self) {
+        self.histogram.observe(self.started.elapsed());
     }
 }
 
@@ -209,5 +323,26 @@ mod tests {
         assert_eq!(find("tsd.rtsd.points.dropped", "store_error"), Some(0));
         assert_eq!(find("tsd.rtsd.points.rejected", "invalid_value"), Some(2));
         assert_eq!(s.rejected_total(), 2);
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_inclusive() {
+        let h = Histogram::default();
+        h.observe(Duration::from_millis(1));
+        h.observe(Duration::from_millis(7));
+        h.observe(Duration::from_secs(60));
+        let snap = h.snapshot();
+        assert_eq!(snap.count, 3);
+        assert_eq!(snap.cumulative.len(), LATENCY_BUCKETS.len() + 1);
+        assert_eq!(snap.cumulative[0], (0.001, 1));
+        assert_eq!(snap.cumulative[1], (0.005, 1));
+        assert_eq!(snap.cumulative[2], (0.01, 2));
+        assert_eq!(snap.cumulative[11], (30.0, 2));
+        assert_eq!(snap.cumulative[12], (f64::INFINITY, 3));
+        assert!(
+            (snap.sum_seconds - 60.008).abs() < 1e-9,
+            "{}",
+            snap.sum_seconds
+        );
     }
 }

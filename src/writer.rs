@@ -3,7 +3,8 @@
 //! It takes batches off the ingest queue, gathers whatever else is already
 //! waiting into one commit (up to [`MAX_COMMIT_POINTS`]), honours the `--mps`
 //! limit, appends to the store and acknowledges `?sync` requesters. Between
-//! batches, and at least every [`TICK`], it seals head chunks that are due.
+//! batches, and at least every [`TICK`], it seals head chunks that are due,
+//! and every [`EXPIRY_INTERVAL`] it drops partitions past their retention.
 //!
 //! It runs on a plain OS thread, not a Tokio worker: RocksDB commits block,
 //! and one owner for the write path means no locking of the series index or
@@ -31,6 +32,10 @@ pub const MAX_COMMIT_POINTS: usize = 64 * 1024;
 
 /// How often sealing runs when no data arrives.
 const TICK: Duration = Duration::from_millis(500);
+
+/// How often expired partitions are dropped: retention is measured in
+/// hours or days, so a minute late costs nothing.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Points-per-second limit, shared with nobody: only the writer takes cells.
 struct Limiter {
@@ -84,6 +89,8 @@ pub fn run(
     let mut samples: Vec<Sample> = Vec::with_capacity(MAX_COMMIT_POINTS);
     let mut acks: Vec<Ack> = Vec::new();
     let mut last_seal = Instant::now();
+    // `Store::open` has just expired what was due.
+    let mut last_expiry = Instant::now();
     loop {
         let closed = match queue.recv_timeout(TICK) {
             Received::Batch(b) => {
@@ -112,6 +119,14 @@ pub fn run(
             seal(&stats, store.seal_due(now_ms()));
             last_seal = Instant::now();
         }
+        if last_expiry.elapsed() >= EXPIRY_INTERVAL {
+            if let Err(e) = store.expire(now_ms()) {
+                // Expired data stays hidden from queries; the next run retries.
+                stats.store_errors.fetch_add(1, Relaxed);
+                tracing::error!(error = %e, "dropping expired partitions failed; will retry");
+            }
+            last_expiry = Instant::now();
+        }
     }
     tracing::info!("ingest queue closed; sealing head chunks");
     seal(&stats, store.seal_all());
@@ -131,7 +146,9 @@ fn commit(store: &mut StoreWriter, stats: &Stats, samples: &mut Vec<Sample>, ack
         Ok(appended) => {
             stats.points_stored.fetch_add(n, Relaxed);
             stats.batches_committed.fetch_add(1, Relaxed);
-            stats.new_series.fetch_add(appended.new_series as u64, Relaxed);
+            stats
+                .new_series
+                .fetch_add(appended.new_series as u64, Relaxed);
             Ok(())
         }
         Err(e) => {

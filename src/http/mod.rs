@@ -6,7 +6,7 @@
 //! way OpenTSDB does: lower-cased, trailing slashes ignored, `/api/v1/x` is
 //! `/api/x` (a higher version answers 501). Unknown `/api/...` paths, and
 //! `/api/serializers`, which OpenTSDB 2.4.1 does not register, answer
-//! OpenTSDB's 404 JSON. Every reply is `application/json; charset=UTF-8`.
+//! OpenTSDB's 404 JSON. Every API reply is `application/json; charset=UTF-8`.
 //!
 //! | endpoint | module |
 //! |---|---|
@@ -15,6 +15,9 @@
 //! | `/api/suggest`, `/api/search/lookup` | [`suggest`], [`lookup`] |
 //! | `/api/uid/assign` | [`uid`] |
 //! | `/api/version`, `/api/stats`, `/api/aggregators`, `/api/config`, `/api/config/filters`, `/api/dropcaches` | [`info`] |
+//! | `/api/rtsd/stale` (rtsd's own) | [`stale`] |
+//! | `/metrics` (Prometheus text exposition) | [`metrics`] |
+//! | `/`, `/dashboard/app.js`, `/dashboard/app.css` (the dashboard page) | [`dashboard`] |
 //!
 //! Around every request: gzip response compression when the client sends
 //! `Accept-Encoding: gzip`, and a timeout ([`HttpLimits::request_timeout`])
@@ -27,11 +30,12 @@
 //! ingest.
 //!
 //! Deliberate differences from OpenTSDB's HTTP server: chunked request
-//! bodies are accepted (OpenTSDB refuses them unless configured), non-API
-//! paths answer the 404 JSON instead of HTML pages, and `jsonp` is not
-//! supported.
+//! bodies are accepted (OpenTSDB refuses them unless configured), `/` is
+//! rtsd's own dashboard rather than OpenTSDB's GWT UI, other non-API paths
+//! answer the 404 JSON instead of HTML pages, and `jsonp` is not supported.
 
 mod body;
+mod dashboard;
 mod error;
 mod gate;
 mod info;
@@ -39,11 +43,13 @@ mod last;
 mod line;
 mod lookup;
 mod metadata;
+mod metrics;
 mod params;
 mod point;
 mod put;
 mod query;
 mod spec;
+mod stale;
 mod suggest;
 mod uid;
 
@@ -168,6 +174,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/config", any(info::config))
         .route("/api/config/filters", any(info::filters))
         .route("/api/dropcaches", any(info::dropcaches))
+        .route("/api/rtsd/stale", any(stale::stale))
+        .route("/metrics", any(metrics::metrics))
+        .route("/", any(dashboard::index))
+        .route("/dashboard/app.js", any(dashboard::script))
+        .route("/dashboard/app.css", any(dashboard::style))
         .fallback(any(|| async { ApiError::not_found() }))
         .with_state(state.clone());
     let timeout = state.http.request_timeout;

@@ -31,6 +31,7 @@ pub async fn query(
 ) -> Result<Response, ApiError> {
     refuse_delete(&method)?;
     state.stats.queries.fetch_add(1, Relaxed);
+    let _latency = state.stats.query_latency.timer();
     let request = if method == Method::POST {
         let bytes = body::read(&headers, request_body, state.http.max_body_bytes).await?;
         if body::is_blank(&bytes) {

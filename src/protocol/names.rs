@@ -16,9 +16,10 @@
 //! Plane pass (Java tests each UTF-16 unit and rejects surrogates), and
 //! letters added to Unicode after Java 8's 6.2 pass.
 
+use std::cmp::Ordering;
 use std::sync::LazyLock;
 
-use regex::Regex;
+use regex_syntax::hir::{Class, HirKind};
 
 use super::lexer::Word;
 
@@ -34,9 +35,21 @@ static ASCII_ALLOWED: [bool; 128] = {
     table
 };
 
-static LETTER: LazyLock<Regex> = LazyLock::new(|| {
-    // A constant pattern: it compiles or the crate's own tests fail.
-    Regex::new(r"\A\p{L}\z").expect("letter pattern compiles")
+/// The ranges of Unicode general category L, sorted. They come from the
+/// Unicode tables of `regex-syntax` (already used by `regex`), so there is
+/// no hand-copied table to go stale, and a lookup is a binary search.
+static LETTER_RANGES: LazyLock<Vec<(char, char)>> = LazyLock::new(|| {
+    // A constant pattern: it parses or the crate's own tests fail.
+    let hir = regex_syntax::parse(r"\p{L}").expect("\\p{L} parses");
+    match hir.kind() {
+        HirKind::Class(Class::Unicode(class)) => class
+            .ranges()
+            .iter()
+            .map(|r| (r.start(), r.end()))
+            .collect(),
+        // `\p{L}` is always a Unicode class; the tests pin known letters.
+        _ => Vec::new(),
+    }
 });
 
 /// The name as `&str` when every character is allowed; otherwise the first
@@ -68,7 +81,7 @@ pub fn first_illegal_char(name: &str, special: &str) -> Option<char> {
 }
 
 /// Whether `c` may appear in a metric name, tag key or tag value.
-pub fn allowed(c: char, special: &str) -> bool {
+fn allowed(c: char, special: &str) -> bool {
     if c.is_ascii() {
         if ASCII_ALLOWED[c as usize] {
             return true;
@@ -80,8 +93,17 @@ pub fn allowed(c: char, special: &str) -> bool {
 }
 
 fn is_letter(c: char) -> bool {
-    let mut buf = [0u8; 4];
-    LETTER.is_match(c.encode_utf8(&mut buf))
+    LETTER_RANGES
+        .binary_search_by(|&(start, end)| {
+            if end < c {
+                Ordering::Less
+            } else if start > c {
+                Ordering::Greater
+            } else {
+                Ordering::Equal
+            }
+        })
+        .is_ok()
 }
 
 #[cfg(test)]

@@ -2,6 +2,9 @@
 //! the GET parameters that build the same thing, and the validation that
 //! turns either into an executable [`Plan`].
 //!
+//! GET has no `timezone` parameter (absolute dates are then UTC), and its
+//! flags count by presence.
+//!
 //! Parsing is structural only, so the HTTP layer can reject a malformed
 //! request cheaply; times, aggregators, downsample specs and filters are
 //! checked by [`QueryRequest::plan`], in OpenTSDB's order and with its

@@ -1,11 +1,18 @@
-//! Sealed blocks: one chunk per (series, hour) in per-UTC-day column families.
+//! Time-partitioned column families, and the sealed blocks in them: one
+//! chunk per (series, hour) in per-UTC-day families.
 //!
-//! A day's family (`blocks_YYYYMMDD`) is created the first time a window of
-//! that day seals, and found again on open by listing the families. Keeping
-//! days apart means retention can drop a whole family (no tombstones, no
-//! compaction churn) and a query touches only the days it asks for.
-//! [`Partitions`] is the in-memory list of days that have a family; only the
-//! writer adds to it, readers take short read locks.
+//! A period's family (`blocks_YYYYMMDD`, `rollup_1h_YYYYMM`,
+//! `rollup_1d_YYYY`, see [`Partitioned`]) is created the first time
+//! something of that period is written, and found again on open by listing
+//! the families. Keeping periods apart means retention drops a whole family
+//! (no tombstones, no compaction churn) and a query touches only the
+//! periods it asks for. [`Partitions`] is the in-memory list of periods of
+//! one kind that have a family; only the writer changes it, readers take
+//! short read locks.
+//!
+//! A reader may list a period just before the writer drops it; its family
+//! is then missing and reads as empty, which is what the dropped data was
+//! about to become anyway.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -13,67 +20,107 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use rocksdb::{BoundColumnFamily, Cache, ReadOptions};
 
-use super::cf::{self, DAY_MS};
+use super::cf::{self, Partitioned, DAY_MS};
 use super::keys;
 use super::{Db, StoreError};
 
 /// A sealed block read back: its window start and chunk bytes.
 pub type Block = (i64, Vec<u8>);
 
-/// The days that have a block family.
+/// The periods of one kind that have a family.
 pub struct Partitions {
-    days: RwLock<BTreeSet<i64>>,
+    kind: Partitioned,
+    periods: RwLock<BTreeSet<i64>>,
     cache: Cache,
 }
 
 impl Partitions {
-    /// `days` are the day starts of the families found on open; new ones
-    /// share the block cache `cache`.
-    pub fn new(days: impl IntoIterator<Item = i64>, cache: Cache) -> Partitions {
+    /// `periods` are the period starts of the families of `kind` found on
+    /// open; new ones share the block cache `cache`.
+    pub fn new(
+        kind: Partitioned,
+        periods: impl IntoIterator<Item = i64>,
+        cache: Cache,
+    ) -> Partitions {
         Partitions {
-            days: RwLock::new(days.into_iter().collect()),
+            kind,
+            periods: RwLock::new(periods.into_iter().collect()),
             cache,
         }
     }
 
-    /// The family of the day starting at `day`, created if missing.
+    /// The family of the period holding `ts`, created if missing.
     pub fn create<'a>(
         &self,
         db: &'a Db,
-        day: i64,
+        ts: i64,
     ) -> Result<Arc<BoundColumnFamily<'a>>, StoreError> {
-        let name = cf::blocks_name(day);
-        if !self.contains(day) {
+        let period = self.kind.period_start(ts);
+        let name = self.kind.name(period);
+        if !self.periods.read().contains(&period) {
             db.create_cf(&name, &cf::cf_options(&name, &self.cache))?;
-            self.days.write().insert(day);
+            self.periods.write().insert(period);
         }
-        family(db, &name)
+        db.cf_handle(&name)
+            .ok_or(StoreError::MissingColumnFamily(name))
     }
 
-    /// Day starts in `[from, to]` that have a family, oldest first.
-    pub fn between(&self, from: i64, to: i64) -> Vec<i64> {
-        if from > to {
+    /// `(period start, family)` of every period overlapping `[from, to]`
+    /// that has a family, oldest first.
+    pub fn covering<'a>(
+        &self,
+        db: &'a Db,
+        from: i64,
+        to: i64,
+    ) -> Vec<(i64, String, Arc<BoundColumnFamily<'a>>)> {
+        let first = self.kind.period_start(from);
+        if first > to {
             return Vec::new();
         }
-        self.days.read().range(from..=to).copied().collect()
+        let periods: Vec<i64> = self.periods.read().range(first..=to).copied().collect();
+        periods
+            .into_iter()
+            .filter_map(|p| {
+                let name = self.kind.name(p);
+                let family = db.cf_handle(&name)?;
+                Some((p, name, family))
+            })
+            .collect()
     }
 
-    pub fn contains(&self, day: i64) -> bool {
-        self.days.read().contains(&day)
+    /// Drops every family whose whole period ends at or before `cutoff`;
+    /// returns their names.
+    pub fn drop_before(&self, db: &Db, cutoff: i64) -> Result<Vec<String>, StoreError> {
+        let expired: Vec<i64> = self
+            .periods
+            .read()
+            .iter()
+            .copied()
+            .take_while(|&p| self.kind.period_end(p) <= cutoff)
+            .collect();
+        let mut dropped = Vec::with_capacity(expired.len());
+        for p in expired {
+            // Forget the period first, so no new reader looks for it.
+            self.periods.write().remove(&p);
+            let name = self.kind.name(p);
+            db.drop_cf(&name)?;
+            dropped.push(name);
+        }
+        Ok(dropped)
     }
 
-    pub fn all(&self) -> Vec<i64> {
-        self.days.read().iter().copied().collect()
+    /// Family names of every period, oldest first.
+    pub fn names(&self) -> Vec<String> {
+        self.periods
+            .read()
+            .iter()
+            .map(|&p| self.kind.name(p))
+            .collect()
     }
 
     pub fn len(&self) -> usize {
-        self.days.read().len()
+        self.periods.read().len()
     }
-}
-
-fn family<'a>(db: &'a Db, name: &str) -> Result<Arc<BoundColumnFamily<'a>>, StoreError> {
-    db.cf_handle(name)
-        .ok_or_else(|| StoreError::MissingColumnFamily(name.to_owned()))
 }
 
 /// The chunk of the block of `id` at window `start`, if one was sealed.
@@ -83,12 +130,10 @@ pub fn get(
     id: u64,
     start: i64,
 ) -> Result<Option<Vec<u8>>, StoreError> {
-    let day = cf::day_start(start);
-    if !parts.contains(day) {
-        return Ok(None);
+    match parts.covering(db, start, start).pop() {
+        Some((_, _, family)) => Ok(db.get_cf(&family, keys::series_time(id, start))?),
+        None => Ok(None),
     }
-    let family = family(db, &cf::blocks_name(day))?;
-    Ok(db.get_cf(&family, keys::series_time(id, start))?)
 }
 
 /// Iterator bounds covering windows of `id` in `[from, to]` within `day`.
@@ -116,9 +161,8 @@ pub fn scan(
     to: i64,
 ) -> Result<Vec<Block>, StoreError> {
     let mut out = Vec::new();
-    for day in parts.between(cf::day_start(from), to) {
-        let name = cf::blocks_name(day);
-        let mut it = db.raw_iterator_cf_opt(&family(db, &name)?, day_bounds(id, day, from, to));
+    for (day, name, family) in parts.covering(db, from, to) {
+        let mut it = db.raw_iterator_cf_opt(&family, day_bounds(id, day, from, to));
         it.seek_to_first();
         while let Some((key, value)) = it.item() {
             out.push(read_item(&name, key, value)?);
@@ -136,14 +180,8 @@ pub fn newest(
     id: u64,
     from: i64,
 ) -> Result<Option<Block>, StoreError> {
-    for day in parts
-        .between(cf::day_start(from), i64::MAX)
-        .into_iter()
-        .rev()
-    {
-        let name = cf::blocks_name(day);
-        let mut it =
-            db.raw_iterator_cf_opt(&family(db, &name)?, day_bounds(id, day, from, i64::MAX));
+    for (day, name, family) in parts.covering(db, from, i64::MAX).into_iter().rev() {
+        let mut it = db.raw_iterator_cf_opt(&family, day_bounds(id, day, from, i64::MAX));
         it.seek_to_last();
         if let Some((key, value)) = it.item() {
             return read_item(&name, key, value).map(Some);

@@ -6,6 +6,7 @@
 //! the block and rollup families are written once per sealed hour and read
 //! by queries, the index families are small and read by point lookups.
 
+use chrono::Datelike;
 use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Options};
 
 use super::StoreOptions;
@@ -46,56 +47,111 @@ pub const NAMES: &str = "names";
 /// Key: sequence number, u64 big-endian. Value: a log record (see `log`).
 pub const LOG: &str = "log";
 
-/// Hourly pre-aggregates.
-///
-/// Key: `series id ‖ hour start` (u64 BE ‖ sign-flipped i64 BE ms). Value:
-/// a rollup record (see `rollup`).
-pub const ROLLUP_1H: &str = "rollup_1h";
-
-/// Daily (UTC) pre-aggregates, folded from the hourly ones.
-///
-/// Key: `series id ‖ day start`. Value: a rollup record.
-pub const ROLLUP_1D: &str = "rollup_1d";
-
-/// Prefix of the per-UTC-day block families, `blocks_YYYYMMDD`.
-///
-/// Key: `series id ‖ window start`. Value: the chunk (see `chunk`; it
-/// starts with its own version byte). A block lives in the family of the day its window starts in;
-/// windows are hours, so a block never straddles two days.
-pub const BLOCKS_PREFIX: &str = "blocks_";
-
 /// The families every store has, besides RocksDB's `default` (unused) and
-/// the per-day block families.
-pub const FIXED: [&str; 8] = [
-    META,
-    SERIES,
-    SERIES_BY_ID,
-    INDEX,
-    NAMES,
-    LOG,
-    ROLLUP_1H,
-    ROLLUP_1D,
-];
+/// the time-partitioned ones ([`Partitioned`]).
+pub const FIXED: [&str; 6] = [META, SERIES, SERIES_BY_ID, INDEX, NAMES, LOG];
 
 /// Length of a UTC day, in ms.
 pub const DAY_MS: i64 = 86_400_000;
 
-/// The block family of the UTC day starting at `day_start_ms`.
-pub fn blocks_name(day_start_ms: i64) -> String {
-    let date = chrono::DateTime::from_timestamp_millis(day_start_ms)
-        .unwrap_or_default()
-        .date_naive();
-    format!("{BLOCKS_PREFIX}{}", date.format("%Y%m%d"))
+/// The families split by time, one per period, so that retention drops
+/// whole families (no tombstones, no compaction churn) and a query only
+/// opens the periods it asks for. Every one is keyed by
+/// `series id ‖ interval start` (u64 BE ‖ sign-flipped i64 BE ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partitioned {
+    /// `blocks_YYYYMMDD`, one per UTC day. Value: the chunk (see `chunk`;
+    /// it starts with its own version byte). A block lives in the family of
+    /// the day its window starts in; windows are hours, so a block never
+    /// straddles two days.
+    Blocks,
+    /// `rollup_1h_YYYYMM`, one per UTC month: hourly pre-aggregates. Value:
+    /// a rollup record (see `rollup`).
+    Hours,
+    /// `rollup_1d_YYYY`, one per UTC year: daily pre-aggregates folded from
+    /// the hourly ones. Value: a rollup record.
+    Days,
 }
 
-/// The day start of a block family name, `None` for other names.
-pub fn parse_blocks_name(name: &str) -> Option<i64> {
-    let digits = name.strip_prefix(BLOCKS_PREFIX)?;
-    if digits.len() != 8 {
-        return None;
+impl Partitioned {
+    pub const ALL: [Partitioned; 3] = [Partitioned::Blocks, Partitioned::Hours, Partitioned::Days];
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Partitioned::Blocks => "blocks_",
+            Partitioned::Hours => "rollup_1h_",
+            Partitioned::Days => "rollup_1d_",
+        }
     }
-    let date = chrono::NaiveDate::parse_from_str(digits, "%Y%m%d").ok()?;
-    Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
+
+    fn date_format(self) -> &'static str {
+        match self {
+            Partitioned::Blocks => "%Y%m%d",
+            Partitioned::Hours => "%Y%m",
+            Partitioned::Days => "%Y",
+        }
+    }
+
+    /// Start of the period holding `ts`.
+    pub fn period_start(self, ts: i64) -> i64 {
+        let date = date_of(ts);
+        let first = match self {
+            Partitioned::Blocks => Some(date),
+            Partitioned::Hours => date.with_day(1),
+            Partitioned::Days => date.with_day(1).and_then(|d| d.with_month(1)),
+        };
+        first.map_or(day_start(ts), midnight)
+    }
+
+    /// Start of the period after the one starting at `start`.
+    pub fn period_end(self, start: i64) -> i64 {
+        let date = date_of(start);
+        let next = match self {
+            Partitioned::Blocks => date.checked_add_days(chrono::Days::new(1)),
+            Partitioned::Hours => date.checked_add_months(chrono::Months::new(1)),
+            Partitioned::Days => date.checked_add_months(chrono::Months::new(12)),
+        };
+        next.map_or(i64::MAX, midnight)
+    }
+
+    /// The family name of the period starting at `start`.
+    pub fn name(self, start: i64) -> String {
+        format!(
+            "{}{}",
+            self.prefix(),
+            date_of(start).format(self.date_format())
+        )
+    }
+
+    /// The kind and period start of a partitioned family name, `None` for
+    /// other names.
+    pub fn parse(name: &str) -> Option<(Partitioned, i64)> {
+        Partitioned::ALL.into_iter().find_map(|kind| {
+            let digits = name.strip_prefix(kind.prefix())?;
+            let (len, padded) = match kind {
+                Partitioned::Blocks => (8, digits.to_owned()),
+                Partitioned::Hours => (6, format!("{digits}01")),
+                Partitioned::Days => (4, format!("{digits}0101")),
+            };
+            if digits.len() != len || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let date = chrono::NaiveDate::parse_from_str(&padded, "%Y%m%d").ok()?;
+            Some((kind, midnight(date)))
+        })
+    }
+}
+
+fn date_of(ts: i64) -> chrono::NaiveDate {
+    chrono::DateTime::from_timestamp_millis(ts)
+        .unwrap_or_default()
+        .date_naive()
+}
+
+fn midnight(date: chrono::NaiveDate) -> i64 {
+    date.and_time(chrono::NaiveTime::MIN)
+        .and_utc()
+        .timestamp_millis()
 }
 
 /// Start of the UTC day holding `ts`.
@@ -137,7 +193,7 @@ fn table(cache: &Cache, bloom: bool) -> BlockBasedOptions {
     t
 }
 
-/// Options for the family `name` (a fixed one or a block family).
+/// Options for the family `name` (a fixed one or a partitioned one).
 pub fn cf_options(name: &str, cache: &Cache) -> Options {
     let mut o = Options::default();
     o.set_level_compaction_dynamic_level_bytes(true);
@@ -177,14 +233,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn block_family_names_round_trip() {
+    fn partition_names_round_trip() {
         // 2026-11-23T00:00:00Z
         let day = 1_795_392_000_000;
-        assert_eq!(blocks_name(day), "blocks_20261123");
-        assert_eq!(parse_blocks_name("blocks_20261123"), Some(day));
+        let blocks = Partitioned::Blocks;
+        assert_eq!(blocks.name(day), "blocks_20261123");
+        assert_eq!(Partitioned::parse("blocks_20261123"), Some((blocks, day)));
+        assert_eq!(blocks.period_start(day + DAY_MS - 1), day);
+        assert_eq!(blocks.period_end(day), day + DAY_MS);
         assert_eq!(day_start(day + DAY_MS - 1), day);
-        assert_eq!(parse_blocks_name("blocks_2026112"), None);
-        assert_eq!(parse_blocks_name("blocks_20261341"), None);
-        assert_eq!(parse_blocks_name(LOG), None);
+
+        // 2026-11-01 and 2026-12-01
+        let (nov, dec) = (1_793_491_200_000, 1_796_083_200_000);
+        assert_eq!(Partitioned::Hours.period_start(day), nov);
+        assert_eq!(Partitioned::Hours.period_end(nov), dec);
+        assert_eq!(Partitioned::Hours.name(day), "rollup_1h_202611");
+        assert_eq!(
+            Partitioned::parse("rollup_1h_202611"),
+            Some((Partitioned::Hours, nov))
+        );
+
+        // 2026-01-01 and 2027-01-01
+        let (y26, y27) = (1_767_225_600_000, 1_798_761_600_000);
+        assert_eq!(Partitioned::Days.period_start(day), y26);
+        assert_eq!(Partitioned::Days.period_end(y26), y27);
+        assert_eq!(Partitioned::Days.name(day), "rollup_1d_2026");
+        assert_eq!(
+            Partitioned::parse("rollup_1d_2026"),
+            Some((Partitioned::Days, y26))
+        );
+
+        assert_eq!(Partitioned::parse("blocks_2026112"), None);
+        assert_eq!(Partitioned::parse("blocks_20261341"), None);
+        assert_eq!(Partitioned::parse("rollup_1h_2026"), None);
+        assert_eq!(Partitioned::parse("rollup_1d_+026"), None);
+        assert_eq!(Partitioned::parse(LOG), None);
     }
 }

@@ -39,7 +39,15 @@
 //! *then* read RocksDB. In that order a window sealed in between is seen
 //! twice (identical data, merged) rather than not at all.
 //!
-//! # On-disk format, version 1
+//! # Retention
+//!
+//! Raw blocks, hour rollups and day rollups each have an optional
+//! [`Retention`]. `expire` (at open, then from the writer thread) drops
+//! every time-partitioned family whose whole period is older than now minus
+//! the retention, so disk space comes back without tombstones. Until then
+//! readers filter by the same cutoff, so expired data is never returned.
+//!
+//! # On-disk format, version 2
 //!
 //! `meta["format_version"]` holds the version as a u32 big-endian; open
 //! refuses any other. Values that hold encoded data (log, block, rollup)
@@ -58,8 +66,13 @@
 //! | `names`            | `'m'`/`'k'`/`'v'` ‖ name                   | empty |
 //! | `log`              | sequence number, u64 BE                    | log record |
 //! | `blocks_YYYYMMDD`  | id u64 BE ‖ window start i64               | block record |
-//! | `rollup_1h`        | id u64 BE ‖ hour start i64                 | rollup record |
-//! | `rollup_1d`        | id u64 BE ‖ UTC day start i64              | rollup record |
+//! | `rollup_1h_YYYYMM` | id u64 BE ‖ hour start i64                 | rollup record |
+//! | `rollup_1d_YYYY`   | id u64 BE ‖ UTC day start i64              | rollup record |
+//!
+//! Blocks, hour rollups and day rollups are partitioned by the UTC day,
+//! month and year their key's start falls in, so retention drops whole
+//! families. Version 1 kept the rollups in single `rollup_1h`/`rollup_1d`
+//! families; it never shipped and is not read.
 //!
 //! A series key is `metric (0x00 tagk 0x00 tagv)*`, tags sorted by key
 //! ([`crate::model::SeriesKey`]). Every `i64` in a key is big-endian with
@@ -80,8 +93,8 @@
 //!
 //! Module map: `cf` names and tunes the families, `keys` builds every
 //! key, `index` the series index, `head` the in-memory windows, `log` the
-//! log records, `blocks` the day partitions, `rollup` the aggregates,
-//! `writer` and `reader` the two halves.
+//! log records, `blocks` the time-partitioned families (and the blocks in
+//! them), `rollup` the aggregates, `writer` and `reader` the two halves.
 
 pub mod chunk;
 
@@ -106,10 +119,11 @@ pub use reader::{ColumnFamilySize, StorageStats, StoreReader};
 pub use writer::{AppendStats, StoreWriter, SEAL_WINDOWS_PER_CALL};
 
 use blocks::Partitions;
+use cf::Partitioned;
 use head::Head;
 
 /// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Latest timestamp the store accepts (OpenTSDB's limit, year 2286); the
 /// store also refuses negative ones.
@@ -132,6 +146,31 @@ pub struct StoreOptions {
     pub block_cache_bytes: usize,
     /// All RocksDB memtables together; beyond it the largest flushes.
     pub write_buffer_bytes: usize,
+    pub retention: Retention,
+}
+
+/// How long each kind of data is kept, in ms; `None` keeps it forever.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub raw_ms: Option<i64>,
+    pub rollup_1h_ms: Option<i64>,
+    pub rollup_1d_ms: Option<i64>,
+}
+
+impl Retention {
+    fn of(&self, kind: Partitioned) -> Option<i64> {
+        match kind {
+            Partitioned::Blocks => self.raw_ms,
+            Partitioned::Hours => self.rollup_1h_ms,
+            Partitioned::Days => self.rollup_1d_ms,
+        }
+    }
+
+    /// The oldest timestamp of `kind` still kept at `now_ms`
+    /// (`i64::MIN` when kept forever).
+    fn cutoff(&self, kind: Partitioned, now_ms: i64) -> i64 {
+        self.of(kind).map_or(i64::MIN, |r| now_ms.saturating_sub(r))
+    }
 }
 
 impl Default for StoreOptions {
@@ -142,6 +181,7 @@ impl Default for StoreOptions {
             head_memory_limit: 512 << 20,
             block_cache_bytes: 64 << 20,
             write_buffer_bytes: 256 << 20,
+            retention: Retention::default(),
         }
     }
 }
@@ -180,7 +220,10 @@ impl StoreError {
 struct Shared {
     db: Db,
     head: RwLock<Head>,
-    partitions: Partitions,
+    blocks: Partitions,
+    hours: Partitions,
+    days: Partitions,
+    retention: Retention,
     cache: Cache,
     cache_bytes: usize,
     dir: PathBuf,
@@ -199,8 +242,18 @@ impl Shared {
     /// Every family the store uses (not RocksDB's unused `default`).
     fn family_names(&self) -> Vec<String> {
         let mut names: Vec<String> = cf::FIXED.iter().map(|n| n.to_string()).collect();
-        names.extend(self.partitions.all().into_iter().map(cf::blocks_name));
+        for kind in Partitioned::ALL {
+            names.extend(self.partitions(kind).names());
+        }
         names
+    }
+
+    fn partitions(&self, kind: Partitioned) -> &Partitions {
+        match kind {
+            Partitioned::Blocks => &self.blocks,
+            Partitioned::Hours => &self.hours,
+            Partitioned::Days => &self.days,
+        }
     }
 
     fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -228,9 +281,16 @@ impl Store {
             .iter()
             .map(|n| ColumnFamilyDescriptor::new(n, cf::cf_options(n, &cache)));
         let db = Db::open_cf_descriptors(&cf::db_options(&opts), dir, descriptors)?;
-        let days = names.iter().filter_map(|n| cf::parse_blocks_name(n));
+        let periods = |kind| {
+            let found = names.iter().filter_map(|n| cf::Partitioned::parse(n));
+            let starts = found.filter(move |&(k, _)| k == kind).map(|(_, s)| s);
+            Partitions::new(kind, starts, cache.clone())
+        };
         let shared = Shared {
-            partitions: Partitions::new(days, cache.clone()),
+            blocks: periods(Partitioned::Blocks),
+            hours: periods(Partitioned::Hours),
+            days: periods(Partitioned::Days),
+            retention: opts.retention,
             db,
             head: RwLock::new(Head::default()),
             cache,
@@ -242,7 +302,8 @@ impl Store {
         };
         check_format(&shared)?;
         let shared = Arc::new(shared);
-        let writer = StoreWriter::open(Arc::clone(&shared), &opts)?;
+        let mut writer = StoreWriter::open(Arc::clone(&shared), &opts)?;
+        writer.expire(crate::model::now_ms())?;
         Ok((writer, StoreReader::new(shared)))
     }
 }

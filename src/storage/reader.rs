@@ -18,8 +18,9 @@ use rocksdb::ReadOptions;
 use crate::model::{DataPoint, RollupAgg};
 use crate::query::source::{NameKind, RollupResolution, SeriesMeta, Source, SourceError};
 
+use super::cf::{self, Partitioned};
 use super::head::{window_start, Window, WindowSnapshot, WINDOW_MS};
-use super::{blocks, cf, chunk, index, keys, rollup};
+use super::{blocks, chunk, index, keys, rollup};
 use super::{Shared, StoreError, MAX_TIMESTAMP_MS};
 
 /// A snapshot of the store's size and state, for `/api/stats`.
@@ -34,7 +35,7 @@ pub struct StorageStats {
     pub sealed_blocks: u64,
     /// Log records not yet deleted.
     pub log_records: u64,
-    /// Day partitions holding blocks.
+    /// Day families holding blocks.
     pub partitions: usize,
     /// Live SST files of every family plus the WAL.
     pub bytes_on_disk: u64,
@@ -55,10 +56,11 @@ pub struct StoreReader {
     pub(super) shared: Arc<Shared>,
 }
 
-/// Aggregates stored in `family` for `id` with starts in `[from, to)`.
+/// Aggregates stored in the `kind` families for `id` with starts in
+/// `[from, to)`.
 pub(super) fn stored_rollups(
     shared: &Shared,
-    family: &'static str,
+    kind: Partitioned,
     id: u64,
     from: i64,
     to: i64,
@@ -67,18 +69,20 @@ pub(super) fn stored_rollups(
     if from >= to {
         return Ok(out);
     }
-    let mut ro = ReadOptions::default();
-    ro.set_iterate_upper_bound(keys::series_time(id, to).to_vec());
-    let mut it = shared.db.raw_iterator_cf_opt(&shared.cf(family)?, ro);
-    it.seek(keys::series_time(id, from));
-    while let Some((k, v)) = it.item() {
-        let (_, start) = keys::parse_series_time(k)
-            .ok_or_else(|| StoreError::corrupt(family, k, "malformed rollup key"))?;
-        let agg = rollup::decode(start, v).map_err(|e| StoreError::corrupt(family, k, e))?;
-        out.insert(start, agg);
-        it.next();
+    for (_, name, family) in shared.partitions(kind).covering(&shared.db, from, to - 1) {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(keys::series_time(id, to).to_vec());
+        let mut it = shared.db.raw_iterator_cf_opt(&family, ro);
+        it.seek(keys::series_time(id, from));
+        while let Some((k, v)) = it.item() {
+            let (_, start) = keys::parse_series_time(k)
+                .ok_or_else(|| StoreError::corrupt(&name, k, "malformed rollup key"))?;
+            let agg = rollup::decode(start, v).map_err(|e| StoreError::corrupt(&name, k, e))?;
+            out.insert(start, agg);
+            it.next();
+        }
+        it.status()?;
     }
-    it.status()?;
     Ok(out)
 }
 
@@ -126,7 +130,7 @@ impl StoreReader {
         to: i64,
     ) -> Result<Vec<(i64, Vec<DataPoint>)>, StoreError> {
         let heads = self.shared.head.read().snapshot(id, from, to);
-        let sealed = blocks::scan(&self.shared.db, &self.shared.partitions, id, from, to)?;
+        let sealed = blocks::scan(&self.shared.db, &self.shared.blocks, id, from, to)?;
         merge_windows(id, sealed, heads)
     }
 
@@ -134,7 +138,7 @@ impl StoreReader {
     pub fn last_point(&self, id: u64) -> Result<Option<DataPoint>, StoreError> {
         let head = self.shared.head.read().newest(id).map(Window::snapshot);
         let from = head.as_ref().map_or(0, |w| w.start);
-        let block = blocks::newest(&self.shared.db, &self.shared.partitions, id, from)?;
+        let block = blocks::newest(&self.shared.db, &self.shared.blocks, id, from)?;
         let points = match (head, block) {
             (Some(h), Some((start, b))) if start > h.start => decode(id, start, &b)?,
             (Some(h), Some((_, b))) => merge(id, &h, Some(&b))?,
@@ -142,7 +146,13 @@ impl StoreReader {
             (None, Some((start, b))) => decode(id, start, &b)?,
             (None, None) => return Ok(None),
         };
-        Ok(points.last().copied())
+        let cutoff = self.cutoff(Partitioned::Blocks);
+        Ok(points.last().copied().filter(|p| p.timestamp_ms >= cutoff))
+    }
+
+    /// The oldest timestamp of `kind` not expired now.
+    fn cutoff(&self, kind: Partitioned) -> i64 {
+        self.shared.retention.cutoff(kind, crate::model::now_ms())
     }
 
     pub fn series_count(&self) -> usize {
@@ -193,7 +203,7 @@ impl StoreReader {
             head_bytes,
             sealed_blocks: self.shared.sealed_blocks.load(Relaxed),
             log_records: self.shared.log_records.load(Relaxed),
-            partitions: self.shared.partitions.len(),
+            partitions: self.shared.blocks.len(),
             bytes_on_disk: wal_bytes + column_families.iter().map(|c| c.sst_bytes).sum::<u64>(),
             wal_bytes,
             column_families,
@@ -215,6 +225,7 @@ impl StoreReader {
     }
 
     fn points_in(&self, id: u64, start: i64, end: i64) -> Result<Vec<DataPoint>, StoreError> {
+        let start = start.max(self.cutoff(Partitioned::Blocks));
         let Some((start, end)) = clamp(start, end) else {
             return Ok(Vec::new());
         };
@@ -236,9 +247,9 @@ impl StoreReader {
             return Ok(BTreeMap::new());
         }
         let heads = self.shared.head.read().snapshot(id, from, to - 1);
-        let mut hours = stored_rollups(&self.shared, cf::ROLLUP_1H, id, from, to)?;
+        let mut hours = stored_rollups(&self.shared, Partitioned::Hours, id, from, to)?;
         for h in heads {
-            let block = blocks::get(&self.shared.db, &self.shared.partitions, id, h.start)?;
+            let block = blocks::get(&self.shared.db, &self.shared.blocks, id, h.start)?;
             if let Some(agg) = rollup::aggregate(h.start, &merge(id, &h, block.as_deref())?) {
                 hours.insert(h.start, agg);
             }
@@ -253,6 +264,11 @@ impl StoreReader {
         start: i64,
         end: i64,
     ) -> Result<Vec<RollupAgg>, StoreError> {
+        let kind = match resolution {
+            RollupResolution::Hour => Partitioned::Hours,
+            RollupResolution::Day => Partitioned::Days,
+        };
+        let start = start.max(self.cutoff(kind));
         let Some((start, end)) = clamp(start, end.saturating_sub(1)) else {
             return Ok(Vec::new());
         };
@@ -276,7 +292,7 @@ impl StoreReader {
                     .filter(|d| (from..=end).contains(d))
                     .collect();
                 head_days.dedup();
-                let mut days = stored_rollups(&self.shared, cf::ROLLUP_1D, id, from, end + 1)?;
+                let mut days = stored_rollups(&self.shared, kind, id, from, end + 1)?;
                 for day in head_days {
                     let hours = self.hours(id, day, day + cf::DAY_MS)?;
                     if let Some(agg) = rollup::fold(day, hours.into_values()) {
@@ -291,7 +307,7 @@ impl StoreReader {
 }
 
 fn corrupt_block(id: u64, start: i64, e: chunk::ChunkError) -> StoreError {
-    let family = cf::blocks_name(cf::day_start(start));
+    let family = Partitioned::Blocks.name(start);
     StoreError::corrupt(&family, &keys::series_time(id, start), e)
 }
 

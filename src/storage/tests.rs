@@ -649,7 +649,7 @@ fn other_format_versions_are_refused() {
         let meta = w.shared.cf(cf::META).expect("meta family");
         w.shared
             .db
-            .put_cf(&meta, keys::META_FORMAT_VERSION, 2u32.to_be_bytes())
+            .put_cf(&meta, keys::META_FORMAT_VERSION, 1u32.to_be_bytes())
             .expect("writes");
     }
     let err = Store::open(dir.path(), StoreOptions::default())
@@ -657,7 +657,7 @@ fn other_format_versions_are_refused() {
         .expect("refused");
     assert_eq!(
         err.to_string(),
-        "store has format version 2, this build supports version 1"
+        "store has format version 1, this build supports version 2"
     );
 }
 
@@ -671,4 +671,101 @@ fn drop_caches_keeps_data_readable() {
     w.flush().expect("flushes");
     r.drop_caches();
     assert_eq!(all_points(&r, id_of(&r, &k)), vec![int(T0, 1)]);
+}
+
+/// Names of the store's families on disk, as RocksDB lists them.
+fn families_on_disk(dir: &Path) -> Vec<String> {
+    Db::list_cf(&rocksdb::Options::default(), dir).expect("lists families")
+}
+
+/// A year of raw data, a month of hour rollups, day rollups for ever.
+fn retention() -> Retention {
+    Retention {
+        raw_ms: Some(365 * DAY),
+        rollup_1h_ms: Some(30 * DAY),
+        rollup_1d_ms: None,
+    }
+}
+
+#[test]
+fn expired_partitions_are_hidden_then_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = StoreOptions {
+        retention: retention(),
+        ..StoreOptions::default()
+    };
+    let (mut w, r) = Store::open(dir.path(), opts).expect("store opens");
+    let now = crate::model::now_ms();
+    // Whole hours, far enough apart that no family holds both.
+    let old = cf::day_start(now - 800 * DAY);
+    let recent = cf::day_start(now - 100 * DAY);
+    let new = cf::day_start(now - DAY);
+    let k = key("m", &[]);
+    let points = [int(old, 1), int(recent, 2), int(new, 3)];
+    w.append(&samples(&k, &points)).expect("appends");
+    w.seal_all().expect("seals");
+    w.flush().expect("flushes");
+    let id = id_of(&r, &k);
+    let blocks = |ts| Partitioned::Blocks.name(ts);
+    let hours = |ts| Partitioned::Hours.name(ts);
+    let days = |ts| Partitioned::Days.name(ts);
+    assert!(families_on_disk(dir.path()).contains(&blocks(old)));
+
+    // Before expiry runs, reads already stop at each kind's cutoff.
+    assert_eq!(all_points(&r, id), points[1..].to_vec());
+    let hour_starts = |r: &StoreReader| -> Vec<i64> {
+        rollups(r, id, RollupResolution::Hour, 0, now)
+            .iter()
+            .map(|a| a.start_ms)
+            .collect()
+    };
+    assert_eq!(hour_starts(&r), vec![new]);
+    assert_eq!(rollups(&r, id, RollupResolution::Day, 0, now).len(), 3);
+
+    let before = r.bytes_on_disk();
+    let mut dropped = w.expire(now).expect("expires");
+    dropped.sort();
+    let mut expected = vec![blocks(old), hours(old), hours(recent)];
+    expected.sort();
+    assert_eq!(dropped, expected);
+    let on_disk = families_on_disk(dir.path());
+    for gone in &expected {
+        assert!(!on_disk.contains(gone), "{gone} still listed: {on_disk:?}");
+    }
+    for kept in [
+        blocks(recent),
+        blocks(new),
+        hours(new),
+        days(old),
+        days(new),
+    ] {
+        assert!(on_disk.contains(&kept), "{kept} missing: {on_disk:?}");
+    }
+    assert!(r.bytes_on_disk() < before);
+    assert_eq!(all_points(&r, id), points[1..].to_vec());
+    assert_eq!(hour_starts(&r), vec![new]);
+    assert_eq!(rollups(&r, id, RollupResolution::Day, 0, now).len(), 3);
+    assert_eq!(w.expire(now).expect("expires"), Vec::<String>::new());
+}
+
+#[test]
+fn expiry_runs_when_the_store_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = crate::model::now_ms();
+    let old = cf::day_start(now - 800 * DAY);
+    let k = key("m", &[]);
+    {
+        let (mut w, _r) = open(dir.path());
+        w.append(&samples(&k, &[int(old, 1), int(now, 2)]))
+            .expect("appends");
+        w.seal_all().expect("seals");
+        w.flush().expect("flushes");
+    }
+    let opts = StoreOptions {
+        retention: retention(),
+        ..StoreOptions::default()
+    };
+    let (_w, r) = Store::open(dir.path(), opts).expect("store opens");
+    assert!(!families_on_disk(dir.path()).contains(&Partitioned::Blocks.name(old)));
+    assert_eq!(all_points(&r, id_of(&r, &k)), vec![int(now, 2)]);
 }

@@ -13,6 +13,7 @@ use rocksdb::{FlushOptions, WriteBatch, WriteOptions};
 
 use crate::model::{DataPoint, RollupAgg, Sample, SeriesKey};
 
+use super::cf::Partitioned;
 use super::chunk;
 use super::head::{window_start, Window, WINDOW_MS};
 use super::index::{self, IndexFamilies};
@@ -270,8 +271,6 @@ impl StoreWriter {
     /// head.
     fn seal_batch(&self, targets: &[(u64, i64)]) -> Result<usize, StoreError> {
         let shared = &*self.shared;
-        let hour_cf = shared.cf(cf::ROLLUP_1H)?;
-        let day_cf = shared.cf(cf::ROLLUP_1D)?;
         let mut batch = WriteBatch::default();
         let mut sealed = Vec::with_capacity(targets.len());
         {
@@ -284,7 +283,8 @@ impl StoreWriter {
             for group in targets.chunk_by(same_day) {
                 let id = group[0].0;
                 let day = cf::day_start(group[0].1);
-                let blocks_cf = shared.partitions.create(&shared.db, day)?;
+                let blocks_cf = shared.blocks.create(&shared.db, day)?;
+                let hour_cf = shared.hours.create(&shared.db, day)?;
                 let mut hours = Vec::with_capacity(group.len());
                 for &(_, start) in group {
                     let Some(window) = head.window(id, start) else {
@@ -299,7 +299,7 @@ impl StoreWriter {
                 }
                 if let Some(day_agg) = fold_day(shared, id, day, hours)? {
                     batch.put_cf(
-                        &day_cf,
+                        &shared.days.create(&shared.db, day)?,
                         keys::series_time(id, day),
                         rollup::encode(&day_agg),
                     );
@@ -354,6 +354,22 @@ impl StoreWriter {
         Ok(())
     }
 
+    /// Drops every partitioned family whose whole period lies before its
+    /// kind's retention at `now_ms`, and returns their names. RocksDB
+    /// deletes their files once no reader holds them any more.
+    pub fn expire(&mut self, now_ms: i64) -> Result<Vec<String>, StoreError> {
+        let shared = &*self.shared;
+        let mut dropped = Vec::new();
+        for kind in Partitioned::ALL {
+            let cutoff = shared.retention.cutoff(kind, now_ms);
+            dropped.extend(shared.partitions(kind).drop_before(&shared.db, cutoff)?);
+        }
+        if !dropped.is_empty() {
+            tracing::info!(families = ?dropped, "dropped expired partitions");
+        }
+        Ok(dropped)
+    }
+
     /// Flushes memtables and the WAL, so the next open replays nothing,
     /// and compacts the log away. For shutdown, after `seal_all`.
     pub fn flush(&self) -> Result<(), StoreError> {
@@ -384,7 +400,7 @@ fn seal_window(
     window: &Window,
 ) -> Result<(Vec<u8>, RollupAgg), StoreError> {
     let start = window.start();
-    let old = match blocks::get(&shared.db, &shared.partitions, id, start) {
+    let old = match blocks::get(&shared.db, &shared.blocks, id, start) {
         Ok(old) => old,
         Err(e @ StoreError::Corrupt { .. }) => {
             // Refusing to seal would keep the window (and the log) forever;
@@ -427,7 +443,7 @@ fn fold_day(
         return Ok(None);
     }
     let mut hours =
-        super::reader::stored_rollups(shared, cf::ROLLUP_1H, id, day, day + cf::DAY_MS)?;
+        super::reader::stored_rollups(shared, Partitioned::Hours, id, day, day + cf::DAY_MS)?;
     hours.extend(new_hours.into_iter().map(|h| (h.start_ms, h)));
     Ok(rollup::fold(day, hours.into_values()))
 }

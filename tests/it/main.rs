@@ -2,9 +2,13 @@
 //! One test binary, one module per area.
 
 mod clients;
+mod dashboard;
 mod durability;
 mod grafana;
 mod http_api;
 mod ingest_queue;
+mod lifecycle;
+mod service;
+mod query_cases;
 mod support;
 mod telnet;

@@ -201,6 +201,11 @@ pub struct Spawned {
 
 impl Spawned {
     pub async fn start(dir: &Path) -> Spawned {
+        Self::start_with_env(dir, &[]).await
+    }
+
+    /// Like [`Spawned::start`], with extra environment variables.
+    pub async fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Spawned {
         let telnet: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let http_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let child = std::process::Command::new(binary())
@@ -208,6 +213,7 @@ impl Spawned {
             .arg(dir)
             .args(["--listen", &telnet.to_string(), "--http-listen", &http_addr.to_string()])
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .spawn()
             .expect("binary starts");
         let s = Spawned {

@@ -1,0 +1,156 @@
+//! Stale series: series whose newest point is older than a period, the
+//! usual sign of a collector or host that stopped reporting.
+//!
+//! `GET /api/rtsd/stale?older_than=1h[&metric=m][&limit=N]` lists them,
+//! oldest first, as `[{"metric","tags","tsuid","lastTimestamp"}]` with the
+//! timestamp in milliseconds (as `/api/query/last` gives it). `older_than`
+//! takes OpenTSDB's duration syntax and defaults to the `stale-after-secs`
+//! setting, which also sets the period of the `rtsd_stale_series` gauge that
+//! [`super::metrics`] exports through [`find`].
+//!
+//! The scan visits every series (of `metric`, if given) and asks the store
+//! for its newest point: the head answers from memory and a sealed series
+//! costs one RocksDB seek. It runs on the blocking pool.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use serde::Serialize;
+
+use super::params::Params;
+use super::{allow, blocking, json_reply, tsuid, ApiError, AppState, TagsJson};
+use crate::query::source::SeriesMeta;
+use crate::query::time::parse_duration;
+use crate::storage::{StoreError, StoreReader};
+
+/// Results listed when the request gives no `limit`.
+const DEFAULT_LIMIT: usize = 1000;
+
+/// A series that received nothing since the cutoff.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaleSeries {
+    pub meta: SeriesMeta,
+    /// The newest point's timestamp in ms; `None` if the series has no
+    /// point at all (a crash between creating it and writing one).
+    pub last_ms: Option<i64>,
+}
+
+/// Series (of `metric`, if given) whose newest point is before
+/// `cutoff_ms`, oldest first.
+pub fn find(
+    store: &StoreReader,
+    metric: Option<&str>,
+    cutoff_ms: i64,
+) -> Result<Vec<StaleSeries>, StoreError> {
+    let mut out = Vec::new();
+    for meta in store.lookup(metric, &[], usize::MAX)? {
+        let last_ms = store.last_point(meta.id)?.map(|p| p.timestamp_ms);
+        if last_ms.map_or(true, |t| t < cutoff_ms) {
+            out.push(StaleSeries { meta, last_ms });
+        }
+    }
+    out.sort_by_key(|s| (s.last_ms, s.meta.id));
+    Ok(out)
+}
+
+/// A period in seconds the way an operator writes it: `1h`, `90m`, `2d`.
+pub fn period_label(secs: u64) -> String {
+    match secs {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+pub async fn stale(
+    method: Method,
+    State(state): State<Arc<AppState>>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    allow(&method, &[Method::GET])?;
+    let period_ms = match params.get("older_than") {
+        Some(text) => parse_duration(text)?,
+        None => {
+            i64::try_from(state.settings.stale_after_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+        }
+    };
+    let limit = match params.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(text) => text
+            .parse()
+            .ok()
+            .filter(|&n: &usize| n > 0)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("limit: {text:?} is not a positive integer"))
+            })?,
+    };
+    let metric = params
+        .get("metric")
+        .filter(|m| !m.is_empty())
+        .map(str::to_string);
+    let cutoff = crate::model::now_ms().saturating_sub(period_ms);
+    let permit = state.reads.enter().await?;
+    let body = blocking(move || {
+        let _permit = permit;
+        let mut found = find(&state.store, metric.as_deref(), cutoff)?;
+        found.truncate(limit);
+        Ok(render(&found))
+    })
+    .await?;
+    Ok(json_reply(StatusCode::OK, body))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Entry<'a> {
+    metric: &'a str,
+    tags: TagsJson<'a>,
+    tsuid: String,
+    last_timestamp: Option<i64>,
+}
+
+fn render(found: &[StaleSeries]) -> String {
+    let entries: Vec<Entry> = found
+        .iter()
+        .map(|s| Entry {
+            metric: s.meta.key.metric(),
+            tags: TagsJson(s.meta.key.tags().collect()),
+            tsuid: tsuid(s.meta.id),
+            last_timestamp: s.last_ms,
+        })
+        .collect();
+    // Serialising strings, integers and maps of strings cannot fail.
+    serde_json::to_string(&entries).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SeriesKey;
+
+    #[test]
+    fn periods_are_labelled_in_the_largest_whole_unit() {
+        assert_eq!(period_label(3600), "1h");
+        assert_eq!(period_label(86_400 * 2), "2d");
+        assert_eq!(period_label(5400), "90m");
+        assert_eq!(period_label(61), "61s");
+    }
+
+    #[test]
+    fn entries_carry_metric_tags_tsuid_and_timestamp() {
+        let found = [StaleSeries {
+            meta: SeriesMeta {
+                id: 42,
+                key: SeriesKey::new("sys.cpu", [("host", "a")]),
+            },
+            last_ms: Some(1_700_000_000_000),
+        }];
+        assert_eq!(
+            render(&found),
+            r#"[{"metric":"sys.cpu","tags":{"host":"a"},"tsuid":"000000000000002A","lastTimestamp":1700000000000}]"#
+        );
+    }
+}
