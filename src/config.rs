@@ -32,7 +32,7 @@ pub struct ServeArgs {
     /// HTTP API listener [default: 0.0.0.0:4243].
     #[arg(long, value_name = "ADDR")]
     pub http_listen: Option<String>,
-    /// Points the ingest queue holds before the overflow policy applies [default: 1000000].
+    /// Points the ingest queue holds before the overflow policy applies [default: 262144].
     #[arg(long, value_name = "N")]
     pub queue_capacity: Option<usize>,
     /// What a full queue does: drop-oldest (count and shed) or block (push back on TCP) [default: drop-oldest].
@@ -125,7 +125,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("./rtsd-data"),
             listen: SocketAddr::from(([0, 0, 0, 0], 4242)),
             http_listen: SocketAddr::from(([0, 0, 0, 0], 4243)),
-            queue_capacity: 1_000_000,
+            queue_capacity: 262_144,
             overflow: OverflowPolicy::DropOldest,
             mps: 0,
             max_tags: 8,

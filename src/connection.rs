@@ -173,7 +173,7 @@ impl Connection<'_> {
             Ok(Command::Stats) => self.reply(&crate::server::stats_reply(&ctx.stats, &ctx.store)),
             Ok(Command::DropCaches) => {
                 ctx.store.drop_caches();
-                self.reply("Caches dropped.\n");
+                self.reply(protocol::DROPCACHES_REPLY);
             }
             Ok(Command::DieDieDie) => self.reply(protocol::DIEDIEDIE_REPLY),
             Ok(Command::Exit) => return true,

@@ -1,7 +1,8 @@
 //! Wires the daemon together and owns its shutdown.
 //!
 //! [`Daemon::start`] opens the store, starts the writer thread, binds both
-//! listeners and returns their real addresses (tests bind port 0).
+//! listeners (or, through [`Daemon::start_with`], serves on sockets systemd
+//! passed) and returns their real addresses (tests bind port 0).
 //! Shutdown happens in one place, [`Daemon::wait`], in dependency order:
 //!
 //! 1. the token is cancelled (SIGINT/SIGTERM in `main`, or a test);
@@ -20,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::activation::Inherited;
 use crate::config::Settings;
 use crate::connection::TelnetContext;
 use crate::http::{self, AppState, HttpLimits};
@@ -41,6 +43,12 @@ pub struct Daemon {
 impl Daemon {
     /// Opens the store and starts serving; returns once both ports listen.
     pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
+        Self::start_with(settings, Inherited::default()).await
+    }
+
+    /// Like [`Daemon::start`], serving on the sockets systemd passed where
+    /// there are some instead of binding the configured addresses.
+    pub async fn start_with(settings: Settings, inherited: Inherited) -> anyhow::Result<Daemon> {
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
         let opts = StoreOptions {
@@ -50,16 +58,13 @@ impl Daemon {
             ..StoreOptions::default()
         };
         let data_dir = settings.data_dir.clone();
-        let (store_writer, store) = tokio::task::spawn_blocking(move || Store::open(&data_dir, opts))
-            .await?
-            .with_context(|| format!("opening store in {}", settings.data_dir.display()))?;
+        let (store_writer, store) =
+            tokio::task::spawn_blocking(move || Store::open(&data_dir, opts))
+                .await?
+                .with_context(|| format!("opening store in {}", settings.data_dir.display()))?;
 
-        let telnet = TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("binding telnet listener {}", settings.listen))?;
-        let http_listener = TcpListener::bind(settings.http_listen)
-            .await
-            .with_context(|| format!("binding http listener {}", settings.http_listen))?;
+        let telnet = listen(inherited.telnet, settings.listen, "telnet").await?;
+        let http_listener = listen(inherited.http, settings.http_listen, "http").await?;
         let telnet_addr = telnet.local_addr()?;
         let http_addr = http_listener.local_addr()?;
 
@@ -151,5 +156,20 @@ impl Daemon {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.wait().await
+    }
+}
+
+/// An inherited socket as a Tokio listener, or `addr` freshly bound.
+async fn listen(
+    inherited: Option<std::net::TcpListener>,
+    addr: SocketAddr,
+    what: &str,
+) -> anyhow::Result<TcpListener> {
+    match inherited {
+        Some(listener) => TcpListener::from_std(listener)
+            .with_context(|| format!("serving on the {what} socket passed by systemd")),
+        None => TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {what} listener {addr}")),
     }
 }

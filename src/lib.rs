@@ -10,6 +10,7 @@ pub mod model;
 pub mod protocol;
 pub mod query;
 pub mod storage;
+pub mod activation;
 pub mod config;
 pub mod connection;
 pub mod daemon;

@@ -2,6 +2,7 @@
 //! or one of the offline tools (`import`, `export`) to completion.
 
 use clap::{Parser, Subcommand};
+use rtsd::activation;
 use rtsd::config::{ServeArgs, Settings};
 use rtsd::daemon::Daemon;
 use rtsd::notify::Notifier;
@@ -66,7 +67,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let notifier = Notifier::from_env()?;
-    let daemon = Daemon::start(settings).await?;
+    let daemon = Daemon::start_with(settings, activation::from_env()?).await?;
     notifier.ready(&format!(
         "serving telnet on {}, http on {}",
         daemon.telnet_addr, daemon.http_addr

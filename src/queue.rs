@@ -320,7 +320,7 @@ mod tests {
         tx.push(batch(&[1, 2])).await.unwrap();
         tx.push(batch(&[3, 4])).await.unwrap();
         tx.push(batch(&[5])).await.unwrap();
-        assert_eq!(stats.dropped_count(DropReason::QueueFull), 3);
+        assert_eq!(stats.dropped_count(DropReason::QueueFull), 4);
         let Received::Batch(b) = rx.recv_timeout(Duration::ZERO) else {
             panic!("expected a batch")
         };

@@ -5,7 +5,8 @@
 //! same snapshot feeds the telnet `stats` command and `/api/stats`, in
 //! OpenTSDB's `tsd.*` naming. Counters only go up; the one gauge is open
 //! connections. Queue depth is deliberately not a gauge: pushed minus popped
-//! tells it without sampling artefacts.
+//! tells it without sampling artefacts. `/api/query` latency is a
+//! fixed-bucket [`Histogram`], exported only by `/metrics`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

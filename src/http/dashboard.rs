@@ -181,7 +181,9 @@ mod tests {
             assert_eq!(header_of(&resp, header::ETAG), asset.etag);
             assert_eq!(body_of(resp).await, asset.body);
         }
-        assert!(INDEX.body.contains(r#"<script src="/dashboard/app.js" defer>"#));
+        assert!(INDEX
+            .body
+            .contains(r#"<script src="/dashboard/app.js" defer>"#));
         assert!(INDEX.body.contains(r#"href="/dashboard/app.css""#));
     }
 

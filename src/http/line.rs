@@ -5,9 +5,8 @@
 //! `put` line and hands it to [`protocol::parse_line`], which applies the
 //! checks in OpenTSDB's order with OpenTSDB's texts (value syntax, NaN and
 //! infinity, timestamp range, tag count, allowed characters in `HashMap`
-//! order). The protocol module keeps its character table and its Java
-//! `HashMap` emulation private, so [`first_illegal`] and [`java_map_text`]
-//! obtain those answers through the parser too.
+//! order). Names that a line cannot carry are checked with the protocol
+//! module's character table directly ([`first_illegal`]).
 //!
 //! A line cannot carry a space or a CR inside a word, nor `=` or an empty
 //! side inside a tag: callers reject such names first (with
@@ -61,32 +60,8 @@ pub fn check_point(
 
 /// The first character of `name` OpenTSDB's `Tags.validateString` refuses
 /// (with `opts.allow_special_chars`), or `None` if every one is allowed.
-/// Works for any name, spaces and `=` included.
 pub fn first_illegal(name: &str, opts: &ParseOptions) -> Option<char> {
-    // NUL is never allowed, so standing in for the characters a line cannot
-    // carry keeps the verdict; if the parser then stops at a NUL, every
-    // character before it was allowed and the culprit is the original one.
-    let carried: String = name
-        .chars()
-        .map(|c| if breaks_word(c) || c == '=' { '\0' } else { c })
-        .collect();
-    let probe = ParseOptions {
-        require_tags: false,
-        ..opts.clone()
-    };
-    match protocol::parse_line(format!("put {carried} 1 1").as_bytes(), &probe) {
-        Err(LineError::Rejected {
-            error: PutError::IllegalCharacter { ch: '\0', .. },
-            ..
-        }) => name
-            .chars()
-            .find(|&c| c == '\0' || breaks_word(c) || c == '='),
-        Err(LineError::Rejected {
-            error: PutError::IllegalCharacter { ch, .. },
-            ..
-        }) => Some(ch),
-        _ => None,
-    }
+    protocol::first_illegal_char(name, &opts.allow_special_chars)
 }
 
 /// OpenTSDB's message for a name with an illegal character, or for an
@@ -116,25 +91,9 @@ pub fn message(error: &PutError) -> String {
 }
 
 /// `HashMap.toString()` of the map built by inserting `pairs` in order,
-/// e.g. `{host=web01, dc=lga}`, as OpenTSDB embeds it in messages. The
-/// parser's `Too many tags` message carries exactly that text. Pairs a line
-/// cannot carry fall back to insertion order.
+/// e.g. `{host=web01, dc=lga}`, as OpenTSDB embeds it in messages.
 pub fn java_map_text(pairs: &[(&str, &str)]) -> String {
-    let insertion_order = || {
-        let inner: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        format!("{{{}}}", inner.join(", "))
-    };
-    if pairs.is_empty() || !pairs.iter().all(|(k, v)| fits_tag(k) && fits_tag(v)) {
-        return insertion_order();
-    }
-    let probe = ParseOptions {
-        max_tags: 0,
-        ..ParseOptions::default()
-    };
-    match check_point("m", 1, "1", pairs, &probe) {
-        Err(PutError::TooManyTags { tags, .. }) => tags,
-        _ => insertion_order(),
-    }
+    protocol::java_map_string(pairs)
 }
 
 #[cfg(test)]

@@ -5,11 +5,14 @@
 //! list) and takes a screenshot, kept as a build artifact for a human to
 //! look at. Chromium comes from `.ci/deps`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use regex::Regex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::support::*;
 
@@ -22,15 +25,24 @@ const MINUTES: u64 = 30;
 /// Writes `cpu.user` for web01 and web02, `mem.free` for web01 and
 /// `net.bytes.in` for web01/eth0, at minute boundaries ending now.
 async fn seed(d: &TestDaemon) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let last = now / 60 * 60;
     let mut lines = String::new();
     for i in 0..MINUTES {
         let t = last - i * 60;
         lines.push_str(&format!("put sys.cpu.user {t} {} host=web01\n", 10 + i % 7));
         lines.push_str(&format!("put sys.cpu.user {t} {} host=web02\n", 20 + i));
-        lines.push_str(&format!("put sys.mem.free {t} {} host=web01\n", 1000 + 3 * i));
-        lines.push_str(&format!("put net.bytes.in {t} {} host=web01 iface=eth0\n", 5000 * i));
+        lines.push_str(&format!(
+            "put sys.mem.free {t} {} host=web01\n",
+            1000 + 3 * i
+        ));
+        lines.push_str(&format!(
+            "put net.bytes.in {t} {} host=web01 iface=eth0\n",
+            5000 * i
+        ));
     }
     assert_eq!(exchange(d.telnet(), lines.as_bytes()).await, b"");
     d.wait_stored(4 * MINUTES).await;
@@ -116,7 +128,9 @@ async fn dashboard_charts_ingested_series_in_chromium() {
     assert_eq!(attr(chart, "data-series"), Some("2"));
     let total = 2 * MINUTES;
     assert_eq!(attr(chart, "data-points"), Some(total.to_string().as_str()));
-    let polyline = Regex::new(r#"<polyline class="series" [^>]*data-points="(\d+)" points="([^"]*)""#).unwrap();
+    let polyline =
+        Regex::new(r#"<polyline class="series" [^>]*data-points="(\d+)" points="([^"]*)""#)
+            .unwrap();
     let lines: Vec<(usize, usize)> = polyline
         .captures_iter(&dom)
         .map(|c| (c[1].parse().unwrap(), c[2].split_whitespace().count()))
@@ -144,7 +158,11 @@ async fn dashboard_charts_ingested_series_in_chromium() {
     let expect = |m: &str| (m.to_string(), "ready".to_string(), MINUTES.to_string());
     assert_eq!(
         items,
-        vec![expect("net.bytes.in"), expect("sys.cpu.user"), expect("sys.mem.free")]
+        vec![
+            expect("net.bytes.in"),
+            expect("sys.cpu.user"),
+            expect("sys.mem.free")
+        ]
     );
 
     let dir = artifacts_dir();
@@ -160,7 +178,25 @@ async fn dashboard_charts_ingested_series_in_chromium() {
     assert_eq!((dim(16), dim(20)), (1280, 800));
     // A blank or error page compresses to a few kilobytes; text, sparklines
     // and a chart do not.
-    assert!(bytes.len() > 20_000, "screenshot only {} bytes", bytes.len());
+    assert!(
+        bytes.len() > 20_000,
+        "screenshot only {} bytes",
+        bytes.len()
+    );
+}
+
+/// A GET's whole reply, headers included. (The HTTP server closes on a
+/// half-closed socket, so the request is sent without shutting down.)
+async fn get_raw(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut raw))
+        .await
+        .expect("http reply")
+        .unwrap();
+    String::from_utf8(raw).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,15 +204,21 @@ async fn dashboard_assets_are_served_with_types_and_caching() {
     let d = TestDaemon::start().await;
     for (path, content_type, needle) in [
         ("/", "text/html; charset=utf-8", "<title>rtsd</title>"),
-        ("/dashboard/app.js", "text/javascript; charset=utf-8", "\"use strict\";"),
+        (
+            "/dashboard/app.js",
+            "text/javascript; charset=utf-8",
+            "\"use strict\";",
+        ),
         ("/dashboard/app.css", "text/css; charset=utf-8", "#chart"),
     ] {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        let raw = String::from_utf8(exchange(d.http(), request.as_bytes()).await).unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        let raw = get_raw(d.http(), path).await;
+        let (head, body) = raw.split_once("\r\n\r\n").expect("http header end");
         let head = head.to_ascii_lowercase();
         assert!(head.starts_with("http/1.1 200 ok\r\n"), "{path}: {head}");
-        assert!(head.contains(&format!("\r\ncontent-type: {content_type}\r\n")), "{head}");
+        assert!(
+            head.contains(&format!("\r\ncontent-type: {content_type}\r\n")),
+            "{head}"
+        );
         assert!(head.contains("\r\ncache-control: no-cache\r\n"), "{head}");
         assert!(head.contains("\r\netag: w/\""), "{head}");
         assert!(body.contains(needle), "{path}");
@@ -184,6 +226,9 @@ async fn dashboard_assets_are_served_with_types_and_caching() {
     // The API keeps answering unknown paths with OpenTSDB's 404.
     assert_eq!(
         http(d.http(), "GET", "/dashboard/nothing.js", b"").await,
-        (404, r#"{"error":{"code":404,"message":"Endpoint not found"}}"#.to_string())
+        (
+            404,
+            r#"{"error":{"code":404,"message":"Endpoint not found"}}"#.to_string()
+        )
     );
 }

@@ -246,3 +246,89 @@ async fn stale_lists_series_older_than_the_period_oldest_first() {
         "limit: \"0\" is not a positive integer"
     );
 }
+
+#[tokio::test]
+async fn the_binary_serves_on_sockets_passed_by_systemd() {
+    // systemd's own tool for running a socket-activated service by hand.
+    let activate = Path::new("/usr/bin/systemd-socket-activate");
+    if !activate.exists() {
+        eprintln!("skipped: {} is not installed", activate.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let manager = Manager::bind(dir.path());
+    let telnet: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let http_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // The configured addresses are never bound: the passed sockets win.
+    let unused: Vec<String> = (0..2)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let child = std::process::Command::new(activate)
+        .args(["-l", &http_addr.to_string(), "-l", &telnet.to_string()])
+        .arg("--fdname=http:telnet")
+        .arg(format!("--setenv=NOTIFY_SOCKET={}", manager.path))
+        .arg("--setenv=RUST_LOG=warn")
+        .arg(binary())
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen", &unused[0], "--http-listen", &unused[1]])
+        .spawn()
+        .expect("systemd-socket-activate starts");
+    let daemon = Spawned {
+        child,
+        telnet,
+        http: http_addr,
+    };
+    // The tool starts the service on the first connection.
+    let now = rtsd::model::now_ms() / 1000;
+    let put = format!("put activated.metric {now} 7 host=a\n");
+    let start = std::time::Instant::now();
+    let mut conn = loop {
+        match tokio::net::TcpStream::connect(telnet).await {
+            Ok(conn) => break conn,
+            Err(_) => {
+                assert!(start.elapsed() < DEADLINE, "sockets not listening");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    };
+    tokio::io::AsyncWriteExt::write_all(&mut conn, put.as_bytes())
+        .await
+        .unwrap();
+    drop(conn);
+
+    assert_eq!(
+        manager.recv().await,
+        format!("READY=1\nSTATUS=serving telnet on {telnet}, http on {http_addr}\n")
+    );
+    for addr in &unused {
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "{addr}"
+        );
+    }
+    poll_stat(&daemon).await;
+    let (status, body) = http(
+        http_addr,
+        "GET",
+        "/api/query?start=1h-ago&m=sum:activated.metric",
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let result: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(result[0]["dps"][now.to_string()], json!(7));
+
+    daemon.signal("-TERM");
+    assert!(manager.recv().await.starts_with("STOPPING=1\n"));
+    assert!(daemon.wait().await.success());
+}
+
+/// Waits until the spawned daemon stored its first point.
+async fn poll_stat(daemon: &Spawned) {
+    let start = std::time::Instant::now();
+    while daemon.stat("tsd.rtsd.points.stored", "").await < 1 {
+        assert!(start.elapsed() < DEADLINE, "point not stored");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
