@@ -448,57 +448,46 @@ impl SubQuery {
 
 /// `m=<agg>[:<options>...]:<metric>[{tags}][{filters}]`.
 fn parse_m_query(m: &str) -> Result<SubQuery, QueryError> {
-    if m.is_empty() {
-        return Err(bad("The query string was empty"));
-    }
-    let parts: Vec<&str> = m.split(':').collect();
-    if parts.len() < 2 || parts.len() > 5 {
-        return Err(bad(format!(
-            "Invalid parameter m={m} ({} :-separated parts)",
-            if parts.len() < 2 {
-                "not enough"
-            } else {
-                "too many"
-            }
-        )));
-    }
-    let mut sub = SubQuery {
-        aggregator: Some(parts[0].to_string()),
-        ..SubQuery::default()
-    };
-    apply_options(&mut sub, &parts[1..parts.len() - 1])?;
-    parse_metric_and_filters(parts[parts.len() - 1], &mut sub).map_err(bad)?;
+    let (mut sub, metric) = split_sub_query("m", m, "The query string was empty")?;
+    parse_metric_and_filters(metric, &mut sub).map_err(bad)?;
     Ok(sub)
 }
 
 /// `tsuid=<agg>[:<options>...]:<tsuid>[,<tsuid>...]`.
 fn parse_tsuid_query(q: &str) -> Result<SubQuery, QueryError> {
-    if q.is_empty() {
-        return Err(bad("The tsuid query string was empty"));
+    let (mut sub, tsuids) = split_sub_query("tsuid", q, "The tsuid query string was empty")?;
+    sub.tsuids = Some(tsuids.split(',').map(String::from).collect());
+    Ok(sub)
+}
+
+/// The shared shape of `m=` and `tsuid=`: 2 to 5 `:`-separated parts, the
+/// aggregator first, options in the middle. Returns the sub-query with
+/// aggregator and options applied, and the last part for the caller.
+fn split_sub_query<'a>(
+    param: &str,
+    text: &'a str,
+    empty: &str,
+) -> Result<(SubQuery, &'a str), QueryError> {
+    if text.is_empty() {
+        return Err(bad(empty));
     }
-    let parts: Vec<&str> = q.split(':').collect();
+    let parts: Vec<&str> = text.split(':').collect();
     if parts.len() < 2 || parts.len() > 5 {
+        let count = if parts.len() < 2 {
+            "not enough"
+        } else {
+            "too many"
+        };
         return Err(bad(format!(
-            "Invalid parameter tsuid={q} ({} :-separated parts)",
-            if parts.len() < 2 {
-                "not enough"
-            } else {
-                "too many"
-            }
+            "Invalid parameter {param}={text} ({count} :-separated parts)"
         )));
     }
     let mut sub = SubQuery {
         aggregator: Some(parts[0].to_string()),
-        tsuids: Some(
-            parts[parts.len() - 1]
-                .split(',')
-                .map(String::from)
-                .collect(),
-        ),
         ..SubQuery::default()
     };
     apply_options(&mut sub, &parts[1..parts.len() - 1])?;
-    Ok(sub)
+    Ok((sub, parts[parts.len() - 1]))
 }
 
 /// The middle parts of `m=`, matched case-insensitively; unknown ones are
