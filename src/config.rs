@@ -160,17 +160,25 @@ impl Settings {
     fn merge(args: &ServeArgs, file: FileConfig) -> Result<Settings, ConfigError> {
         let d = Settings::default();
         let mut errors = Vec::new();
-        let mut addr = |name: &str, flag: &Option<String>, file: Option<String>, default| {
-            match flag.clone().or(file) {
-                None => default,
-                Some(text) => text.parse().unwrap_or_else(|_| {
-                    errors.push(format!("{name}: {text:?} is not an address like 0.0.0.0:4242"));
-                    default
-                }),
-            }
+        let mut addr = |name: &str, flag: &Option<String>, file: Option<String>, default| match flag
+            .clone()
+            .or(file)
+        {
+            None => default,
+            Some(text) => text.parse().unwrap_or_else(|_| {
+                errors.push(format!(
+                    "{name}: {text:?} is not an address like 0.0.0.0:4242"
+                ));
+                default
+            }),
         };
         let listen = addr("listen", &args.listen, file.listen, d.listen);
-        let http_listen = addr("http-listen", &args.http_listen, file.http_listen, d.http_listen);
+        let http_listen = addr(
+            "http-listen",
+            &args.http_listen,
+            file.http_listen,
+            d.http_listen,
+        );
         let mut keep = |name: &str, flag: &Option<String>, file: Option<String>| {
             let text = flag.clone().or(file)?;
             parse_duration(&text)
@@ -195,14 +203,24 @@ impl Settings {
             ),
         };
         let s = Settings {
-            data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or(d.data_dir),
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or(d.data_dir),
             listen,
             http_listen,
-            queue_capacity: args.queue_capacity.or(file.queue_capacity).unwrap_or(d.queue_capacity),
+            queue_capacity: args
+                .queue_capacity
+                .or(file.queue_capacity)
+                .unwrap_or(d.queue_capacity),
             overflow: args.overflow.or(file.overflow).unwrap_or(d.overflow),
             mps: args.mps.or(file.mps).unwrap_or(d.mps),
             max_tags: args.max_tags.or(file.max_tags).unwrap_or(d.max_tags),
-            max_line_bytes: args.max_line_bytes.or(file.max_line_bytes).unwrap_or(d.max_line_bytes),
+            max_line_bytes: args
+                .max_line_bytes
+                .or(file.max_line_bytes)
+                .unwrap_or(d.max_line_bytes),
             require_tags: args.require_tags || file.require_tags.unwrap_or(d.require_tags),
             sync_writes: args.sync_writes || file.sync_writes.unwrap_or(d.sync_writes),
             allow_special_chars: file.allow_special_chars.unwrap_or(d.allow_special_chars),
@@ -253,9 +271,11 @@ impl Settings {
                 self.listen
             ));
         }
-        if let Some(c) = self.allow_special_chars.chars().find(|c| {
-            c.is_whitespace() || matches!(c, '=' | '\0')
-        }) {
+        if let Some(c) = self
+            .allow_special_chars
+            .chars()
+            .find(|c| c.is_whitespace() || matches!(c, '=' | '\0'))
+        {
             out.push(format!(
                 "allow-special-chars: {c:?} cannot be allowed, it separates words or tags"
             ));
@@ -298,7 +318,10 @@ mod tests {
             ..Default::default()
         };
         let s = from_toml("mps = 10\nmax-tags = 12\noverflow = \"drop-oldest\"", args).unwrap();
-        assert_eq!((s.mps, s.max_tags, s.overflow), (500, 12, OverflowPolicy::Block));
+        assert_eq!(
+            (s.mps, s.max_tags, s.overflow),
+            (500, 12, OverflowPolicy::Block)
+        );
     }
 
     #[test]
@@ -310,8 +333,14 @@ mod tests {
         .unwrap_err();
         let text = err.to_string();
         assert_eq!(err.0.len(), 3, "{text}");
-        assert!(text.contains("listen: \"nowhere\" is not an address"), "{text}");
-        assert!(text.contains("queue-capacity: must be at least 1"), "{text}");
+        assert!(
+            text.contains("listen: \"nowhere\" is not an address"),
+            "{text}"
+        );
+        assert!(
+            text.contains("queue-capacity: must be at least 1"),
+            "{text}"
+        );
         assert!(text.contains("max-tags: 0 is outside 1..=1024"), "{text}");
     }
 
@@ -321,11 +350,7 @@ mod tests {
             rollup_1d_retention: Some("52w".into()),
             ..Default::default()
         };
-        let s = from_toml(
-            "retention = \"30d\"\nrollup-1h-retention = \"12h\"",
-            args,
-        )
-        .unwrap();
+        let s = from_toml("retention = \"30d\"\nrollup-1h-retention = \"12h\"", args).unwrap();
         let day = 86_400_000;
         assert_eq!(
             s.retention,

@@ -98,13 +98,17 @@ pub async fn serve(mut stream: TcpStream, ctx: &TelnetContext) -> std::io::Resul
     }
     // Best effort: a client that never reads must not hold up shutdown.
     if !conn.out.is_empty() {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), wr.write_all(&conn.out)).await;
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(1), wr.write_all(&conn.out)).await;
     }
     let _ = wr.shutdown().await;
     Ok(ended)
 }
 
-async fn read_more(rd: &mut tokio::net::tcp::ReadHalf<'_>, buf: &mut BytesMut) -> std::io::Result<usize> {
+async fn read_more(
+    rd: &mut tokio::net::tcp::ReadHalf<'_>,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
     buf.reserve(READ_CHUNK);
     rd.read_buf(buf).await
 }

@@ -5,19 +5,19 @@
 //! (RocksDB column families); `http` serves `/api/*` from `storage` through
 //! the `query` engine.
 
-pub mod jfmt;
-pub mod model;
-pub mod protocol;
-pub mod query;
-pub mod storage;
 pub mod activation;
 pub mod config;
 pub mod connection;
 pub mod daemon;
 pub mod http;
+pub mod jfmt;
+pub mod model;
 pub mod notify;
+pub mod protocol;
+pub mod query;
 pub mod queue;
 pub mod server;
 pub mod stats;
+pub mod storage;
 pub mod tools;
 pub mod writer;

@@ -55,7 +55,11 @@ impl SeriesKey {
     pub fn new<'a>(metric: &str, tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         let mut tags: Vec<(&str, &str)> = tags.into_iter().collect();
         tags.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let len = metric.len() + tags.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>();
+        let len = metric.len()
+            + tags
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>();
         let mut buf = Vec::with_capacity(len);
         buf.extend_from_slice(metric.as_bytes());
         for (k, v) in tags {
@@ -152,7 +156,10 @@ mod tests {
     fn key_sorts_tags_and_round_trips() {
         let k = SeriesKey::new("sys.cpu", [("host", "a"), ("dc", "lga")]);
         assert_eq!(k.metric(), "sys.cpu");
-        assert_eq!(k.tags().collect::<Vec<_>>(), vec![("dc", "lga"), ("host", "a")]);
+        assert_eq!(
+            k.tags().collect::<Vec<_>>(),
+            vec![("dc", "lga"), ("host", "a")]
+        );
         assert_eq!(k.to_string(), "sys.cpu{dc=lga,host=a}");
         assert_eq!(SeriesKey::from_bytes(k.as_bytes()), Some(k.clone()));
         assert_eq!(SeriesKey::new("m", []).tags().count(), 0);

@@ -228,9 +228,7 @@ impl QueueSender {
         } else {
             DropReason::QueueFull
         };
-        self.shared
-            .stats
-            .dropped(reason, old.samples.len() as u64);
+        self.shared.stats.dropped(reason, old.samples.len() as u64);
         old.reject("dropped: the ingest queue overflowed");
     }
 }

@@ -208,44 +208,6 @@ impl Head {
         true
     }
 
-    /// Drops the points of `id` in `[from, to]`, rebuilding the windows
-    /// they were in. A window keeps its `min_seq`: the log records it was
-    /// built from are still the ones replay needs.
-    pub fn delete(&mut self, id: u64, from: i64, to: i64) -> Result<(), ChunkError> {
-        let Some(windows) = self.series.get_mut(slot(id)) else {
-            return Ok(());
-        };
-        let (first, last) = (window_start(from), window_start(to));
-        let mut emptied = Vec::new();
-        for w in windows
-            .iter_mut()
-            .filter(|w| (first..=last).contains(&w.start))
-        {
-            let (before, len) = (w.bytes(), w.len());
-            let mut chunk = ChunkEncoder::new();
-            let mut late = Vec::new();
-            for p in w.snapshot().merge_over(None)? {
-                if !(from..=to).contains(&p.timestamp_ms) {
-                    // Sorted and unique, so every point goes in order.
-                    if let Err(p) = chunk.push(p) {
-                        late.push(p);
-                    }
-                }
-            }
-            w.chunk = chunk;
-            w.late = late;
-            self.bytes = self.bytes + w.bytes() - before;
-            self.points = self.points + w.len() - len;
-            if w.len() == 0 {
-                emptied.push(w.start);
-            }
-        }
-        for start in emptied {
-            self.remove(id, start);
-        }
-        Ok(())
-    }
-
     pub fn window(&self, id: u64, start: i64) -> Option<&Window> {
         let windows = self.series.get(slot(id))?;
         let i = windows.binary_search_by_key(&start, |w| w.start).ok()?;

@@ -14,24 +14,13 @@
 //! a window still open), so replay skips points the [`Watermark`] says are
 //! already in blocks; points it cannot rule out are replayed and merged into
 //! their block again on the next seal, which is idempotent.
-//!
-//! A delete is a record of its own ([`encode_delete`]): replay applies it to
-//! the head in log order, so points logged before it stay deleted and
-//! points logged after it stay. It is range-deleted with the records before
-//! it, when nothing it could affect is left to replay.
 
 use crate::model::{DataPoint, Value};
 
 use super::keys;
 
-/// Version byte leading every record of points.
+/// Version byte leading every log record.
 pub const RECORD_VERSION: u8 = 1;
-
-/// First byte of a delete record.
-pub const DELETE_RECORD: u8 = 2;
-
-/// Length of a delete record before its ids: kind byte and two bounds.
-const DELETE_HEADER: usize = 17;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum LogError {
@@ -131,62 +120,6 @@ impl RecordEncoder {
     pub fn bytes(&self) -> &[u8] {
         &self.buf
     }
-}
-
-/// A delete record: the points of `ids` in `[start_ms, end_ms]` logged
-/// before it are gone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delete {
-    pub start_ms: i64,
-    pub end_ms: i64,
-    pub ids: Vec<u64>,
-}
-
-/// One log record of either kind.
-pub enum Record<'a> {
-    Points(RecordIter<'a>),
-    Delete(Delete),
-}
-
-/// `0x02 ‖ start ‖ end ‖ varint(id)*`, bounds as sign-flipped i64 BE.
-pub fn encode_delete(ids: &[u64], start_ms: i64, end_ms: i64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(DELETE_HEADER + ids.len() * 3);
-    out.push(DELETE_RECORD);
-    out.extend_from_slice(&keys::timestamp(start_ms));
-    out.extend_from_slice(&keys::timestamp(end_ms));
-    for &id in ids {
-        put_varint(&mut out, id);
-    }
-    out
-}
-
-/// Decodes a record of either kind.
-pub fn read(record: &[u8]) -> Result<Record<'_>, LogError> {
-    if record.first() != Some(&DELETE_RECORD) {
-        return decode(record).map(Record::Points);
-    }
-    let bound = |at: usize| {
-        record
-            .get(at..at + 8)
-            .and_then(keys::parse_u64)
-            .map(|v| (v ^ (1 << 63)) as i64)
-            .ok_or(LogError::Truncated(record.len()))
-    };
-    let (start_ms, end_ms) = (bound(1)?, bound(9)?);
-    let mut it = RecordIter {
-        record,
-        at: DELETE_HEADER,
-        prev_ts: 0,
-    };
-    let mut ids = Vec::new();
-    while it.at < record.len() {
-        ids.push(it.varint()?);
-    }
-    Ok(Record::Delete(Delete {
-        start_ms,
-        end_ms,
-        ids,
-    }))
 }
 
 /// The points of a record, in the order they were appended.
@@ -318,30 +251,6 @@ mod tests {
             timestamp_ms: ts,
             value,
         }
-    }
-
-    #[test]
-    fn delete_record_round_trips_and_rejects_truncation() {
-        let bytes = encode_delete(&[1, 300, 1 << 40], -5, 1_700_000_000_000);
-        let Ok(Record::Delete(d)) = read(&bytes) else {
-            panic!("not a delete record")
-        };
-        assert_eq!(
-            d,
-            Delete {
-                start_ms: -5,
-                end_ms: 1_700_000_000_000,
-                ids: vec![1, 300, 1 << 40],
-            }
-        );
-        assert!(read(&bytes[..12]).is_err());
-        assert_eq!(
-            read(&bytes[..bytes.len() - 1]).err(),
-            Some(LogError::Truncated(bytes.len() - 1))
-        );
-        let mut points = RecordEncoder::default();
-        points.start();
-        assert!(matches!(read(points.bytes()), Ok(Record::Points(_))));
     }
 
     #[test]

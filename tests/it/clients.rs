@@ -31,7 +31,11 @@ c.wait()
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "potsdb failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "potsdb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     d.wait_stored(2 * n).await;
     let tags = [("dc", "lga"), ("host", "potsdb-test")];
     let floats = d.points(&SeriesKey::new("potsdb.float", tags));

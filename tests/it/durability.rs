@@ -22,7 +22,10 @@ async fn points_survive_a_restart() {
     let d = TestDaemon::start_with(|s| s.data_dir = dir.path().to_path_buf()).await;
     let pts = d.points(&SeriesKey::new("restart.m", [("host", "a")]));
     assert_eq!(pts.len(), 5000);
-    assert!(pts.iter().enumerate().all(|(i, p)| p.value == Value::Int(i as i64)));
+    assert!(pts
+        .iter()
+        .enumerate()
+        .all(|(i, p)| p.value == Value::Int(i as i64)));
     d.daemon.stop().await.unwrap();
     drop(dir);
 }
@@ -62,7 +65,10 @@ async fn sigterm_during_a_stream_loses_nothing_accepted() {
     // exactly the first k lines sent.
     assert!(pts.len() >= 20_000, "only {} stored", pts.len());
     assert!(pts.len() as u64 <= sent);
-    assert!(pts.iter().enumerate().all(|(i, p)| p.value == Value::Int(i as i64)));
+    assert!(pts
+        .iter()
+        .enumerate()
+        .all(|(i, p)| p.value == Value::Int(i as i64)));
     d.daemon.stop().await.unwrap();
 }
 
@@ -83,6 +89,9 @@ async fn kill_9_keeps_every_committed_point() {
     let d = TestDaemon::start_with(|s| s.data_dir = dir.path().to_path_buf()).await;
     let pts = d.points(&SeriesKey::new("kill9.m", [("host", "a")]));
     assert_eq!(pts.len(), 30_000);
-    assert!(pts.iter().enumerate().all(|(i, p)| p.value == Value::Int(i as i64)));
+    assert!(pts
+        .iter()
+        .enumerate()
+        .all(|(i, p)| p.value == Value::Int(i as i64)));
     d.daemon.stop().await.unwrap();
 }

@@ -74,6 +74,9 @@ async fn mps_caps_the_store_rate() {
     // A lower bound only: one second of burst, then `mps` per second.
     let floor = (n - mps as u64) as f64 / mps as f64;
     let took = start.elapsed().as_secs_f64();
-    assert!(took >= floor * 0.95, "stored {n} points in {took:.2}s, limit allows {floor:.2}s at best");
+    assert!(
+        took >= floor * 0.95,
+        "stored {n} points in {took:.2}s, limit allows {floor:.2}s at best"
+    );
     d.stop().await;
 }

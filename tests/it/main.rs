@@ -8,7 +8,7 @@ mod grafana;
 mod http_api;
 mod ingest_queue;
 mod lifecycle;
-mod service;
 mod query_cases;
+mod service;
 mod support;
 mod telnet;

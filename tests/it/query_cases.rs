@@ -38,7 +38,12 @@ fn put_lines(case: &Json) -> (String, u64) {
             .map(|(k, v)| format!(" {k}={}", v.as_str().unwrap()))
             .collect();
         for p in s["points"].as_array().unwrap() {
-            text.push_str(&format!("put {} {} {}{tags}\n", s["metric"].as_str().unwrap(), p[0], p[1]));
+            text.push_str(&format!(
+                "put {} {} {}{tags}\n",
+                s["metric"].as_str().unwrap(),
+                p[0],
+                p[1]
+            ));
             n += 1;
         }
     }
@@ -49,7 +54,11 @@ fn request(case: &Json) -> (&'static str, String, Vec<u8>) {
     let req = &case["request"];
     if let Some(get) = req.get("get") {
         let pairs: Vec<(String, String)> = serde_json::from_value(get.clone()).unwrap();
-        ("GET", format!("/api/query?{}", serde_urlencoded::to_string(pairs).unwrap()), Vec::new())
+        (
+            "GET",
+            format!("/api/query?{}", serde_urlencoded::to_string(pairs).unwrap()),
+            Vec::new(),
+        )
     } else {
         let body = &req["post"];
         let params: Vec<(String, String)> = req
@@ -59,7 +68,10 @@ fn request(case: &Json) -> (&'static str, String, Vec<u8>) {
         let path = if params.is_empty() {
             "/api/query".to_string()
         } else {
-            format!("/api/query?{}", serde_urlencoded::to_string(params).unwrap())
+            format!(
+                "/api/query?{}",
+                serde_urlencoded::to_string(params).unwrap()
+            )
         };
         ("POST", path, body.to_string().into_bytes())
     }
@@ -82,7 +94,9 @@ async fn hand_computed_query_cases_through_store_and_http() {
         let expect = &case["expect"];
         let want_status = expect["status"].as_u64().unwrap() as u16;
         if status != want_status {
-            failures.push(format!("{name}: status {status}, want {want_status}: {got}"));
+            failures.push(format!(
+                "{name}: status {status}, want {want_status}: {got}"
+            ));
         } else if let Some(want) = expect.get("body").and_then(Json::as_str) {
             if got != want {
                 failures.push(format!("{name}:\n  got  {got}\n  want {want}"));
@@ -90,7 +104,9 @@ async fn hand_computed_query_cases_through_store_and_http() {
         } else {
             let err: Json = serde_json::from_str(&got).unwrap();
             if err["error"]["message"] != expect["message"]
-                || expect.get("details").is_some_and(|d| err["error"]["details"] != *d)
+                || expect
+                    .get("details")
+                    .is_some_and(|d| err["error"]["details"] != *d)
             {
                 failures.push(format!("{name}: got {got}, want {expect}"));
             }
@@ -98,5 +114,11 @@ async fn hand_computed_query_cases_through_store_and_http() {
         drop(s);
         d.stop().await;
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), all.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        all.len(),
+        failures.join("\n")
+    );
 }

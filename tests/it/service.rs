@@ -252,7 +252,11 @@ async fn the_binary_serves_on_sockets_passed_by_systemd() {
     // systemd's own tool for running a socket-activated service by hand.
     // `.ci/deps` installs it (Debian package `systemd`).
     let activate = Path::new("/usr/bin/systemd-socket-activate");
-    assert!(activate.exists(), "{} is missing: run .ci/deps", activate.display());
+    assert!(
+        activate.exists(),
+        "{} is missing: run .ci/deps",
+        activate.display()
+    );
     let dir = tempfile::tempdir().unwrap();
     let manager = Manager::bind(dir.path());
     let telnet: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();

@@ -52,8 +52,14 @@ impl TestDaemon {
 
     /// Waits until `n` points in total have been committed by the writer.
     pub async fn wait_stored(&self, n: u64) {
-        poll(|| self.daemon.stats.points_stored.load(std::sync::atomic::Ordering::Relaxed) >= n)
-            .await;
+        poll(|| {
+            self.daemon
+                .stats
+                .points_stored
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= n
+        })
+        .await;
     }
 
     /// All points of one series, read through the store's query interface.
@@ -74,7 +80,9 @@ pub fn read_points(store: &impl Source, key: &SeriesKey) -> Vec<DataPoint> {
         .expect("store readable")
         .unwrap_or_default();
     match series.iter().find(|s| &s.key == key) {
-        Some(s) => store.points(s.id, i64::MIN, i64::MAX).expect("points readable"),
+        Some(s) => store
+            .points(s.id, i64::MIN, i64::MAX)
+            .expect("points readable"),
         None => Vec::new(),
     }
 }
@@ -83,7 +91,10 @@ pub fn read_points(store: &impl Source, key: &SeriesKey) -> Vec<DataPoint> {
 pub async fn poll(mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < DEADLINE, "condition not met within {DEADLINE:?}");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "condition not met within {DEADLINE:?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -111,7 +122,11 @@ pub async fn read_line(s: &mut TcpStream) -> String {
             .await
             .expect("reply arrives")
             .unwrap();
-        assert!(n == 1, "connection closed mid-line: {:?}", String::from_utf8_lossy(&line));
+        assert!(
+            n == 1,
+            "connection closed mid-line: {:?}",
+            String::from_utf8_lossy(&line)
+        );
         line.push(byte[0]);
         if byte[0] == b'\n' {
             return String::from_utf8(line).unwrap();
@@ -161,7 +176,11 @@ fn parse_response(raw: &[u8]) -> (u16, String) {
     let chunked = head
         .lines()
         .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_string() };
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     (status, body)
 }
 
@@ -211,7 +230,12 @@ impl Spawned {
         let child = std::process::Command::new(binary())
             .args(["serve", "--data-dir"])
             .arg(dir)
-            .args(["--listen", &telnet.to_string(), "--http-listen", &http_addr.to_string()])
+            .args([
+                "--listen",
+                &telnet.to_string(),
+                "--http-listen",
+                &http_addr.to_string(),
+            ])
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .spawn()
@@ -241,7 +265,11 @@ impl Spawned {
             .find(|l| {
                 l["metric"] == metric
                     && (tag_value.is_empty()
-                        || l["tags"].as_object().unwrap().values().any(|v| v == tag_value))
+                        || l["tags"]
+                            .as_object()
+                            .unwrap()
+                            .values()
+                            .any(|v| v == tag_value))
             })
             .and_then(|l| l["value"].as_str()?.parse().ok())
             .unwrap_or_else(|| panic!("no stat {metric} {tag_value}"))

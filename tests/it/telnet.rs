@@ -75,13 +75,20 @@ async fn check_vector(d: &TestDaemon, v: &Json) {
     // An upper-case first byte makes the connection HTTP, as in OpenTSDB;
     // such vectors are about later lines, so a `version` goes first.
     let uppercase = line.as_bytes().first().is_some_and(u8::is_ascii_uppercase);
-    let mut input = if uppercase { b"version\n".to_vec() } else { Vec::new() };
+    let mut input = if uppercase {
+        b"version\n".to_vec()
+    } else {
+        Vec::new()
+    };
     input.extend_from_slice(line.as_bytes());
     input.push(b'\n');
     let mut reply = String::from_utf8_lossy(&exchange(d.telnet(), &input).await).into_owned();
     if uppercase {
         let version = rtsd::server::version_reply();
-        reply = reply.strip_prefix(&version).expect("version reply first").to_string();
+        reply = reply
+            .strip_prefix(&version)
+            .expect("version reply first")
+            .to_string();
     }
     match v["expect"].as_str().expect("expect") {
         "reply" => {
@@ -116,7 +123,9 @@ async fn check_vector(d: &TestDaemon, v: &Json) {
                 "diediedie" => assert_eq!(reply, DIEDIEDIE_REPLY),
                 "exit" => assert_eq!(reply, ""),
                 "stats" => assert!(
-                    reply.lines().all(|l| l.starts_with("tsd.") && l.contains(" host=")),
+                    reply
+                        .lines()
+                        .all(|l| l.starts_with("tsd.") && l.contains(" host=")),
                     "{reply:?}"
                 ),
                 other => panic!("vector {name}: unknown command {other}"),
@@ -134,7 +143,11 @@ async fn mixed_stream_stores_every_valid_point_and_answers_every_invalid_one() {
     for i in 0..20_000u64 {
         match i % 10 {
             3 => {
-                text.push_str(&format!("put mixed.bad {} NaN host=h{}\n", 1_700_000_000 + i, i % 7));
+                text.push_str(&format!(
+                    "put mixed.bad {} NaN host=h{}\n",
+                    1_700_000_000 + i,
+                    i % 7
+                ));
                 invalid += 1;
             }
             7 => {
@@ -154,15 +167,25 @@ async fn mixed_stream_stores_every_valid_point_and_answers_every_invalid_one() {
     }
     let reply = exchange(d.telnet(), text.as_bytes()).await;
     let reply = String::from_utf8(reply).unwrap();
-    assert_eq!(reply.lines().count() as u64, invalid, "one reply per invalid line");
     assert_eq!(
-        reply.lines().filter(|l| l.starts_with("put: invalid value: Invalid character 'N' in NaN")).count(),
+        reply.lines().count() as u64,
+        invalid,
+        "one reply per invalid line"
+    );
+    assert_eq!(
+        reply
+            .lines()
+            .filter(|l| l.starts_with("put: invalid value: Invalid character 'N' in NaN"))
+            .count(),
         2000
     );
     d.wait_stored(valid).await;
     let mut total = 0;
     for h in 0..7 {
-        let pts = d.points(&SeriesKey::new("mixed.good", [("host", format!("h{h}").as_str())]));
+        let pts = d.points(&SeriesKey::new(
+            "mixed.good",
+            [("host", format!("h{h}").as_str())],
+        ));
         for p in &pts {
             let i = p.timestamp_ms / 1000 - 1_700_000_000;
             assert_eq!(p.value, Value::Int(i));
@@ -187,7 +210,11 @@ async fn over_long_line_is_answered_and_the_connection_goes_on() {
     assert!(first.ends_with("maximum allowed: 256"), "{first}");
     assert!(lines.next().expect("version reply").starts_with("rtsd "));
     d.wait_stored(1).await;
-    assert_eq!(d.points(&SeriesKey::new("after.long", [("host", "a")])).len(), 1);
+    assert_eq!(
+        d.points(&SeriesKey::new("after.long", [("host", "a")]))
+            .len(),
+        1
+    );
     d.stop().await;
 }
 
@@ -198,9 +225,15 @@ async fn unread_error_replies_are_dropped_and_counted_not_blocking_ingest() {
     // Far more error text than any socket buffer holds, never read.
     let bad = "put x 1 NaN host=a\n".repeat(200_000);
     s.write_all(bad.as_bytes()).await.unwrap();
-    s.write_all(b"put after.errors 1700000000 1 host=a\n").await.unwrap();
+    s.write_all(b"put after.errors 1700000000 1 host=a\n")
+        .await
+        .unwrap();
     d.wait_stored(1).await;
-    assert_eq!(d.points(&SeriesKey::new("after.errors", [("host", "a")])).len(), 1);
+    assert_eq!(
+        d.points(&SeriesKey::new("after.errors", [("host", "a")]))
+            .len(),
+        1
+    );
     assert!(d.daemon.stats.replies_dropped.load(Relaxed) > 0);
     assert_eq!(d.daemon.stats.rejected_total(), 200_000);
     drop(s);
@@ -211,7 +244,9 @@ async fn unread_error_replies_are_dropped_and_counted_not_blocking_ingest() {
 async fn version_is_answered_at_once_after_puts() {
     let d = TestDaemon::start().await;
     let mut s = TcpStream::connect(d.telnet()).await.unwrap();
-    s.write_all(b"put v.m 1700000000 1 host=a\nversion\n").await.unwrap();
+    s.write_all(b"put v.m 1700000000 1 host=a\nversion\n")
+        .await
+        .unwrap();
     assert!(read_line(&mut s).await.starts_with("rtsd "));
     assert!(!read_line(&mut s).await.is_empty());
     d.stop().await;
