@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Query latency, rtsd's OpenTSDB API against VictoriaMetrics' PromQL.
+
+Loads the same generated data into both systems over their OpenTSDB telnet
+listeners, waits until everything is stored (and, for rtsd, sealed into
+blocks and hourly rollups), then times three queries over HTTP on loopback:
+
+  (a) one series over a day, raw points;
+  (b) sum over 1,000 series of a 1-minute average, over a day;
+  (c) hourly max of one series over 30 days (rtsd answers from rollups).
+
+Usage: benches/query_latency.py RTSD_BINARY [VICTORIA_METRICS_BINARY]
+(`cargo build --release` builds RTSD_BINARY; Debian's victoria-metrics
+package installs /usr/bin/victoria-metrics). Bounded: about 2 minutes.
+"""
+
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+RUNS, WARMUP = 20, 2
+NOW = int(time.time()) // 60 * 60
+DAY, MONTH = 86400, 30 * 86400
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=120) as r:
+        return r.read()
+
+
+def wait_for(cond, what, limit=300):
+    start = time.time()
+    while not cond():
+        if time.time() - start > limit:
+            sys.exit(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def lines():
+    """1,000 series x 1 day at 60 s, and 10 series x 30 days at 60 s."""
+    for h in range(1000):
+        for t in range(NOW - DAY, NOW, 60):
+            yield f"put bench.a {t} {(t // 60 + h) % 97} host=h{h}\n"
+    for h in range(10):
+        for t in range(NOW - MONTH, NOW, 60):
+            yield f"put bench.c {t} {(t // 60 * 7 + h) % 1000 / 10} host=c{h}\n"
+
+
+def send(port, data):
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(data)
+
+
+def timed(url):
+    for _ in range(WARMUP):
+        get(url)
+    samples = []
+    for _ in range(RUNS):
+        start = time.perf_counter()
+        body = get(url)
+        samples.append((time.perf_counter() - start) * 1000)
+    samples.sort()
+    return statistics.median(samples), samples[int(len(samples) * 0.9) - 1], len(body)
+
+
+def rtsd(binary, data, n):
+    d = tempfile.mkdtemp()
+    with open(os.path.join(d, "rtsd.toml"), "w") as f:
+        f.write("seal-grace-secs = 0\n")
+    tport, hport = free_port(), free_port()
+    proc = subprocess.Popen([binary, "serve", "--data-dir", os.path.join(d, "data"),
+                             "--config", os.path.join(d, "rtsd.toml"),
+                             "--listen", f"127.0.0.1:{tport}", "--http-listen", f"127.0.0.1:{hport}",
+                             "--overflow", "block"], stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{hport}"
+
+    def stat(name):
+        for line in json.loads(get(base + "/api/stats")):
+            if line["metric"] == name:
+                return int(line["value"])
+        return 0
+
+    wait_for(lambda: port_open(hport), "rtsd to listen")
+    send(tport, data)
+    wait_for(lambda: stat("tsd.rtsd.points.stored") >= n, "rtsd to store")
+    # Everything but the current hour sealed into blocks and rollups.
+    wait_for(lambda: stat("tsd.rtsd.storage.head.points") <= 1010 * 60, "rtsd to seal")
+    q = lambda m, start: f"{base}/api/query?start={start}&end={NOW}&m={urllib.parse.quote(m)}"
+    out = {
+        "a": timed(q("none:bench.a{host=h1}", NOW - DAY)),
+        "b": timed(q("sum:1m-avg:bench.a", NOW - DAY)),
+        "c": timed(q("max:1h-max:bench.c{host=c1}", NOW - MONTH)),
+    }
+    proc.send_signal(signal.SIGTERM)
+    proc.wait()
+    return out
+
+
+def port_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def victoria(binary, data, n):
+    d = tempfile.mkdtemp()
+    tport, hport = free_port(), free_port()
+    proc = subprocess.Popen([binary, f"-storageDataPath={d}", f"-httpListenAddr=127.0.0.1:{hport}",
+                             f"-opentsdbListenAddr=127.0.0.1:{tport}", "-loggerLevel=ERROR"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{hport}"
+    wait_for(lambda: port_open(hport) and port_open(tport), "victoria-metrics to listen")
+    send(tport, data)
+
+    def inserted():
+        for line in get(base + "/metrics").decode().splitlines():
+            if line.startswith('vm_rows_inserted_total{type="opentsdb"}'):
+                return int(float(line.split()[-1]))
+        return 0
+
+    wait_for(lambda: inserted() >= n, "victoria-metrics to store")
+    get(base + "/internal/force_flush")
+    rng = lambda q, start, step: (f"{base}/api/v1/query_range?nocache=1&query={urllib.parse.quote(q)}"
+                                  f"&start={start}&end={NOW}&step={step}")
+    series = urllib.parse.quote('bench.a{host="h1"}')
+    out = {
+        "a": timed(f"{base}/api/v1/export?match[]={series}&start={NOW - DAY}&end={NOW}"),
+        "b": timed(rng("sum(avg_over_time(bench.a[1m]))", NOW - DAY, 60)),
+        "c": timed(rng('max_over_time(bench.c{host="c1"}[1h])', NOW - MONTH, 3600)),
+    }
+    proc.send_signal(signal.SIGTERM)
+    proc.wait()
+    return out
+
+
+def main():
+    data = "".join(lines()).encode()
+    n = data.count(b"\n")
+    results = {"rtsd": rtsd(sys.argv[1], data, n)}
+    if len(sys.argv) > 2:
+        results["VictoriaMetrics"] = victoria(sys.argv[2], data, n)
+    names = {"a": "(a) one series, 1 day raw (1,440 points)",
+             "b": "(b) sum of 1,000 series, 1m-avg, 1 day",
+             "c": "(c) 1h-max of one series, 30 days"}
+    systems = list(results)
+    print(f"{n} points loaded; median / p90 ms over {RUNS} runs\n")
+    print("| query | " + " | ".join(systems) + " |")
+    print("|---|" + "---:|" * len(systems))
+    for k, label in names.items():
+        cells = [f"{results[s][k][0]:.1f} / {results[s][k][1]:.1f}" for s in systems]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
