@@ -2,6 +2,7 @@
 //! One test binary, one module per area.
 
 mod clients;
+mod collectd;
 mod dashboard;
 mod durability;
 mod grafana;
