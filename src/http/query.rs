@@ -16,10 +16,11 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::IntoResponse;
 use axum::response::Response;
 
 use super::params::Params;
-use super::{allow, blocking, body, json_reply, ApiError, AppState};
+use super::{allow, blocking, body, ApiError, AppState};
 use crate::query::{self, QueryLimits, QueryRequest};
 
 pub async fn query(
@@ -48,16 +49,35 @@ pub async fn query(
         deadline: Some(Instant::now() + state.http.request_timeout),
         ..state.limits.clone()
     };
-    let body = blocking(move || {
+    let response = blocking(move || {
         let _permit = permit;
         let now = crate::model::now_ms();
-        let response = query::execute(&state.store, &request, now, &limits)?;
-        let mut out = String::new();
-        response.write_json(&mut out);
-        Ok(out)
+        Ok(query::execute(&state.store, &request, now, &limits)?)
     })
     .await?;
-    Ok(json_reply(StatusCode::OK, body))
+    Ok(stream_json(response))
+}
+
+/// Sends the answer as it is written, one result group per chunk, from the
+/// blocking pool: a large answer is never held whole as text, and writing
+/// it never stalls the async workers that carry ingest.
+fn stream_json(response: query::QueryResponse) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(4);
+    tokio::task::spawn_blocking(move || {
+        for chunk in response.into_json_chunks() {
+            // The client went away: stop writing.
+            if tx.blocking_send(chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let chunks = Chunks(rx);
+    (
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, super::JSON)],
+        Body::from_stream(chunks),
+    )
+        .into_response()
 }
 
 /// `QueryRpc.execute`'s method checks, shared by every `/api/query/*`.
@@ -68,4 +88,19 @@ pub fn refuse_delete(method: &Method) -> Result<(), ApiError> {
             .with_details("Deleting data is not enabled (tsd.http.query.allow_delete=false)"));
     }
     Ok(())
+}
+
+/// The receiving end of [`stream_json`]'s chunks as a body stream; it may
+/// be polled again after its end (compression layers do).
+struct Chunks(tokio::sync::mpsc::Receiver<String>);
+
+impl futures_util::Stream for Chunks {
+    type Item = Result<String, std::convert::Infallible>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|chunk| chunk.map(Ok))
+    }
 }

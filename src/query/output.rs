@@ -145,8 +145,26 @@ impl QueryResponse {
             }
             self.write_group(out, r);
         }
+        self.write_tail(out, !self.results.is_empty());
+    }
+
+    /// The JSON body in pieces, one result group each, freeing every group
+    /// once it is written: a large answer is never held whole as text next
+    /// to the results it was written from.
+    pub fn into_json_chunks(mut self) -> JsonChunks {
+        let groups = std::mem::take(&mut self.results).into_iter();
+        JsonChunks {
+            response: self,
+            groups,
+            wrote_group: false,
+            done: false,
+        }
+    }
+
+    /// The optional summary object and the closing bracket.
+    fn write_tail(&self, out: &mut String, after_groups: bool) {
         if self.show_summary {
-            if !self.results.is_empty() {
+            if after_groups {
                 out.push(',');
             }
             let s = &self.summary;
@@ -226,6 +244,45 @@ impl QueryResponse {
             );
         }
         out.push('}');
+    }
+}
+
+/// [`QueryResponse::into_json_chunks`]: concatenated, the chunks are
+/// exactly what [`QueryResponse::write_json`] writes.
+pub struct JsonChunks {
+    /// The response without its groups (echoes, flags, summary).
+    response: QueryResponse,
+    groups: std::vec::IntoIter<GroupResult>,
+    wrote_group: bool,
+    done: bool,
+}
+
+impl Iterator for JsonChunks {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        if self.done {
+            return None;
+        }
+        let mut out = String::new();
+        if !self.wrote_group {
+            out.push('[');
+        }
+        match self.groups.next() {
+            Some(group) => {
+                if self.wrote_group {
+                    out.push(',');
+                }
+                out.reserve(group.dps.len() * 24 + 128);
+                self.response.write_group(&mut out, &group);
+                self.wrote_group = true;
+            }
+            None => {
+                self.response.write_tail(&mut out, self.wrote_group);
+                self.done = true;
+            }
+        }
+        Some(out)
     }
 }
 

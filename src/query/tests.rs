@@ -149,6 +149,8 @@ fn run_with(src: &MemSource, body: &str, limits: &QueryLimits) -> Result<String,
     let resp = execute(src, &req, NOW, limits)?;
     let mut out = String::new();
     resp.write_json(&mut out);
+    // What HTTP streams, chunk by chunk, must be the same bytes.
+    assert_eq!(resp.into_json_chunks().collect::<String>(), out);
     Ok(out)
 }
 
