@@ -170,6 +170,9 @@ fn resolve(source: &dyn Source, sub: &SubPlan) -> Result<Vec<SeriesMeta>, QueryE
         kind,
         name: name.to_string(),
     };
+    if !sub.tsuids.is_empty() {
+        return resolve_tsuids(source, &sub.tsuids);
+    }
     let mut series = source
         .series_of_metric(&sub.metric)?
         .ok_or_else(|| no_such(NameKind::Metric, &sub.metric))?;
@@ -195,6 +198,28 @@ fn resolve(source: &dyn Source, sub: &SubPlan) -> Result<Vec<SeriesMeta>, QueryE
             && (!sub.explicit_tags || s.key.tags().map(|(k, _)| k).eq(filter_keys.iter().copied()))
     });
     series.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    Ok(series)
+}
+
+/// The series of a TSUID sub-query: every id must exist and all must share
+/// one metric, as in OpenTSDB; filters do not apply.
+fn resolve_tsuids(source: &dyn Source, ids: &[u64]) -> Result<Vec<SeriesMeta>, QueryError> {
+    let mut series = source.series_by_ids(ids)?;
+    if let Some(missing) = ids.iter().find(|id| !series.iter().any(|s| s.id == **id)) {
+        return Err(QueryError::bad(format!("No such TSUID: {missing:016X}")));
+    }
+    if let Some(other) = series
+        .iter()
+        .find(|s| s.key.metric() != series[0].key.metric())
+    {
+        return Err(QueryError::bad(format!(
+            "One or more TSUIDs did not share the same metric [{}] [{}]",
+            series[0].key.metric(),
+            other.key.metric()
+        )));
+    }
+    series.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    series.dedup_by_key(|s| s.id);
     Ok(series)
 }
 
@@ -411,7 +436,7 @@ fn run_sub(
         let mut tsuids: Vec<u64> = present.iter().map(|s| s.id).collect();
         tsuids.sort_unstable();
         results.push(GroupResult {
-            metric: sub.metric.clone(),
+            metric: present[0].key.metric().to_string(),
             tags,
             aggregate_tags,
             query_index: sub.index,

@@ -76,7 +76,8 @@ pub struct SubQuery {
     pub aggregator: Option<String>,
     #[serde(deserialize_with = "lenient::opt_text")]
     pub metric: Option<String>,
-    /// Parsed for compatibility; rtsd answers TSUID queries with a 400.
+    /// rtsd TSUIDs (series ids in hex, as `showTSUIDs` prints them), in
+    /// place of `metric`; filters do not apply to them.
     #[serde(deserialize_with = "lenient::opt_text_list")]
     pub tsuids: Option<Vec<String>>,
     #[serde(deserialize_with = "lenient::opt_text")]
@@ -170,7 +171,10 @@ pub(crate) struct Plan {
 #[derive(Debug, Clone)]
 pub(crate) struct SubPlan {
     pub index: usize,
+    /// Empty for a TSUID sub-query until its series are resolved.
     pub metric: String,
+    /// The series ids of a TSUID sub-query; empty when selecting by metric.
+    pub tsuids: Vec<u64>,
     pub aggregator: Aggregator,
     /// Resolved filters, in OpenTSDB's order.
     pub filters: Vec<TagFilter>,
@@ -336,13 +340,14 @@ impl SubQuery {
         };
         let aggregator = Aggregator::from_name(name)
             .ok_or_else(|| bad(format!("No such aggregation function: {name}")))?;
-        let has_tsuids = self.tsuids.as_ref().is_some_and(|t| !t.is_empty());
+        let tsuids = self
+            .tsuids
+            .iter()
+            .flatten()
+            .map(|t| parse_tsuid(t))
+            .collect::<Result<Vec<u64>, _>>()?;
         let metric = match self.metric.as_deref() {
-            _ if has_tsuids => {
-                return Err(bad(
-                    "TSUID queries are not supported; query by metric and tags instead",
-                ))
-            }
+            _ if !tsuids.is_empty() => String::new(),
             Some(m) if !m.is_empty() => m.to_string(),
             _ => return Err(bad("Missing the metric or tsuids, provide at least one")),
         };
@@ -360,6 +365,7 @@ impl SubQuery {
         Ok(SubPlan {
             index,
             metric,
+            tsuids,
             aggregator,
             filters: self.resolved_filters()?,
             explicit_tags: self.explicit_tags,
@@ -444,6 +450,15 @@ impl SubQuery {
             self.explicit_tags,
         );
     }
+}
+
+/// rtsd's TSUID: the series id as upper- or lower-case hex (16 digits as
+/// `showTSUIDs` prints it; shorter is accepted).
+fn parse_tsuid(text: &str) -> Result<u64, QueryError> {
+    if text.is_empty() || text.len() > 16 {
+        return Err(bad(format!("Invalid TSUID: {text}")));
+    }
+    u64::from_str_radix(text, 16).map_err(|_| bad(format!("Invalid TSUID: {text}")))
 }
 
 /// `m=<agg>[:<options>...]:<metric>[{tags}][{filters}]`.
@@ -860,8 +875,8 @@ mod tests {
                 "Missing the metric or tsuids, provide at least one",
             ),
             (
-                r#"{"start":"1h-ago","queries":[{"aggregator":"sum","tsuids":["0000000000000001"]}]}"#,
-                "TSUID queries are not supported; query by metric and tags instead",
+                r#"{"start":"1h-ago","queries":[{"aggregator":"sum","tsuids":["xyz"]}]}"#,
+                "Invalid TSUID: xyz",
             ),
             (
                 r#"{"start":"1h-ago","queries":[{"aggregator":"sum","metric":"m","downsample":"1x-sum"}]}"#,

@@ -37,6 +37,10 @@ pub trait Source {
     /// Every series of `metric`, or `None` if no such metric was ever written.
     fn series_of_metric(&self, metric: &str) -> Result<Option<Vec<SeriesMeta>>, SourceError>;
 
+    /// The series with these ids (OpenTSDB's TSUIDs); unknown ids are
+    /// left out.
+    fn series_by_ids(&self, ids: &[u64]) -> Result<Vec<SeriesMeta>, SourceError>;
+
     /// Points of series `id` with `start_ms <= ts <= end_ms`, sorted by time,
     /// one per timestamp (the last write wins), sealed and unsealed data merged.
     fn points(&self, id: u64, start_ms: i64, end_ms: i64) -> Result<Vec<DataPoint>, SourceError>;

@@ -67,6 +67,15 @@ impl Source for MemSource {
         Ok((!found.is_empty()).then_some(found))
     }
 
+    fn series_by_ids(&self, ids: &[u64]) -> Result<Vec<SeriesMeta>, SourceError> {
+        Ok(self
+            .series
+            .iter()
+            .filter(|(m, _)| ids.contains(&m.id))
+            .map(|(m, _)| m.clone())
+            .collect())
+    }
+
     fn points(&self, id: u64, start_ms: i64, end_ms: i64) -> Result<Vec<DataPoint>, SourceError> {
         self.point_reads.set(self.point_reads.get() + 1);
         Ok(self
@@ -1201,4 +1210,46 @@ fn bench_sum_of_1000_series_one_minute_avg_over_a_day() {
     let store = cpu_ms() - t;
     assert_eq!(copied, 1_440_000);
     println!("sum of 1000 series, 1m-avg, 1.44 M points: {best:.1} ms CPU (of which store copies {store:.1} ms)");
+}
+
+#[test]
+fn tsuid_sub_queries_select_series_by_id() {
+    let mut src = MemSource::new();
+    src.add("m", &[("host", "a")], &ints(&[(T0, 1), (T0 + 10, 2)]));
+    src.add("m", &[("host", "b")], &ints(&[(T0, 10), (T0 + 10, 20)]));
+    src.add("other", &[("host", "a")], &ints(&[(T0, 5)]));
+    let q = |tsuids: &str| {
+        body(
+            0,
+            10,
+            &format!(r#"{{"aggregator":"sum","tsuids":[{tsuids}]}}"#),
+        )
+    };
+    assert_eq!(
+        run(&src, &q(r#""0000000000000002""#)),
+        format!(
+            r#"[{{"metric":"m","tags":{{"host":"b"}},"aggregateTags":[],"dps":{{"{T0}":10,"{}":20}}}}]"#,
+            T0 + 10
+        )
+    );
+    assert_eq!(
+        run(&src, &q(r#""0000000000000001","2""#)),
+        format!(
+            r#"[{{"metric":"m","tags":{{}},"aggregateTags":["host"],"dps":{{"{T0}":11,"{}":22}}}}]"#,
+            T0 + 10
+        )
+    );
+    let err = |t: &str| {
+        run_with(&src, &q(t), &QueryLimits::default())
+            .unwrap_err()
+            .message()
+    };
+    assert_eq!(
+        err(r#""0000000000000009""#),
+        "No such TSUID: 0000000000000009"
+    );
+    assert_eq!(
+        err(r#""1","3""#),
+        "One or more TSUIDs did not share the same metric [m] [other]"
+    );
 }

@@ -365,6 +365,10 @@ impl Source for StoreReader {
         Ok((!series.is_empty()).then_some(series))
     }
 
+    fn series_by_ids(&self, ids: &[u64]) -> Result<Vec<SeriesMeta>, SourceError> {
+        index::keys_of(&self.shared, ids).map_err(source_error)
+    }
+
     fn points(&self, id: u64, start_ms: i64, end_ms: i64) -> Result<Vec<DataPoint>, SourceError> {
         self.points_in(id, start_ms, end_ms).map_err(source_error)
     }
