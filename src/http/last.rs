@@ -17,10 +17,9 @@
 //! keeps only points from the current hour and the N before it, as
 //! OpenTSDB scans; without it (or 0) the newest point is returned however
 //! old. An unknown name answers 400 `No such name for …`, as OpenTSDB's.
-//!
-//! Not yet: with `resolve`, a `tsuids` query cannot name its series (the
-//! store offers no lookup by series id), so those results carry `tsuid`,
-//! `timestamp` and `value` only.
+//! A `tsuids` query names its series under `resolve` from the series
+//! index; an id no series has gives no result, as a TSUID with no data
+//! does in OpenTSDB.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -175,13 +174,23 @@ fn run(state: &AppState, q: &LastQuery, now_ms: i64) -> Result<Vec<Found>, ApiEr
     for sub in &q.subs {
         match sub {
             Sub::Tsuids(tsuids) => {
-                for text in tsuids {
-                    let id = parse_tsuid(text)
-                        .ok_or_else(|| ApiError::bad_request(format!("Invalid TSUID: {text}")))?;
+                let ids = tsuids
+                    .iter()
+                    .map(|text| {
+                        parse_tsuid(text)
+                            .ok_or_else(|| ApiError::bad_request(format!("Invalid TSUID: {text}")))
+                    })
+                    .collect::<Result<Vec<u64>, _>>()?;
+                let mut keys: BTreeMap<u64, SeriesKey> = BTreeMap::new();
+                if q.resolve {
+                    let known = state.store.series_by_ids(&ids)?;
+                    keys.extend(known.into_iter().map(|s| (s.id, s.key)));
+                }
+                for id in ids {
                     if let Some(point) = state.store.last_point(id)?.filter(recent) {
                         found.push(Found {
                             id,
-                            key: None,
+                            key: keys.remove(&id),
                             point,
                         });
                     }

@@ -896,6 +896,19 @@ async fn query_last_returns_the_newest_point_per_series() {
         parse(&b),
         json!([{"timestamp": 1_700_000_000_000i64, "value": "1024", "tsuid": tsuid}])
     );
+    // With resolve, a tsuid query names its series from the index.
+    let (_, b) = http(
+        a,
+        "GET",
+        &format!("/api/query/last?tsuids={tsuid}&resolve"),
+        b"",
+    )
+    .await;
+    assert_eq!(
+        parse(&b),
+        json!([{"metric": "sys.mem", "timestamp": 1_700_000_000_000i64, "value": "1024",
+                "tags": {"host": "web01"}, "tsuid": tsuid}])
+    );
     // POST, with back_scan: these points are years old, so nothing is recent.
     let post = json!({"queries": [{"metric": "sys.mem", "tags": {"host": "web01"}}], "resolveNames": true});
     let (_, b) = http(a, "POST", "/api/query/last", post.to_string().as_bytes()).await;
