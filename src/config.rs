@@ -374,6 +374,31 @@ mod tests {
         );
     }
 
+    /// The packaged `/etc/rtsd/rtsd.toml` documents every key as a comment;
+    /// uncommented, it must be a valid config that keeps the defaults, but
+    /// for the data dir and the retention examples.
+    #[test]
+    fn shipped_config_documents_valid_defaults() {
+        let shipped = include_str!("../systemd/rtsd.toml");
+        let uncommented: String = shipped
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(uncommented.lines().count() >= 15, "{uncommented}");
+        let documented = from_toml(&uncommented, ServeArgs::default()).expect("valid");
+        let defaults = Settings::load(&ServeArgs::default()).unwrap();
+        assert_eq!(documented.data_dir, PathBuf::from("/var/lib/rtsd"));
+        assert_ne!(documented.retention, defaults.retention);
+        let without_examples = Settings {
+            data_dir: defaults.data_dir.clone(),
+            retention: defaults.retention,
+            ..documented
+        };
+        assert_eq!(without_examples, defaults);
+    }
+
     #[test]
     fn unknown_keys_are_rejected() {
         assert!(toml::from_str::<FileConfig>("max_tag = 3").is_err());
