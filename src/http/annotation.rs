@@ -66,7 +66,7 @@ pub async fn single(
     let given = if body::is_blank(&bytes) {
         from_params(&params, crate::model::now_ms())?
     } else {
-        to_note(body::json(&bytes)?)?.1
+        to_note(object(body::json(&bytes)?)?)?.1
     };
     blocking(move || match method {
         Method::GET => get(&state.store, &given),
@@ -97,12 +97,23 @@ pub async fn nested(
         let request = if body::is_blank(&bytes) {
             BulkDelete::from_params(&params)?
         } else {
-            body::json(&bytes)?
+            object(body::json(&bytes)?)?
         };
         return blocking(move || bulk_delete(&state.store, request, crate::model::now_ms())).await;
     }
-    let posted: Vec<Posted> = body::json(&bytes)?;
+    let posted = body::json::<Vec<JsonObject>>(&bytes)?
+        .into_iter()
+        .map(object)
+        .collect::<Result<Vec<Posted>, _>>()?;
     blocking(move || bulk_write(&state.store, posted, method == Method::PUT)).await
+}
+
+type JsonObject = serde_json::Map<String, Json>;
+
+/// Binds a JSON object to `T`. Going through the object keeps serde from
+/// also accepting an array of the fields in declaration order.
+fn object<T: serde::de::DeserializeOwned>(fields: JsonObject) -> Result<T, ApiError> {
+    serde_json::from_value(Json::Object(fields)).map_err(ApiError::bad_json)
 }
 
 /// A note as posted. Jackson takes numbers as strings and strings as

@@ -50,7 +50,7 @@ pub async fn query(
         deadline: Some(Instant::now() + state.http.request_timeout),
         ..state.limits.clone()
     };
-    let response = blocking(move || {
+    let (response, notes) = blocking(move || {
         let _permit = permit;
         let now = crate::model::now_ms();
         let response = query::execute(&state.store, &request, now, &limits)?;
@@ -58,13 +58,13 @@ pub async fn query(
         Ok((response, notes))
     })
     .await?;
-    Ok(stream_json(response))
+    Ok(stream_json(response, notes))
 }
 
 /// Sends the answer as it is written, one result group per chunk, from the
 /// blocking pool: a large answer is never held whole as text, and writing
 /// it never stalls the async workers that carry ingest.
-fn stream_json((response, notes): (query::QueryResponse, RenderedAnnotations)) -> Response {
+fn stream_json(response: query::QueryResponse, notes: RenderedAnnotations) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<String>(4);
     tokio::task::spawn_blocking(move || {
         for chunk in response.into_annotated_json_chunks(notes) {

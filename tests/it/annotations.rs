@@ -182,6 +182,10 @@ async fn single_notes_are_created_merged_replaced_and_deleted() {
         )
     );
 
+    // An array of the fields is not a note.
+    let positional = json!([web01, BASE, 0, "x"]);
+    assert_eq!(send(&d, "POST", "/api/annotation", positional).await.0, 400);
+
     // DELETE: 204 whether or not the note existed, then it is gone.
     assert_eq!(
         send(&d, "DELETE", "/api/annotation", json!({"tsuid": web01})).await,
