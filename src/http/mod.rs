@@ -12,6 +12,7 @@
 //! |---|---|
 //! | `/api/put`, `/api/metadata/put` | [`put`], [`metadata`] |
 //! | `/api/query`, `/api/query/last` | [`query`], [`last`] |
+//! | `/api/annotation`, `/api/annotation/bulk` (and `/api/annotations…`) | [`annotation`] |
 //! | `/api/suggest`, `/api/search/lookup` | [`suggest`], [`lookup`] |
 //! | `/api/uid/assign` | [`uid`] |
 //! | `/api/version`, `/api/stats`, `/api/aggregators`, `/api/config`, `/api/config/filters`, `/api/dropcaches` | [`info`] |
@@ -34,6 +35,7 @@
 //! rtsd's own dashboard rather than OpenTSDB's GWT UI, other non-API paths
 //! answer the 404 JSON instead of HTML pages, and `jsonp` is not supported.
 
+mod annotation;
 mod body;
 mod dashboard;
 mod error;
@@ -161,6 +163,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/metadata/put", any(metadata::put))
         .route("/api/query", any(query::query))
         .route("/api/query/last", any(last::last))
+        .route("/api/annotation", any(annotation::single))
+        .route("/api/annotation/{*rest}", any(annotation::nested))
+        .route("/api/annotations", any(annotation::single))
+        .route("/api/annotations/{*rest}", any(annotation::nested))
         .route("/api/suggest", any(suggest::suggest))
         .route("/api/search/lookup", any(lookup::lookup))
         .route("/api/search", any(lookup::other_search))

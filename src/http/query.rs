@@ -1,6 +1,6 @@
 //! `/api/query`: GET with `m=`/`tsuid=` parameters or POST with a `TSQuery`
 //! body, run by the query engine on the blocking pool and written as
-//! OpenTSDB's JSON.
+//! OpenTSDB's JSON, with the annotations [`annotation::for_query`] reads.
 //!
 //! `?arrays` (Grafana's "2.4" setting posts to `/api/query?arrays=true`) is
 //! read from the URL for POST as well, as OpenTSDB's serializer does; the
@@ -20,7 +20,8 @@ use axum::response::IntoResponse;
 use axum::response::Response;
 
 use super::params::Params;
-use super::{allow, blocking, body, ApiError, AppState};
+use super::{allow, annotation, blocking, body, ApiError, AppState};
+use crate::query::output::RenderedAnnotations;
 use crate::query::{self, QueryLimits, QueryRequest};
 
 pub async fn query(
@@ -49,22 +50,24 @@ pub async fn query(
         deadline: Some(Instant::now() + state.http.request_timeout),
         ..state.limits.clone()
     };
-    let response = blocking(move || {
+    let (response, notes) = blocking(move || {
         let _permit = permit;
         let now = crate::model::now_ms();
-        Ok(query::execute(&state.store, &request, now, &limits)?)
+        let response = query::execute(&state.store, &request, now, &limits)?;
+        let notes = annotation::for_query(&state.store, &request, &response, now)?;
+        Ok((response, notes))
     })
     .await?;
-    Ok(stream_json(response))
+    Ok(stream_json(response, notes))
 }
 
 /// Sends the answer as it is written, one result group per chunk, from the
 /// blocking pool: a large answer is never held whole as text, and writing
 /// it never stalls the async workers that carry ingest.
-fn stream_json(response: query::QueryResponse) -> Response {
+fn stream_json(response: query::QueryResponse, notes: RenderedAnnotations) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<String>(4);
     tokio::task::spawn_blocking(move || {
-        for chunk in response.into_json_chunks() {
+        for chunk in response.into_annotated_json_chunks(notes) {
             // The client went away: stop writing.
             if tx.blocking_send(chunk).is_err() {
                 break;

@@ -8,6 +8,8 @@
 //! {"metric":..,"tags":{..},"aggregateTags":[..],
 //!  ["query":{.. "index":i ..}]   showQuery; older Grafana matches on index
 //!  ["tsuids":[..]]               showTSUIDs
+//!  ["annotations":[..]]          the group's notes, if any, unless noAnnotations
+//!  ["globalAnnotations":[..]]    globalAnnotations, if there are any
 //!  "dps":{"<ts>":v,..} | [[ts,v],..]   the latter with `arrays`
 //!  ["stats":{..}]}               showStats
 //! [,{"statsSummary":{..}}]       showSummary
@@ -23,6 +25,10 @@
 //! id. Group tag maps and aggregate tags are sorted by key (OpenTSDB orders
 //! them by UID). The stats rtsd reports are counts, named after OpenTSDB's
 //! where one exists (`emittedDPs`).
+//!
+//! Annotations are not the engine's business: the HTTP layer reads them
+//! after the query ran and hands them over already rendered
+//! ([`RenderedAnnotations`]).
 
 use std::fmt::Write as _;
 
@@ -75,6 +81,16 @@ pub struct Summary {
     pub series: usize,
     pub raw_points: usize,
     pub emitted: usize,
+}
+
+/// Annotation JSON objects to write into the result groups.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RenderedAnnotations {
+    /// `annotations` of each result group, by position; a group beyond the
+    /// end or with none gets no field.
+    pub groups: Vec<Vec<String>>,
+    /// `globalAnnotations`, the same in every group; none writes no field.
+    pub global: Vec<String>,
 }
 
 /// Keeps the points in `[start, end]` (ms) and converts them to output
@@ -136,6 +152,11 @@ fn write_opt_str(out: &mut String, s: Option<&str>) {
 impl QueryResponse {
     /// Appends the JSON body to `out`.
     pub fn write_json(&self, out: &mut String) {
+        self.write_annotated_json(&RenderedAnnotations::default(), out);
+    }
+
+    /// Appends the JSON body with `notes` to `out`.
+    pub fn write_annotated_json(&self, notes: &RenderedAnnotations, out: &mut String) {
         let points: usize = self.results.iter().map(|r| r.dps.len()).sum();
         out.reserve(points * 24 + self.results.len() * 128);
         out.push('[');
@@ -143,7 +164,8 @@ impl QueryResponse {
             if i > 0 {
                 out.push(',');
             }
-            self.write_group(out, r);
+            let own = notes.groups.get(i).map_or(&[][..], Vec::as_slice);
+            self.write_group(out, r, own, &notes.global);
         }
         self.write_tail(out, !self.results.is_empty());
     }
@@ -151,11 +173,18 @@ impl QueryResponse {
     /// The JSON body in pieces, one result group each, freeing every group
     /// once it is written: a large answer is never held whole as text next
     /// to the results it was written from.
-    pub fn into_json_chunks(mut self) -> JsonChunks {
+    pub fn into_json_chunks(self) -> JsonChunks {
+        self.into_annotated_json_chunks(RenderedAnnotations::default())
+    }
+
+    /// [`QueryResponse::into_json_chunks`] with `notes`.
+    pub fn into_annotated_json_chunks(mut self, notes: RenderedAnnotations) -> JsonChunks {
         let groups = std::mem::take(&mut self.results).into_iter();
         JsonChunks {
             response: self,
             groups,
+            notes: notes.groups.into_iter(),
+            global: notes.global,
             wrote_group: false,
             done: false,
         }
@@ -177,7 +206,7 @@ impl QueryResponse {
         out.push(']');
     }
 
-    fn write_group(&self, out: &mut String, r: &GroupResult) {
+    fn write_group(&self, out: &mut String, r: &GroupResult, notes: &[String], global: &[String]) {
         out.push_str("{\"metric\":");
         write_str(out, &r.metric);
         out.push_str(",\"tags\":{");
@@ -210,6 +239,11 @@ impl QueryResponse {
                 let _ = write!(out, "\"{id:016X}\"");
             }
             out.push(']');
+        }
+        for (field, list) in [("annotations", notes), ("globalAnnotations", global)] {
+            if !list.is_empty() {
+                let _ = write!(out, ",\"{field}\":[{}]", list.join(","));
+            }
         }
         if self.arrays {
             out.push_str(",\"dps\":[");
@@ -253,6 +287,9 @@ pub struct JsonChunks {
     /// The response without its groups (echoes, flags, summary).
     response: QueryResponse,
     groups: std::vec::IntoIter<GroupResult>,
+    /// Each group's annotations, in step with `groups`.
+    notes: std::vec::IntoIter<Vec<String>>,
+    global: Vec<String>,
     wrote_group: bool,
     done: bool,
 }
@@ -274,7 +311,9 @@ impl Iterator for JsonChunks {
                     out.push(',');
                 }
                 out.reserve(group.dps.len() * 24 + 128);
-                self.response.write_group(&mut out, &group);
+                let notes = self.notes.next().unwrap_or_default();
+                self.response
+                    .write_group(&mut out, &group, &notes, &self.global);
                 self.wrote_group = true;
             }
             None => {
@@ -449,6 +488,41 @@ mod tests {
         );
         r.show_summary = false;
         assert_eq!(json(&r), "[]");
+    }
+
+    #[test]
+    fn annotations_sit_between_tsuids_and_dps_and_stream_alike() {
+        let mut r = response(vec![(1, Value::Int(1))]);
+        r.results.push(r.results[0].clone());
+        r.show_tsuids = true;
+        r.show_stats = true;
+        let notes = RenderedAnnotations {
+            groups: vec![vec![r#"{"n":1}"#.into(), r#"{"n":2}"#.into()]],
+            global: vec![r#"{"g":1}"#.into()],
+        };
+        let mut whole = String::new();
+        r.write_annotated_json(&notes, &mut whole);
+        let group = |own: &str| {
+            format!(
+                r#"{{"metric":"sys.cpu","tags":{{"dc":"lga"}},"aggregateTags":["host"],"tsuids":["0000000000000001","0000000000ABCDEF"],{own}"globalAnnotations":[{{"g":1}}],"dps":{{"1":1}},"stats":{{"emittedDPs":1,"queryIndex":0,"rawDPs":7,"series":2}}}}"#
+            )
+        };
+        assert_eq!(
+            whole,
+            format!(
+                "[{},{}]",
+                group(r#""annotations":[{"n":1},{"n":2}],"#),
+                group("")
+            )
+        );
+        let chunks: Vec<String> = r.clone().into_annotated_json_chunks(notes).collect();
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(chunks.concat(), whole);
+
+        let mut plain = String::new();
+        r.write_json(&mut plain);
+        assert!(!plain.contains("nnotations"));
+        assert_eq!(r.into_json_chunks().collect::<String>(), plain);
     }
 
     #[test]

@@ -47,9 +47,18 @@ pub const NAMES: &str = "names";
 /// Key: sequence number, u64 big-endian. Value: a log record (see `log`).
 pub const LOG: &str = "log";
 
+/// OpenTSDB annotations: notes on one series or, with id 0, on all of
+/// them (series ids start at 1). Written by the HTTP API, not the writer
+/// thread (see `annotation`).
+///
+/// Key: series id, u64 big-endian (0: global) ‖ start time, sign-flipped
+/// i64 big-endian ms. Value: `0x01 ‖ JSON` (see `annotation`).
+pub const ANNOTATIONS: &str = "annotations";
+
 /// The families every store has, besides RocksDB's `default` (unused) and
-/// the time-partitioned ones ([`Partitioned`]).
-pub const FIXED: [&str; 6] = [META, SERIES, SERIES_BY_ID, INDEX, NAMES, LOG];
+/// the time-partitioned ones ([`Partitioned`]). A store opened by an older
+/// build gains the ones it lacks at open.
+pub const FIXED: [&str; 7] = [META, SERIES, SERIES_BY_ID, INDEX, NAMES, LOG, ANNOTATIONS];
 
 /// Length of a UTC day, in ms.
 pub const DAY_MS: i64 = 86_400_000;
@@ -209,7 +218,7 @@ pub fn cf_options(name: &str, cache: &Cache) -> Options {
             o.set_compression_type(DBCompressionType::Zstd);
             o.set_block_based_table_factory(&table(cache, false));
         }
-        META | SERIES | SERIES_BY_ID | INDEX | NAMES => {
+        META | SERIES | SERIES_BY_ID | INDEX | NAMES | ANNOTATIONS => {
             o.set_write_buffer_size(16 << 20);
             o.set_compression_type(DBCompressionType::Lz4);
             o.set_block_based_table_factory(&table(cache, true));

@@ -68,6 +68,7 @@
 //! | `blocks_YYYYMMDD`  | id u64 BE ‖ window start i64               | block record |
 //! | `rollup_1h_YYYYMM` | id u64 BE ‖ hour start i64                 | rollup record |
 //! | `rollup_1d_YYYY`   | id u64 BE ‖ UTC day start i64              | rollup record |
+//! | `annotations`      | id u64 BE (0: global) ‖ start i64 ms       | annotation record |
 //!
 //! Blocks, hour rollups and day rollups are partitioned by the UTC day,
 //! month and year their key's start falls in, so retention drops whole
@@ -90,12 +91,19 @@
 //!   sum_sq f64 ‖ first ‖ last`, point = `ts i64 ‖ kind (0 int, 1 float) ‖
 //!   8 value bytes`, all big-endian (75 bytes). Day rollups are folded from
 //!   the day's hour rollups in hour order.
+//! * **Annotation record** = `0x01 ‖ JSON` object with `startTime` and
+//!   `endTime` as the client gave them (seconds or ms, OpenTSDB's rule
+//!   tells which), `description`, `notes` and an optional `custom` string
+//!   map. The key's start is `startTime` in ms. The family was added
+//!   without a version bump: older stores gain it, empty, at open.
 //!
 //! Module map: `cf` names and tunes the families, `keys` builds every
 //! key, `index` the series index, `head` the in-memory windows, `log` the
 //! log records, `blocks` the time-partitioned families (and the blocks in
-//! them), `rollup` the aggregates, `writer` and `reader` the two halves.
+//! them), `rollup` the aggregates, `writer` and `reader` the two halves,
+//! `annotation` the annotations (written outside the writer thread).
 
+pub mod annotation;
 pub mod chunk;
 
 mod blocks;
@@ -115,6 +123,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use rocksdb::{BoundColumnFamily, Cache, ColumnFamilyDescriptor, MultiThreaded, Options};
 
+pub use annotation::{Annotation, Annotations};
 pub use reader::{ColumnFamilySize, StorageStats, StoreReader};
 pub use writer::{AppendStats, StoreWriter, SEAL_WINDOWS_PER_CALL};
 
@@ -230,6 +239,8 @@ struct Shared {
     series: AtomicUsize,
     sealed_blocks: AtomicU64,
     log_records: AtomicU64,
+    /// Serialises annotation read-modify-writes (see `annotation`).
+    annotation_writes: parking_lot::Mutex<()>,
 }
 
 impl Shared {
@@ -299,6 +310,7 @@ impl Store {
             series: AtomicUsize::new(0),
             sealed_blocks: AtomicU64::new(0),
             log_records: AtomicU64::new(0),
+            annotation_writes: parking_lot::Mutex::new(()),
         };
         check_format(&shared)?;
         let shared = Arc::new(shared);

@@ -2,9 +2,10 @@
 //! (clients.md §A6): the health check, the template-variable lookups, and
 //! panel queries as the current backend plugin posts them (with and without
 //! the "2.4" setting's `?arrays=true`) and as older frontends post them
-//! (ms times, `showQuery`, results matched to targets by `query.index`).
-//! Answers are decoded the way Grafana decodes them: `dps` as a map of
-//! second strings to numbers, or as `[ts, value]` pairs.
+//! (ms times, `showQuery`, results matched to targets by `query.index`,
+//! `globalAnnotations`). Answers are decoded the way Grafana decodes them:
+//! `dps` as a map of second strings to numbers, or as `[ts, value]` pairs;
+//! annotations as `description` and `startTime` in seconds.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -58,6 +59,24 @@ struct ArrayResult {
     metric: String,
     tags: BTreeMap<String, String>,
     dps: Vec<(f64, f64)>,
+}
+
+/// An annotation as Grafana's annotation query reads it: the text and
+/// `startTime`, which it multiplies by 1000.
+#[derive(Debug, Deserialize, PartialEq)]
+struct GrafanaNote {
+    description: String,
+    #[serde(rename = "startTime")]
+    start_time: f64,
+}
+
+/// The fields of a result the older frontend's annotation query reads.
+#[derive(Debug, Deserialize)]
+struct AnnotatedResult {
+    #[serde(default)]
+    annotations: Vec<GrafanaNote>,
+    #[serde(rename = "globalAnnotations", default)]
+    global_annotations: Vec<GrafanaNote>,
 }
 
 /// What web01 and web02 average to per minute: six points of `i`, and of
@@ -229,6 +248,30 @@ async fn panel_query_with_arrays_for_version_2_4() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn older_frontend_matches_results_by_query_index() {
     let d = seeded().await;
+    // A deploy on web01 and a global maintenance window, as a CI job and
+    // an operator would post them; one more note falls outside the range.
+    let (s, b) = http(
+        d.http(),
+        "GET",
+        "/api/search/lookup?m=sys.cpu.user%7Bhost=web01%7D",
+        b"",
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let lookup: serde_json::Value = serde_json::from_str(&b).unwrap();
+    let web01 = lookup["results"][0]["tsuid"].as_str().unwrap().to_string();
+    let notes = json!([
+        {"tsuid": web01, "startTime": BASE + 60, "description": "deploy web01"},
+        {"startTime": BASE + 120, "description": "maintenance", "notes": "rack 4"},
+        {"startTime": BASE + 6000, "description": "later"}]);
+    let (s, b) = http(
+        d.http(),
+        "POST",
+        "/api/annotation/bulk",
+        notes.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
     // v2.3 frontend: ms epochs, one POST for all targets, showQuery.
     let body = json!({"start": BASE * 1000, "end": (BASE + 600) * 1000, "msResolution": false,
         "globalAnnotations": true, "showQuery": true, "queries": [
@@ -269,5 +312,22 @@ async fn older_frontend_matches_results_by_query_index() {
         maxima,
         [("web01".to_string(), 59.0), ("web02".to_string(), 59.5)]
     );
+    // Grafana's annotation query: `annotations` of the first result, or
+    // `globalAnnotations`, each at `startTime * 1000` ms.
+    let annotated: Vec<AnnotatedResult> = serde_json::from_str(&b).expect("Grafana decodes it");
+    let note = |description: &str, t: i64| GrafanaNote {
+        description: description.into(),
+        start_time: t as f64,
+    };
+    assert_eq!(annotated[0].annotations, [note("deploy web01", BASE + 60)]);
+    for r in &annotated {
+        assert_eq!(r.global_annotations, [note("maintenance", BASE + 120)]);
+    }
+    let per_host: Vec<(&str, usize)> = results[1..]
+        .iter()
+        .zip(&annotated[1..])
+        .map(|(r, a)| (r["tags"]["host"].as_str().unwrap(), a.annotations.len()))
+        .collect();
+    assert!(per_host.contains(&("web01", 1)) && per_host.contains(&("web02", 0)));
     d.stop().await;
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests over real sockets against a real RocksDB in a temp dir.
 //! One test binary, one module per area.
 
+mod annotations;
 mod clients;
 mod collectd;
 mod dashboard;
