@@ -4,6 +4,7 @@
 mod clients;
 mod collectd;
 mod dashboard;
+mod delete;
 mod durability;
 mod grafana;
 mod http_api;
