@@ -926,9 +926,57 @@ fn a_delete_orders_with_writes_across_a_reopen() {
     assert_reads(&r, id, &[int(y, 3)], "reopened");
     w.seal_all().expect("seals");
     assert_reads(&r, id, &[int(y, 3)], "sealed");
+    assert_eq!(
+        live_log_records(&r),
+        0,
+        "a delete record does not pin the log"
+    );
     // Nothing to do: no such series, or an empty range.
     let records = r.stats().log_records;
     assert_eq!(w.delete(&[id + 1], 0, LATER).expect("deletes"), 0);
     assert_eq!(w.delete(&[id], LATER, 0).expect("deletes"), 0);
     assert_eq!(r.stats().log_records, records);
+}
+
+#[test]
+fn deleting_where_raw_data_expired_still_clears_whole_rollups() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = StoreOptions {
+        retention: Retention {
+            raw_ms: Some(30 * DAY),
+            ..Retention::default()
+        },
+        ..StoreOptions::default()
+    };
+    let (mut w, r) = Store::open(dir.path(), opts).expect("store opens");
+    let now = crate::model::now_ms();
+    let old = cf::day_start(now - 100 * DAY);
+    let k = key("m", &[]);
+    // Hours 0, 1 and 2 of an old day, two points each.
+    let points: Vec<DataPoint> = (0..6).map(|i| int(old + i * 30 * MIN, i)).collect();
+    w.append(&samples(&k, &points)).expect("appends");
+    w.seal_all().expect("seals");
+    w.expire(now).expect("expires");
+    let id = id_of(&r, &k);
+    assert_eq!(all_points(&r, id), vec![], "raw data expired");
+    let starts = |res| -> Vec<i64> {
+        let all = rollups(&r, id, res, old, old + DAY);
+        all.iter().map(|a| a.start_ms).collect()
+    };
+    assert_eq!(
+        starts(RollupResolution::Hour),
+        vec![old, old + HOUR, old + 2 * HOUR]
+    );
+    // Hour 1 whole and the start of hour 2: only the whole hour can go.
+    assert_eq!(
+        w.delete(&[id], old + HOUR, old + 2 * HOUR + 1)
+            .expect("deletes"),
+        0
+    );
+    assert_eq!(starts(RollupResolution::Hour), vec![old, old + 2 * HOUR]);
+    let day = rollups(&r, id, RollupResolution::Day, old, old + DAY);
+    assert_eq!(day.iter().map(|d| d.count).collect::<Vec<_>>(), vec![4]);
+    w.delete(&[id], old, old + DAY - 1).expect("deletes");
+    assert!(starts(RollupResolution::Hour).is_empty());
+    assert!(starts(RollupResolution::Day).is_empty());
 }
