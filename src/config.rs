@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// fsync RocksDB's write-ahead log on every commit (survives power loss, slower).
     #[arg(long)]
     pub sync_writes: bool,
+    /// Let `/api/query` delete the data it matches (DELETE, or `delete` in the
+    /// body or query string), like OpenTSDB's tsd.http.query.allow_delete.
+    #[arg(long)]
+    pub allow_delete: bool,
     /// Keep raw points this long, e.g. 30d, 12h, 52w [default: forever].
     #[arg(long, value_name = "DURATION")]
     pub retention: Option<String>,
@@ -79,6 +83,7 @@ struct FileConfig {
     max_line_bytes: Option<usize>,
     require_tags: Option<bool>,
     sync_writes: Option<bool>,
+    allow_delete: Option<bool>,
     allow_special_chars: Option<String>,
     max_connections: Option<usize>,
     reply_buffer_bytes: Option<usize>,
@@ -103,6 +108,9 @@ pub struct Settings {
     pub max_line_bytes: usize,
     pub require_tags: bool,
     pub sync_writes: bool,
+    /// `/api/query` may delete what it matches (OpenTSDB's
+    /// `tsd.http.query.allow_delete`); off, it answers 400 as OpenTSDB does.
+    pub allow_delete: bool,
     /// Extra characters allowed in names, like `tsd.core.tag.allow_specialchars`.
     pub allow_special_chars: String,
     /// Telnet connections served at once; more are refused by closing them.
@@ -132,6 +140,7 @@ impl Default for Settings {
             max_line_bytes: 64 * 1024,
             require_tags: false,
             sync_writes: false,
+            allow_delete: false,
             allow_special_chars: String::new(),
             max_connections: 10_000,
             reply_buffer_bytes: 64 * 1024,
@@ -223,6 +232,7 @@ impl Settings {
                 .unwrap_or(d.max_line_bytes),
             require_tags: args.require_tags || file.require_tags.unwrap_or(d.require_tags),
             sync_writes: args.sync_writes || file.sync_writes.unwrap_or(d.sync_writes),
+            allow_delete: args.allow_delete || file.allow_delete.unwrap_or(d.allow_delete),
             allow_special_chars: file.allow_special_chars.unwrap_or(d.allow_special_chars),
             max_connections: file.max_connections.unwrap_or(d.max_connections),
             reply_buffer_bytes: file.reply_buffer_bytes.unwrap_or(d.reply_buffer_bytes),
@@ -308,6 +318,18 @@ mod tests {
         assert_eq!(s.http_listen.to_string(), "0.0.0.0:4243");
         assert_eq!(s.overflow, OverflowPolicy::DropOldest);
         assert_eq!((s.mps, s.max_tags), (0, 8));
+        assert!(!s.allow_delete);
+    }
+
+    #[test]
+    fn allow_delete_from_the_file_or_the_flag() {
+        let s = from_toml("allow-delete = true", ServeArgs::default()).unwrap();
+        assert!(s.allow_delete);
+        let args = ServeArgs {
+            allow_delete: true,
+            ..Default::default()
+        };
+        assert!(from_toml("", args).unwrap().allow_delete);
     }
 
     #[test]

@@ -20,13 +20,24 @@
 //!
 //! Producers wait on a [`Notify`] that the consumer fires after every pop, so
 //! a blocked producer never polls.
+//!
+//! A [`DeleteRequest`] travels the same channel, so it is ordered with the
+//! batches around it: points queued before it are committed first (and
+//! deleted if in range), points queued after it are kept. It carries no
+//! points, so `--mps` ignores it, and drop-oldest never sheds it: a
+//! producer that pops one to make room moves it to a short `front` list
+//! that the consumer empties before the channel. Pops by producers and by
+//! the consumer both hold the `front` lock, so nothing the channel still
+//! holds can overtake a delete moved there.
 
+use std::collections::VecDeque;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError};
+use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::sync::{oneshot, Notify};
 
@@ -69,11 +80,45 @@ pub struct Batch {
     pub ack: Option<Ack>,
 }
 
-impl Batch {
+/// Told to a delete requester: how many points went, or why none did.
+pub type DeleteAck = oneshot::Sender<Result<u64, String>>;
+
+/// Delete the points of `series` (ids) with timestamps in
+/// `[start_ms, end_ms]`. With no series it deletes nothing and serves as a
+/// barrier: its answer means everything queued before it is committed.
+#[derive(Debug)]
+pub struct DeleteRequest {
+    pub series: Vec<u64>,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub ack: DeleteAck,
+}
+
+/// What the channel carries.
+enum Item {
+    Batch(Batch),
+    Delete(DeleteRequest),
+}
+
+impl Item {
+    fn points(&self) -> u64 {
+        match self {
+            Item::Batch(b) => b.samples.len() as u64,
+            Item::Delete(_) => 0,
+        }
+    }
+
     fn reject(self, why: &str) {
-        if let Some(ack) = self.ack {
-            // The requester may have gone away; nothing to tell then.
-            let _ = ack.send(Err(why.to_string()));
+        // The requester may have gone away; nothing to tell then.
+        match self {
+            Item::Batch(b) => {
+                if let Some(ack) = b.ack {
+                    let _ = ack.send(Err(why.to_string()));
+                }
+            }
+            Item::Delete(d) => {
+                let _ = d.ack.send(Err(why.to_string()));
+            }
         }
     }
 }
@@ -99,21 +144,24 @@ struct Shared {
     /// Set when the consumer is gone. Senders hold receiver handles (to pop
     /// the oldest), so the channel itself never reports disconnection.
     closed: AtomicBool,
+    /// Deletes a shedding producer popped; older than anything queued.
+    /// Every pop off the channel holds this lock.
+    front: Mutex<VecDeque<DeleteRequest>>,
     stats: Arc<Stats>,
 }
 
 /// The producing end; cheap to clone, one per connection or handler.
 #[derive(Clone)]
 pub struct QueueSender {
-    tx: Sender<Batch>,
+    tx: Sender<Item>,
     /// A receiver handle used only to pop the oldest batch on overflow.
-    oldest: Receiver<Batch>,
+    oldest: Receiver<Item>,
     shared: Arc<Shared>,
 }
 
 /// The consuming end, owned by the writer thread.
 pub struct QueueReceiver {
-    rx: Receiver<Batch>,
+    rx: Receiver<Item>,
     shared: Arc<Shared>,
 }
 
@@ -132,6 +180,7 @@ pub fn queue(
         space: Notify::new(),
         throttled: AtomicBool::new(false),
         closed: AtomicBool::new(false),
+        front: Mutex::new(VecDeque::new()),
         stats,
     });
     let sender = QueueSender {
@@ -156,22 +205,32 @@ impl QueueSender {
     /// `Block`. Batches larger than [`batch_limit`](Self::batch_limit) are
     /// accepted but count as one slot.
     pub async fn push(&self, batch: Batch) -> Result<(), PushError> {
-        let mut batch = batch;
+        self.push_item(Item::Batch(batch)).await
+    }
+
+    /// Enqueues a delete behind everything queued so far, under the same
+    /// policy as a batch (under `DropOldest` it may shed a batch).
+    pub async fn push_delete(&self, delete: DeleteRequest) -> Result<(), PushError> {
+        self.push_item(Item::Delete(delete)).await
+    }
+
+    async fn push_item(&self, item: Item) -> Result<(), PushError> {
+        let mut item = item;
         loop {
-            match self.try_push_inner(batch) {
+            match self.try_push_inner(item) {
                 Ok(()) => return Ok(()),
                 Err(PushOutcome::Closed) => return Err(PushError::Closed),
-                Err(PushOutcome::Full(b)) => batch = b,
+                Err(PushOutcome::Full(i)) => item = i,
             }
             let notified = self.shared.space.notified();
             tokio::pin!(notified);
             // Register before retrying so a pop between the retry and the
             // await still wakes us.
             notified.as_mut().enable();
-            match self.try_push_inner(batch) {
+            match self.try_push_inner(item) {
                 Ok(()) => return Ok(()),
                 Err(PushOutcome::Closed) => return Err(PushError::Closed),
-                Err(PushOutcome::Full(b)) => batch = b,
+                Err(PushOutcome::Full(i)) => item = i,
             }
             notified.await;
         }
@@ -180,45 +239,57 @@ impl QueueSender {
     /// Enqueues without waiting: under `Block` a full queue gives
     /// `PushError::Full` (HTTP answers 503 so the client retries).
     pub fn try_push(&self, batch: Batch) -> Result<(), PushError> {
-        match self.try_push_inner(batch) {
+        match self.try_push_inner(Item::Batch(batch)) {
             Ok(()) => Ok(()),
             Err(PushOutcome::Closed) => Err(PushError::Closed),
-            Err(PushOutcome::Full(b)) => {
-                b.reject("the ingest queue is full");
+            Err(PushOutcome::Full(i)) => {
+                i.reject("the ingest queue is full");
                 Err(PushError::Full)
             }
         }
     }
 
-    fn try_push_inner(&self, batch: Batch) -> Result<(), PushOutcome> {
+    fn try_push_inner(&self, item: Item) -> Result<(), PushOutcome> {
         if self.shared.closed.load(Relaxed) {
-            batch.reject("the daemon is shutting down");
+            item.reject("the daemon is shutting down");
             return Err(PushOutcome::Closed);
         }
-        let n = batch.samples.len() as u64;
-        let mut batch = batch;
+        let n = item.points();
+        let mut item = item;
         loop {
-            match self.tx.try_send(batch) {
+            match self.tx.try_send(item) {
                 Ok(()) => {
                     self.shared.stats.points_queued.fetch_add(n, Relaxed);
                     return Ok(());
                 }
-                Err(TrySendError::Disconnected(b)) => {
-                    b.reject("the daemon is shutting down");
+                Err(TrySendError::Disconnected(i)) => {
+                    i.reject("the daemon is shutting down");
                     return Err(PushOutcome::Closed);
                 }
-                Err(TrySendError::Full(b)) => match self.shared.policy {
-                    OverflowPolicy::Block => return Err(PushOutcome::Full(b)),
+                Err(TrySendError::Full(i)) => match self.shared.policy {
+                    OverflowPolicy::Block => return Err(PushOutcome::Full(i)),
                     OverflowPolicy::DropOldest => {
-                        batch = b;
-                        // Another producer or the writer may have emptied
-                        // a slot meanwhile; then there is nothing to drop.
-                        if let Ok(old) = self.oldest.try_recv() {
-                            self.shed(old);
-                        }
+                        item = i;
+                        self.shed_oldest();
                     }
                 },
             }
+        }
+    }
+
+    /// Makes room by dropping the oldest batch, or by moving the oldest
+    /// item, a delete, to the front list.
+    fn shed_oldest(&self) {
+        let mut front = self.shared.front.lock();
+        // Another producer or the writer may have emptied a slot
+        // meanwhile; then there is nothing to drop.
+        match self.oldest.try_recv() {
+            Ok(Item::Batch(old)) => {
+                drop(front);
+                self.shed(old);
+            }
+            Ok(Item::Delete(d)) => front.push_back(d),
+            Err(_) => {}
         }
     }
 
@@ -229,19 +300,21 @@ impl QueueSender {
             DropReason::QueueFull
         };
         self.shared.stats.dropped(reason, old.samples.len() as u64);
-        old.reject("dropped: the ingest queue overflowed");
+        Item::Batch(old).reject("dropped: the ingest queue overflowed");
     }
 }
 
 enum PushOutcome {
-    Full(Batch),
+    Full(Item),
     Closed,
 }
 
-/// What [`QueueReceiver::recv_timeout`] found.
+/// What [`QueueReceiver::recv_timeout`] or [`QueueReceiver::try_recv`] found.
 pub enum Received {
     Batch(Batch),
-    /// Nothing arrived in time; the writer does its periodic work.
+    Delete(DeleteRequest),
+    /// Nothing arrived in time (or, for `try_recv`, nothing is waiting);
+    /// the writer does its periodic work.
     Idle,
     /// Every sender is gone and the queue is drained.
     Closed,
@@ -249,25 +322,44 @@ pub enum Received {
 
 impl QueueReceiver {
     pub fn recv_timeout(&self, timeout: Duration) -> Received {
-        match self.rx.recv_timeout(timeout) {
-            Ok(b) => Received::Batch(self.popped(b)),
-            Err(RecvTimeoutError::Timeout) => Received::Idle,
-            Err(RecvTimeoutError::Disconnected) => Received::Closed,
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.try_recv() {
+                Received::Idle => {}
+                found => return found,
+            }
+            // Wait without popping: pops happen under the front lock.
+            let mut select = Select::new();
+            select.recv(&self.rx);
+            if select.ready_deadline(deadline).is_err() {
+                return self.try_recv();
+            }
         }
     }
 
-    /// A batch if one is waiting, without blocking.
-    pub fn try_recv(&self) -> Option<Batch> {
-        self.rx.try_recv().ok().map(|b| self.popped(b))
-    }
-
-    fn popped(&self, b: Batch) -> Batch {
-        self.shared
-            .stats
-            .points_dequeued
-            .fetch_add(b.samples.len() as u64, Relaxed);
+    /// The next item if one is waiting, without blocking.
+    pub fn try_recv(&self) -> Received {
+        let popped = {
+            let mut front = self.shared.front.lock();
+            if let Some(d) = front.pop_front() {
+                return Received::Delete(d);
+            }
+            self.rx.try_recv()
+        };
+        let received = match popped {
+            Ok(Item::Batch(b)) => {
+                self.shared
+                    .stats
+                    .points_dequeued
+                    .fetch_add(b.samples.len() as u64, Relaxed);
+                Received::Batch(b)
+            }
+            Ok(Item::Delete(d)) => Received::Delete(d),
+            Err(TryRecvError::Empty) => return Received::Idle,
+            Err(TryRecvError::Disconnected) => return Received::Closed,
+        };
         self.shared.space.notify_waiters();
-        b
+        received
     }
 
     /// Marks the writer as held back by the rate limiter, so overflow
@@ -280,6 +372,9 @@ impl QueueReceiver {
 impl Drop for QueueReceiver {
     fn drop(&mut self) {
         self.shared.closed.store(true, Relaxed);
+        for d in self.shared.front.lock().drain(..) {
+            Item::Delete(d).reject("the daemon is shutting down");
+        }
         // Wake producers blocked on a full queue so they see the closure.
         self.shared.space.notify_waiters();
     }
@@ -323,7 +418,62 @@ mod tests {
             panic!("expected a batch")
         };
         assert_eq!(timestamps(&b), vec![5]);
-        assert!(rx.try_recv().is_none());
+        assert!(matches!(rx.try_recv(), Received::Idle));
+    }
+
+    fn delete(start_ms: i64) -> (DeleteRequest, oneshot::Receiver<Result<u64, String>>) {
+        let (ack, answer) = oneshot::channel();
+        let d = DeleteRequest {
+            series: vec![1],
+            start_ms,
+            end_ms: start_ms,
+            ack,
+        };
+        (d, answer)
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_never_sheds_a_delete_nor_reorders_it() {
+        let stats = Arc::new(Stats::default());
+        // Two slots.
+        let (tx, rx) = queue(
+            2 * MAX_BATCH_POINTS,
+            OverflowPolicy::DropOldest,
+            stats.clone(),
+        );
+        tx.push(batch(&[1])).await.unwrap();
+        let (d, mut answer) = delete(7);
+        tx.push_delete(d).await.unwrap();
+        // Sheds [1], then has to move the delete aside to shed nothing else.
+        tx.push(batch(&[2])).await.unwrap();
+        tx.push(batch(&[3])).await.unwrap();
+        assert_eq!(stats.dropped_count(DropReason::QueueFull), 1);
+        assert_eq!(stats.points_queued.load(Relaxed), 3);
+        match rx.recv_timeout(Duration::ZERO) {
+            Received::Delete(d) => assert_eq!(d.start_ms, 7),
+            _ => panic!("the delete comes first"),
+        }
+        let mut rest = Vec::new();
+        while let Received::Batch(b) = rx.try_recv() {
+            rest.extend(timestamps(&b));
+        }
+        assert_eq!(rest, vec![2, 3]);
+        assert!(answer.try_recv().is_err(), "nobody answered the delete yet");
+    }
+
+    #[tokio::test]
+    async fn a_delete_left_queued_at_shutdown_is_answered() {
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = queue(MAX_BATCH_POINTS, OverflowPolicy::DropOldest, stats);
+        let (d, answer) = delete(1);
+        tx.push_delete(d).await.unwrap();
+        // Moves the delete to the front list.
+        tx.push(batch(&[2])).await.unwrap();
+        drop(rx);
+        assert_eq!(
+            answer.await.unwrap(),
+            Err("the daemon is shutting down".to_string())
+        );
     }
 
     #[tokio::test]

@@ -51,6 +51,10 @@ pub struct Stats {
     pub batches_committed: AtomicU64,
     pub new_series: AtomicU64,
     pub chunks_sealed: AtomicU64,
+    /// Delete requests (`/api/query` with `delete`) the store carried out.
+    pub delete_requests: AtomicU64,
+    /// Points those requests removed.
+    pub points_deleted: AtomicU64,
     pub store_errors: AtomicU64,
     /// Error replies not sent because the client does not read its socket.
     pub replies_dropped: AtomicU64,
@@ -154,6 +158,8 @@ impl Stats {
             line("tsd.rtsd.batches.committed", &self.batches_committed, &[]),
             line("tsd.rtsd.series.created", &self.new_series, &[]),
             line("tsd.rtsd.chunks.sealed", &self.chunks_sealed, &[]),
+            line("tsd.rtsd.deletes", &self.delete_requests, &[]),
+            line("tsd.rtsd.points.deleted", &self.points_deleted, &[]),
             line(
                 "tsd.rpc.errors",
                 &self.store_errors,

@@ -2,9 +2,12 @@
 //!
 //! It takes batches off the ingest queue, gathers whatever else is already
 //! waiting into one commit (up to [`MAX_COMMIT_POINTS`]), honours the `--mps`
-//! limit, appends to the store and acknowledges `?sync` requesters. Between
-//! batches, and at least every [`TICK`], it seals head chunks that are due,
-//! and every [`EXPIRY_INTERVAL`] it drops partitions past their retention.
+//! limit, appends to the store and acknowledges `?sync` requesters. A delete
+//! request ends the gathering: the points taken before it are committed,
+//! then the delete runs and its requester hears how many points went, so
+//! deletes and writes apply in queue order. Between batches, and at least
+//! every [`TICK`], it seals head chunks that are due, and every
+//! [`EXPIRY_INTERVAL`] it drops partitions past their retention.
 //!
 //! It runs on a plain OS thread, not a Tokio worker: RocksDB commits block,
 //! and one owner for the write path means no locking of the series index or
@@ -21,7 +24,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::model::{now_ms, Sample};
-use crate::queue::{Ack, QueueReceiver, Received};
+use crate::queue::{Ack, Batch, DeleteRequest, QueueReceiver, Received};
 use crate::stats::{DropReason, Stats};
 use crate::storage::{StoreError, StoreWriter};
 
@@ -92,25 +95,35 @@ pub fn run(
     // `Store::open` has just expired what was due.
     let mut last_expiry = Instant::now();
     loop {
-        let closed = match queue.recv_timeout(TICK) {
-            Received::Batch(b) => {
-                take(b, &mut samples, &mut acks);
-                while samples.len() < MAX_COMMIT_POINTS {
-                    match queue.try_recv() {
-                        Some(b) => take(b, &mut samples, &mut acks),
-                        None => break,
-                    }
+        let mut delete = None;
+        let mut closed = false;
+        let mut next = queue.recv_timeout(TICK);
+        loop {
+            match next {
+                Received::Batch(b) => take(b, &mut samples, &mut acks),
+                Received::Delete(d) => {
+                    delete = Some(d);
+                    break;
                 }
-                false
+                Received::Idle => break,
+                Received::Closed => {
+                    closed = true;
+                    break;
+                }
             }
-            Received::Idle => false,
-            Received::Closed => true,
-        };
+            if samples.len() >= MAX_COMMIT_POINTS {
+                break;
+            }
+            next = queue.try_recv();
+        }
         if !samples.is_empty() {
             if let Some(l) = &limiter {
                 l.wait(samples.len(), &queue);
             }
             commit(&mut store, &stats, &mut samples, &mut acks);
+        }
+        if let Some(d) = delete {
+            run_delete(&mut store, &stats, d);
         }
         if closed {
             break;
@@ -133,7 +146,7 @@ pub fn run(
     store.flush()
 }
 
-fn take(b: crate::queue::Batch, samples: &mut Vec<Sample>, acks: &mut Vec<Ack>) {
+fn take(b: Batch, samples: &mut Vec<Sample>, acks: &mut Vec<Ack>) {
     samples.extend(b.samples);
     acks.extend(b.ack);
 }
@@ -162,6 +175,33 @@ fn commit(store: &mut StoreWriter, stats: &Stats, samples: &mut Vec<Sample>, ack
         // A requester that went away no longer needs the answer.
         let _ = ack.send(outcome.clone());
     }
+}
+
+fn run_delete(store: &mut StoreWriter, stats: &Stats, d: DeleteRequest) {
+    let result = store.delete(&d.series, d.start_ms, d.end_ms);
+    match &result {
+        // No series: a barrier, answered once everything before it is in.
+        Ok(_) if d.series.is_empty() => {}
+        Ok(n) => {
+            stats.delete_requests.fetch_add(1, Relaxed);
+            stats.points_deleted.fetch_add(*n, Relaxed);
+            tracing::info!(
+                series = d.series.len(),
+                start_ms = d.start_ms,
+                end_ms = d.end_ms,
+                points = n,
+                "deleted points"
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "delete failed; nothing deleted");
+            stats.store_errors.fetch_add(1, Relaxed);
+        }
+    }
+    // A requester that went away no longer needs the answer.
+    let _ = d
+        .ack
+        .send(result.map_err(|e| format!("storage error: {e}")));
 }
 
 fn seal(stats: &Stats, result: Result<usize, StoreError>) {

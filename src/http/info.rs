@@ -114,7 +114,7 @@ fn config_map(state: &AppState) -> BTreeMap<&'static str, String> {
             "tsd.core.tag.allow_specialchars",
             s.allow_special_chars.clone(),
         ),
-        ("tsd.http.query.allow_delete", "false".to_string()),
+        ("tsd.http.query.allow_delete", s.allow_delete.to_string()),
         ("tsd.mode", "rw".to_string()),
         ("tsd.network.port", s.listen.port().to_string()),
         ("tsd.storage.max_tags", s.max_tags.to_string()),

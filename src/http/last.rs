@@ -64,7 +64,7 @@ pub async fn last(
     headers: HeaderMap,
     request_body: Body,
 ) -> Result<Response, ApiError> {
-    refuse_delete(&method)?;
+    refuse_delete(&method, state.settings.allow_delete)?;
     let query = if method == Method::POST {
         let bytes = body::read(&headers, request_body, state.http.max_body_bytes).await?;
         LastQuery::from_json(&bytes)?

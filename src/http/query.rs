@@ -4,10 +4,22 @@
 //!
 //! `?arrays` (Grafana's "2.4" setting posts to `/api/query?arrays=true`) is
 //! read from the URL for POST as well, as OpenTSDB's serializer does; the
-//! other flags of a POST come from its body. DELETE, and a body asking to
-//! `delete`, get OpenTSDB's 400 for `tsd.http.query.allow_delete=false`.
-//! The engine's deadline is the request timeout, so a query that has been
-//! answered 503 stops working too.
+//! other flags of a POST come from its body. The engine's deadline is the
+//! request timeout, so a query that has been answered 503 stops working too.
+//!
+//! **Deleting** (OpenTSDB's `tsd.http.query.allow_delete`; rtsd's
+//! `allow-delete`). DELETE (with the query in the query string), a POST
+//! body with `"delete":true` or a GET with a `delete` parameter runs the
+//! query, then deletes every point of the series it matched with a
+//! timestamp in `[start, end]`, and answers with the query's result, as
+//! OpenTSDB does. It goes through the ingest queue twice: first an empty
+//! delete, whose answer means every write queued before the request is
+//! committed, so the query matches those points; then the delete itself,
+//! ordered with writes like a batch. A point acknowledged before the
+//! request is therefore deleted and one written after the answer is kept.
+//! The answer waits until the delete is committed (durable); past the
+//! request timeout the client gets 503, and a delete already queued still
+//! happens. Without `allow-delete` all three get OpenTSDB's 400.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -23,6 +35,7 @@ use super::params::Params;
 use super::{allow, annotation, blocking, body, ApiError, AppState};
 use crate::query::output::RenderedAnnotations;
 use crate::query::{self, QueryLimits, QueryRequest};
+use crate::queue::DeleteRequest;
 
 pub async fn query(
     method: Method,
@@ -31,10 +44,11 @@ pub async fn query(
     headers: HeaderMap,
     request_body: Body,
 ) -> Result<Response, ApiError> {
-    refuse_delete(&method)?;
+    let allow_delete = state.settings.allow_delete;
+    refuse_delete(&method, allow_delete)?;
     state.stats.queries.fetch_add(1, Relaxed);
     let _latency = state.stats.query_latency.timer();
-    let request = if method == Method::POST {
+    let mut request = if method == Method::POST {
         let bytes = body::read(&headers, request_body, state.http.max_body_bytes).await?;
         if body::is_blank(&bytes) {
             return Err(body::missing_content());
@@ -45,20 +59,75 @@ pub async fn query(
     } else {
         QueryRequest::from_get_params(params.pairs())?
     };
+    request.delete |= method == Method::DELETE;
+    if request.delete && !allow_delete {
+        return Err(delete_disabled());
+    }
+    if request.delete {
+        // The query must see every point written before this request, or
+        // a series whose only points in range are still queued would not
+        // be matched and those points would survive.
+        through_writer(&state, Vec::new(), 0, 0).await?;
+    }
     let permit = state.reads.enter().await?;
     let limits = QueryLimits {
         deadline: Some(Instant::now() + state.http.request_timeout),
         ..state.limits.clone()
     };
-    let (response, notes) = blocking(move || {
+    let store = state.store.clone();
+    let (response, notes, delete) = blocking(move || {
         let _permit = permit;
         let now = crate::model::now_ms();
-        let response = query::execute(&state.store, &request, now, &limits)?;
-        let notes = annotation::for_query(&state.store, &request, &response, now)?;
-        Ok((response, notes))
+        let response = query::execute(&store, &request, now, &limits)?;
+        let notes = annotation::for_query(&store, &request, &response, now)?;
+        let range = match request.delete {
+            true => Some(request.plan(now).map(|p| (p.start_ms, p.end_ms))?),
+            false => None,
+        };
+        Ok((response, notes, range))
     })
     .await?;
+    if let Some((start_ms, end_ms)) = delete {
+        let mut series: Vec<u64> = response
+            .results
+            .iter()
+            .flat_map(|g| g.tsuids.iter().copied())
+            .collect();
+        series.sort_unstable();
+        series.dedup();
+        if !series.is_empty() {
+            through_writer(&state, series, start_ms, end_ms).await?;
+        }
+    }
     Ok(stream_json(response, notes))
+}
+
+/// Queues a delete behind every write queued so far and waits until the
+/// writer has committed it (no series: until it has committed those writes).
+async fn through_writer(
+    state: &AppState,
+    series: Vec<u64>,
+    start_ms: i64,
+    end_ms: i64,
+) -> Result<(), ApiError> {
+    let (ack, answer) = tokio::sync::oneshot::channel();
+    let request = DeleteRequest {
+        series,
+        start_ms,
+        end_ms,
+        ack,
+    };
+    if state.queue.push_delete(request).await.is_err() {
+        return Err(ApiError::unavailable("The TSD is shutting down")
+            .with_details("Nothing was deleted; retry later"));
+    }
+    match answer.await {
+        Ok(Ok(_points)) => Ok(()),
+        Ok(Err(why)) => Err(ApiError::unavailable("Storage exception").with_details(why)),
+        // The writer dropped the request without a word: it stopped.
+        Err(_) => Err(ApiError::unavailable("Storage exception")
+            .with_details("the writer stopped before deleting the points")),
+    }
 }
 
 /// Sends the answer as it is written, one result group per chunk, from the
@@ -83,14 +152,19 @@ fn stream_json(response: query::QueryResponse, notes: RenderedAnnotations) -> Re
         .into_response()
 }
 
-/// `QueryRpc.execute`'s method checks, shared by every `/api/query/*`.
-pub fn refuse_delete(method: &Method) -> Result<(), ApiError> {
+/// `QueryRpc.execute`'s method checks, shared by every `/api/query/*`:
+/// DELETE passes only when `allow_delete` is set.
+pub fn refuse_delete(method: &Method, allow_delete: bool) -> Result<(), ApiError> {
     allow(method, &[Method::GET, Method::POST, Method::DELETE])?;
-    if method == Method::DELETE {
-        return Err(ApiError::bad_request("Bad request")
-            .with_details("Deleting data is not enabled (tsd.http.query.allow_delete=false)"));
+    if method == Method::DELETE && !allow_delete {
+        return Err(delete_disabled());
     }
     Ok(())
+}
+
+fn delete_disabled() -> ApiError {
+    ApiError::bad_request("Bad request")
+        .with_details("Deleting data is not enabled (tsd.http.query.allow_delete=false)")
 }
 
 /// The receiving end of [`stream_json`]'s chunks as a body stream; it may

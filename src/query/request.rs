@@ -55,7 +55,8 @@ pub struct QueryRequest {
     pub show_stats: bool,
     #[serde(rename = "showSummary", deserialize_with = "lenient::flag")]
     pub show_summary: bool,
-    /// Delete the data read; refused, as with OpenTSDB's default config.
+    /// Delete the points matched in `[start, end]`. The query itself runs
+    /// as usual; the HTTP layer refuses it unless `allow-delete` is set.
     #[serde(deserialize_with = "lenient::flag")]
     pub delete: bool,
     /// Accepted and ignored, as OpenTSDB's JSON serializer ignores it.
@@ -233,7 +234,9 @@ impl QueryRequest {
             show_query: has("show_query"),
             show_stats: has("show_stats"),
             show_summary: has("show_summary"),
-            delete: false,
+            // By presence like the other flags, except that a destructive
+            // one also honours an explicit `delete=false`.
+            delete: last("delete").is_some_and(|v| !matches!(v.as_str(), "false" | "0")),
             padding: has("padding"),
             queries: Some(unique),
             arrays: has("arrays"),
@@ -256,14 +259,6 @@ impl QueryRequest {
     }
 
     fn validate(&self, now_ms: i64) -> Result<Plan, QueryError> {
-        if self.delete {
-            return Err(QueryError::BadRequest {
-                message: "Bad request".into(),
-                details: Some(
-                    "Deleting data is not enabled (tsd.http.query.allow_delete=false)".into(),
-                ),
-            });
-        }
         let start = match self.start.as_deref() {
             Some(s) if !s.is_empty() => s,
             _ => return Err(bad("Missing start time")),
@@ -896,7 +891,7 @@ mod tests {
             ),
             (
                 r#"{"start":"1h-ago","delete":true,"queries":[]}"#,
-                "Bad request",
+                "Missing queries",
             ),
         ];
         for &(json, want) in cases {
@@ -914,13 +909,28 @@ mod tests {
              explicit_tags=false, index=0)] padding=false, no_annotations=false, \
              with_global_annotations=false, show_tsuids=false, ms_resolution=false, options=[])"
         );
-        let e = body(r#"{"start":"1h-ago","delete":true}"#)
-            .plan(now)
-            .unwrap_err();
-        assert_eq!(
-            e.details().as_deref(),
-            Some("Deleting data is not enabled (tsd.http.query.allow_delete=false)")
-        );
+    }
+
+    #[test]
+    fn delete_is_a_flag_the_plan_ignores() {
+        let now = 1_700_000_000_000;
+        let json =
+            r#"{"start":"1h-ago","delete":"true","queries":[{"aggregator":"sum","metric":"m"}]}"#;
+        let req = QueryRequest::from_json(json.as_bytes()).unwrap();
+        assert!(req.delete);
+        // Whether deleting is allowed is the HTTP layer's call.
+        let plan = req.plan(now).unwrap();
+        assert_eq!((plan.start_ms, plan.end_ms), (now - 3_600_000, now));
+        let flag = |extra: &[(&str, &str)]| {
+            let mut params = vec![("start", "1h-ago"), ("m", "sum:m")];
+            params.extend_from_slice(extra);
+            get(&params).unwrap().delete
+        };
+        assert!(!flag(&[]));
+        assert!(flag(&[("delete", "")]));
+        assert!(flag(&[("delete", "true")]));
+        assert!(!flag(&[("delete", "false")]));
+        assert!(!flag(&[("delete", "0")]));
     }
 
     proptest::proptest! {

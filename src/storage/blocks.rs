@@ -65,6 +65,11 @@ impl Partitions {
             .ok_or(StoreError::MissingColumnFamily(name))
     }
 
+    /// The family of the period holding `ts`, if it exists.
+    pub fn existing<'a>(&self, db: &'a Db, ts: i64) -> Option<Arc<BoundColumnFamily<'a>>> {
+        self.covering(db, ts, ts).pop().map(|(_, _, family)| family)
+    }
+
     /// `(period start, family)` of every period overlapping `[from, to]`
     /// that has a family, oldest first.
     pub fn covering<'a>(
@@ -130,8 +135,8 @@ pub fn get(
     id: u64,
     start: i64,
 ) -> Result<Option<Vec<u8>>, StoreError> {
-    match parts.covering(db, start, start).pop() {
-        Some((_, _, family)) => Ok(db.get_cf(&family, keys::series_time(id, start))?),
+    match parts.existing(db, start) {
+        Some(family) => Ok(db.get_cf(&family, keys::series_time(id, start))?),
         None => Ok(None),
     }
 }

@@ -208,6 +208,32 @@ impl Head {
         true
     }
 
+    /// Drops the points of `id` with timestamps in `[from, to]`. A window
+    /// that keeps some is rebuilt from them with its `min_seq`, since the
+    /// log records holding the rest are still needed; one left empty goes.
+    pub fn delete(&mut self, id: u64, from: i64, to: i64) -> Result<(), ChunkError> {
+        let doomed = |p: &DataPoint| (from..=to).contains(&p.timestamp_ms);
+        let touched = window_start(from)..=window_start(to);
+        for start in self.starts_of(id) {
+            if !touched.contains(&start) {
+                continue;
+            }
+            let Some(w) = self.window(id, start) else {
+                continue;
+            };
+            let points = w.snapshot().merge_over(None)?;
+            if !points.iter().any(doomed) {
+                continue;
+            }
+            let min_seq = w.min_seq;
+            self.remove(id, start);
+            for p in points.into_iter().filter(|p| !doomed(p)) {
+                self.push(id, p, min_seq);
+            }
+        }
+        Ok(())
+    }
+
     pub fn window(&self, id: u64, start: i64) -> Option<&Window> {
         let windows = self.series.get(slot(id))?;
         let i = windows.binary_search_by_key(&start, |w| w.start).ok()?;
@@ -369,6 +395,28 @@ mod tests {
             merged,
             vec![p(1, 100), p(5, 7), p(10, 6), p(20, 5), p(30, 4), p(40, 100)]
         );
+    }
+
+    #[test]
+    fn delete_rebuilds_windows_and_keeps_their_log_floor() {
+        let mut head = Head::default();
+        for (ts, v) in [(10, 1), (20, 2), (10, 3), (30, 4)] {
+            head.push(1, p(ts, v), 7);
+        }
+        head.push(1, p(WINDOW_MS + 1, 5), 8);
+        head.push(2, p(20, 6), 9);
+        head.delete(1, 10, 20).expect("decodes");
+        assert_eq!(points(&head, 1), vec![p(30, 4), p(WINDOW_MS + 1, 5)]);
+        assert_eq!(points(&head, 2), vec![p(20, 6)], "other series untouched");
+        assert_eq!((head.points(), head.windows()), (3, 3));
+        assert_eq!(head.min_seq(), Some(7));
+        head.delete(1, 0, WINDOW_MS - 1).expect("decodes");
+        assert_eq!(head.starts_of(1), vec![WINDOW_MS], "emptied window gone");
+        assert_eq!(head.min_seq(), Some(8));
+        head.delete(3, 0, i64::MAX)
+            .expect("unknown series is a no-op");
+        head.delete(2, 21, 40).expect("nothing in range");
+        assert_eq!(points(&head, 2), vec![p(20, 6)]);
     }
 
     #[test]

@@ -9,6 +9,11 @@
 //! that is exactly `m / 10^s` (`s` < 8, what collectors print, like `12.5`)
 //! is the varint `zigzag(m) << 3 | s`, 1–3 bytes where its bits take 8.
 //!
+//! A delete (`StoreWriter::delete`) is a record of its own: the time range
+//! and the series ids, committed with the rewritten blocks and rollups.
+//! Replaying it in sequence order removes the range from what earlier
+//! records put back into the head, while later records' points stay.
+//!
 //! Once every window a record touched is sealed, the writer range-deletes
 //! it. A record can outlive some windows it touched (it also holds points of
 //! a window still open), so replay skips points the [`Watermark`] says are
@@ -19,13 +24,16 @@ use crate::model::{DataPoint, Value};
 
 use super::keys;
 
-/// Version byte leading every log record.
-pub const RECORD_VERSION: u8 = 1;
+/// First byte of a record of points; also their format version.
+pub const POINTS_RECORD: u8 = 1;
+/// First byte of a delete record: `from ‖ to ‖ varint(id)*`, both
+/// timestamps sign-flipped big-endian `i64`s.
+pub const DELETE_RECORD: u8 = 2;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum LogError {
-    #[error("unknown log record version {0}")]
-    Version(u8),
+    #[error("unknown log record kind {0}")]
+    Kind(u8),
     #[error("log record is empty")]
     Empty,
     #[error("log record truncated at byte {0}")]
@@ -33,7 +41,7 @@ pub enum LogError {
     #[error("varint longer than 10 bytes at byte {0}")]
     Varint(usize),
     #[error("unknown value kind {0}")]
-    Kind(u64),
+    ValueKind(u64),
 }
 
 /// Value kinds, in the low two bits of a point's first varint.
@@ -91,7 +99,7 @@ impl RecordEncoder {
     /// Starts a new record, dropping the previous one.
     pub fn start(&mut self) {
         self.buf.clear();
-        self.buf.push(RECORD_VERSION);
+        self.buf.push(POINTS_RECORD);
         self.prev_ts = 0;
     }
 
@@ -122,17 +130,80 @@ impl RecordEncoder {
     }
 }
 
-/// The points of a record, in the order they were appended.
-pub fn decode(record: &[u8]) -> Result<RecordIter<'_>, LogError> {
+/// A decoded log record.
+pub enum Record<'a> {
+    /// An ingest batch: its points in the order they were appended.
+    Points(RecordIter<'a>),
+    Delete(Delete),
+}
+
+/// Points of `ids` with timestamps in `[from, to]` were deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delete {
+    pub from: i64,
+    pub to: i64,
+    pub ids: Vec<u64>,
+}
+
+impl Delete {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(17 + self.ids.len() * 3);
+        out.push(DELETE_RECORD);
+        out.extend_from_slice(&keys::timestamp(self.from));
+        out.extend_from_slice(&keys::timestamp(self.to));
+        for &id in &self.ids {
+            put_varint(&mut out, id);
+        }
+        out
+    }
+
+    fn decode(record: &[u8]) -> Result<Delete, LogError> {
+        let from = timestamp_at(record, 1).ok_or(LogError::Truncated(1))?;
+        let to = timestamp_at(record, 9).ok_or(LogError::Truncated(9))?;
+        let mut at = 17;
+        let mut ids = Vec::new();
+        while at < record.len() {
+            ids.push(read_varint(record, &mut at)?);
+        }
+        Ok(Delete { from, to, ids })
+    }
+}
+
+/// The sign-flipped big-endian `i64` at `bytes[at..at + 8]`.
+fn timestamp_at(bytes: &[u8], at: usize) -> Option<i64> {
+    let raw = keys::parse_u64(bytes.get(at..at + 8)?)?;
+    Some((raw ^ (1 << 63)) as i64)
+}
+
+/// Reads a record back; the points of an ingest record decode lazily.
+pub fn decode(record: &[u8]) -> Result<Record<'_>, LogError> {
     match record.first() {
         None => Err(LogError::Empty),
-        Some(&RECORD_VERSION) => Ok(RecordIter {
+        Some(&POINTS_RECORD) => Ok(Record::Points(RecordIter {
             record,
             at: 1,
             prev_ts: 0,
-        }),
-        Some(&v) => Err(LogError::Version(v)),
+        })),
+        Some(&DELETE_RECORD) => Delete::decode(record).map(Record::Delete),
+        Some(&k) => Err(LogError::Kind(k)),
     }
+}
+
+/// Reads the LEB128 varint at `*at` and moves past it.
+fn read_varint(bytes: &[u8], at: &mut usize) -> Result<u64, LogError> {
+    let start = *at;
+    let mut v = 0u64;
+    for shift in (0..70).step_by(7) {
+        let Some(&b) = bytes.get(*at) else {
+            return Err(LogError::Truncated(*at));
+        };
+        *at += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Ok(v);
+        }
+    }
+    Err(LogError::Varint(start))
 }
 
 pub struct RecordIter<'a> {
@@ -143,19 +214,7 @@ pub struct RecordIter<'a> {
 
 impl RecordIter<'_> {
     fn varint(&mut self) -> Result<u64, LogError> {
-        let start = self.at;
-        let mut v = 0u64;
-        for shift in (0..70).step_by(7) {
-            let Some(&b) = self.record.get(self.at) else {
-                return Err(LogError::Truncated(self.at));
-            };
-            self.at += 1;
-            v |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return Ok(v);
-            }
-        }
-        Err(LogError::Varint(start))
+        read_varint(self.record, &mut self.at)
     }
 
     fn point(&mut self) -> Result<(u64, DataPoint), LogError> {
@@ -179,7 +238,7 @@ impl RecordIter<'_> {
                 // `v & 7` < 8 = POW10.len().
                 Value::Float(unzigzag(v >> 3) as f64 / POW10[(v & 7) as usize])
             }
-            k => return Err(LogError::Kind(k)),
+            k => return Err(LogError::ValueKind(k)),
         };
         let point = DataPoint {
             timestamp_ms: ts,
@@ -231,7 +290,7 @@ impl Watermark {
         }
         Some(Watermark {
             seq: keys::parse_u64(&bytes[..8])?,
-            before_start: (keys::parse_u64(&bytes[8..])? ^ (1 << 63)) as i64,
+            before_start: timestamp_at(bytes, 8)?,
         })
     }
 
@@ -245,6 +304,13 @@ impl Watermark {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn points_of(record: &[u8]) -> RecordIter<'_> {
+        match decode(record).expect("known kind") {
+            Record::Points(points) => points,
+            Record::Delete(d) => panic!("not a points record: {d:?}"),
+        }
+    }
 
     fn p(ts: i64, value: Value) -> DataPoint {
         DataPoint {
@@ -273,7 +339,7 @@ mod tests {
         for &(id, pt) in &points {
             enc.push(id, pt);
         }
-        let back: Result<Vec<_>, _> = decode(enc.bytes()).expect("version").collect();
+        let back: Result<Vec<_>, _> = points_of(enc.bytes()).collect();
         assert_eq!(back, Ok(points.to_vec()));
     }
 
@@ -285,8 +351,7 @@ mod tests {
         for f in floats {
             enc.push(1, p(0, Value::Float(f)));
         }
-        let bits: Vec<u64> = decode(enc.bytes())
-            .expect("version")
+        let bits: Vec<u64> = points_of(enc.bytes())
             .map(|item| match item.expect("decodes").1.value {
                 Value::Float(f) => f.to_bits(),
                 Value::Int(i) => panic!("float came back as integer {i}"),
@@ -315,22 +380,56 @@ mod tests {
     #[test]
     fn bad_records_are_errors_not_panics() {
         assert_eq!(decode(&[]).err(), Some(LogError::Empty));
-        assert_eq!(decode(&[2]).err(), Some(LogError::Version(2)));
+        assert_eq!(decode(&[3]).err(), Some(LogError::Kind(3)));
+        assert_eq!(
+            decode(&[DELETE_RECORD, 0]).err(),
+            Some(LogError::Truncated(1))
+        );
         let mut enc = RecordEncoder::default();
         enc.start();
         enc.push(9, p(5, Value::Float(0.1 + 0.2)));
         let bytes = enc.bytes();
         let cut = &bytes[..bytes.len() - 1];
-        let items: Vec<_> = decode(cut).expect("version").collect();
+        let items: Vec<_> = points_of(cut).collect();
         assert_eq!(items, vec![Err(LogError::Truncated(3))]);
-        let items: Vec<_> = decode(&[1, 3, 0]).expect("version").collect();
-        assert_eq!(items, vec![Err(LogError::Kind(3))]);
-        let items: Vec<_> = decode(&[
+        let items: Vec<_> = points_of(&[1, 3, 0]).collect();
+        assert_eq!(items, vec![Err(LogError::ValueKind(3))]);
+        let items: Vec<_> = points_of(&[
             1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
         ])
-        .expect("version")
         .collect();
         assert_eq!(items, vec![Err(LogError::Varint(1))]);
+    }
+
+    #[test]
+    fn delete_record_round_trips() {
+        for d in [
+            Delete {
+                from: 0,
+                to: i64::MAX,
+                ids: vec![1, 300, (1 << 62) - 1],
+            },
+            Delete {
+                from: 1_700_000_000_000,
+                to: 1_700_000_000_000,
+                ids: vec![],
+            },
+        ] {
+            let bytes = d.encode();
+            assert_eq!(bytes[0], DELETE_RECORD);
+            match decode(&bytes) {
+                Ok(Record::Delete(back)) => assert_eq!(back, d),
+                _ => panic!("not read back as a delete: {d:?}"),
+            }
+        }
+        let mut cut = Delete {
+            from: 5,
+            to: 6,
+            ids: vec![300],
+        }
+        .encode();
+        cut.pop();
+        assert_eq!(decode(&cut).err(), Some(LogError::Truncated(18)));
     }
 
     #[test]

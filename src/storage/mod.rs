@@ -28,6 +28,14 @@
 //! and in the log; replay puts them back in the head and the next seal
 //! merges them into the same block again, which changes nothing.
 //!
+//! `delete` removes a time range of some series: blocks of the range are
+//! rewritten without the points (or deleted), their hour rollups
+//! recomputed and their days refolded, and a delete record is appended to
+//! the log, all in ONE write batch; then the head drops the points. Replay
+//! applies delete records in sequence order with the ingest records, so a
+//! point written before a delete stays deleted and one written after it
+//! stays. See `delete`.
+//!
 //! The log therefore holds about an hour plus the grace of points, and the
 //! head the same points compressed. At sustained rates where that exceeds
 //! `head_memory_limit`, windows of the current hour seal early and are
@@ -84,6 +92,12 @@
 //!   value; kind 0: an integer, varint(zigzag(i)); kind 1: a float, 8 bytes
 //!   little-endian IEEE-754; kind 2: a float equal to `m / 10^s` (s < 8),
 //!   varint(zigzag(m) << 3 | s). Varints are LEB128.
+//! * **Delete log record** = `0x02 ‖ from ‖ to ‖ varint(id)*`: the points
+//!   of those series with `from <= ts <= to` were deleted; `from` and `to`
+//!   are `i64`s, big-endian with the sign bit flipped like keys. Added
+//!   without a version bump, since it is a new record kind and nothing
+//!   existing changed; a build that predates it refuses to open a store
+//!   whose log still holds one (after a clean shutdown the log is empty).
 //! * **Block record** = a chunk ([`chunk`] format), whose first byte is its
 //!   own format version. Windows are one hour aligned to epoch hours and
 //!   live in the family of the UTC day they start in.
@@ -101,13 +115,15 @@
 //! key, `index` the series index, `head` the in-memory windows, `log` the
 //! log records, `blocks` the time-partitioned families (and the blocks in
 //! them), `rollup` the aggregates, `writer` and `reader` the two halves,
-//! `annotation` the annotations (written outside the writer thread).
+//! `delete` what a delete rewrites, `annotation` the annotations (written
+//! outside the writer thread).
 
 pub mod annotation;
 pub mod chunk;
 
 mod blocks;
 mod cf;
+mod delete;
 mod head;
 mod index;
 mod keys;

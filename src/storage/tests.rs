@@ -769,3 +769,214 @@ fn expiry_runs_when_the_store_opens() {
     assert!(!families_on_disk(dir.path()).contains(&Partitioned::Blocks.name(old)));
     assert_eq!(all_points(&r, id_of(&r, &k)), vec![int(now, 2)]);
 }
+
+const MIN: i64 = 60_000;
+
+/// A series `host=a` to delete from and an identical `host=b` to leave
+/// alone: a point every 10 minutes from 22:00 on day 0 to 02:50 on day 1.
+fn two_series(w: &mut StoreWriter, r: &StoreReader) -> (u64, u64, Vec<DataPoint>) {
+    let points: Vec<DataPoint> = (0..30)
+        .map(|i| int(T0 + 22 * HOUR + i * 10 * MIN, (i * 7) % 13 - 6))
+        .collect();
+    let (a, b) = (key("m", &[("host", "a")]), key("m", &[("host", "b")]));
+    let mut batch = samples(&a, &points);
+    batch.extend(samples(&b, &points));
+    w.append(&batch).expect("appends");
+    (id_of(r, &a), id_of(r, &b), points)
+}
+
+fn without(points: &[DataPoint], from: i64, to: i64) -> Vec<DataPoint> {
+    let gone = |p: &&DataPoint| (from..=to).contains(&p.timestamp_ms);
+    points.iter().filter(|p| !gone(p)).copied().collect()
+}
+
+/// Points, hour and day rollups of `id` are exactly those of `expected`.
+fn assert_reads(r: &StoreReader, id: u64, expected: &[DataPoint], what: &str) {
+    assert_eq!(all_points(r, id), expected, "{what}: points");
+    let (from, to) = (T0 - DAY, LATER);
+    assert_eq!(
+        rollups(r, id, RollupResolution::Hour, from, to),
+        raw_rollups(expected, HOUR),
+        "{what}: hours"
+    );
+    assert_eq!(
+        rollups(r, id, RollupResolution::Day, from, to),
+        raw_rollups(expected, DAY),
+        "{what}: days"
+    );
+}
+
+#[test]
+fn delete_in_the_head_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut w, r) = open(dir.path());
+    let (a, b, points) = two_series(&mut w, &r);
+    // 22:20 to 23:00 inclusive: a partial hour and the first point of the next.
+    let (from, to) = (T0 + 22 * HOUR + 15 * MIN, T0 + 23 * HOUR);
+    assert_eq!(w.delete(&[a], from, to).expect("deletes"), 5);
+    let kept = without(&points, from, to);
+    assert_reads(&r, a, &kept, "head");
+    assert_reads(&r, b, &points, "other series");
+    assert_eq!(r.stats().head_points, kept.len() + points.len());
+    w.seal_all().expect("seals");
+    assert_reads(&r, a, &kept, "sealed afterwards");
+    assert_reads(&r, b, &points, "other series sealed");
+}
+
+#[test]
+fn delete_in_sealed_blocks_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (from, to) = (T0 + 23 * HOUR + 25 * MIN, T0 + DAY + HOUR + 10 * MIN);
+    let points = {
+        let (mut w, r) = open(dir.path());
+        let (a, b, points) = two_series(&mut w, &r);
+        w.seal_all().expect("seals");
+        // 23:30 to 01:10: three hours, two of them partial, across days.
+        assert_eq!(w.delete(&[a], from, to).expect("deletes"), 3 + 6 + 2);
+        assert_eq!(r.stats().head_points, 0);
+        assert_reads(&r, a, &without(&points, from, to), "sealed");
+        assert_reads(&r, b, &points, "other series");
+        points
+    };
+    let (_w, r) = open(dir.path());
+    let id = id_of(&r, &key("m", &[("host", "a")]));
+    assert_reads(&r, id, &without(&points, from, to), "reopened");
+}
+
+#[test]
+fn delete_spanning_blocks_and_head_replays_after_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (from, to) = (T0 + 23 * HOUR + 5 * MIN, T0 + DAY + HOUR + 30 * MIN);
+    let expected = {
+        let (mut w, r) = open(dir.path());
+        let (a, b, original) = two_series(&mut w, &r);
+        let mut points = original.clone();
+        // At 02:00 on day 1, hours up to 00:00 seal; 01:00 and 02:00 stay
+        // in the head.
+        assert_eq!(w.seal_due(T0 + DAY + 2 * HOUR).expect("seals"), 6);
+        // Late data into sealed 23:00: a new point and a rewrite.
+        let late = [
+            int(T0 + 23 * HOUR + 5 * MIN, 100),
+            int(T0 + 23 * HOUR + 10 * MIN, 200),
+        ];
+        w.append(&samples(&key("m", &[("host", "a")]), &late))
+            .expect("appends");
+        points.insert(7, late[0]);
+        points[8] = late[1];
+        assert_eq!(all_points(&r, a), points);
+        // 23:05 (head), 23:10 (block and head, once), 23:20-23:50,
+        // 00:00-00:50, 01:00-01:30.
+        assert_eq!(
+            w.delete(&[a], from, to).expect("deletes"),
+            1 + 1 + 4 + 6 + 4
+        );
+        let expected = without(&points, from, to);
+        assert_reads(&r, a, &expected, "mixed");
+        assert_eq!(r.stats().log_records, 3, "two batches and the delete");
+        assert_reads(&r, b, &original, "other series");
+        expected
+        // Dropped without seal_all or flush: the kill -9 case.
+    };
+    let (mut w, r) = open(dir.path());
+    let id = id_of(&r, &key("m", &[("host", "a")]));
+    assert_reads(&r, id, &expected, "replayed");
+    w.seal_all().expect("seals");
+    assert_reads(&r, id, &expected, "replayed and sealed");
+}
+
+#[test]
+fn deleting_a_whole_day_drops_its_rollups() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut w, r) = open(dir.path());
+    let (a, b, points) = two_series(&mut w, &r);
+    w.seal_all().expect("seals");
+    let (from, to) = (T0 + DAY, T0 + 2 * DAY - 1);
+    assert_eq!(w.delete(&[a, b], from, to).expect("deletes"), 2 * 18);
+    let kept = without(&points, from, to);
+    for id in [a, b] {
+        assert_reads(&r, id, &kept, "whole day");
+    }
+    assert_eq!(
+        rollups(&r, a, RollupResolution::Day, T0, T0 + 2 * DAY).len(),
+        1
+    );
+}
+
+#[test]
+fn a_delete_orders_with_writes_across_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = key("m", &[]);
+    let (x, y) = (T0 + 10 * MIN, T0 + 20 * MIN);
+    {
+        let (mut w, r) = open(dir.path());
+        // `y` is sealed, rewritten in the head, deleted, then written anew.
+        w.append(&samples(&k, &[int(x, 1), int(y, 1)]))
+            .expect("appends");
+        w.seal_all().expect("seals");
+        w.append(&samples(&k, &[int(x, 2), int(y, 2)]))
+            .expect("appends");
+        let id = id_of(&r, &k);
+        assert_eq!(w.delete(&[id], x, y).expect("deletes"), 2);
+        assert_eq!(all_points(&r, id), vec![]);
+        w.append(&samples(&k, &[int(y, 3)])).expect("appends");
+        assert_eq!(all_points(&r, id), vec![int(y, 3)]);
+    }
+    let (mut w, r) = open(dir.path());
+    let id = id_of(&r, &k);
+    assert_reads(&r, id, &[int(y, 3)], "reopened");
+    w.seal_all().expect("seals");
+    assert_reads(&r, id, &[int(y, 3)], "sealed");
+    assert_eq!(
+        live_log_records(&r),
+        0,
+        "a delete record does not pin the log"
+    );
+    // Nothing to do: no such series, or an empty range.
+    let records = r.stats().log_records;
+    assert_eq!(w.delete(&[id + 1], 0, LATER).expect("deletes"), 0);
+    assert_eq!(w.delete(&[id], LATER, 0).expect("deletes"), 0);
+    assert_eq!(r.stats().log_records, records);
+}
+
+#[test]
+fn deleting_where_raw_data_expired_still_clears_whole_rollups() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = StoreOptions {
+        retention: Retention {
+            raw_ms: Some(30 * DAY),
+            ..Retention::default()
+        },
+        ..StoreOptions::default()
+    };
+    let (mut w, r) = Store::open(dir.path(), opts).expect("store opens");
+    let now = crate::model::now_ms();
+    let old = cf::day_start(now - 100 * DAY);
+    let k = key("m", &[]);
+    // Hours 0, 1 and 2 of an old day, two points each.
+    let points: Vec<DataPoint> = (0..6).map(|i| int(old + i * 30 * MIN, i)).collect();
+    w.append(&samples(&k, &points)).expect("appends");
+    w.seal_all().expect("seals");
+    w.expire(now).expect("expires");
+    let id = id_of(&r, &k);
+    assert_eq!(all_points(&r, id), vec![], "raw data expired");
+    let starts = |res| -> Vec<i64> {
+        let all = rollups(&r, id, res, old, old + DAY);
+        all.iter().map(|a| a.start_ms).collect()
+    };
+    assert_eq!(
+        starts(RollupResolution::Hour),
+        vec![old, old + HOUR, old + 2 * HOUR]
+    );
+    // Hour 1 whole and the start of hour 2: only the whole hour can go.
+    assert_eq!(
+        w.delete(&[id], old + HOUR, old + 2 * HOUR + 1)
+            .expect("deletes"),
+        0
+    );
+    assert_eq!(starts(RollupResolution::Hour), vec![old, old + 2 * HOUR]);
+    let day = rollups(&r, id, RollupResolution::Day, old, old + DAY);
+    assert_eq!(day.iter().map(|d| d.count).collect::<Vec<_>>(), vec![4]);
+    w.delete(&[id], old, old + DAY - 1).expect("deletes");
+    assert!(starts(RollupResolution::Hour).is_empty());
+    assert!(starts(RollupResolution::Day).is_empty());
+}

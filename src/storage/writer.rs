@@ -17,8 +17,8 @@ use super::cf::Partitioned;
 use super::chunk;
 use super::head::{window_start, Window, WINDOW_MS};
 use super::index::{self, IndexFamilies};
-use super::log::{self, RecordEncoder, Watermark};
-use super::{blocks, cf, keys, rollup};
+use super::log::{self, Record, RecordEncoder, Watermark};
+use super::{blocks, cf, delete, keys, rollup};
 use super::{Shared, StoreError, StoreOptions, MAX_TIMESTAMP_MS};
 
 /// What one `append` did.
@@ -197,6 +197,44 @@ impl StoreWriter {
         );
         shared.db.write_opt(batch, &self.write_opts)?;
         Ok(())
+    }
+
+    /// Deletes the points of series `ids` with timestamps in `[from, to]`
+    /// (ms, inclusive) from blocks, rollups and the head, and returns how
+    /// many went. Blocks, rollups and a log record of the delete commit in
+    /// ONE write batch (see `super::delete`): when it returns Ok, the
+    /// delete survives kill -9; on error nothing changed. Ids the store
+    /// never handed out are ignored.
+    pub fn delete(&mut self, ids: &[u64], from: i64, to: i64) -> Result<u64, StoreError> {
+        let (from, to) = (from.max(0), to.min(MAX_TIMESTAMP_MS));
+        let mut ids: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|&id| (1..self.next_id).contains(&id))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if from > to || ids.is_empty() {
+            return Ok(0);
+        }
+        let record = log::Delete { from, to, ids };
+        let shared = Arc::clone(&self.shared);
+        let mut batch = WriteBatch::default();
+        let mut deleted = 0;
+        for &id in &record.ids {
+            deleted += delete::rewrite(&shared, &mut batch, id, from, to)?;
+        }
+        let log_cf = shared.cf(cf::LOG)?;
+        batch.put_cf(&log_cf, keys::u64_key(self.next_seq), record.encode());
+        shared.db.write_opt(batch, &self.write_opts)?;
+        self.next_seq += 1;
+        shared.log_records.fetch_add(1, Relaxed);
+        let mut head = shared.head.write();
+        for &id in &record.ids {
+            head.delete(id, from, to)
+                .map_err(|e| StoreError::corrupt("head", &keys::u64_key(id), e))?;
+        }
+        Ok(deleted)
     }
 
     /// Seals head windows that are due and deletes the log records no
@@ -473,18 +511,32 @@ fn replay(
     while let Some((k, v)) = it.item() {
         let bad = |detail: String| StoreError::corrupt(cf::LOG, k, detail);
         let seq = keys::parse_u64(k).ok_or_else(|| bad("sequence number is not 8 bytes".into()))?;
-        for item in log::decode(v).map_err(|e| bad(e.to_string()))? {
-            let (id, p) = item.map_err(|e| bad(e.to_string()))?;
+        let known = |id: u64| {
             if id == 0 || id >= next_id {
                 return Err(bad(format!("unknown series id {id}")));
             }
-            if !ts_in_range(p.timestamp_ms) {
-                return Err(bad(format!("timestamp {} out of range", p.timestamp_ms)));
+            Ok(id)
+        };
+        match log::decode(v).map_err(|e| bad(e.to_string()))? {
+            Record::Points(points) => {
+                for item in points {
+                    let (id, p) = item.map_err(|e| bad(e.to_string()))?;
+                    known(id)?;
+                    if !ts_in_range(p.timestamp_ms) {
+                        return Err(bad(format!("timestamp {} out of range", p.timestamp_ms)));
+                    }
+                    if watermark.is_some_and(|w| w.covers(seq, window_start(p.timestamp_ms))) {
+                        continue;
+                    }
+                    head.push(id, p, seq);
+                }
             }
-            if watermark.is_some_and(|w| w.covers(seq, window_start(p.timestamp_ms))) {
-                continue;
+            Record::Delete(d) => {
+                for &id in &d.ids {
+                    head.delete(known(id)?, d.from, d.to)
+                        .map_err(|e| bad(e.to_string()))?;
+                }
             }
-            head.push(id, p, seq);
         }
         out.first_seq.get_or_insert(seq);
         out.next_seq = seq + 1;

@@ -5,6 +5,7 @@ mod annotations;
 mod clients;
 mod collectd;
 mod dashboard;
+mod delete;
 mod durability;
 mod grafana;
 mod http_api;

@@ -225,6 +225,11 @@ impl Spawned {
 
     /// Like [`Spawned::start`], with extra environment variables.
     pub async fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Spawned {
+        Self::start_with(dir, &[], env).await
+    }
+
+    /// Like [`Spawned::start`], with extra flags and environment variables.
+    pub async fn start_with(dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> Spawned {
         let telnet: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let http_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let child = std::process::Command::new(binary())
@@ -236,6 +241,7 @@ impl Spawned {
                 "--http-listen",
                 &http_addr.to_string(),
             ])
+            .args(flags)
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .spawn()
