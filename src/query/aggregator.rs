@@ -209,6 +209,262 @@ impl Aggregator {
     }
 }
 
+/// The running state of [`Aggregator::fold_push`]: a fold of values one at
+/// a time that gives bit for bit what [`Aggregator::run`] gives on the same
+/// values in the same order, without keeping them. `a`, `b` and `n` mean
+/// what each kind needs (sum, mean and M2, first and last, ...).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Fold {
+    a: f64,
+    b: f64,
+    n: u64,
+}
+
+/// `fold_or_nan` over the numbers: the first one, then `op`.
+#[inline(always)]
+fn fold_number(f: &mut Fold, v: f64, op: impl Fn(f64, f64) -> f64) {
+    if v.is_nan() {
+        return;
+    }
+    f.a = if f.n == 0 { v } else { op(f.a, v) };
+    f.n += 1;
+}
+
+/// A sum from 0.0 (so -0.0 alone averages to 0.0, as in `run`).
+#[inline(always)]
+fn push_avg(f: &mut Fold, v: f64) {
+    if !v.is_nan() {
+        f.a += v;
+        f.n += 1;
+    }
+}
+
+/// `fold_number` for a value known not to be NaN.
+#[inline(always)]
+fn fold_known_number(f: &mut Fold, v: f64, op: impl Fn(f64, f64) -> f64) {
+    f.a = if f.n == 0 { v } else { op(f.a, v) };
+    f.n += 1;
+}
+
+#[inline(always)]
+fn number_result(f: &Fold) -> f64 {
+    if f.n == 0 {
+        f64::NAN
+    } else {
+        f.a
+    }
+}
+
+#[inline(always)]
+fn avg_result(f: &Fold) -> f64 {
+    match f.n {
+        0 => f64::NAN,
+        // `x / 1.0` is `x`; this skips a division in one-value buckets.
+        1 => f.a,
+        n => f.a / n as f64,
+    }
+}
+
+impl Aggregator {
+    /// Whether [`fold_push`](Self::fold_push) can stand in for `run`: every
+    /// function but the median and the percentiles, which need all values.
+    pub(crate) fn foldable(&self) -> bool {
+        !matches!(self.kind, Kind::Median | Kind::Percentile(..))
+    }
+
+    /// Adds `v` to `f`, as if pushed to the values `run` folds. Only for
+    /// [`foldable`](Self::foldable) aggregators.
+    #[inline]
+    pub(crate) fn fold_push(&self, f: &mut Fold, v: f64) {
+        match self.kind {
+            Kind::Sum => fold_number(f, v, |a, b| a + b),
+            Kind::SquareSum => fold_number(f, v * v, |a, b| a + b),
+            Kind::Min => fold_number(f, v, f64::min),
+            Kind::Max => fold_number(f, v, f64::max),
+            Kind::Avg | Kind::Count => push_avg(f, v),
+            // `deviation`: Welford with `n` counted in doubles.
+            Kind::Dev => {
+                if v.is_nan() {
+                    return;
+                }
+                f.n += 1;
+                if f.n == 1 {
+                    f.a = v;
+                    f.b = 0.0;
+                } else {
+                    let n = f.n as f64;
+                    let next_mean = f.a + (v - f.a) / n;
+                    f.b += (v - f.a) * (v - next_mean);
+                    f.a = next_mean;
+                }
+            }
+            Kind::First | Kind::None => {
+                if f.n == 0 {
+                    f.a = v;
+                }
+                f.n += 1;
+            }
+            Kind::Last => {
+                f.a = v;
+                f.n += 1;
+            }
+            // `product()`: a fold from 1.0, and `1.0 * v` is `v`.
+            Kind::Mult => {
+                f.a = if f.n == 0 { v } else { f.a * v };
+                f.n += 1;
+            }
+            // `diff`: `a` the first number, `b` the last value; `n` is 0
+            // before the first number, 1 while it is the last value, 2 after.
+            Kind::Diff => {
+                if f.n == 0 {
+                    if !v.is_nan() {
+                        f.a = v;
+                        f.n = 1;
+                    }
+                } else {
+                    f.n = 2;
+                }
+                f.b = v;
+            }
+            Kind::Median | Kind::Percentile(..) => {
+                debug_assert!(false, "{} does not fold", self.name);
+            }
+        }
+    }
+
+    /// What `run` returns for the values pushed to `f`.
+    #[inline]
+    pub(crate) fn fold_result(&self, f: &Fold) -> f64 {
+        match self.kind {
+            Kind::Count => f.n as f64,
+            Kind::Sum | Kind::SquareSum | Kind::Min | Kind::Max => number_result(f),
+            Kind::Avg => avg_result(f),
+            _ if f.n == 0 => match self.kind {
+                Kind::Mult => 1.0,
+                _ => f64::NAN,
+            },
+            Kind::Dev if f.n == 1 => 0.0,
+            Kind::Dev => (f.b / (f.n as f64 - 1.0)).sqrt(),
+            Kind::Diff if f.n == 1 => 0.0,
+            Kind::Diff => f.b - f.a,
+            _ => f.a,
+        }
+    }
+
+    /// Runs `w` with this aggregator's fold as a type, so that hot loops
+    /// over many values are compiled once per common function instead of
+    /// matching on the function at every value.
+    #[inline]
+    pub(crate) fn with_fold<W: WithFold>(&self, w: W) -> W::Output {
+        match self.kind {
+            Kind::Sum => w.run(SumFold),
+            Kind::Avg => w.run(AvgFold),
+            Kind::Min => w.run(MinFold),
+            Kind::Max => w.run(MaxFold),
+            _ => w.run(*self),
+        }
+    }
+}
+
+/// One foldable function: [`Aggregator::fold_push`] and `fold_result`.
+pub(crate) trait FoldOp: Copy {
+    fn push(self, f: &mut Fold, v: f64);
+    fn result(self, f: &Fold) -> f64;
+
+    /// `push` of a value known not to be NaN (an integer's).
+    #[inline(always)]
+    fn push_number(self, f: &mut Fold, v: f64) {
+        self.push(f, v);
+    }
+}
+
+/// A computation generic over a [`FoldOp`], for [`Aggregator::with_fold`].
+pub(crate) trait WithFold {
+    type Output;
+    fn run<F: FoldOp>(self, op: F) -> Self::Output;
+}
+
+impl FoldOp for Aggregator {
+    #[inline(always)]
+    fn push(self, f: &mut Fold, v: f64) {
+        self.fold_push(f, v);
+    }
+    #[inline(always)]
+    fn result(self, f: &Fold) -> f64 {
+        self.fold_result(f)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SumFold;
+#[derive(Clone, Copy)]
+struct AvgFold;
+#[derive(Clone, Copy)]
+struct MinFold;
+#[derive(Clone, Copy)]
+struct MaxFold;
+
+impl FoldOp for SumFold {
+    #[inline(always)]
+    fn push_number(self, f: &mut Fold, v: f64) {
+        fold_known_number(f, v, |a, b| a + b);
+    }
+    #[inline(always)]
+    fn push(self, f: &mut Fold, v: f64) {
+        fold_number(f, v, |a, b| a + b);
+    }
+    #[inline(always)]
+    fn result(self, f: &Fold) -> f64 {
+        number_result(f)
+    }
+}
+
+impl FoldOp for AvgFold {
+    #[inline(always)]
+    fn push_number(self, f: &mut Fold, v: f64) {
+        f.a += v;
+        f.n += 1;
+    }
+    #[inline(always)]
+    fn push(self, f: &mut Fold, v: f64) {
+        push_avg(f, v);
+    }
+    #[inline(always)]
+    fn result(self, f: &Fold) -> f64 {
+        avg_result(f)
+    }
+}
+
+impl FoldOp for MinFold {
+    #[inline(always)]
+    fn push_number(self, f: &mut Fold, v: f64) {
+        fold_known_number(f, v, f64::min);
+    }
+    #[inline(always)]
+    fn push(self, f: &mut Fold, v: f64) {
+        fold_number(f, v, f64::min);
+    }
+    #[inline(always)]
+    fn result(self, f: &Fold) -> f64 {
+        number_result(f)
+    }
+}
+
+impl FoldOp for MaxFold {
+    #[inline(always)]
+    fn push_number(self, f: &mut Fold, v: f64) {
+        fold_known_number(f, v, f64::max);
+    }
+    #[inline(always)]
+    fn push(self, f: &mut Fold, v: f64) {
+        fold_number(f, v, f64::max);
+    }
+    #[inline(always)]
+    fn result(self, f: &Fold) -> f64 {
+        number_result(f)
+    }
+}
+
 /// What a bucket is computed from when it is read from rollups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RollupFunction {
@@ -392,6 +648,102 @@ mod tests {
             "ep99r7",
         ] {
             assert!(run(name, &[nan, nan]).is_nan(), "{name}");
+        }
+    }
+
+    /// `run`'s result and the fold's, bit for bit (NaN equal to NaN).
+    fn same(x: f64, y: f64) -> bool {
+        x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan())
+    }
+
+    /// The fold of `values` through `fold_push` and through `with_fold`
+    /// (with `push_number` for numbers), which must agree.
+    fn fold(agg: Aggregator, values: &[f64]) -> f64 {
+        struct Typed<'a>(&'a [f64]);
+        impl WithFold for Typed<'_> {
+            type Output = f64;
+            fn run<F: FoldOp>(self, op: F) -> f64 {
+                let mut f = Fold::default();
+                for &v in self.0 {
+                    if v.is_nan() {
+                        op.push(&mut f, v);
+                    } else {
+                        op.push_number(&mut f, v);
+                    }
+                }
+                op.result(&f)
+            }
+        }
+        let mut f = Fold::default();
+        for &v in values {
+            agg.fold_push(&mut f, v);
+        }
+        let generic = agg.fold_result(&f);
+        let typed = agg.with_fold(Typed(values));
+        assert!(same(generic, typed), "{}: {generic} vs {typed}", agg.name());
+        generic
+    }
+
+    #[test]
+    fn folds_equal_run_on_edge_values() {
+        let nan = f64::NAN;
+        let inputs: &[&[f64]] = &[
+            &[],
+            &[nan],
+            &[nan, nan],
+            &[-0.0],
+            &[0.0, -0.0],
+            &[-0.0, 0.0],
+            &[-0.0, -0.0],
+            &[5.0],
+            &[nan, 5.0],
+            &[5.0, nan],
+            &[nan, 5.0, nan],
+            &[1.0, f64::INFINITY, f64::NEG_INFINITY],
+            &[f64::MAX, f64::MAX, -f64::MAX],
+            &[0.1, 0.2, 0.3, nan, 1e300, -1e300],
+            &[3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0],
+        ];
+        for name in aggregator_names() {
+            let agg = Aggregator::from_name(name).unwrap();
+            if !agg.foldable() {
+                continue;
+            }
+            for values in inputs {
+                let want = agg.run(&mut values.to_vec());
+                let got = fold(agg, values);
+                assert!(
+                    same(got, want),
+                    "{name}({values:?}): fold {got}, run {want}"
+                );
+            }
+        }
+        assert!(!Aggregator::from_name("median").unwrap().foldable());
+        assert!(!Aggregator::from_name("ep99r7").unwrap().foldable());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn folds_equal_run(
+            values in proptest::collection::vec(
+                proptest::prop_oneof![
+                    8 => -1e6f64..1e6,
+                    1 => proptest::sample::select(vec![
+                        f64::NAN, 0.0, -0.0, 1.0, f64::INFINITY, f64::NEG_INFINITY, 1e308,
+                    ]),
+                ],
+                0..40,
+            )
+        ) {
+            for name in aggregator_names() {
+                let agg = Aggregator::from_name(name).unwrap();
+                if !agg.foldable() {
+                    continue;
+                }
+                let want = agg.run(&mut values.clone());
+                let got = fold(agg, &values);
+                proptest::prop_assert!(same(got, want), "{}({:?}): fold {}, run {}", name, values, got, want);
+            }
         }
     }
 

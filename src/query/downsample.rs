@@ -28,8 +28,8 @@
 
 use chrono_tz::Tz;
 
-use crate::model::{DataPoint, RollupAgg};
-use crate::query::aggregator::{Aggregator, RollupFunction};
+use crate::model::{DataPoint, RollupAgg, Value};
+use crate::query::aggregator::{Aggregator, Fold, FoldOp, RollupFunction, WithFold};
 use crate::query::error::QueryError;
 use crate::query::filter::java_split;
 use crate::query::time::{self, add_calendar, parse_duration, previous_interval, CalendarUnit};
@@ -349,6 +349,94 @@ impl Grid {
     }
 }
 
+/// The buckets of a [`Grid`] that data read over one range can land in,
+/// numbered from 0 in time order: every timestamp the downsamplers, `fill`
+/// and rates over their output produce is one of these bucket starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Slots<'g> {
+    Regular { first: i64, step: i64, len: usize },
+    Bounds(&'g [i64]),
+    All(i64),
+}
+
+impl Grid {
+    /// The slots of data read over `[read_start, read_end)`.
+    pub(crate) fn slots(&self, (read_start, read_end): (i64, i64)) -> Slots<'_> {
+        match self {
+            Grid::Regular { step, offset } => {
+                let first = floor_to(read_start, *step, *offset);
+                let last = floor_to(read_end.saturating_sub(1), *step, *offset);
+                let len = if last < first {
+                    0
+                } else {
+                    usize::try_from((last - first) / step + 1).unwrap_or(usize::MAX)
+                };
+                Slots::Regular {
+                    first,
+                    step: *step,
+                    len,
+                }
+            }
+            // The last bound only ends a bucket.
+            Grid::Bounds(b) => Slots::Bounds(&b[..b.len().saturating_sub(1)]),
+            Grid::All { start, .. } => Slots::All(*start),
+        }
+    }
+}
+
+impl Slots<'_> {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Slots::Regular { len, .. } => *len,
+            Slots::Bounds(b) => b.len(),
+            Slots::All(_) => 1,
+        }
+    }
+
+    /// The start of slot `i < len()`.
+    #[inline]
+    pub(crate) fn start(&self, i: usize) -> i64 {
+        match self {
+            Slots::Regular { first, step, .. } => first + i as i64 * step,
+            Slots::Bounds(b) => b[i],
+            Slots::All(start) => *start,
+        }
+    }
+
+    /// The slot starting at `ts`, if any. `cursor` (0 for a new series)
+    /// speeds up increasing lookups.
+    #[inline]
+    pub(crate) fn index(&self, ts: i64, cursor: &mut usize) -> Option<usize> {
+        match self {
+            Slots::Regular { first, step, len } => {
+                // Most series have a value in the slot after their last.
+                let i = *cursor;
+                if i < *len && ts == first + i as i64 * step {
+                    *cursor = i + 1;
+                    return Some(i);
+                }
+                let d = ts.checked_sub(*first)?;
+                if d < 0 || d % step != 0 {
+                    return None;
+                }
+                let i = usize::try_from(d / step).ok().filter(|i| i < len)?;
+                *cursor = i + 1;
+                Some(i)
+            }
+            Slots::Bounds(b) => {
+                if *cursor > b.len() || (*cursor > 0 && b[*cursor - 1] >= ts) {
+                    *cursor = 0;
+                }
+                while *cursor < b.len() && b[*cursor] < ts {
+                    *cursor += 1;
+                }
+                (*cursor < b.len() && b[*cursor] == ts).then_some(*cursor)
+            }
+            Slots::All(start) => (ts == *start).then_some(0),
+        }
+    }
+}
+
 /// A series of doubles: bucket starts (or rate times) and values.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Doubles {
@@ -357,6 +445,11 @@ pub(crate) struct Doubles {
 }
 
 impl Doubles {
+    pub(crate) fn clear(&mut self) {
+        self.ts.clear();
+        self.vals.clear();
+    }
+
     fn push(&mut self, ts: i64, v: f64) {
         self.ts.push(ts);
         self.vals.push(v);
@@ -364,6 +457,7 @@ impl Doubles {
 }
 
 /// One value per non-empty bucket, from raw points in time order.
+#[cfg(test)]
 pub(crate) fn downsample_points(
     points: &[DataPoint],
     grid: &Grid,
@@ -371,29 +465,201 @@ pub(crate) fn downsample_points(
     buf: &mut Vec<f64>,
 ) -> Doubles {
     let mut out = Doubles::default();
-    let mut hint = 0;
-    let mut current: Option<(i64, i64)> = None;
-    buf.clear();
-    for p in points {
-        let ts = p.timestamp_ms;
-        match current {
-            Some((_, end)) if ts < end => {}
-            _ => {
-                if let Some((start, _)) = current {
-                    out.push(start, function.run(buf));
-                    buf.clear();
+    let mut d = Downsampler::new(grid, function, std::mem::take(buf));
+    d.push(points, &mut out);
+    d.finish(&mut out);
+    *buf = d.into_buf();
+    out
+}
+
+/// Where a [`Downsampler`] puts its buckets.
+pub(crate) trait BucketSink {
+    fn bucket(&mut self, start: i64, value: f64);
+}
+
+impl BucketSink for Doubles {
+    #[inline]
+    fn bucket(&mut self, start: i64, value: f64) {
+        self.push(start, value);
+    }
+}
+
+/// Folds raw points, given in time order in any number of slices, into one
+/// value per non-empty bucket. A foldable function keeps a running
+/// [`Fold`] per bucket; the median and percentiles collect the bucket's
+/// values and `run` them. Either way the values are those `run` gives.
+pub(crate) struct Downsampler<'g> {
+    grid: &'g Grid,
+    function: Aggregator,
+    fold: bool,
+    hint: usize,
+    /// The bucket being filled, `[start, end)`.
+    current: Option<(i64, i64)>,
+    acc: Fold,
+    /// Whether `acc` or `buf` holds a value of `current`.
+    filled: bool,
+    buf: Vec<f64>,
+}
+
+impl<'g> Downsampler<'g> {
+    /// `buf` is scratch space, reused across series.
+    pub(crate) fn new(grid: &'g Grid, function: Aggregator, buf: Vec<f64>) -> Downsampler<'g> {
+        Downsampler {
+            grid,
+            function,
+            fold: function.foldable(),
+            hint: 0,
+            current: None,
+            acc: Fold::default(),
+            filled: false,
+            buf,
+        }
+    }
+
+    /// The scratch space back.
+    pub(crate) fn into_buf(self) -> Vec<f64> {
+        self.buf
+    }
+
+    /// Emits the bucket being filled, if it holds anything.
+    fn flush(&mut self, out: &mut impl BucketSink) {
+        if let (Some((start, _)), true) = (self.current, self.filled) {
+            let v = if self.fold {
+                self.function.fold_result(&self.acc)
+            } else {
+                self.function.run(&mut self.buf)
+            };
+            out.bucket(start, v);
+        }
+        self.acc = Fold::default();
+        self.buf.clear();
+        self.filled = false;
+    }
+
+    /// The bucket holding `ts`, which is past `current`.
+    #[inline(always)]
+    fn next_bucket(&mut self, ts: i64) -> Option<(i64, i64)> {
+        match (self.grid, self.current) {
+            // The next bucket of a regular grid, without a division.
+            (Grid::Regular { step, .. }, Some((_, end)))
+                if ts.checked_sub(end).is_some_and(|d| d < *step) && end <= i64::MAX - step =>
+            {
+                Some((end, end + step))
+            }
+            _ => self.grid.bucket(ts, &mut self.hint),
+        }
+    }
+
+    /// Adds points later than any pushed before.
+    pub(crate) fn push(&mut self, points: &[DataPoint], out: &mut impl BucketSink) {
+        if !self.fold {
+            for p in points {
+                if !matches!(self.current, Some((_, end)) if p.timestamp_ms < end) {
+                    self.flush(out);
+                    self.current = self.next_bucket(p.timestamp_ms);
                 }
-                current = grid.bucket(ts, &mut hint);
+                if self.current.is_some() {
+                    self.buf.push(p.value.as_f64());
+                    self.filled = true;
+                }
+            }
+            return;
+        }
+        struct Push<'a, 'g, S> {
+            d: &'a mut Downsampler<'g>,
+            points: &'a [DataPoint],
+            out: &'a mut S,
+        }
+        impl<S: BucketSink> WithFold for Push<'_, '_, S> {
+            type Output = ();
+            fn run<F: FoldOp>(self, op: F) {
+                self.d.push_folded(op, self.points, self.out);
             }
         }
-        if current.is_some() {
-            buf.push(p.value.as_f64());
+        let function = self.function;
+        function.with_fold(Push {
+            d: self,
+            points,
+            out,
+        });
+    }
+
+    #[inline(always)]
+    fn push_folded<F: FoldOp>(&mut self, op: F, points: &[DataPoint], out: &mut impl BucketSink) {
+        if let Grid::Regular { step, .. } = *self.grid {
+            return self.push_regular(op, step, points, out);
+        }
+        let (mut acc, mut filled) = (self.acc, self.filled);
+        for p in points {
+            let ts = p.timestamp_ms;
+            if !matches!(self.current, Some((_, end)) if ts < end) {
+                if let (Some((start, _)), true) = (self.current, filled) {
+                    out.bucket(start, op.result(&acc));
+                }
+                acc = Fold::default();
+                filled = false;
+                self.current = self.next_bucket(ts);
+            }
+            if self.current.is_some() {
+                op.push(&mut acc, p.value.as_f64());
+                filled = true;
+            }
+        }
+        (self.acc, self.filled) = (acc, filled);
+    }
+
+    /// `push_folded` on a regular grid, where every point has a bucket, so
+    /// a bucket is current (and filled) from the first point on.
+    #[inline(always)]
+    fn push_regular<F: FoldOp>(
+        &mut self,
+        op: F,
+        step: i64,
+        points: &[DataPoint],
+        out: &mut impl BucketSink,
+    ) {
+        let mut acc = self.acc;
+        let mut current = self.current.is_some();
+        // Before the first point, no bucket, and every point is past it.
+        let (mut start, mut end) = self.current.unwrap_or((i64::MIN, i64::MIN));
+        for p in points {
+            let ts = p.timestamp_ms;
+            if ts >= end {
+                if current {
+                    out.bucket(start, op.result(&acc));
+                }
+                acc = Fold::default();
+                (start, end) = match ts.checked_sub(end) {
+                    Some(d) if current && d < step && end <= i64::MAX - step => (end, end + step),
+                    // Every timestamp has a bucket on a regular grid.
+                    _ => match self.grid.bucket(ts, &mut self.hint) {
+                        Some(bucket) => bucket,
+                        None => {
+                            current = false;
+                            continue;
+                        }
+                    },
+                };
+                current = true;
+            }
+            match p.value {
+                Value::Int(i) => op.push_number(&mut acc, i as f64),
+                Value::Float(f) => op.push(&mut acc, f),
+            }
+        }
+        self.acc = acc;
+        self.filled = current;
+        if current {
+            self.current = Some((start, end));
         }
     }
-    if let (Some((start, _)), false) = (current, buf.is_empty()) {
-        out.push(start, function.run(buf));
+
+    /// Emits the last bucket and starts over for another series.
+    pub(crate) fn finish(&mut self, out: &mut impl BucketSink) {
+        self.flush(out);
+        self.current = None;
+        self.hint = 0;
     }
-    out
 }
 
 /// One value per non-empty bucket, from hourly or daily rollups whose
@@ -638,6 +904,70 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Points in slices of any size give what `run` gives on each
+        /// bucket's values collected in one piece.
+        #[test]
+        fn downsampler_matches_run_per_bucket(
+            raw in proptest::collection::vec((1i64..5_000, -50i64..50, proptest::bool::ANY), 0..200),
+            cuts in proptest::collection::vec(0usize..200, 0..6),
+            step in proptest::sample::select(vec![1i64, 1000, 3000, 60_000]),
+            function in proptest::sample::select(vec![
+                "sum", "avg", "min", "max", "count", "dev", "first", "last", "median", "p90",
+                "mult", "diff", "squareSum", "zimsum",
+            ]),
+            bounds in proptest::bool::ANY,
+        ) {
+            let mut t = 1_000_000;
+            let points: Vec<DataPoint> = raw
+                .iter()
+                .map(|&(dt, v, int)| {
+                    t += dt;
+                    DataPoint {
+                        timestamp_ms: t,
+                        value: if int { Value::Int(v) } else { Value::Float(v as f64 / 4.0) },
+                    }
+                })
+                .collect();
+            let grid = if bounds {
+                Grid::Bounds((0..400).map(|i| 1_000_000 + i * i * 10).collect())
+            } else {
+                Grid::Regular { step, offset: 7 }
+            };
+            let function = Aggregator::from_name(function).unwrap();
+            // Reference: collect each bucket's values, then `run`.
+            let mut want = Doubles::default();
+            let mut hint = 0;
+            let mut bucket: Option<(i64, Vec<f64>)> = None;
+            for p in &points {
+                let b = grid.bucket(p.timestamp_ms, &mut hint).map(|b| b.0);
+                if bucket.as_ref().map(|b| b.0) != b {
+                    if let Some((start, mut vals)) = bucket.take() {
+                        want.push(start, function.run(&mut vals));
+                    }
+                    bucket = b.map(|start| (start, Vec::new()));
+                }
+                if let Some((_, vals)) = bucket.as_mut() {
+                    vals.push(p.value.as_f64());
+                }
+            }
+            if let Some((start, mut vals)) = bucket.take() {
+                want.push(start, function.run(&mut vals));
+            }
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(points.len())).collect();
+            cuts.sort_unstable();
+            let mut got = Doubles::default();
+            let mut d = Downsampler::new(&grid, function, Vec::new());
+            let mut from = 0;
+            for c in cuts.into_iter().chain([points.len()]) {
+                d.push(&points[from..c], &mut got);
+                from = c;
+            }
+            d.finish(&mut got);
+            proptest::prop_assert_eq!(&got.ts, &want.ts);
+            let bits = |v: &[f64]| v.iter().map(|x| if x.is_nan() { 1 } else { x.to_bits() }).collect::<Vec<_>>();
+            proptest::prop_assert_eq!(bits(&got.vals), bits(&want.vals));
+        }
+
         #[test]
         fn spec_parsing_never_panics(s in "[0-9a-z-]{0,16}") {
             if let Ok(spec) = DownsampleSpec::parse(&s) {

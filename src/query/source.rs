@@ -45,6 +45,25 @@ pub trait Source {
     /// one per timestamp (the last write wins), sealed and unsealed data merged.
     fn points(&self, id: u64, start_ms: i64, end_ms: i64) -> Result<Vec<DataPoint>, SourceError>;
 
+    /// Opens a scan of the points of the series `ids` with
+    /// `start_ms <= ts <= end_ms`, for reading them one series at a time
+    /// without collecting them: what [`points`](Self::points) returns,
+    /// handed over in slices. The default reads through `points`; the store
+    /// decodes each block into one reused buffer.
+    fn scan_points<'a>(
+        &'a self,
+        ids: &[u64],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Box<dyn PointScan + 'a> {
+        let _ = ids;
+        Box::new(ByPoints {
+            source: self,
+            start_ms,
+            end_ms,
+        })
+    }
+
     /// Aggregates of series `id` for every interval of `resolution` that
     /// starts in `[start_ms, end_ms)` and holds data, sorted by start. They
     /// equal what the raw points give, unsealed data included. `None` means
@@ -60,4 +79,30 @@ pub trait Source {
     /// Whether a name of this kind was ever written (OpenTSDB answers
     /// "No such name" for unknown ones).
     fn name_exists(&self, kind: NameKind, name: &str) -> Result<bool, SourceError>;
+}
+
+/// An open [`Source::scan_points`].
+pub trait PointScan {
+    /// Calls `visit` with the points of series `id`, one of the ids the
+    /// scan was opened for, in time order, in any number of non-empty
+    /// slices; returns how many points it passed. Each series may be
+    /// scanned once, in any order.
+    fn scan(&mut self, id: u64, visit: &mut dyn FnMut(&[DataPoint])) -> Result<usize, SourceError>;
+}
+
+/// The default scan: one `points` call per series.
+struct ByPoints<'a, S: ?Sized> {
+    source: &'a S,
+    start_ms: i64,
+    end_ms: i64,
+}
+
+impl<S: Source + ?Sized> PointScan for ByPoints<'_, S> {
+    fn scan(&mut self, id: u64, visit: &mut dyn FnMut(&[DataPoint])) -> Result<usize, SourceError> {
+        let points = self.source.points(id, self.start_ms, self.end_ms)?;
+        if !points.is_empty() {
+            visit(&points);
+        }
+        Ok(points.len())
+    }
 }

@@ -3,7 +3,8 @@
 //! The writer appends points to a [`ChunkEncoder`] per series (the in-memory
 //! head chunk); queries read an open head through [`ChunkEncoder::to_bytes`];
 //! a sealed chunk is stored as one RocksDB value by `storage` and read back
-//! with [`decode`] or, when a range query may stop early, [`iter`]. Points in
+//! with [`decode`] (or [`decode_into`], into a reused buffer) or, when a
+//! range query may stop early, [`iter`]. Points in
 //! a chunk are strictly increasing in time; out-of-order and duplicate
 //! points are kept elsewhere by the caller ([`ChunkEncoder::push`] hands them
 //! back).
@@ -365,12 +366,31 @@ pub fn encode(points: &[DataPoint]) -> Vec<u8> {
 
 /// Decodes every point of a chunk.
 pub fn decode(bytes: &[u8]) -> Result<Vec<DataPoint>, ChunkError> {
-    let it = iter(bytes)?;
-    let mut out = Vec::with_capacity(it.count - it.index);
-    for p in it {
-        out.push(p?);
-    }
+    let mut out = Vec::new();
+    decode_into(bytes, &mut out)?;
     Ok(out)
+}
+
+/// Decodes every point of a chunk into `out`, replacing its contents, so
+/// that one buffer serves many chunks. The same as collecting [`iter`],
+/// in one loop.
+pub fn decode_into(bytes: &[u8], out: &mut Vec<DataPoint>) -> Result<(), ChunkError> {
+    out.clear();
+    let mut it = iter(bytes)?;
+    out.reserve(it.count);
+    while it.index < it.count {
+        if it.index > 0 && it.bits.two_zeros() && it.read_zero_run(out) {
+            continue;
+        }
+        let p = it.read_point()?;
+        it.index += 1;
+        out.push(p);
+    }
+    let bits = it.bits.remaining();
+    if !it.bits.rest_is_padding() {
+        return Err(ChunkError::TrailingData { bits });
+    }
+    Ok(())
 }
 
 /// Reads a chunk point by point. The header is checked here; a corrupt
@@ -452,6 +472,70 @@ impl Iterator for ChunkIter<'_> {
 }
 
 impl ChunkIter<'_> {
+    /// Reads a run of points whose timestamp and value codes are both `0`
+    /// (a regular timestamp and an unchanged delta, or in XOR mode an
+    /// unchanged value: `00` per point, the commonest pair) as they are
+    /// loaded, without decoding each code. False when the next point is
+    /// not such a one, or would be out of order: `read_point` reads it then.
+    #[inline(always)]
+    fn read_zero_run(&mut self, out: &mut Vec<DataPoint>) -> bool {
+        let left = self.count - self.index;
+        let run = ((self.bits.zero_run() / 2) as usize).min(left);
+        if run == 0 {
+            return false;
+        }
+        let delta = self.ts_delta as i64;
+        let mut t = self.prev_ts;
+        let mut n = 0;
+        let vs = &mut self.values;
+        match vs.mode {
+            Mode::Int | Mode::Decimal(_) => {
+                let scale = match vs.mode {
+                    Mode::Decimal(s) => Some(POW10[usize::from(s)]),
+                    _ => None,
+                };
+                let mut v = vs.prev;
+                while n < run {
+                    let next = t.wrapping_add(delta);
+                    if next <= t {
+                        break;
+                    }
+                    t = next;
+                    v = v.wrapping_add(vs.delta);
+                    out.push(DataPoint {
+                        timestamp_ms: t,
+                        value: match scale {
+                            None => Value::Int(v),
+                            Some(p) => Value::Float(v as f64 / p),
+                        },
+                    });
+                    n += 1;
+                }
+                vs.prev = v;
+            }
+            Mode::Xor => {
+                let value = Value::Float(f64::from_bits(vs.prev_bits));
+                while n < run {
+                    let next = t.wrapping_add(delta);
+                    if next <= t {
+                        break;
+                    }
+                    t = next;
+                    out.push(DataPoint {
+                        timestamp_ms: t,
+                        value,
+                    });
+                    n += 1;
+                }
+            }
+        }
+        self.prev_ts = t;
+        self.index += n;
+        self.bits.skip(2 * n as u32);
+        n > 0
+    }
+
+    #[inline(always)]
     fn read_point(&mut self) -> Result<DataPoint, ChunkError> {
         let index = self.index;
         let truncated = |OutOfBits| ChunkError::Truncated { index };
@@ -459,16 +543,20 @@ impl ChunkIter<'_> {
         let timestamp_ms = if index == 0 {
             r.read(64).map_err(truncated)? as i64
         } else {
-            let dod = match r.read_unary(TS_RAW).map_err(truncated)? {
-                0 => 0,
-                1 => r
-                    .read_signed(TS_SECONDS_WIDTH)
-                    .map_err(truncated)?
-                    .wrapping_mul(MS_PER_SECOND),
-                n @ 2..=4 => r
-                    .read_signed(TS_WIDTHS[n as usize - 2])
-                    .map_err(truncated)?,
-                _ => r.read(64).map_err(truncated)? as i64,
+            let dod = if r.take_zero() {
+                0
+            } else {
+                match r.read_unary(TS_RAW).map_err(truncated)? {
+                    0 => 0,
+                    1 => r
+                        .read_signed(TS_SECONDS_WIDTH)
+                        .map_err(truncated)?
+                        .wrapping_mul(MS_PER_SECOND),
+                    n @ 2..=4 => r
+                        .read_signed(TS_WIDTHS[n as usize - 2])
+                        .map_err(truncated)?,
+                    _ => r.read(64).map_err(truncated)? as i64,
+                }
             };
             let delta = self.ts_delta.wrapping_add(dod as u64);
             let t = self.prev_ts.wrapping_add(delta as i64);
@@ -561,6 +649,7 @@ impl ValueState {
         };
     }
 
+    #[inline(always)]
     fn read_value(&mut self, r: &mut BitReader<'_>, index: usize) -> Result<Value, ChunkError> {
         if let Code::Value(v) = self.read_code(r, index)? {
             return Ok(v);
@@ -577,6 +666,7 @@ impl ValueState {
         }
     }
 
+    #[inline(always)]
     fn read_code(&mut self, r: &mut BitReader<'_>, index: usize) -> Result<Code, ChunkError> {
         let truncated = |OutOfBits| ChunkError::Truncated { index };
         let scale = match self.mode {
@@ -584,13 +674,17 @@ impl ValueState {
             Mode::Decimal(s) => Some(s),
             Mode::Xor => return self.read_xor(r, index),
         };
-        let dod = match r.read_unary(INT_ESCAPE).map_err(truncated)? {
-            0 => 0,
-            n if n < INT_ESCAPE - 1 => r
-                .read_signed(INT_WIDTHS[n as usize - 1])
-                .map_err(truncated)?,
-            n if n == INT_ESCAPE - 1 => r.read(64).map_err(truncated)? as i64,
-            _ => return Ok(Code::Switch),
+        let dod = if r.take_zero() {
+            0
+        } else {
+            match r.read_unary(INT_ESCAPE).map_err(truncated)? {
+                0 => 0,
+                n if n < INT_ESCAPE - 1 => r
+                    .read_signed(INT_WIDTHS[n as usize - 1])
+                    .map_err(truncated)?,
+                n if n == INT_ESCAPE - 1 => r.read(64).map_err(truncated)? as i64,
+                _ => return Ok(Code::Switch),
+            }
         };
         self.delta = self.delta.wrapping_add(dod);
         self.prev = self.prev.wrapping_add(self.delta);
@@ -602,6 +696,9 @@ impl ValueState {
 
     fn read_xor(&mut self, r: &mut BitReader<'_>, index: usize) -> Result<Code, ChunkError> {
         let truncated = |OutOfBits| ChunkError::Truncated { index };
+        if r.take_zero() {
+            return Ok(Code::Value(Value::Float(f64::from_bits(self.prev_bits))));
+        }
         let x = match r.read_unary(2).map_err(truncated)? {
             0 => 0,
             1 => {

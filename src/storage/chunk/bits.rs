@@ -178,6 +178,44 @@ impl<'a> BitReader<'a> {
         Ok(ones)
     }
 
+    /// Takes the next bit if it is a loaded zero, the commonest code of
+    /// every field (a regular timestamp, an unchanged delta or value), for
+    /// less work than [`read_unary`](Self::read_unary); false leaves it.
+    #[inline(always)]
+    pub(super) fn take_zero(&mut self) -> bool {
+        if self.avail > 0 && (self.acc as i64) >= 0 {
+            self.acc <<= 1;
+            self.avail -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the next two bits are loaded zeros.
+    #[inline(always)]
+    pub(super) fn two_zeros(&self) -> bool {
+        self.avail >= 2 && self.acc >> 62 == 0
+    }
+
+    /// How many zero bits come next, as far as they are loaded (after
+    /// loading what fits).
+    #[inline(always)]
+    pub(super) fn zero_run(&mut self) -> u32 {
+        if self.avail < 56 {
+            self.refill();
+        }
+        self.acc.leading_zeros().min(self.avail)
+    }
+
+    /// Drops `n` loaded bits, `n <= zero_run()`.
+    #[inline(always)]
+    pub(super) fn skip(&mut self, n: u32) {
+        debug_assert!(n <= self.avail);
+        self.acc = self.acc.checked_shl(n).unwrap_or(0);
+        self.avail -= n;
+    }
+
     /// Bits of input not read yet.
     pub(super) fn remaining(&self) -> usize {
         (self.bytes.len() - self.pos) * 8 + self.avail as usize

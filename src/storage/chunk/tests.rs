@@ -495,3 +495,64 @@ proptest! {
         check_codec_invariants(&bytes);
     }
 }
+
+/// Runs of points coded `00` (regular timestamps, unchanged deltas or
+/// values), which `decode_into` reads without decoding each code: in every
+/// value mode, across mode switches, longer than the reader holds at once,
+/// and ending exactly at the last point before the padding.
+#[test]
+fn regular_runs_decode_in_every_mode() {
+    let mut points = Vec::new();
+    let mut t = 1_700_000_000_000;
+    for segment in 0..8 {
+        for i in 0..(37 + segment * 29) {
+            t += 10_000;
+            let value = match segment % 4 {
+                0 => Value::Int(3 * i - 100),
+                1 => Value::Float((250 + 3 * i) as f64 / 100.0),
+                2 => Value::Float(std::f64::consts::PI),
+                _ => Value::Int(7),
+            };
+            points.push(DataPoint {
+                timestamp_ms: t,
+                value,
+            });
+        }
+    }
+    for n in [1, 2, 3, 33, 64, 65, points.len()] {
+        let bytes = encode(&points[..n]);
+        let mut out = vec![int(0, 0)];
+        decode_into(&bytes, &mut out).expect("decodes");
+        assert!(same_points(&out, &points[..n]), "{n} points");
+        let iterated: Vec<_> = iter(&bytes)
+            .expect("header")
+            .collect::<Result<_, _>>()
+            .expect("points");
+        assert!(same_points(&iterated, &points[..n]));
+    }
+}
+
+/// A run whose timestamps wrap past `i64::MAX` fails at the point that
+/// wraps, as point-by-point decoding does.
+#[test]
+fn a_run_that_wraps_fails_where_it_wraps() {
+    let start = i64::MAX - 100;
+    let bytes = crafted(5, |w| {
+        w.write(start as u64, 64);
+        w.write(0, 1);
+        // Delta 40: `110` and 7 bits, then an unchanged value.
+        w.write(0b110, 3);
+        w.write(40, 7);
+        w.write(0, 1);
+        // Points `00`; the second of them wraps.
+        w.write(0, 6);
+    });
+    let want = Err(ChunkError::NotIncreasing {
+        index: 3,
+        previous: start + 80,
+        timestamp: (start + 80).wrapping_add(40),
+    });
+    assert_eq!(decode(&bytes), want);
+    let iterated: Result<Vec<DataPoint>, _> = iter(&bytes).and_then(|it| it.collect());
+    assert_eq!(iterated, want);
+}

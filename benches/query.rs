@@ -1,0 +1,211 @@
+//! Query engine over the real store: the three queries of
+//! `benches/query_latency.py`, without HTTP, on the same data (1,000 series
+//! of a day at 60 s, integer values; 10 series of 30 days at 60 s, decimal
+//! values), sealed into blocks and rollups except the last, partial hour,
+//! which stays in the head as it does in the daemon:
+//!
+//! - `a`: one series over a day, raw points;
+//! - `b`: `sum:1m-avg` over the 1,000 series, over a day (raw points: a
+//!   minute grid cannot use hourly rollups);
+//! - `c`: `max:1h-max` of one series over 30 days (hourly rollups).
+//!
+//! Each iteration runs `query::execute` and writes the JSON answer, as the
+//! HTTP handler does. `cargo bench --bench query`. Before the measurements
+//! a report prints the best and median CPU time of each of those queries
+//! and of a few other shapes (the general sweep over raw points and rates,
+//! rollups, a percentile, a fill, `none`): CPU time moves less than wall
+//! time on a shared machine. `QUERY_REPORT_RUNS` (default 30) sets the runs,
+//! for a profiler.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+
+use rtsd::model::{DataPoint, Sample, SeriesKey, Value};
+use rtsd::query::{execute, QueryLimits, QueryRequest};
+use rtsd::storage::{Store, StoreOptions, StoreReader, StoreWriter};
+
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 86_400_000;
+const MONTH: i64 = 30 * DAY;
+/// A whole minute, 37 minutes into an hour, so the head holds a partial hour.
+const NOW: i64 = 1_795_394_220_000;
+
+fn samples(before: bool) -> Vec<Sample> {
+    let keep = |t: i64| (t < NOW / HOUR * HOUR) == before;
+    let mut out = Vec::new();
+    for h in 0..1000i64 {
+        let key = SeriesKey::new("bench.a", [("host", format!("h{h}").as_str())]);
+        for t in (NOW - DAY..NOW)
+            .step_by(MINUTE as usize)
+            .filter(|&t| keep(t))
+        {
+            let value = Value::Int((t / MINUTE + h) % 97);
+            out.push(Sample {
+                series: key.clone(),
+                point: DataPoint {
+                    timestamp_ms: t,
+                    value,
+                },
+            });
+        }
+    }
+    for h in 0..10i64 {
+        let key = SeriesKey::new("bench.c", [("host", format!("c{h}").as_str())]);
+        for t in (NOW - MONTH..NOW)
+            .step_by(MINUTE as usize)
+            .filter(|&t| keep(t))
+        {
+            let value = Value::Float(((t / MINUTE * 7 + h) % 1000) as f64 / 10.0);
+            out.push(Sample {
+                series: key.clone(),
+                point: DataPoint {
+                    timestamp_ms: t,
+                    value,
+                },
+            });
+        }
+    }
+    out
+}
+
+fn load() -> (tempfile::TempDir, StoreWriter, StoreReader) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut w, r) = Store::open(dir.path(), StoreOptions::default()).expect("store opens");
+    for batch in samples(true).chunks(4096) {
+        w.append(batch).expect("appends");
+    }
+    w.seal_all().expect("seals");
+    for batch in samples(false).chunks(4096) {
+        w.append(batch).expect("appends");
+    }
+    (dir, w, r)
+}
+
+fn request(m: &str, start: i64) -> QueryRequest {
+    let params = [
+        ("start".to_string(), (start / 1000).to_string()),
+        ("end".to_string(), (NOW / 1000).to_string()),
+        ("m".to_string(), m.to_string()),
+    ];
+    QueryRequest::from_get_params(&params).expect("valid query")
+}
+
+fn run(reader: &StoreReader, req: &QueryRequest) -> String {
+    let resp = execute(reader, req, NOW, &QueryLimits::default()).expect("query runs");
+    let mut out = String::new();
+    resp.write_json(&mut out);
+    out
+}
+
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+mod clock {
+    #[repr(C)]
+    struct Timespec {
+        sec: i64,
+        nsec: i64,
+    }
+
+    extern "C" {
+        fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
+    }
+
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+
+    /// CPU time of this thread in ms.
+    pub fn cpu_ms() -> f64 {
+        let mut ts = Timespec { sec: 0, nsec: 0 };
+        // SAFETY: `ts` is a valid, writable timespec.
+        unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        ts.sec as f64 * 1e3 + ts.nsec as f64 / 1e6
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+mod clock {
+    /// Wall time in ms where thread CPU time is not at hand.
+    pub fn cpu_ms() -> f64 {
+        use std::sync::OnceLock;
+        use std::time::Instant;
+        static START: OnceLock<Instant> = OnceLock::new();
+        START.get_or_init(Instant::now).elapsed().as_secs_f64() * 1e3
+    }
+}
+
+use clock::cpu_ms;
+
+fn bench_queries(c: &mut Criterion) {
+    let (_dir, _w, reader) = load();
+    let cases = [
+        (
+            "a_one_series_raw_day",
+            request("none:bench.a{host=h1}", NOW - DAY),
+        ),
+        (
+            "b_sum_1000_series_1m_avg_day",
+            request("sum:1m-avg:bench.a", NOW - DAY),
+        ),
+        (
+            "c_1h_max_one_series_30_days",
+            request("max:1h-max:bench.c{host=c1}", NOW - MONTH),
+        ),
+    ];
+    // The report (see the module doc).
+    let n = std::env::var("QUERY_REPORT_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30usize)
+        .max(1);
+    let others = [
+        (
+            "d_sum_1000_series_raw_day",
+            request("sum:bench.a", NOW - DAY),
+        ),
+        (
+            "e_sum_rate_1000_series_day",
+            request("sum:rate:bench.a", NOW - DAY),
+        ),
+        (
+            "f_sum_1000_series_1h_avg_day",
+            request("sum:1h-avg:bench.a", NOW - DAY),
+        ),
+        (
+            "g_p95_1000_series_1m_avg_day",
+            request("p95:1m-avg:bench.a", NOW - DAY),
+        ),
+        (
+            "h_sum_1000_series_1m_avg_zero_day",
+            request("sum:1m-avg-zero:bench.a", NOW - DAY),
+        ),
+        (
+            "i_none_1000_series_1m_avg_day",
+            request("none:1m-avg:bench.a", NOW - DAY),
+        ),
+    ];
+    for (name, req) in cases.iter().chain(&others) {
+        let mut runs: Vec<f64> = (0..n)
+            .map(|_| {
+                let t = cpu_ms();
+                black_box(run(&reader, req));
+                cpu_ms() - t
+            })
+            .collect();
+        runs.sort_by(f64::total_cmp);
+        eprintln!(
+            "query report: {name}: CPU ms best {:.2}, median {:.2}",
+            runs[0],
+            runs[n / 2]
+        );
+    }
+    let mut group = c.benchmark_group("query");
+    group.sample_size(20);
+    for (name, req) in &cases {
+        assert!(run(&reader, req).len() > 100, "{name} answers");
+        group.bench_function(*name, |b| b.iter(|| run(&reader, black_box(req))));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_queries);
+criterion_main!(benches);
