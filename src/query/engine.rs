@@ -1005,7 +1005,7 @@ pub(super) mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::model::RollupAgg;
+    use crate::query::tests::MemSource;
 
     thread_local! {
         /// Set: every group takes the general sweep.
@@ -1016,67 +1016,12 @@ pub(super) mod tests {
         pub(super) static GRID_ANSWERS: Cell<usize> = const { Cell::new(0) };
     }
 
-    /// Series in memory; no rollups, so every downsample reads points.
-    #[derive(Default)]
-    struct Mem(Vec<(SeriesMeta, Vec<DataPoint>)>);
-
-    impl Mem {
-        fn add(&mut self, tags: &[(&str, &str)], mut points: Vec<DataPoint>) {
-            points.sort_by_key(|p| p.timestamp_ms);
-            points.dedup_by_key(|p| p.timestamp_ms);
-            let id = self.0.len() as u64 + 1;
-            let key = SeriesKey::new("m", tags.iter().copied());
-            self.0.push((SeriesMeta { id, key }, points));
-        }
-    }
-
-    impl Source for Mem {
-        fn series_of_metric(&self, metric: &str) -> Result<Option<Vec<SeriesMeta>>, SourceError> {
-            let found: Vec<SeriesMeta> = self
-                .0
-                .iter()
-                .filter(|(m, _)| m.key.metric() == metric)
-                .map(|(m, _)| m.clone())
-                .collect();
-            Ok((!found.is_empty()).then_some(found))
-        }
-
-        fn series_by_ids(&self, ids: &[u64]) -> Result<Vec<SeriesMeta>, SourceError> {
-            Ok(self
-                .0
-                .iter()
-                .filter(|(m, _)| ids.contains(&m.id))
-                .map(|(m, _)| m.clone())
-                .collect())
-        }
-
-        fn points(&self, id: u64, start: i64, end: i64) -> Result<Vec<DataPoint>, SourceError> {
-            Ok(self
-                .0
-                .iter()
-                .find(|(m, _)| m.id == id)
-                .map(|(_, p)| {
-                    p.iter()
-                        .filter(|p| (start..=end).contains(&p.timestamp_ms))
-                        .copied()
-                        .collect()
-                })
-                .unwrap_or_default())
-        }
-
-        fn rollups(
-            &self,
-            _: u64,
-            _: RollupResolution,
-            _: i64,
-            _: i64,
-        ) -> Result<Option<Vec<RollupAgg>>, SourceError> {
-            Ok(None)
-        }
-
-        fn name_exists(&self, _: NameKind, _: &str) -> Result<bool, SourceError> {
-            Ok(true)
-        }
+    /// Series in memory (no rollups, so every downsample reads points) of
+    /// metric `m`; of points sharing a timestamp the first is kept.
+    fn add(src: &mut MemSource, tags: &[(&str, &str)], mut points: Vec<DataPoint>) {
+        points.sort_by_key(|p| p.timestamp_ms);
+        points.dedup_by_key(|p| p.timestamp_ms);
+        src.add_points("m", tags, points);
     }
 
     /// 2023-11-14T22:13:20Z: not on a whole hour.
@@ -1084,7 +1029,7 @@ pub(super) mod tests {
 
     /// Answers to `body` by both sweeps, with values as bits so that NaN
     /// compares; errors as their messages.
-    fn both(src: &Mem, body: &str) -> [Result<String, String>; 2] {
+    fn both(src: &MemSource, body: &str) -> [Result<String, String>; 2] {
         let req = QueryRequest::from_json(body.as_bytes()).unwrap();
         [true, false].map(|general| {
             GENERAL_ONLY.with(|g| g.set(general));
@@ -1113,7 +1058,7 @@ pub(super) mod tests {
         })
     }
 
-    fn assert_same(src: &Mem, body: &str) {
+    fn assert_same(src: &MemSource, body: &str) {
         let [general, grid] = both(src, body);
         assert_eq!(grid, general, "{body}");
     }
@@ -1123,35 +1068,39 @@ pub(super) mod tests {
     /// values, negative zero.
     #[test]
     fn grid_sweep_matches_the_general_sweep_on_edges() {
-        let mut src = Mem::default();
+        let mut src = MemSource::default();
         let m = 60_000;
         let pt = |t: i64, v: Value| DataPoint {
             timestamp_ms: T + t,
             value: v,
         };
-        src.add(
+        add(
+            &mut src,
             &[("host", "a"), ("dc", "x")],
             (0..100).map(|i| pt(i * m, Value::Int(i % 7))).collect(),
         );
-        src.add(
+        add(
+            &mut src,
             &[("host", "b"), ("dc", "x")],
             (20..60)
                 .filter(|i| i % 9 != 0)
                 .map(|i| pt(i * m + 1500, Value::Float(i as f64 * 0.1)))
                 .collect(),
         );
-        src.add(
+        add(
+            &mut src,
             &[("host", "c"), ("dc", "y")],
             vec![pt(33 * m, Value::Float(-0.0))],
         );
-        src.add(
+        add(
+            &mut src,
             &[("host", "d"), ("dc", "y")],
             (0..100)
                 .step_by(13)
                 .map(|i| pt(i * m - 7, Value::Int(-(i * i))))
                 .collect(),
         );
-        src.add(&[("host", "e"), ("dc", "y")], Vec::new());
+        add(&mut src, &[("host", "e"), ("dc", "y")], Vec::new());
         let aggs = [
             "sum",
             "zimsum",
@@ -1216,7 +1165,7 @@ pub(super) mod tests {
     /// the general sweep answers.
     #[test]
     fn a_grid_much_finer_than_the_data_falls_back() {
-        let mut src = Mem::default();
+        let mut src = MemSource::default();
         for h in 0..200 {
             let host = format!("h{h:03}");
             let points = (0..12)
@@ -1225,7 +1174,7 @@ pub(super) mod tests {
                     value: Value::Int(h + i),
                 })
                 .collect();
-            src.add(&[("host", &host)], points);
+            add(&mut src, &[("host", &host)], points);
         }
         let body = format!(
             r#"{{"start":{},"end":{},"queries":[{{"aggregator":"sum","metric":"m","downsample":"1s-avg"}}]}}"#,
@@ -1316,11 +1265,11 @@ pub(super) mod tests {
             len in 60_000i64..30_000_000,
             ms in any::<bool>(),
         ) {
-            let mut src = Mem::default();
+            let mut src = MemSource::default();
             for (i, s) in series.into_iter().enumerate() {
                 let host = format!("h{i}");
                 let dc = if i % 3 == 0 { "x" } else { "y" };
-                src.add(&[("host", &host), ("dc", dc)], make_series(s));
+                add(&mut src, &[("host", &host), ("dc", dc)], make_series(s));
             }
             let tags = if group { r#","tags":{"dc":"*"}"# } else { "" };
             let body = format!(

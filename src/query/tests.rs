@@ -35,17 +35,27 @@ impl MemSource {
 
     /// Adds a series; `points` are (epoch ms, value), any order.
     fn add(&mut self, metric: &str, tags: &[(&str, &str)], points: &[(i64, Value)]) {
-        let key = SeriesKey::new(metric, tags.iter().copied());
-        let id = self.series.len() as u64 + 1;
-        let mut pts: Vec<DataPoint> = points
+        let pts = points
             .iter()
             .map(|&(t, v)| DataPoint {
                 timestamp_ms: t,
                 value: v,
             })
             .collect();
-        pts.sort_by_key(|p| p.timestamp_ms);
-        self.series.push((SeriesMeta { id, key }, pts));
+        self.add_points(metric, tags, pts);
+    }
+
+    /// Adds a series of points in any order.
+    pub(crate) fn add_points(
+        &mut self,
+        metric: &str,
+        tags: &[(&str, &str)],
+        mut points: Vec<DataPoint>,
+    ) {
+        let key = SeriesKey::new(metric, tags.iter().copied());
+        let id = self.series.len() as u64 + 1;
+        points.sort_by_key(|p| p.timestamp_ms);
+        self.series.push((SeriesMeta { id, key }, points));
     }
 
     fn data(&self, id: u64) -> &[DataPoint] {
