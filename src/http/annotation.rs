@@ -43,6 +43,7 @@ use serde_json::Value as Json;
 
 use super::params::Params;
 use super::{allow, blocking, body, json_reply, parse_tsuid, tsuid, ApiError, AppState};
+use crate::query::lenient::scalar_text;
 use crate::query::output::RenderedAnnotations;
 use crate::query::source::Source;
 use crate::query::time::parse_time;
@@ -354,16 +355,6 @@ impl BulkDelete {
                 .map(|t| t.split(',').map(|s| s.trim().to_string()).collect()),
             global: Json::Bool(params.has("global")),
         })
-    }
-}
-
-/// A JSON scalar as the text Jackson would bind to a `String` field.
-fn scalar_text(v: &Json) -> Option<String> {
-    match v {
-        Json::String(s) => Some(s.clone()),
-        Json::Number(n) => Some(n.to_string()),
-        Json::Bool(b) => Some(b.to_string()),
-        _ => None,
     }
 }
 

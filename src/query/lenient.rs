@@ -10,7 +10,8 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value as Json;
 
-fn text_of(v: &Json) -> Option<String> {
+/// A JSON scalar as the text Jackson would bind to a `String` field.
+pub(crate) fn scalar_text(v: &Json) -> Option<String> {
     match v {
         Json::String(s) => Some(s.clone()),
         Json::Number(n) => Some(n.to_string()),
@@ -45,7 +46,7 @@ pub(crate) fn flag_default_true<'de, D: Deserializer<'de>>(d: D) -> Result<bool,
 pub(crate) fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     match Json::deserialize(d)? {
         Json::Null => Ok(None),
-        v => text_of(&v)
+        v => scalar_text(&v)
             .map(Some)
             .ok_or_else(|| D::Error::custom(format!("cannot read {v} as text"))),
     }
@@ -70,7 +71,7 @@ pub(crate) fn text_pairs<'de, D: Deserializer<'de>>(
         Json::Null => Ok(None),
         Json::Object(map) => map
             .into_iter()
-            .map(|(k, v)| match text_of(&v) {
+            .map(|(k, v)| match scalar_text(&v) {
                 Some(t) => Ok((k, t)),
                 None => Err(D::Error::custom(format!(
                     "cannot read {v} as the value of {k}"
@@ -91,10 +92,12 @@ pub(crate) fn opt_text_list<'de, D: Deserializer<'de>>(
         Json::Null => Ok(None),
         Json::Array(items) => items
             .iter()
-            .map(|v| text_of(v).ok_or_else(|| D::Error::custom(format!("cannot read {v} as text"))))
+            .map(|v| {
+                scalar_text(v).ok_or_else(|| D::Error::custom(format!("cannot read {v} as text")))
+            })
             .collect::<Result<_, _>>()
             .map(Some),
-        v => text_of(&v)
+        v => scalar_text(&v)
             .map(|t| Some(vec![t]))
             .ok_or_else(|| D::Error::custom(format!("cannot read {v} as a list"))),
     }

@@ -26,7 +26,7 @@ pub mod downsample;
 pub mod engine;
 pub mod error;
 pub mod filter;
-mod lenient;
+pub(crate) mod lenient;
 pub mod output;
 pub mod rate;
 pub mod request;

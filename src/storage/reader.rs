@@ -123,19 +123,6 @@ impl StoreReader {
         index::lookup(&self.shared, metric, tags, limit)
     }
 
-    /// Merged points of the windows of `id` starting in `[from, to]`,
-    /// window by window, oldest first.
-    fn windows(
-        &self,
-        id: u64,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<(i64, Vec<DataPoint>)>, StoreError> {
-        let heads = self.shared.head.read().snapshot(id, from, to);
-        let sealed = blocks::scan(&self.shared.db, &self.shared.blocks, id, from, to)?;
-        merge_windows(id, sealed, heads)
-    }
-
     /// The newest point of series `id`.
     pub fn last_point(&self, id: u64) -> Result<Option<DataPoint>, StoreError> {
         let head = self.shared.head.read().newest(id).map(Window::snapshot);
@@ -227,19 +214,22 @@ impl StoreReader {
     }
 
     fn points_in(&self, id: u64, start: i64, end: i64) -> Result<Vec<DataPoint>, StoreError> {
-        let start = start.max(self.cutoff(Partitioned::Blocks));
-        let Some((start, end)) = clamp(start, end) else {
-            return Ok(Vec::new());
-        };
         let mut out = Vec::new();
-        for (_, points) in self.windows(id, window_start(start), window_start(end))? {
-            out.extend(
-                points
-                    .into_iter()
-                    .filter(|p| (start..=end).contains(&p.timestamp_ms)),
-            );
-        }
+        self.scan(&[id], start, end)
+            .scan_series(id, &mut |points| out.extend_from_slice(points))?;
         Ok(out)
+    }
+
+    /// A scan of `ids` over `[start, end]`, cut to what retention keeps.
+    fn scan(&self, ids: &[u64], start: i64, end: i64) -> Scan<'_> {
+        let start = start.max(self.cutoff(Partitioned::Blocks));
+        Scan {
+            reader: self,
+            ids: ids.to_vec(),
+            range: clamp(start, end),
+            open: None,
+            buf: Vec::new(),
+        }
     }
 
     /// Hour aggregates of `id` for hours starting in `[from, to)`: stored
@@ -330,33 +320,6 @@ fn merge(
 
 /// Joins sealed blocks and head windows (both sorted by start) window by
 /// window, the head winning over the block.
-fn merge_windows(
-    id: u64,
-    sealed: Vec<blocks::Block>,
-    heads: Vec<WindowSnapshot>,
-) -> Result<Vec<(i64, Vec<DataPoint>)>, StoreError> {
-    let mut out = Vec::with_capacity(sealed.len() + heads.len());
-    let mut sealed = sealed.into_iter().peekable();
-    let mut heads = heads.into_iter().peekable();
-    loop {
-        let start = match (sealed.peek(), heads.peek()) {
-            (None, None) => break,
-            (b, h) => b
-                .map_or(i64::MAX, |b| b.0)
-                .min(h.map_or(i64::MAX, |h| h.start)),
-        };
-        let block = sealed.next_if(|b| b.0 == start).map(|b| b.1);
-        let points = match (heads.next_if(|h| h.start == start), block) {
-            (Some(h), block) => merge(id, &h, block.as_deref())?,
-            (None, Some(block)) => decode(id, start, &block)?,
-            // `start` is the smaller of two peeked starts, so one was taken.
-            (None, None) => break,
-        };
-        out.push((start, points));
-    }
-    Ok(out)
-}
-
 fn source_error(e: StoreError) -> SourceError {
     SourceError(e.to_string())
 }
@@ -381,14 +344,7 @@ impl Source for StoreReader {
         start_ms: i64,
         end_ms: i64,
     ) -> Box<dyn PointScan + 'a> {
-        let start = start_ms.max(self.cutoff(Partitioned::Blocks));
-        Box::new(Scan {
-            reader: self,
-            ids: ids.to_vec(),
-            range: clamp(start, end_ms),
-            open: None,
-            buf: Vec::new(),
-        })
+        Box::new(self.scan(ids, start_ms, end_ms))
     }
 
     fn rollups(
@@ -408,14 +364,13 @@ impl Source for StoreReader {
     }
 }
 
-/// [`Source::scan_points`] on the store: the points `points_in` returns,
-/// read with one RocksDB iterator per day family for all the series
-/// (seeking from one series to the next) instead of one per series, and
-/// each block decoded into one reused buffer instead of collected.
+/// The store's points (`points_in`, [`Source::scan_points`]): read with one
+/// RocksDB iterator per day family for all the series (seeking from one
+/// series to the next), each block decoded into one reused buffer.
 ///
 /// Opened on the first scan: the head windows of every series are copied
-/// first, under one lock, and the iterators created after, so that (as in
-/// `windows`) a window sealed meanwhile shows up in both, never in neither.
+/// first, under one lock, and the iterators created after, so that a
+/// window sealed meanwhile shows up in both, never in neither.
 struct Scan<'a> {
     reader: &'a StoreReader,
     ids: Vec<u64>,
