@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::Sample;
-use crate::protocol::{self, Command, ParseOptions};
+use crate::protocol::{self, Command, LineError, ParseOptions};
 use crate::queue::{Batch, PushError, QueueSender};
 use crate::stats::Stats;
 use crate::storage::StoreReader;
@@ -60,9 +60,9 @@ pub enum Ended {
 pub async fn serve(mut stream: TcpStream, ctx: &TelnetContext) -> std::io::Result<Ended> {
     let mut conn = Connection {
         ctx,
-        batch: Vec::with_capacity(ctx.queue.batch_limit()),
+        framer: Framer::new(ctx.max_line_bytes),
+        batch: Vec::new(),
         out: BytesMut::new(),
-        discarding: false,
     };
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let (mut rd, mut wr) = stream.split();
@@ -74,9 +74,7 @@ pub async fn serve(mut stream: TcpStream, ctx: &TelnetContext) -> std::io::Resul
             w = wr.write_buf(&mut conn.out), if !conn.out.is_empty() => { w?; continue; }
             r = read_more(&mut rd, &mut buf), if !paused => {
                 if r? == 0 {
-                    // A final line without a newline still counts.
-                    if !buf.is_empty() && !conn.discarding {
-                        let line = buf.split();
+                    if let Some(line) = conn.framer.finish(&mut buf) {
                         if conn.line(&line) {
                             break Ended::Exit;
                         }
@@ -113,48 +111,91 @@ async fn read_more(
     rd.read_buf(buf).await
 }
 
-struct Connection<'a> {
-    ctx: &'a TelnetContext,
-    batch: Vec<Sample>,
-    out: BytesMut,
+/// Finds whole lines in the read buffer and enforces the line limit.
+/// Knows nothing of what a line says, so it is tested on its own.
+struct Framer {
+    max_line_bytes: usize,
     /// Inside an over-long line, skipping to its newline.
     discarding: bool,
+}
+
+/// What the framer found in the read buffer.
+#[derive(Debug, PartialEq, Eq)]
+enum Frame {
+    /// A whole line, without its `\n`.
+    Line(BytesMut),
+    /// A line longer than the limit; it is skipped up to its newline and
+    /// reported once.
+    TooLong,
+}
+
+impl Framer {
+    fn new(max_line_bytes: usize) -> Framer {
+        Framer {
+            max_line_bytes,
+            discarding: false,
+        }
+    }
+
+    /// The next frame in `buf`, or `None` when `buf` holds no more whole
+    /// line; what is left is the start of a line to be continued.
+    fn next(&mut self, buf: &mut BytesMut) -> Option<Frame> {
+        while let Some(nl) = memchr(b'\n', buf) {
+            let mut line = buf.split_to(nl + 1);
+            line.truncate(nl);
+            if std::mem::take(&mut self.discarding) {
+                continue;
+            }
+            if line.len() > self.max_line_bytes {
+                return Some(Frame::TooLong);
+            }
+            return Some(Frame::Line(line));
+        }
+        if buf.len() > self.max_line_bytes {
+            // No newline within the limit: report now, skip to the newline.
+            buf.clear();
+            if !std::mem::replace(&mut self.discarding, true) {
+                return Some(Frame::TooLong);
+            }
+        }
+        None
+    }
+
+    /// At end of input: a final line without a newline still counts.
+    fn finish(&mut self, buf: &mut BytesMut) -> Option<BytesMut> {
+        let rest = buf.split();
+        (!rest.is_empty() && !self.discarding).then_some(rest)
+    }
+}
+
+struct Connection<'a> {
+    ctx: &'a TelnetContext,
+    framer: Framer,
+    batch: Vec<Sample>,
+    out: BytesMut,
 }
 
 impl Connection<'_> {
     /// Handles every complete line in `buf`; returns true on `exit`.
     fn lines(&mut self, buf: &mut BytesMut) -> bool {
-        let max = self.ctx.max_line_bytes;
-        while let Some(nl) = memchr(b'\n', buf) {
-            let line = buf.split_to(nl + 1);
-            let line = &line[..nl];
-            if std::mem::take(&mut self.discarding) {
-                continue;
+        while let Some(frame) = self.framer.next(buf) {
+            match frame {
+                Frame::Line(line) => {
+                    if self.line(&line) {
+                        return true;
+                    }
+                }
+                Frame::TooLong => self.too_long(),
             }
-            if line.len() > max {
-                self.too_long(line.len());
-                continue;
-            }
-            if self.line(line) {
-                return true;
-            }
-        }
-        if buf.len() > max {
-            // No newline within the limit: reply now, skip to the newline.
-            if !self.discarding {
-                self.too_long(buf.len());
-            }
-            self.discarding = true;
-            buf.clear();
         }
         false
     }
 
-    fn too_long(&mut self, len: usize) {
+    fn too_long(&mut self) {
         self.ctx.stats.lines_received.fetch_add(1, Relaxed);
-        let err = protocol::line_too_long(len, self.ctx.max_line_bytes);
+        let err = protocol::line_too_long(self.ctx.max_line_bytes);
         self.ctx.stats.rejected(err.kind());
-        self.error_reply(&err.to_string());
+        self.error_reply(&err);
     }
 
     /// Handles one line (without `\n`); returns true on `exit`.
@@ -172,9 +213,9 @@ impl Connection<'_> {
                     },
                 });
             }
-            Ok(Command::Version) => self.reply(&crate::server::version_reply()),
+            Ok(Command::Version) => self.reply(&protocol::version_reply()),
             Ok(Command::Help) => self.reply(protocol::HELP_REPLY),
-            Ok(Command::Stats) => self.reply(&crate::server::stats_reply(&ctx.stats, &ctx.store)),
+            Ok(Command::Stats) => self.reply(&crate::stats::stats_reply(&ctx.stats, &ctx.store)),
             Ok(Command::DropCaches) => {
                 ctx.store.drop_caches();
                 self.reply(protocol::DROPCACHES_REPLY);
@@ -183,7 +224,7 @@ impl Connection<'_> {
             Ok(Command::Exit) => return true,
             Err(err) => {
                 ctx.stats.rejected(err.kind());
-                self.error_reply(&err.to_string());
+                self.error_reply(&err);
             }
         }
         false
@@ -193,7 +234,8 @@ impl Connection<'_> {
         self.out.extend_from_slice(text.as_bytes());
     }
 
-    fn error_reply(&mut self, text: &str) {
+    fn error_reply(&mut self, err: &LineError) {
+        let text = err.reply();
         if self.out.len() + text.len() + 1 > self.ctx.reply_buffer_bytes {
             self.ctx.stats.replies_dropped.fetch_add(1, Relaxed);
             return;
@@ -204,19 +246,96 @@ impl Connection<'_> {
 
     /// Pushes gathered points; false once the queue is closed.
     async fn flush_batch(&mut self) -> bool {
-        let limit = self.ctx.queue.batch_limit();
-        while !self.batch.is_empty() {
-            let rest = if self.batch.len() > limit {
-                self.batch.split_off(limit)
-            } else {
-                Vec::with_capacity(limit)
-            };
-            let samples = std::mem::replace(&mut self.batch, rest);
-            let batch = Batch { samples, ack: None };
-            if let Err(PushError::Closed) = self.ctx.queue.push(batch).await {
+        let queue = &self.ctx.queue;
+        for samples in queue.batches(std::mem::take(&mut self.batch)) {
+            if let Err(PushError::Closed) = queue.push(Batch { samples, ack: None }).await {
                 return false;
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Framing alone: reads split anywhere, CRLF, over-long lines.
+
+    use super::*;
+
+    /// Feeds `reads` one after the other, as separate socket reads, and
+    /// lists every frame (a line as text, an over-long line as `None`),
+    /// then what `finish` gives at end of input.
+    fn frames(max: usize, reads: &[&[u8]]) -> (Vec<Option<String>>, Option<String>) {
+        let mut framer = Framer::new(max);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for read in reads {
+            buf.extend_from_slice(read);
+            while let Some(frame) = framer.next(&mut buf) {
+                out.push(match frame {
+                    Frame::Line(l) => Some(String::from_utf8(l.to_vec()).unwrap()),
+                    Frame::TooLong => None,
+                });
+            }
+        }
+        let last = framer
+            .finish(&mut buf)
+            .map(|l| String::from_utf8(l.to_vec()).unwrap());
+        (out, last)
+    }
+
+    fn line(s: &str) -> Option<String> {
+        Some(s.to_string())
+    }
+
+    #[test]
+    fn a_line_split_over_reads_is_one_frame() {
+        let (got, last) = frames(100, &[b"put a 1 1", b" h=x\nput b", b" 2 2 h=y\n"]);
+        assert_eq!(got, vec![line("put a 1 1 h=x"), line("put b 2 2 h=y")]);
+        assert_eq!(last, None);
+    }
+
+    #[test]
+    fn one_byte_per_read_still_frames_lines() {
+        let text = b"version\nhelp\n";
+        let reads: Vec<&[u8]> = text.chunks(1).collect();
+        let (got, _) = frames(100, &reads);
+        assert_eq!(got, vec![line("version"), line("help")]);
+    }
+
+    #[test]
+    fn crlf_is_left_to_the_parser_and_empty_lines_are_lines() {
+        let (got, _) = frames(100, &[b"version\r\n\n\r\n"]);
+        assert_eq!(got, vec![line("version\r"), line(""), line("\r")]);
+    }
+
+    #[test]
+    fn a_final_line_without_newline_is_handed_over_at_the_end() {
+        let (got, last) = frames(100, &[b"version\nexi", b"t"]);
+        assert_eq!(got, vec![line("version")]);
+        assert_eq!(last, line("exit"));
+    }
+
+    #[test]
+    fn a_line_at_the_limit_passes_and_one_byte_more_does_not() {
+        let (got, _) = frames(4, &[b"1234\n12345\nok\n"]);
+        assert_eq!(got, vec![line("1234"), None, line("ok")]);
+    }
+
+    #[test]
+    fn an_over_long_line_across_reads_is_reported_once_and_skipped() {
+        // The limit is passed before the newline arrives: reported at once,
+        // then everything up to the newline is dropped, however many reads
+        // it takes, and the next line frames normally.
+        let (got, last) = frames(4, &[b"abcdefgh", b"ijklmnop", b"qr", b"st\nnext\n"]);
+        assert_eq!(got, vec![None, line("next")]);
+        assert_eq!(last, None);
+    }
+
+    #[test]
+    fn an_over_long_final_line_is_not_handed_over() {
+        let (got, last) = frames(4, &[b"ok\nabcdefgh"]);
+        assert_eq!(got, vec![line("ok"), None]);
+        assert_eq!(last, None);
     }
 }

@@ -76,7 +76,7 @@ impl Daemon {
             let mps = settings.mps;
             std::thread::Builder::new()
                 .name("rtsd-writer".into())
-                .spawn(move || crate::writer::run(store_writer, queue_rx, stats, mps))?
+                .spawn(move || crate::ingest::run(store_writer, queue_rx, stats, mps))?
         };
 
         let shutdown = CancellationToken::new();

@@ -1,15 +1,38 @@
 //! rtsd: an OpenTSDB-compatible time-series daemon on RocksDB.
 //!
-//! Data flows `server` (TCP, framing) → `protocol` (pure parser) → `queue`
-//! (bounded, drop-oldest, mps limit) → `writer` (one thread) → `storage`
-//! (RocksDB column families); `http` serves `/api/*` from `storage` through
-//! the `query` engine.
+//! The path of a point, top to bottom:
+//!
+//! ```text
+//! server      TCP :4242 accept loop, connection limit, HTTP-or-telnet by first byte
+//! connection  one telnet connection: framing (whole lines, max length), bounded replies
+//! protocol    the pure line parser: bytes → Command or reply-ready error
+//! http        /api/* on :4243 (and HTTP arriving on :4242); /api/put feeds the queue too
+//! queue       bounded ingest queue: drop-oldest or block, counted
+//! ingest      the ingest thread: gathers batches into commits, --mps, sealing, retention
+//! storage     RocksDB column families: series index, log, head chunks, blocks, rollups
+//! query       the /api/query engine over storage's `Source` trait, no I/O of its own
+//! ```
+//!
+//! Around that path:
+//! - `daemon` wires the parts together and owns startup and shutdown;
+//!   `main` only parses flags and waits for a signal.
+//! - `config` turns flags and the TOML file into validated settings.
+//! - `stats` counts what happens to every point and connection; `/api/stats`,
+//!   telnet `stats` and `/metrics` read it.
+//! - `model` holds the types every layer shares (value, point, series key,
+//!   series metadata).
+//! - `java` reproduces the Java/Jackson behaviours OpenTSDB's answers and
+//!   errors depend on (number text, HashMap order, lenient parsing).
+//! - `activation` and `notify` speak systemd's socket-activation and
+//!   notification protocols.
+//! - `tools` are the offline `import` and `export` commands.
 
 pub mod activation;
 pub mod config;
 pub mod connection;
 pub mod daemon;
 pub mod http;
+pub mod ingest;
 pub mod jfmt;
 pub mod model;
 pub mod notify;
@@ -20,4 +43,3 @@ pub mod server;
 pub mod stats;
 pub mod storage;
 pub mod tools;
-pub mod writer;

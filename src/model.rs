@@ -148,6 +148,30 @@ pub struct RollupAgg {
     pub last: DataPoint,
 }
 
+/// A series known to the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesMeta {
+    pub id: u64,
+    pub key: SeriesKey,
+}
+
+/// The pre-aggregated resolutions the store keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RollupResolution {
+    /// Aligned to epoch hours.
+    Hour,
+    /// Aligned to UTC days.
+    Day,
+}
+
+/// Kinds of names, as OpenTSDB's UID tables know them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NameKind {
+    Metric,
+    TagKey,
+    TagValue,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

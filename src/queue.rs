@@ -197,6 +197,25 @@ impl QueueSender {
         self.shared.batch_limit
     }
 
+    /// Splits `samples` into batches of at most
+    /// [`batch_limit`](Self::batch_limit) points, the unit drop-oldest
+    /// sheds; samples that fit one batch pass as they are, uncopied.
+    pub fn batches(&self, samples: Vec<Sample>) -> impl Iterator<Item = Vec<Sample>> {
+        let limit = self.shared.batch_limit;
+        let (mut whole, mut parts) = if samples.len() <= limit {
+            (Some(samples), None)
+        } else {
+            (None, Some(samples.into_iter()))
+        };
+        std::iter::from_fn(move || {
+            let batch = match whole.take() {
+                Some(all) => all,
+                None => parts.as_mut()?.by_ref().take(limit).collect(),
+            };
+            (!batch.is_empty()).then_some(batch)
+        })
+    }
+
     pub fn policy(&self) -> OverflowPolicy {
         self.shared.policy
     }

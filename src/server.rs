@@ -9,7 +9,6 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -18,7 +17,6 @@ use tracing::Instrument;
 
 use crate::connection::{self, TelnetContext};
 use crate::stats::Stats;
-use crate::storage::StoreReader;
 
 /// Accepts until shutdown; connection tasks are spawned on `tracker` so the
 /// caller can wait for them to finish their current line.
@@ -82,39 +80,4 @@ async fn serve(stream: TcpStream, ctx: &TelnetContext, http: axum::Router) {
         Ok(ended) => tracing::debug!(?ended, "telnet connection closed"),
         Err(e) => tracing::debug!(error = %e, "telnet connection failed"),
     }
-}
-
-/// The `version` reply: two lines, like OpenTSDB's revision and build
-/// strings, so tools that print them show something meaningful.
-pub fn version_reply() -> String {
-    format!(
-        "rtsd {} built at revision {} (OpenTSDB 2.4.1 compatible)\nBuilt for {}-{}\n",
-        env!("CARGO_PKG_VERSION"),
-        env!("CARGO_PKG_VERSION"),
-        std::env::consts::ARCH,
-        std::env::consts::OS,
-    )
-}
-
-/// The `stats` reply, one counter per line as OpenTSDB prints them:
-/// `tsd.<name> <unix-seconds> <value>[ tags] host=<hostname>`.
-pub fn stats_reply(stats: &Stats, store: &StoreReader) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let host = crate::stats::hostname();
-    let mut out = String::new();
-    for line in stats
-        .snapshot()
-        .into_iter()
-        .chain(crate::stats::storage_lines(store))
-    {
-        out.push_str(&format!("{} {} {}", line.metric, now, line.value));
-        for (k, v) in &line.tags {
-            out.push_str(&format!(" {k}={v}"));
-        }
-        out.push_str(&format!(" host={host}\n"));
-    }
-    out
 }

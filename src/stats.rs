@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Why a point that was parsed never reached the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -295,6 +295,29 @@ pub fn storage_lines(store: &crate::storage::StoreReader) -> Vec<StatLine> {
             value: cf.sst_bytes + cf.memtable_bytes,
             tags: vec![("cf", cf.name)],
         });
+    }
+    out
+}
+
+/// The `stats` reply, one counter per line as OpenTSDB prints them:
+/// `tsd.<name> <unix-seconds> <value>[ tags] host=<hostname>`.
+pub fn stats_reply(stats: &Stats, store: &crate::storage::StoreReader) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let host = hostname();
+    let mut out = String::new();
+    for line in stats
+        .snapshot()
+        .into_iter()
+        .chain(storage_lines(store))
+    {
+        out.push_str(&format!("{} {} {}", line.metric, now, line.value));
+        for (k, v) in &line.tags {
+            out.push_str(&format!(" {k}={v}"));
+        }
+        out.push_str(&format!(" host={host}\n"));
     }
     out
 }

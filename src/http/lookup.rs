@@ -23,7 +23,8 @@ use serde_json::Value;
 use super::params::{parse_java_int, Params};
 use super::spec::{self, Pattern};
 use super::{blocking, body, json_reply, tsuid, ApiError, AppState, TagsJson};
-use crate::query::source::{NameKind, Source};
+use crate::query::source::Source;
+use crate::model::NameKind;
 
 /// SearchQuery's default limit.
 const DEFAULT_LIMIT: i32 = 25;
@@ -167,7 +168,7 @@ impl Lookup {
 
 /// Resolves every name first (OpenTSDB fails the lookup on an unknown
 /// one), then asks the store.
-fn run(state: &AppState, q: &Lookup) -> Result<Vec<crate::query::source::SeriesMeta>, ApiError> {
+fn run(state: &AppState, q: &Lookup) -> Result<Vec<crate::model::SeriesMeta>, ApiError> {
     let mut names: Vec<(NameKind, &str)> = Vec::new();
     if let Some(m) = q.metric_filter() {
         names.push((NameKind::Metric, m));
@@ -217,7 +218,7 @@ pub(super) fn no_such_name(kind: NameKind, name: &str) -> String {
     format!("No such name for '{kind}': '{name}'")
 }
 
-fn render(q: &Lookup, results: &[crate::query::source::SeriesMeta], started: Instant) -> String {
+fn render(q: &Lookup, results: &[crate::model::SeriesMeta], started: Instant) -> String {
     #[derive(Serialize)]
     struct PairOut<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]

@@ -153,13 +153,7 @@ type Pending = (u64, oneshot::Receiver<Result<(), String>>);
 /// room: a full queue (block policy) is the client's cue to retry.
 fn enqueue(state: &AppState, samples: Vec<Sample>, sync: bool) -> Result<Vec<Pending>, ApiError> {
     let mut pending = Vec::new();
-    let limit = state.queue.batch_limit().max(1);
-    let mut samples = samples.into_iter();
-    loop {
-        let chunk: Vec<Sample> = samples.by_ref().take(limit).collect();
-        if chunk.is_empty() {
-            return Ok(pending);
-        }
+    for chunk in state.queue.batches(samples) {
         let n = chunk.len() as u64;
         let (ack, verdict) = if sync {
             let (tx, rx) = oneshot::channel();
@@ -185,6 +179,7 @@ fn enqueue(state: &AppState, samples: Vec<Sample>, sync: bool) -> Result<Vec<Pen
             }
         }
     }
+    Ok(pending)
 }
 
 /// Waits for the writer's verdict on every batch: `(points committed,

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use super::params::Params;
 use super::{allow, blocking, json_reply, tsuid, ApiError, AppState, TagsJson};
-use crate::query::source::SeriesMeta;
+use crate::model::SeriesMeta;
 use crate::query::time::parse_duration;
 use crate::storage::{StoreError, StoreReader};
 

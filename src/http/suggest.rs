@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use super::params::{parse_java_int, Params};
 use super::{allow, blocking, body, json_reply, ApiError, AppState};
-use crate::query::source::NameKind;
+use crate::model::NameKind;
 
 /// OpenTSDB's `UniqueId.MAX_SUGGESTIONS`.
 const DEFAULT_MAX: usize = 25;

@@ -49,8 +49,8 @@ pub enum LineError {
     /// The line grew past the connection's limit. OpenTSDB closes the
     /// connection without a word; rtsd replies with this and goes on with
     /// the next line.
-    #[error("line too long: {len} bytes, maximum allowed: {limit}")]
-    LineTooLong { len: usize, limit: usize },
+    #[error("line too long: maximum allowed: {limit}")]
+    LineTooLong { limit: usize },
     /// A `put`, `rollup` or `histogram` line that was refused:
     /// `<command>: <class>: <message>`.
     #[error("{command}: {error}")]
@@ -61,6 +61,23 @@ pub enum LineError {
 }
 
 impl LineError {
+    /// The reply line, without its `\n`: the `Display` text, cut to at
+    /// most [`MAX_REPLY_BYTES`] on a character boundary. Formatting stops
+    /// at the cut, so a huge quoted word is never copied whole.
+    pub fn reply(&self) -> String {
+        let mut out = Bounded {
+            text: String::new(),
+            cut: false,
+        };
+        // `Bounded` refuses to grow past the cap with an error, which only
+        // ends the formatting early.
+        let _ = fmt::write(&mut out, format_args!("{self}"));
+        if out.cut {
+            out.text.push_str(CUT_MARK);
+        }
+        out.text
+    }
+
     /// A short label for counting rejections by reason; one of [`KINDS`].
     pub fn kind(&self) -> &'static str {
         match self {
@@ -83,10 +100,43 @@ impl LineError {
     }
 }
 
-/// The reply for a line longer than `limit` bytes (`len` is how many bytes
-/// the connection saw before it gave up on the line).
-pub fn line_too_long(len: usize, limit: usize) -> LineError {
-    LineError::LineTooLong { len, limit }
+/// The reply for a line longer than `limit` bytes. It states the limit
+/// only: how much of the line the connection had buffered when it gave up
+/// says nothing to the client.
+pub fn line_too_long(limit: usize) -> LineError {
+    LineError::LineTooLong { limit }
+}
+
+/// Longest reply line [`LineError::reply`] gives. Errors quote the input,
+/// and a bad line may be as long as the line limit (64 KiB by default): a
+/// client that never reads must not fill the reply buffer with one echo.
+pub const MAX_REPLY_BYTES: usize = 512;
+
+/// Marks a reply cut at [`MAX_REPLY_BYTES`].
+const CUT_MARK: &str = "...";
+
+/// A `fmt::Write` that keeps the first `MAX_REPLY_BYTES - CUT_MARK.len()`
+/// bytes and stops the formatter after that.
+struct Bounded {
+    text: String,
+    cut: bool,
+}
+
+impl fmt::Write for Bounded {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = MAX_REPLY_BYTES - CUT_MARK.len() - self.text.len();
+        if s.len() <= room {
+            self.text.push_str(s);
+            return Ok(());
+        }
+        let mut end = room;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.text.push_str(&s[..end]);
+        self.cut = true;
+        Err(fmt::Error)
+    }
 }
 
 /// The command word of a data line; it prefixes the reply.

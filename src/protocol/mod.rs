@@ -34,7 +34,7 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 
-pub use error::{line_too_long, DataCommand, LineError, NameRole, PutError, KINDS};
+pub use error::{line_too_long, DataCommand, LineError, NameRole, PutError, KINDS, MAX_REPLY_BYTES};
 pub use hashmap::java_map_string;
 pub use java::NumberError;
 pub use names::first_illegal_char;
@@ -59,6 +59,18 @@ pub const DROPCACHES_REPLY: &str = "Caches dropped.\n";
 /// otherwise stop it, and says so.
 pub const DIEDIEDIE_REPLY: &str =
     "diediedie: refused: rtsd does not shut down on a telnet command; stop it with SIGTERM\n";
+
+/// The `version` reply: two lines, like OpenTSDB's revision and build
+/// strings, so tools that print them show something meaningful.
+pub fn version_reply() -> String {
+    format!(
+        "rtsd {} built at revision {} (OpenTSDB 2.4.1 compatible)\nBuilt for {}-{}\n",
+        env!("CARGO_PKG_VERSION"),
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH,
+        std::env::consts::OS,
+    )
+}
 
 /// Parser settings; `Default` gives OpenTSDB's limits with rtsd's lenient
 /// choices.

@@ -252,8 +252,8 @@ fn every_reply_text_is_pinned() {
         assert_eq!(reply_with(line, opts), want, "{line:?}");
     }
     assert_eq!(
-        line_too_long(300_000, 262_144).to_string(),
-        "line too long: 300000 bytes, maximum allowed: 262144"
+        line_too_long(262_144).to_string(),
+        "line too long: maximum allowed: 262144"
     );
 }
 
@@ -324,7 +324,7 @@ fn kinds_label_every_reason() {
         assert_eq!(e.rpc_error_type(), rpc, "{line:?}");
         assert!(KINDS.contains(&e.kind()));
     }
-    let long = line_too_long(2000, 1024);
+    let long = line_too_long(1024);
     assert_eq!(long.kind(), "line_too_long");
     assert_eq!(long.rpc_error_type(), None);
 }
@@ -413,4 +413,28 @@ fn many_tags_are_deduplicated_in_linear_time() {
     assert_eq!(put.tags.len(), 20_000);
     assert!(reply(&line)
         .starts_with("put: illegal argument: Too many tags: 20000 maximum allowed: 8, tags: {"));
+}
+
+#[test]
+fn a_reply_quotes_at_most_a_few_hundred_bytes_of_the_line() {
+    let opts = ParseOptions::default();
+    // A 64 KiB metric with an illegal character at its end, and a 64 KiB
+    // unknown command word: both errors quote the whole word.
+    let metric = format!("{}!", "é".repeat(32 * 1024));
+    let put = format!("put {metric} 1700000000 1 host=a");
+    let word = "x".repeat(64 * 1024);
+    for line in [put.as_str(), word.as_str()] {
+        let Err(e) = parse_line(line.as_bytes(), &opts) else {
+            panic!("accepted");
+        };
+        let reply = e.reply();
+        assert!(reply.len() <= MAX_REPLY_BYTES, "{}", reply.len());
+        assert!(reply.ends_with("..."), "{reply}");
+        assert!(e.to_string().starts_with(reply.trim_end_matches("...")));
+    }
+    // A short error is the Display text, whole.
+    let Err(e) = parse_line(b"put m 1700000000 x host=a", &opts) else {
+        panic!("accepted");
+    };
+    assert_eq!(e.reply(), e.to_string());
 }

@@ -61,9 +61,8 @@ use crate::query::error::QueryError;
 use crate::query::output::{self, GroupResult, GroupStats, QueryResponse, Summary};
 use crate::query::rate::{rates, RatePoint};
 use crate::query::request::{Plan, QueryRequest, SubPlan};
-use crate::query::source::{
-    NameKind, PointScan, RollupResolution, SeriesMeta, Source, SourceError,
-};
+use crate::query::source::{PointScan, Source, SourceError};
+use crate::model::{NameKind, RollupResolution, SeriesMeta};
 use crate::query::time;
 
 /// Bounds on one query's work.

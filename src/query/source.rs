@@ -1,31 +1,7 @@
 //! What the query engine needs from storage, as a trait, so the engine stays
 //! pure and testable and the store (`storage::StoreReader`) implements it.
 
-use crate::model::{DataPoint, RollupAgg, SeriesKey};
-
-/// A series known to the store.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SeriesMeta {
-    pub id: u64,
-    pub key: SeriesKey,
-}
-
-/// The pre-aggregated resolutions the store keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RollupResolution {
-    /// Aligned to epoch hours.
-    Hour,
-    /// Aligned to UTC days.
-    Day,
-}
-
-/// Kinds of names, as OpenTSDB's UID tables know them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum NameKind {
-    Metric,
-    TagKey,
-    TagValue,
-}
+use crate::model::{DataPoint, NameKind, RollupAgg, RollupResolution, SeriesMeta};
 
 #[derive(Debug, thiserror::Error)]
 #[error("storage error: {0}")]

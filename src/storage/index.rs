@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rocksdb::{BoundColumnFamily, ReadOptions, WriteBatch};
 
 use crate::model::SeriesKey;
-use crate::query::source::{NameKind, SeriesMeta};
+use crate::model::{NameKind, SeriesMeta};
 
 use super::{cf, keys, Shared, StoreError};
 

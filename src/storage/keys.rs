@@ -7,7 +7,7 @@
 //! negative values too (the store never writes them, but a query range may
 //! start before the epoch).
 
-use crate::query::source::NameKind;
+use crate::model::NameKind;
 
 /// Bytes of a fixed-width integer in a key.
 const U64_LEN: usize = 8;

@@ -23,7 +23,8 @@ use std::path::PathBuf;
 
 use crate::model::{now_ms, DataPoint, Value};
 use crate::protocol::Put;
-use crate::query::source::{NameKind, SeriesMeta, Source};
+use crate::query::source::Source;
+use crate::model::{NameKind, SeriesMeta};
 use crate::query::time::parse_time;
 
 use super::{open_store, progress, ToolError};

@@ -4,7 +4,8 @@
 
 use std::process::{Child, Command, Stdio};
 
-use rtsd::query::source::{NameKind, Source};
+use rtsd::query::source::Source;
+use rtsd::model::NameKind;
 
 use crate::support::*;
 

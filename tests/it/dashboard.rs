@@ -139,6 +139,12 @@ async fn dashboard_charts_ingested_series_in_chromium() {
     assert!(dom.contains(r#"<span class="label">sys.cpu.user{host=web01}</span>"#));
     assert!(dom.contains(r#"<span class="label">sys.cpu.user{host=web02}</span>"#));
     assert_eq!(attr(start_tag(&dom, "error"), "hidden"), Some(""));
+    // The header names rtsd's own release, not only the API level.
+    let version = format!(
+        r#"<span id="version">rtsd {} (OpenTSDB API 2.4.1)</span>"#,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(dom.contains(&version), "{dom}");
     // The filter select for `host` came from the lookup and shows `*`.
     assert!(dom.contains(r#"<option value="*">each (group by)</option>"#));
 

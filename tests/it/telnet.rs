@@ -84,7 +84,7 @@ async fn check_vector(d: &TestDaemon, v: &Json) {
     input.push(b'\n');
     let mut reply = String::from_utf8_lossy(&exchange(d.telnet(), &input).await).into_owned();
     if uppercase {
-        let version = rtsd::server::version_reply();
+        let version = rtsd::protocol::version_reply();
         reply = reply
             .strip_prefix(&version)
             .expect("version reply first")

@@ -543,7 +543,9 @@ function nearest(dps, t) {
 async function loadVersion() {
   try {
     const v = await api("/api/version");
-    $("version").textContent = `version ${v.version}`;
+    // `version` is the OpenTSDB API level rtsd speaks; a user looks for
+    // rtsd's own release here.
+    $("version").textContent = `rtsd ${v.rtsd_version} (OpenTSDB API ${v.version})`;
   } catch {
     // The version is decoration; the chart reports real errors.
   }

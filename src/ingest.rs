@@ -1,4 +1,6 @@
-//! The writer thread: the only code that writes points to the store.
+//! The ingest thread: the only code that writes points to the store. It
+//! drives [`StoreWriter`], which turns points into RocksDB writes; this
+//! module decides what goes into each commit and when the store seals.
 //!
 //! It takes batches off the ingest queue, gathers whatever else is already
 //! waiting into one commit (up to [`MAX_COMMIT_POINTS`]), honours the `--mps`
