@@ -115,7 +115,6 @@ fn cpu_ms() -> f64 {
         )
 }
 
-
 fn bench_queries(c: &mut Criterion) {
     let (_dir, _w, reader) = load();
     let cases = [

@@ -16,7 +16,6 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::connection::{self, TelnetContext};
-use crate::stats::Stats;
 
 /// Accepts until shutdown; connection tasks are spawned on `tracker` so the
 /// caller can wait for them to finish their current line.

@@ -308,11 +308,7 @@ pub fn stats_reply(stats: &Stats, store: &crate::storage::StoreReader) -> String
         .unwrap_or(0);
     let host = hostname();
     let mut out = String::new();
-    for line in stats
-        .snapshot()
-        .into_iter()
-        .chain(storage_lines(store))
-    {
+    for line in stats.snapshot().into_iter().chain(storage_lines(store)) {
         out.push_str(&format!("{} {} {}", line.metric, now, line.value));
         for (k, v) in &line.tags {
             out.push_str(&format!(" {k}={v}"));

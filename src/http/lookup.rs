@@ -23,8 +23,8 @@ use serde_json::Value;
 use super::params::{parse_java_int, Params};
 use super::spec::{self, Pattern};
 use super::{blocking, body, json_reply, tsuid, ApiError, AppState, TagsJson};
-use crate::query::source::Source;
 use crate::model::NameKind;
+use crate::query::source::Source;
 
 /// SearchQuery's default limit.
 const DEFAULT_LIMIT: i32 = 25;

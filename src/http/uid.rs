@@ -36,8 +36,8 @@ use serde_json::Value;
 use super::line::first_illegal;
 use super::params::Params;
 use super::{allow, blocking, body, json_reply, tsuid, ApiError, AppState};
-use crate::query::source::Source;
 use crate::model::NameKind;
+use crate::query::source::Source;
 
 pub async fn assign(
     method: Method,

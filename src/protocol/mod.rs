@@ -34,7 +34,9 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 
-pub use error::{line_too_long, DataCommand, LineError, NameRole, PutError, KINDS, MAX_REPLY_BYTES};
+pub use error::{
+    line_too_long, DataCommand, LineError, NameRole, PutError, KINDS, MAX_REPLY_BYTES,
+};
 pub use hashmap::java_map_string;
 pub use java::NumberError;
 pub use names::first_illegal_char;

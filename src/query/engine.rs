@@ -53,6 +53,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::model::{DataPoint, SeriesKey, Value};
+use crate::model::{NameKind, RollupResolution, SeriesMeta};
 use crate::query::aggregator::{Aggregator, Fold, FoldOp, Interpolation, WithFold};
 use crate::query::downsample::{
     self, downsample_rollups, BucketSink, Doubles, Downsampler, Grid, Slots,
@@ -62,7 +63,6 @@ use crate::query::output::{self, GroupResult, GroupStats, QueryResponse, Summary
 use crate::query::rate::{rates, RatePoint};
 use crate::query::request::{Plan, QueryRequest, SubPlan};
 use crate::query::source::{PointScan, Source, SourceError};
-use crate::model::{NameKind, RollupResolution, SeriesMeta};
 use crate::query::time;
 
 /// Bounds on one query's work.

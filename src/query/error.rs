@@ -16,8 +16,8 @@
 //! | `DeadlineExceeded` | 503 | the server gave up; retrying later may work |
 //! | `Storage` | 500 | the store failed |
 
-use crate::query::source::SourceError;
 use crate::model::NameKind;
+use crate::query::source::SourceError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {

@@ -10,8 +10,8 @@ use std::time::Instant;
 use serde::Deserialize;
 
 use crate::model::{DataPoint, RollupAgg, SeriesKey, Value};
-use crate::query::source::{Source, SourceError};
 use crate::model::{NameKind, RollupResolution, SeriesMeta};
+use crate::query::source::{Source, SourceError};
 use crate::query::{execute, QueryError, QueryLimits, QueryRequest};
 
 /// Series in memory. Rollups are computed from the points on demand, the

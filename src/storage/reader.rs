@@ -16,8 +16,8 @@ use rocksdb::properties::PropName;
 use rocksdb::{BoundColumnFamily, DBRawIteratorWithThreadMode, ReadOptions};
 
 use crate::model::{DataPoint, RollupAgg};
-use crate::query::source::{PointScan, Source, SourceError};
 use crate::model::{NameKind, RollupResolution, SeriesMeta};
+use crate::query::source::{PointScan, Source, SourceError};
 
 use super::cf::{self, Partitioned};
 use super::head::{window_start, Window, WindowSnapshot, WINDOW_MS};

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use crate::model::{DataPoint, RollupAgg, Sample, SeriesKey, Value};
-use crate::query::source::Source;
 use crate::model::{NameKind, RollupResolution};
+use crate::query::source::Source;
 
 use super::head::WINDOW_MS;
 use super::*;

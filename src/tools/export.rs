@@ -22,9 +22,9 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use crate::model::{now_ms, DataPoint, Value};
+use crate::model::{NameKind, SeriesMeta};
 use crate::protocol::Put;
 use crate::query::source::Source;
-use crate::model::{NameKind, SeriesMeta};
 use crate::query::time::parse_time;
 
 use super::{open_store, progress, ToolError};

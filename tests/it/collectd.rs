@@ -4,8 +4,8 @@
 
 use std::process::{Child, Command, Stdio};
 
-use rtsd::query::source::Source;
 use rtsd::model::NameKind;
+use rtsd::query::source::Source;
 
 use crate::support::*;
 
