@@ -1,14 +1,20 @@
 //! The bounded ingest queue between connections and the writer thread.
 //!
-//! A `crossbeam-channel` bounded channel of [`Batch`]es. Producers are async
+//! A `crossbeam-channel` channel of [`Batch`]es. Producers are async
 //! (connection tasks, HTTP handlers); the consumer is the writer thread, which
 //! blocks on it. Batches rather than single points cross the channel because
-//! one channel operation per point costs more than parsing the point; the
-//! capacity is still stated in points: the channel holds
-//! `ceil(capacity / batch_limit)` batches of at most `batch_limit` points.
+//! one channel operation per point costs more than parsing the point.
 //!
-//! When the channel is full, [`OverflowPolicy`] decides:
-//! - `DropOldest` pops the oldest batch off the channel to make room. Fresh
+//! The bound is in points, whatever the batch sizes: a collector that
+//! sends one line per `send()` makes one-point batches, and a bound in
+//! batches would call the queue full while it held a few hundred points.
+//! So the channel itself is unbounded and a points gauge
+//! (`Stats::queue_points`) is the bound: a push that would take it past
+//! `capacity` is the overflow. The gauge moves with every push, pop and
+//! shed, so `/api/stats` and `/metrics` show how close shedding is.
+//!
+//! When the queue is full, [`OverflowPolicy`] decides:
+//! - `DropOldest` pops the oldest batches off the channel to make room. Fresh
 //!   data is worth more than stale data to a monitoring system, and the
 //!   collectors that matter (collectd, telegraf telnet, potsdb) never read
 //!   replies, so refusing new points would lose data silently at the source
@@ -18,8 +24,8 @@
 //!   and TCP pushes back on the client. Nothing is lost; a slow store slows
 //!   every collector instead.
 //!
-//! Producers wait on a [`Notify`] that the consumer fires after every pop, so
-//! a blocked producer never polls.
+//! Under `Block`, producers wait on a [`Notify`] that the consumer fires
+//! after every pop, so a blocked producer never polls.
 //!
 //! A [`DeleteRequest`] travels the same channel, so it is ordered with the
 //! batches around it: points queued before it are committed first (and
@@ -32,11 +38,11 @@
 
 use std::collections::VecDeque;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::sync::{oneshot, Notify};
@@ -44,7 +50,8 @@ use tokio::sync::{oneshot, Notify};
 use crate::model::Sample;
 use crate::stats::{DropReason, Stats};
 
-/// Most points one batch carries; larger inputs are split.
+/// Most points one batch carries; larger inputs are split. It is also how
+/// much drop-oldest sheds at a time, and a writer commit gathers many.
 pub const MAX_BATCH_POINTS: usize = 1024;
 
 /// What a producer does when the queue is full.
@@ -136,8 +143,11 @@ pub enum PushError {
 
 struct Shared {
     policy: OverflowPolicy,
+    /// Points the queue holds before the policy applies.
+    capacity: u64,
     batch_limit: usize,
-    /// Fired by the consumer after each pop so blocked producers retry.
+    /// Fired by the consumer after each pop (under `Block`) so blocked
+    /// producers retry.
     space: Notify,
     /// Set by the writer while it waits for the `--mps` limiter.
     throttled: AtomicBool,
@@ -154,7 +164,7 @@ struct Shared {
 #[derive(Clone)]
 pub struct QueueSender {
     tx: Sender<Item>,
-    /// A receiver handle used only to pop the oldest batch on overflow.
+    /// A receiver handle used only to pop the oldest batches on overflow.
     oldest: Receiver<Item>,
     shared: Arc<Shared>,
 }
@@ -173,9 +183,11 @@ pub fn queue(
 ) -> (QueueSender, QueueReceiver) {
     let capacity = capacity.max(1);
     let batch_limit = capacity.min(MAX_BATCH_POINTS);
-    let (tx, rx) = crossbeam_channel::bounded(capacity.div_ceil(batch_limit));
+    // Unbounded: the points gauge is the bound (see the module doc).
+    let (tx, rx) = crossbeam_channel::unbounded();
     let shared = Arc::new(Shared {
         policy,
+        capacity: capacity as u64,
         batch_limit,
         space: Notify::new(),
         throttled: AtomicBool::new(false),
@@ -221,8 +233,8 @@ impl QueueSender {
     }
 
     /// Enqueues `batch`, applying the overflow policy; waits only under
-    /// `Block`. Batches larger than [`batch_limit`](Self::batch_limit) are
-    /// accepted but count as one slot.
+    /// `Block`. A batch larger than the capacity is taken when the queue is
+    /// empty, so it cannot wait forever.
     pub async fn push(&self, batch: Batch) -> Result<(), PushError> {
         self.push_item(Item::Batch(batch)).await
     }
@@ -269,56 +281,71 @@ impl QueueSender {
     }
 
     fn try_push_inner(&self, item: Item) -> Result<(), PushOutcome> {
-        if self.shared.closed.load(Relaxed) {
+        let shared = &*self.shared;
+        if shared.closed.load(Relaxed) {
             item.reject("the daemon is shutting down");
             return Err(PushOutcome::Closed);
         }
         let n = item.points();
-        let mut item = item;
-        loop {
-            match self.tx.try_send(item) {
-                Ok(()) => {
-                    self.shared.stats.points_queued.fetch_add(n, Relaxed);
-                    return Ok(());
+        let depth = &shared.stats.queue_points;
+        match shared.policy {
+            OverflowPolicy::Block => {
+                let fits = |held: u64| held == 0 || held + n <= shared.capacity;
+                if depth
+                    .fetch_update(Relaxed, Relaxed, |held| fits(held).then_some(held + n))
+                    .is_err()
+                {
+                    return Err(PushOutcome::Full(item));
                 }
-                Err(TrySendError::Disconnected(i)) => {
-                    i.reject("the daemon is shutting down");
-                    return Err(PushOutcome::Closed);
+            }
+            OverflowPolicy::DropOldest => {
+                // Room is made before the item goes in, so it never sheds
+                // itself. Producers racing here may shed a batch more than
+                // needed; the count stays exact.
+                let held = depth.fetch_add(n, Relaxed) + n;
+                if held > shared.capacity {
+                    while depth.load(Relaxed) > shared.capacity && self.shed_oldest() {}
                 }
-                Err(TrySendError::Full(i)) => match self.shared.policy {
-                    OverflowPolicy::Block => return Err(PushOutcome::Full(i)),
-                    OverflowPolicy::DropOldest => {
-                        item = i;
-                        self.shed_oldest();
-                    }
-                },
             }
         }
+        shared.stats.queue_batches.fetch_add(1, Relaxed);
+        // The channel is unbounded and `oldest` keeps it connected, so this
+        // cannot fail.
+        let _ = self.tx.send(item);
+        shared.stats.points_queued.fetch_add(n, Relaxed);
+        Ok(())
     }
 
     /// Makes room by dropping the oldest batch, or by moving the oldest
-    /// item, a delete, to the front list.
-    fn shed_oldest(&self) {
+    /// item, a delete, to the front list; false when the channel is empty.
+    fn shed_oldest(&self) -> bool {
         let mut front = self.shared.front.lock();
-        // Another producer or the writer may have emptied a slot
+        // Another producer or the writer may have emptied the channel
         // meanwhile; then there is nothing to drop.
         match self.oldest.try_recv() {
             Ok(Item::Batch(old)) => {
                 drop(front);
+                self.shared.stats.queue_batches.fetch_sub(1, Relaxed);
                 self.shed(old);
             }
-            Ok(Item::Delete(d)) => front.push_back(d),
-            Err(_) => {}
+            Ok(Item::Delete(d)) => {
+                self.shared.stats.queue_batches.fetch_sub(1, Relaxed);
+                front.push_back(d);
+            }
+            Err(_) => return false,
         }
+        true
     }
 
     fn shed(&self, old: Batch) {
+        let n = old.samples.len() as u64;
+        self.shared.stats.queue_points.fetch_sub(n, Relaxed);
         let reason = if self.shared.throttled.load(Relaxed) {
             DropReason::RateLimited
         } else {
             DropReason::QueueFull
         };
-        self.shared.stats.dropped(reason, old.samples.len() as u64);
+        self.shared.stats.dropped(reason, n);
         Item::Batch(old).reject("dropped: the ingest queue overflowed");
     }
 }
@@ -365,19 +392,23 @@ impl QueueReceiver {
             }
             self.rx.try_recv()
         };
+        let stats = &self.shared.stats;
         let received = match popped {
             Ok(Item::Batch(b)) => {
-                self.shared
-                    .stats
-                    .points_dequeued
-                    .fetch_add(b.samples.len() as u64, Relaxed);
+                let n = b.samples.len() as u64;
+                stats.queue_points.fetch_sub(n, Relaxed);
+                stats.points_dequeued.fetch_add(n, Relaxed);
                 Received::Batch(b)
             }
             Ok(Item::Delete(d)) => Received::Delete(d),
             Err(TryRecvError::Empty) => return Received::Idle,
             Err(TryRecvError::Disconnected) => return Received::Closed,
         };
-        self.shared.space.notify_waiters();
+        stats.queue_batches.fetch_sub(1, Relaxed);
+        // Only a blocked producer waits for room.
+        if self.shared.policy == OverflowPolicy::Block {
+            self.shared.space.notify_waiters();
+        }
         received
     }
 
@@ -391,8 +422,13 @@ impl QueueReceiver {
 impl Drop for QueueReceiver {
     fn drop(&mut self) {
         self.shared.closed.store(true, Relaxed);
+        // Producers hold receiver handles, so what is still queued would
+        // otherwise wait unanswered until the last of them goes.
         for d in self.shared.front.lock().drain(..) {
             Item::Delete(d).reject("the daemon is shutting down");
+        }
+        while let Ok(item) = self.rx.try_recv() {
+            item.reject("the daemon is shutting down");
         }
         // Wake producers blocked on a full queue so they see the closure.
         self.shared.space.notify_waiters();
@@ -454,20 +490,18 @@ mod tests {
     #[tokio::test]
     async fn drop_oldest_never_sheds_a_delete_nor_reorders_it() {
         let stats = Arc::new(Stats::default());
-        // Two slots.
-        let (tx, rx) = queue(
-            2 * MAX_BATCH_POINTS,
-            OverflowPolicy::DropOldest,
-            stats.clone(),
-        );
+        // Room for two points.
+        let (tx, rx) = queue(2, OverflowPolicy::DropOldest, stats.clone());
         tx.push(batch(&[1])).await.unwrap();
         let (d, mut answer) = delete(7);
         tx.push_delete(d).await.unwrap();
-        // Sheds [1], then has to move the delete aside to shed nothing else.
         tx.push(batch(&[2])).await.unwrap();
+        // Sheds [1]; the delete, now oldest, stays in the channel.
         tx.push(batch(&[3])).await.unwrap();
-        assert_eq!(stats.dropped_count(DropReason::QueueFull), 1);
-        assert_eq!(stats.points_queued.load(Relaxed), 3);
+        // Moves the delete aside, then sheds [2].
+        tx.push(batch(&[4])).await.unwrap();
+        assert_eq!(stats.dropped_count(DropReason::QueueFull), 2);
+        assert_eq!(stats.points_queued.load(Relaxed), 4);
         match rx.recv_timeout(Duration::ZERO) {
             Received::Delete(d) => assert_eq!(d.start_ms, 7),
             _ => panic!("the delete comes first"),
@@ -476,7 +510,7 @@ mod tests {
         while let Received::Batch(b) = rx.try_recv() {
             rest.extend(timestamps(&b));
         }
-        assert_eq!(rest, vec![2, 3]);
+        assert_eq!(rest, vec![3, 4]);
         assert!(answer.try_recv().is_err(), "nobody answered the delete yet");
     }
 
@@ -486,7 +520,6 @@ mod tests {
         let (tx, rx) = queue(MAX_BATCH_POINTS, OverflowPolicy::DropOldest, stats);
         let (d, answer) = delete(1);
         tx.push_delete(d).await.unwrap();
-        // Moves the delete to the front list.
         tx.push(batch(&[2])).await.unwrap();
         drop(rx);
         assert_eq!(
@@ -542,5 +575,58 @@ mod tests {
         };
         assert_eq!(tx.push(b).await, Err(PushError::Closed));
         assert!(result.await.unwrap().is_err());
+    }
+
+    /// Regression (issue 12): one-point batches, as a collector writing one
+    /// line per `send()` makes them, fill the queue up to its capacity in
+    /// points; the first point beyond it sheds exactly the oldest point.
+    #[tokio::test]
+    async fn capacity_counts_points_not_batches() {
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = queue(1000, OverflowPolicy::DropOldest, stats.clone());
+        for t in 0..1000 {
+            tx.push(batch(&[t])).await.unwrap();
+        }
+        assert_eq!(stats.dropped_count(DropReason::QueueFull), 0);
+        assert_eq!(stats.queue_points.load(Relaxed), 1000);
+        assert_eq!(stats.queue_batches.load(Relaxed), 1000);
+        tx.push(batch(&[1000])).await.unwrap();
+        assert_eq!(stats.dropped_count(DropReason::QueueFull), 1);
+        assert_eq!(stats.queue_points.load(Relaxed), 1000);
+        let mut seen = Vec::new();
+        while let Received::Batch(b) = rx.try_recv() {
+            seen.extend(timestamps(&b));
+        }
+        assert_eq!(seen, (1..=1000).collect::<Vec<_>>());
+        assert_eq!(stats.queue_points.load(Relaxed), 0);
+        assert_eq!(stats.queue_batches.load(Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn block_is_full_at_capacity_in_points_and_takes_a_big_batch_when_empty() {
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = queue(3, OverflowPolicy::Block, stats.clone());
+        for t in 0..3 {
+            tx.try_push(batch(&[t])).unwrap();
+        }
+        assert_eq!(tx.try_push(batch(&[3])), Err(PushError::Full));
+        while let Received::Batch(_) = rx.try_recv() {}
+        // Larger than the whole queue: waiting for room would never end.
+        tx.try_push(batch(&[4, 5, 6, 7])).unwrap();
+        assert_eq!(stats.queue_points.load(Relaxed), 4);
+        assert_eq!(tx.try_push(batch(&[8])), Err(PushError::Full));
+    }
+
+    #[test]
+    fn batches_split_at_the_limit_and_pass_small_inputs_whole() {
+        let stats = Arc::new(Stats::default());
+        let (tx, _rx) = queue(3, OverflowPolicy::Block, stats);
+        let sizes = |n: i64| {
+            let samples = batch(&(0..n).collect::<Vec<_>>()).samples;
+            tx.batches(samples).map(|b| b.len()).collect::<Vec<_>>()
+        };
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(3), vec![3]);
+        assert_eq!(sizes(7), vec![3, 3, 1]);
     }
 }

@@ -47,6 +47,11 @@ pub struct Stats {
     pub http_points: AtomicU64,
     pub points_queued: AtomicU64,
     pub points_dequeued: AtomicU64,
+    /// Points in the ingest queue now: its bound, so this gauge says how
+    /// close drop-oldest (or blocking) is.
+    pub queue_points: AtomicU64,
+    /// Batches and deletes in the ingest queue now.
+    pub queue_batches: AtomicU64,
     pub points_stored: AtomicU64,
     pub batches_committed: AtomicU64,
     pub new_series: AtomicU64,
@@ -154,6 +159,12 @@ impl Stats {
             ),
             line("tsd.rtsd.queue.pushed", &self.points_queued, &[]),
             line("tsd.rtsd.queue.popped", &self.points_dequeued, &[]),
+            line("tsd.rtsd.queue.depth", &self.queue_points, &[("unit", "points")]),
+            line(
+                "tsd.rtsd.queue.depth",
+                &self.queue_batches,
+                &[("unit", "batches")],
+            ),
             line("tsd.rtsd.points.stored", &self.points_stored, &[]),
             line("tsd.rtsd.batches.committed", &self.batches_committed, &[]),
             line("tsd.rtsd.series.created", &self.new_series, &[]),

@@ -96,6 +96,8 @@ const FAMILIES: &[Family] = {
             "Points put on the ingest queue."),
         family("tsd.rtsd.queue.popped", None, "rtsd_queue_popped_points_total", Counter,
             "Points taken off the ingest queue by the writer."),
+        family("tsd.rtsd.queue.depth", None, "rtsd_queue_depth", Gauge,
+            "What the ingest queue holds now, in points (its bound) and in batches."),
         family("tsd.rtsd.points.stored", None, "rtsd_points_stored_total", Counter,
             "Points committed to the store."),
         family("tsd.rtsd.batches.committed", None, "rtsd_batches_committed_total", Counter,
