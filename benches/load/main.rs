@@ -71,7 +71,7 @@ mod report;
 mod systems;
 mod workload;
 
-use measure::measure;
+use measure::{measure, Writes};
 use report::{group, render, MIB};
 use systems::{Rtsd, Target, VictoriaMetrics};
 use workload::Workload;
@@ -84,6 +84,8 @@ usage: cargo bench --bench load -- [OPTIONS]
   --connections N       TCP connections, one sending thread each (default 4)
   --peer vm|none        also benchmark VictoriaMetrics, or not (default vm)
   --vm-bin PATH         VictoriaMetrics binary (default: victoria-metrics on PATH)
+  --writes bulk|lines   one write per buffer, or one write per line with
+                        TCP_NODELAY as many collectors send (default bulk)
   --overflow POLICY     rtsd --overflow (default block, so nothing is shed)
   --queue-capacity N    rtsd --queue-capacity (default: rtsd's own)
   --timeout SECS        per system, from first byte to all queryable (default 300)";
@@ -134,7 +136,7 @@ fn run() -> Result<()> {
     let mut results = Vec::new();
     for system in &systems {
         eprintln!("benchmarking {} ...", system.name());
-        let result = measure(system.as_ref(), &workload, options.timeout);
+        let result = measure(system.as_ref(), &workload, options.writes, options.timeout);
         match &result {
             Ok(m) => eprintln!(
                 "{}: {} points/s, all queryable after {:.2} s",
@@ -147,7 +149,7 @@ fn run() -> Result<()> {
         results.push((system.name(), result));
     }
 
-    let report = render(&workload, &results, &notes)?;
+    let report = render(&workload, options.writes, &results, &notes)?;
     println!("{report}");
     // A smoke pass must not overwrite the figures of the last real run.
     if options.full {
@@ -179,6 +181,7 @@ struct Options {
     points: u64,
     series: usize,
     connections: usize,
+    writes: Writes,
     peer_vm: bool,
     vm_bin: Option<PathBuf>,
     overflow: String,
@@ -198,6 +201,7 @@ impl Options {
             points: 2_000_000,
             series: 4_000,
             connections: 4,
+            writes: Writes::Bulk,
             peer_vm: true,
             vm_bin: None,
             overflow: "block".to_string(),
@@ -240,6 +244,13 @@ impl Options {
                         "vm" | "victoria-metrics" => true,
                         "none" => false,
                         other => bail!("--peer: {other:?} is neither vm nor none"),
+                    }
+                }
+                "--writes" => {
+                    o.writes = match value()?.as_str() {
+                        "bulk" => Writes::Bulk,
+                        "lines" => Writes::Lines,
+                        other => bail!("--writes: {other:?} is neither bulk nor lines"),
                     }
                 }
                 "--vm-bin" => o.vm_bin = Some(PathBuf::from(value()?)),

@@ -5,7 +5,7 @@ use std::fmt::{self, Write as _};
 
 use anyhow::Result;
 
-use crate::measure::Measurement;
+use crate::measure::{Measurement, Writes};
 use crate::procfs::machine;
 use crate::workload::{Workload, INTERVAL_SECS};
 
@@ -27,6 +27,7 @@ pub fn group(n: u64) -> String {
 /// The whole report: header, side-by-side table, notes, details per system.
 pub fn render(
     w: &Workload,
+    writes: Writes,
     results: &[(String, Result<Measurement>)],
     notes: &[String],
 ) -> Result<String, fmt::Error> {
@@ -36,12 +37,16 @@ pub fn render(
     writeln!(out, "Machine: {}.  ", machine())?;
     writeln!(
         out,
-        "Stream: {} telnet `put` lines ({:.0} MiB), {} series, {} s interval over {span_min:.0} min ending now, {} connections.\n",
+        "Stream: {} telnet `put` lines ({:.0} MiB), {} series, {} s interval over {span_min:.0} min ending now, {} connections, {}.\n",
         group(w.points),
         w.bytes() as f64 / MIB,
         group(w.series as u64),
         INTERVAL_SECS,
-        w.streams.len()
+        w.streams.len(),
+        match writes {
+            Writes::Bulk => "large buffered writes",
+            Writes::Lines => "one write per line (TCP_NODELAY)",
+        }
     )?;
     write!(out, "| |")?;
     for (name, _) in results {
@@ -53,10 +58,11 @@ pub fn render(
     }
     out.push('\n');
     type Cell = fn(&Measurement, u64) -> String;
-    let rows: [(&str, Cell); 11] = [
+    let rows: [(&str, Cell); 12] = [
         ("points/s (first byte → all queryable)", |m, n| {
             group(m.points_per_sec(n) as u64)
         }),
+        ("points dropped or rejected", |m, _| group(m.lost)),
         ("last byte sent (s)", |m, _| {
             format!("{:.2}", m.sent.as_secs_f64())
         }),
