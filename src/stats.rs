@@ -159,7 +159,11 @@ impl Stats {
             ),
             line("tsd.rtsd.queue.pushed", &self.points_queued, &[]),
             line("tsd.rtsd.queue.popped", &self.points_dequeued, &[]),
-            line("tsd.rtsd.queue.depth", &self.queue_points, &[("unit", "points")]),
+            line(
+                "tsd.rtsd.queue.depth",
+                &self.queue_points,
+                &[("unit", "points")],
+            ),
             line(
                 "tsd.rtsd.queue.depth",
                 &self.queue_batches,

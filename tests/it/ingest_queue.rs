@@ -175,8 +175,9 @@ async fn drop_oldest_sheds_exactly_what_exceeds_the_capacity_in_points() {
     }
     s.shutdown().await.unwrap();
     let stats = d.daemon.stats.clone();
-    let dropped =
-        || stats.dropped_count(DropReason::RateLimited) + stats.dropped_count(DropReason::QueueFull);
+    let dropped = || {
+        stats.dropped_count(DropReason::RateLimited) + stats.dropped_count(DropReason::QueueFull)
+    };
     // Every point is accounted for at every quiet moment: taken by the
     // writer, shed, or still queued; and once all are pushed, the queue
     // holds exactly its capacity.
