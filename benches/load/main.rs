@@ -83,6 +83,7 @@ usage: cargo bench --bench load -- [OPTIONS]
   --series N            distinct series (default 4000)
   --connections N       TCP connections, one sending thread each (default 4)
   --peer vm|none        also benchmark VictoriaMetrics, or not (default vm)
+  --rtsd-bin PATH       rtsd binary (default: the one this bench was built with)
   --vm-bin PATH         VictoriaMetrics binary (default: victoria-metrics on PATH)
   --writes bulk|lines   one write per buffer, or one write per line with
                         TCP_NODELAY as many collectors send (default bulk)
@@ -107,6 +108,10 @@ fn run() -> Result<()> {
         return Ok(());
     };
     let mut systems: Vec<Box<dyn Target>> = vec![Box::new(Rtsd {
+        bin: options
+            .rtsd_bin
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rtsd"))),
         overflow: options.overflow.clone(),
         queue_capacity: options.queue_capacity,
     })];
@@ -183,6 +188,7 @@ struct Options {
     connections: usize,
     writes: Writes,
     peer_vm: bool,
+    rtsd_bin: Option<PathBuf>,
     vm_bin: Option<PathBuf>,
     overflow: String,
     queue_capacity: Option<u64>,
@@ -203,6 +209,7 @@ impl Options {
             connections: 4,
             writes: Writes::Bulk,
             peer_vm: true,
+            rtsd_bin: None,
             vm_bin: None,
             overflow: "block".to_string(),
             queue_capacity: None,
@@ -253,6 +260,7 @@ impl Options {
                         other => bail!("--writes: {other:?} is neither bulk nor lines"),
                     }
                 }
+                "--rtsd-bin" => o.rtsd_bin = Some(PathBuf::from(value()?)),
                 "--vm-bin" => o.vm_bin = Some(PathBuf::from(value()?)),
                 "--overflow" => o.overflow = value()?,
                 "--queue-capacity" => o.queue_capacity = Some(number(&flag, &value()?)?),

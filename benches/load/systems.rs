@@ -31,17 +31,24 @@ pub struct Progress {
 }
 
 pub struct Rtsd {
+    /// The binary to run: this build's unless `--rtsd-bin` names another
+    /// (an older build, for before/after figures from one run).
+    pub bin: PathBuf,
     pub overflow: String,
     pub queue_capacity: Option<u64>,
 }
 
 impl Target for Rtsd {
     fn name(&self) -> String {
-        format!("rtsd {}", env!("CARGO_PKG_VERSION"))
+        if self.bin == Path::new(env!("CARGO_BIN_EXE_rtsd")) {
+            format!("rtsd {}", env!("CARGO_PKG_VERSION"))
+        } else {
+            format!("rtsd ({})", self.bin.display())
+        }
     }
 
     fn command(&self, data_dir: &Path, telnet: SocketAddr, http: SocketAddr) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtsd"));
+        let mut cmd = Command::new(&self.bin);
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
