@@ -31,6 +31,8 @@ fn encode(c: &mut Criterion) {
     group.finish();
 }
 
+// Bytes per point go beside criterion's own lines on stdout.
+#[allow(clippy::print_stdout)]
 fn decode_all(c: &mut Criterion) {
     let mut group = c.benchmark_group("chunk_decode");
     group.throughput(Throughput::Elements(POINTS as u64));

@@ -59,6 +59,9 @@
 //! per-thread breakdown (their time is in the process total). One run is one
 //! sample: on shared machines compare systems within a run, not across runs.
 
+// The usage text and the report on stdout are what this program is for.
+#![allow(clippy::print_stdout)]
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

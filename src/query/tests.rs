@@ -1178,6 +1178,8 @@ fn protocol_query_cases() {
 /// `cargo test --release --lib bench_ -- --ignored --nocapture`.
 #[test]
 #[ignore]
+// A timing harness run by hand; its figure is its output.
+#[allow(clippy::print_stdout)]
 fn bench_sum_of_1000_series_one_minute_avg_over_a_day() {
     let mut src = MemSource::new();
     let base = 1_704_067_200_000;
