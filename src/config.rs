@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::auth::{Auth, AuthFile};
 use crate::query::time::parse_duration;
 use crate::queue::OverflowPolicy;
 use crate::storage::Retention;
@@ -92,6 +93,7 @@ struct FileConfig {
     rollup_1h_retention: Option<String>,
     rollup_1d_retention: Option<String>,
     stale_after_secs: Option<u64>,
+    auth: Option<AuthFile>,
 }
 
 /// Validated settings the daemon runs with.
@@ -125,6 +127,8 @@ pub struct Settings {
     /// A series without points for this long counts as stale in
     /// `/metrics` and is `/api/rtsd/stale`'s default period.
     pub stale_after_secs: u64,
+    /// The `[auth]` tokens and write networks; no token means auth off.
+    pub auth: Auth,
 }
 
 impl Default for Settings {
@@ -147,6 +151,7 @@ impl Default for Settings {
             seal_grace_secs: 600,
             retention: Retention::default(),
             stale_after_secs: 3600,
+            auth: Auth::default(),
         }
     }
 }
@@ -211,6 +216,7 @@ impl Settings {
                 file.rollup_1d_retention,
             ),
         };
+        let auth = Auth::from_file(file.auth.unwrap_or_default(), &mut errors);
         let s = Settings {
             data_dir: args
                 .data_dir
@@ -239,6 +245,7 @@ impl Settings {
             seal_grace_secs: file.seal_grace_secs.unwrap_or(d.seal_grace_secs),
             retention,
             stale_after_secs: file.stale_after_secs.unwrap_or(d.stale_after_secs),
+            auth,
         };
         errors.extend(s.problems());
         if errors.is_empty() {

@@ -13,6 +13,10 @@
 //! that asks without ever reading is paused (no more reads) once the buffer
 //! reaches four times its size, so memory stays bounded.
 //!
+//! With auth on, `put` needs a `write` token given with `auth basic` on
+//! this connection, or a peer address in `write-networks`; other lines are
+//! answered as before.
+//!
 //! An over-long line gets one error reply and is skipped up to its newline;
 //! the connection goes on (OpenTSDB closes it silently). On shutdown the
 //! connection stops at a line boundary: every complete line already read is
@@ -27,8 +31,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Access, Auth, Scope};
 use crate::model::Sample;
-use crate::protocol::{self, Command, LineError, ParseOptions};
+use crate::protocol::{self, Command, Credentials, LineError, ParseOptions};
 use crate::queue::{Batch, PushError, QueueSender};
 use crate::stats::Stats;
 use crate::storage::StoreReader;
@@ -44,6 +49,8 @@ pub struct TelnetContext {
     pub parse: ParseOptions,
     pub max_line_bytes: usize,
     pub reply_buffer_bytes: usize,
+    /// Tokens and write networks; with auth on, `put` needs one or the other.
+    pub auth: Auth,
     pub shutdown: CancellationToken,
 }
 
@@ -58,8 +65,15 @@ pub enum Ended {
 
 /// Serves one telnet connection to its end.
 pub async fn serve(mut stream: TcpStream, ctx: &TelnetContext) -> std::io::Result<Ended> {
+    // With auth on, a peer in a write network may put at once; anyone
+    // else after an `auth` with a write token.
+    let may_write = !ctx.auth.enabled()
+        || stream
+            .peer_addr()
+            .is_ok_and(|peer| ctx.auth.write_network(peer.ip()));
     let mut conn = Connection {
         ctx,
+        may_write,
         framer: Framer::new(ctx.max_line_bytes),
         batch: Vec::new(),
         out: BytesMut::new(),
@@ -170,6 +184,8 @@ impl Framer {
 
 struct Connection<'a> {
     ctx: &'a TelnetContext,
+    /// Whether `put` lines are accepted.
+    may_write: bool,
     framer: Framer,
     batch: Vec<Sample>,
     out: BytesMut,
@@ -203,6 +219,11 @@ impl Connection<'_> {
         let ctx = self.ctx;
         ctx.stats.lines_received.fetch_add(1, Relaxed);
         match protocol::parse_line(line, &ctx.parse) {
+            Ok(Command::Put(_)) if !self.may_write => {
+                let err = protocol::not_authenticated();
+                ctx.stats.rejected(err.kind());
+                self.error_reply(&err);
+            }
             Ok(Command::Put(put)) => {
                 ctx.stats.telnet_points.fetch_add(1, Relaxed);
                 self.batch.push(Sample {
@@ -222,12 +243,33 @@ impl Connection<'_> {
             }
             Ok(Command::DieDieDie) => self.reply(protocol::DIEDIEDIE_REPLY),
             Ok(Command::Exit) => return true,
+            Ok(Command::Auth(given)) => self.auth(given),
             Err(err) => {
                 ctx.stats.rejected(err.kind());
                 self.error_reply(&err);
             }
         }
         false
+    }
+
+    /// `auth basic`: a write token lets this connection put. With auth
+    /// off every `auth` succeeds, so a collector configured with a token
+    /// keeps working against an rtsd without any. A failure keeps what the
+    /// connection had.
+    fn auth(&mut self, given: Option<Credentials<'_>>) {
+        let auth = &self.ctx.auth;
+        let granted = match given {
+            _ if !auth.enabled() => Some(Access::ALL),
+            Some(c) => auth.basic(c.name, c.secret),
+            None => None,
+        };
+        match granted {
+            Some(access) => {
+                self.may_write |= access.allows(Scope::Write);
+                self.reply(protocol::AUTH_SUCCESS_REPLY);
+            }
+            None => self.reply(protocol::AUTH_FAIL_REPLY),
+        }
     }
 
     fn reply(&mut self, text: &str) {

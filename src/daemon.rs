@@ -101,6 +101,7 @@ impl Daemon {
             parse,
             max_line_bytes: settings.max_line_bytes,
             reply_buffer_bytes: settings.reply_buffer_bytes,
+            auth: settings.auth.clone(),
             shutdown: shutdown.clone(),
         });
 

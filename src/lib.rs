@@ -16,6 +16,8 @@
 //! Around that path:
 //! - `daemon` wires the parts together and owns startup and shutdown;
 //!   `main` only parses flags and waits for a signal.
+//! - `auth` holds the `[auth]` tokens and decides who may read, write or
+//!   delete, on both ports.
 //! - `config` turns flags and the TOML file into validated settings.
 //! - `stats` counts what happens to every point and connection; `/api/stats`,
 //!   telnet `stats` and `/metrics` read it.
@@ -28,6 +30,7 @@
 //! - `tools` are the offline `import` and `export` commands.
 
 pub mod activation;
+pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod daemon;

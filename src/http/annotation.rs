@@ -23,7 +23,9 @@
 //! DELETE reads `start_time` (required), `end_time` (default now), `tsuids`
 //! (comma-separated) and the flag `global`.
 //!
-//! Differences from OpenTSDB, on purpose: a note can only be written for a
+//! Differences from OpenTSDB, on purpose: deletes (single and bulk) are
+//! refused with 400 unless `allow-delete` is on, and need the admin scope
+//! when auth is on, so no anonymous client can erase notes; a note can only be written for a
 //! series that exists (400 `No such TSUID`, the query's text), because
 //! rtsd hands out ids in sequence and a note on an unused id would later
 //! land on an unrelated series; a bulk write checks every note before it
@@ -71,7 +73,10 @@ pub async fn single(
     };
     blocking(move || match method {
         Method::GET => get(&state.store, &given),
-        Method::DELETE => delete(&state.store, &given),
+        Method::DELETE => {
+            deletes_allowed(&state)?;
+            delete(&state.store, &given)
+        }
         _ => write(&state.store, given, method == Method::PUT),
     })
     .await
@@ -95,6 +100,7 @@ pub async fn nested(
     allow(&method, &[Method::POST, Method::PUT, Method::DELETE])?;
     let bytes = body::read(&headers, request_body, state.http.max_body_bytes).await?;
     if method == Method::DELETE {
+        deletes_allowed(&state)?;
         let request = if body::is_blank(&bytes) {
             BulkDelete::from_params(&params)?
         } else {
@@ -252,6 +258,16 @@ fn get(store: &StoreReader, given: &Annotation) -> Result<Response, ApiError> {
             StatusCode::NOT_FOUND,
             "Unable to locate annotation in storage",
         )),
+    }
+}
+
+/// Annotation deletes follow `allow-delete`, as query deletes do (OpenTSDB
+/// lets anyone delete annotations); the admin scope is [`super::guard`]'s.
+fn deletes_allowed(state: &AppState) -> Result<(), ApiError> {
+    match state.settings.allow_delete {
+        true => Ok(()),
+        false => Err(ApiError::bad_request("Bad request")
+            .with_details("Deleting annotations is not enabled (allow-delete=false)")),
     }
 }
 

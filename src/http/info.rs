@@ -133,6 +133,8 @@ fn config_map(state: &AppState) -> BTreeMap<&'static str, String> {
         ("rtsd.max-connections", s.max_connections.to_string()),
         ("rtsd.reply-buffer-bytes", s.reply_buffer_bytes.to_string()),
         ("rtsd.seal-grace-secs", s.seal_grace_secs.to_string()),
+        // How many tokens, never which: names and secrets stay out.
+        ("rtsd.auth.tokens", s.auth.token_count().to_string()),
         (
             "rtsd.http.max-body-bytes",
             state.http.max_body_bytes.to_string(),

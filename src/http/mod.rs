@@ -20,6 +20,10 @@
 //! | `/metrics` (Prometheus text exposition) | [`metrics`] |
 //! | `/`, `/dashboard/app.js`, `/dashboard/app.css` (the dashboard page) | [`dashboard`] |
 //!
+//! Before routing, [`guard`] checks the request's token against the scope
+//! its endpoint needs (when `[auth]` defines tokens) and answers 401/403
+//! itself.
+//!
 //! Around every request: gzip response compression when the client sends
 //! `Accept-Encoding: gzip`, and a timeout ([`HttpLimits::request_timeout`])
 //! answered with OpenTSDB-shaped 503. Request bodies are read by [`body`]
@@ -40,6 +44,7 @@ mod body;
 mod dashboard;
 mod error;
 mod gate;
+mod guard;
 mod info;
 mod last;
 mod line;
@@ -191,6 +196,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .fallback_service(tower::service_fn(move |req: Request| {
             let api = api.clone();
+            let state = state.clone();
             state
                 .stats
                 .http_requests
@@ -199,6 +205,10 @@ pub fn router(state: Arc<AppState>) -> Router {
                 let req = match normalize(req) {
                     Ok(req) => req,
                     Err(e) => return Ok::<_, Infallible>(e.into_response()),
+                };
+                let req = match guard::admit(&state.settings.auth, req) {
+                    Ok(req) => req,
+                    Err(refused) => return Ok(refused.into_response()),
                 };
                 let resp = match tokio::time::timeout(timeout, api.oneshot(req)).await {
                     Ok(Ok(resp)) => resp,

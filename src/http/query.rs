@@ -8,9 +8,8 @@
 //! request timeout, so a query that has been answered 503 stops working too.
 //!
 //! **Deleting** (OpenTSDB's `tsd.http.query.allow_delete`; rtsd's
-//! `allow-delete`). DELETE (with the query in the query string), a POST
-//! body with `"delete":true` or a GET with a `delete` parameter runs the
-//! query, then deletes every point of the series it matched with a
+//! `allow-delete`). DELETE (with the query in the query string) or a POST
+//! body with `"delete":true` runs the query, then deletes every point of the series it matched with a
 //! timestamp in `[start, end]`, and answers with the query's result, as
 //! OpenTSDB does. It goes through the ingest queue twice: first an empty
 //! delete, whose answer means every write queued before the request is
@@ -19,7 +18,10 @@
 //! request is therefore deleted and one written after the answer is kept.
 //! The answer waits until the delete is committed (durable); past the
 //! request timeout the client gets 503, and a delete already queued still
-//! happens. Without `allow-delete` all three get OpenTSDB's 400.
+//! happens. Without `allow-delete` both get OpenTSDB's 400. Unlike
+//! OpenTSDB, a GET with a `delete` parameter is refused with 400 even
+//! with `allow-delete` (a web page can make a browser send a GET), and a
+//! delete needs a token with the admin scope when auth is on.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -30,9 +32,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::response::Response;
+use axum::Extension;
 
+use super::guard;
 use super::params::Params;
 use super::{allow, annotation, blocking, body, ApiError, AppState};
+use crate::auth::Access;
 use crate::query::output::RenderedAnnotations;
 use crate::query::{self, QueryLimits, QueryRequest};
 use crate::queue::DeleteRequest;
@@ -40,6 +45,7 @@ use crate::queue::DeleteRequest;
 pub async fn query(
     method: Method,
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     params: Params,
     headers: HeaderMap,
     request_body: Body,
@@ -63,7 +69,14 @@ pub async fn query(
     if request.delete && !allow_delete {
         return Err(delete_disabled());
     }
+    if request.delete && method == Method::GET {
+        // A link, an image tag or a rebinding page can make a browser GET
+        // anything; a GET must never change data.
+        return Err(ApiError::bad_request("Bad request")
+            .with_details("A GET never deletes; send the query with DELETE or POST"));
+    }
     if request.delete {
+        guard::need_admin(access)?;
         // The query must see every point written before this request, or
         // a series whose only points in range are still queued would not
         // be matched and those points would survive.

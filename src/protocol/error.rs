@@ -23,6 +23,7 @@ use super::java::NumberError;
 /// | `too_many_tags` | more tags than `max_tags` |
 /// | `illegal_character` | metric or tag with a character outside the allowed set |
 /// | `not_enabled` | `rollup` or `histogram`, which need storage rtsd does not have |
+/// | `not_authenticated` | a `put` before `auth` while auth is on (never returned by `parse_line`) |
 pub const KINDS: &[&str] = &[
     "unknown_command",
     "line_too_long",
@@ -36,6 +37,7 @@ pub const KINDS: &[&str] = &[
     "too_many_tags",
     "illegal_character",
     "not_enabled",
+    "not_authenticated",
 ];
 
 /// A refused line; `to_string()` is the reply to send, minus the `\n`.
@@ -97,6 +99,14 @@ impl LineError {
             LineError::Rejected { .. } => Some("illegal_arguments"),
             LineError::UnknownCommand { .. } | LineError::LineTooLong { .. } => None,
         }
+    }
+}
+
+/// The reply to a `put` on a connection that may not write.
+pub fn not_authenticated() -> LineError {
+    LineError::Rejected {
+        command: DataCommand::Put,
+        error: PutError::NotAuthenticated,
     }
 }
 
@@ -221,6 +231,11 @@ pub enum PutError {
     /// Any `histogram` line: rtsd has no histogram storage.
     #[error("illegal argument: Histogram storage has not been enabled. Check the 'tsd.core.histograms.config' configuration.")]
     HistogramNotEnabled,
+    /// A `put` on a connection without a `write` token while auth is on,
+    /// from a peer outside `write-networks`. rtsd's own; the connection
+    /// decides it, not the parser.
+    #[error("illegal argument: not authenticated")]
+    NotAuthenticated,
 }
 
 impl PutError {
@@ -238,6 +253,7 @@ impl PutError {
             PutError::TooManyTags { .. } => "too_many_tags",
             PutError::IllegalCharacter { .. } => "illegal_character",
             PutError::RollupNotConfigured | PutError::HistogramNotEnabled => "not_enabled",
+            PutError::NotAuthenticated => "not_authenticated",
         }
     }
 

@@ -35,7 +35,8 @@ mod proptests;
 mod tests;
 
 pub use error::{
-    line_too_long, DataCommand, LineError, NameRole, PutError, KINDS, MAX_REPLY_BYTES,
+    line_too_long, not_authenticated, DataCommand, LineError, NameRole, PutError, KINDS,
+    MAX_REPLY_BYTES,
 };
 pub use hashmap::java_map_string;
 pub use java::NumberError;
@@ -100,9 +101,16 @@ impl Default for ParseOptions {
     }
 }
 
+/// Reply to an `auth` whose token is known, in OpenTSDB 2.4's words.
+pub const AUTH_SUCCESS_REPLY: &str = "AUTH_SUCCESS.\n";
+
+/// Reply to any other `auth`, in OpenTSDB 2.4's words; it never says why.
+pub const AUTH_FAIL_REPLY: &str = "AUTH_FAIL\n";
+
 /// What a line asks for. Replies other than errors are the caller's: the
 /// version lines, [`HELP_REPLY`], the stats lines, [`DROPCACHES_REPLY`],
-/// closing on `Exit`, [`DIEDIEDIE_REPLY`].
+/// closing on `Exit`, [`DIEDIEDIE_REPLY`], [`AUTH_SUCCESS_REPLY`] or
+/// [`AUTH_FAIL_REPLY`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command<'a> {
     Put(Put<'a>),
@@ -112,6 +120,25 @@ pub enum Command<'a> {
     DropCaches,
     Exit,
     DieDieDie,
+    /// `auth basic <name> <secret>`; `None` for any other `auth` line,
+    /// which fails without a reason (the line may hold a secret).
+    Auth(Option<Credentials<'a>>),
+}
+
+/// A name and secret as `auth basic` gives them, to be checked by the
+/// caller. `Debug` hides the secret.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Credentials<'a> {
+    pub name: &'a [u8],
+    pub secret: &'a [u8],
+}
+
+impl std::fmt::Debug for Credentials<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("name", &String::from_utf8_lossy(self.name))
+            .finish_non_exhaustive()
+    }
 }
 
 /// Parses one line, given without its `\n`; one trailing `\r` is ignored.
@@ -137,8 +164,22 @@ pub fn parse_line<'a>(line: &'a [u8], opts: &ParseOptions) -> Result<Command<'a>
         b"dropcaches" => Ok(Command::DropCaches),
         b"exit" => Ok(Command::Exit),
         b"diediedie" => Ok(Command::DieDieDie),
+        b"auth" => Ok(Command::Auth(credentials(words))),
         other => Err(LineError::UnknownCommand {
             word: String::from_utf8_lossy(other).into_owned(),
         }),
     }
+}
+
+/// `basic <name> <secret>` and nothing after.
+fn credentials(mut words: Words<'_>) -> Option<Credentials<'_>> {
+    if words.next()?.bytes != b"basic" {
+        return None;
+    }
+    let name = words.next()?.bytes;
+    let secret = words.next()?.bytes;
+    words
+        .next()
+        .is_none()
+        .then_some(Credentials { name, secret })
 }

@@ -129,6 +129,8 @@ fn check_vector(v: &Vector) -> Result<(), String> {
                 Command::Exit => "exit",
                 Command::DieDieDie => "diediedie",
                 Command::Put(_) => "put",
+                Command::Auth(Some(_)) => "auth",
+                Command::Auth(None) => "auth-malformed",
             };
             if Some(name) == v.command.as_deref() {
                 Ok(())

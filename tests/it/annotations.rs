@@ -16,10 +16,11 @@ fn parse(body: &str) -> Json {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
 
-/// A daemon with `ann.cpu` for web01 and web02; returns it and each
+/// A daemon with `allow-delete` and `ann.cpu` for web01 and web02; returns it and each
 /// host's TSUID.
 async fn seeded() -> (TestDaemon, BTreeMap<String, String>) {
-    let d = TestDaemon::start().await;
+    // Annotation deletes, like query deletes, need `allow-delete`.
+    let d = TestDaemon::start_with(|s| s.allow_delete = true).await;
     let text: String = (0..10)
         .flat_map(|i| {
             ["web01", "web02"].map(|h| format!("put ann.cpu {} {i} host={h}\n", BASE + 10 * i))

@@ -11,8 +11,6 @@ use std::process::Output;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use regex::Regex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::support::*;
 
@@ -191,18 +189,9 @@ async fn dashboard_charts_ingested_series_in_chromium() {
     );
 }
 
-/// A GET's whole reply, headers included. (The HTTP server closes on a
-/// half-closed socket, so the request is sent without shutting down.)
+/// A GET's whole reply, headers included.
 async fn get_raw(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(DEADLINE, s.read_to_end(&mut raw))
-        .await
-        .expect("http reply")
-        .unwrap();
-    String::from_utf8(raw).unwrap()
+    String::from_utf8(http_raw(addr, "GET", path, &[], b"").await).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

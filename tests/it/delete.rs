@@ -1,7 +1,8 @@
 //! Deleting through `/api/query` against the real binary: refused with
 //! OpenTSDB's 400 by default; with `--allow-delete`, a range of one series
 //! goes (raw and rollup answers agree), other series stay, writes and
-//! deletes apply in request order, and kill -9 after the answer keeps it.
+//! deletes apply in request order, a GET never deletes, and kill -9 after
+//! the answer keeps it.
 
 use std::time::{Duration, Instant};
 
@@ -169,13 +170,17 @@ async fn allowed_delete_removes_one_series_range_and_survives_kill_9() {
         json!({(T + HOUR + 150).to_string(): 7})
     );
 
-    // GET with a `delete` parameter: host b's last hour.
+    // A GET with a `delete` parameter deletes nothing; DELETE with the
+    // same query string deletes host b's last hour.
     let path = format!(
         "/api/query?start={}&end={}&m=sum:sys.cpu{{host=b}}&delete",
         T + 5 * HOUR,
         T + 6 * HOUR
     );
     let (s, text) = http(d.http, "GET", &path, b"").await;
+    assert_eq!(s, 400, "{text}");
+    assert_eq!(keys(&raw(&d, "b", T, T + 6 * HOUR).await).len(), 36);
+    let (s, text) = http(d.http, "DELETE", &path, b"").await;
     assert_eq!(s, 200, "{text}");
     assert_eq!(keys(&raw(&d, "b", T, T + 6 * HOUR).await).len(), 30);
 

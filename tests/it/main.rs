@@ -2,6 +2,7 @@
 //! One test binary, one module per area.
 
 mod annotations;
+mod auth;
 mod clients;
 mod collectd;
 mod dashboard;

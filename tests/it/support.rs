@@ -146,6 +146,18 @@ pub async fn http_with(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String) {
+    parse_response(&http_raw(addr, method, path, headers, body).await)
+}
+
+/// The whole reply, headers included. (The HTTP server closes on a
+/// half-closed socket, so the request is sent without shutting down.)
+pub async fn http_raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -162,7 +174,7 @@ pub async fn http_with(
         .await
         .expect("http reply")
         .unwrap();
-    parse_response(&raw)
+    raw
 }
 
 fn parse_response(raw: &[u8]) -> (u16, String) {
