@@ -67,6 +67,12 @@ pub struct ServeArgs {
     /// Keep daily rollups this long [default: forever].
     #[arg(long, value_name = "DURATION")]
     pub rollup_1d_retention: Option<String>,
+    /// PEM certificate chain: the HTTP port speaks https (with --tls-key).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The config file. Field docs double as the reference for operators; the
@@ -94,6 +100,8 @@ struct FileConfig {
     rollup_1d_retention: Option<String>,
     stale_after_secs: Option<u64>,
     auth: Option<AuthFile>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// Validated settings the daemon runs with.
@@ -129,6 +137,9 @@ pub struct Settings {
     pub stale_after_secs: u64,
     /// The `[auth]` tokens and write networks; no token means auth off.
     pub auth: Auth,
+    /// PEM certificate chain and key; with both, the HTTP port is https.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -152,6 +163,8 @@ impl Default for Settings {
             retention: Retention::default(),
             stale_after_secs: 3600,
             auth: Auth::default(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -246,6 +259,8 @@ impl Settings {
             retention,
             stale_after_secs: file.stale_after_secs.unwrap_or(d.stale_after_secs),
             auth,
+            tls_cert: args.tls_cert.clone().or(file.tls_cert),
+            tls_key: args.tls_key.clone().or(file.tls_key),
         };
         errors.extend(s.problems());
         if errors.is_empty() {
@@ -281,6 +296,9 @@ impl Settings {
                 "reply-buffer-bytes: {} is below 256, too small for one error reply",
                 self.reply_buffer_bytes
             ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            out.push("tls-cert and tls-key: give both or neither".to_string());
         }
         if self.listen == self.http_listen {
             out.push(format!(
@@ -405,7 +423,7 @@ mod tests {
 
     /// The packaged `/etc/rtsd/rtsd.toml` documents every key as a comment;
     /// uncommented, it must be a valid config that keeps the defaults, but
-    /// for the data dir and the retention examples.
+    /// for the data dir and the retention and TLS examples.
     #[test]
     fn shipped_config_documents_valid_defaults() {
         let shipped = include_str!("../systemd/rtsd.toml");
@@ -420,12 +438,27 @@ mod tests {
         let defaults = Settings::load(&ServeArgs::default()).unwrap();
         assert_eq!(documented.data_dir, PathBuf::from("/var/lib/rtsd"));
         assert_ne!(documented.retention, defaults.retention);
+        assert!(documented.tls_cert.is_some() && documented.tls_key.is_some());
         let without_examples = Settings {
             data_dir: defaults.data_dir.clone(),
             retention: defaults.retention,
+            tls_cert: None,
+            tls_key: None,
             ..documented
         };
         assert_eq!(without_examples, defaults);
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let err = from_toml("tls-cert = \"/c.pem\"", ServeArgs::default()).unwrap_err();
+        assert_eq!(err.0, vec!["tls-cert and tls-key: give both or neither"]);
+        let args = ServeArgs {
+            tls_key: Some("/k.pem".into()),
+            ..Default::default()
+        };
+        let s = from_toml("tls-cert = \"/c.pem\"", args).unwrap();
+        assert_eq!(s.tls_key, Some(PathBuf::from("/k.pem")));
     }
 
     #[test]

@@ -63,6 +63,14 @@ impl Daemon {
                 .await?
                 .with_context(|| format!("opening store in {}", settings.data_dir.display()))?;
 
+        // Certificate problems stop startup before anything listens.
+        let tls = match (&settings.tls_cert, &settings.tls_key) {
+            (Some(cert), Some(key)) => Some((
+                (cert.clone(), key.clone()),
+                crate::tls::acceptor(cert, key)?,
+            )),
+            _ => None,
+        };
         let telnet = listen(inherited.telnet, settings.listen, "telnet").await?;
         let http_listener = listen(inherited.http, settings.http_listen, "http").await?;
         let telnet_addr = telnet.local_addr()?;
@@ -110,9 +118,26 @@ impl Daemon {
             let max_connections = settings.max_connections;
             tokio::spawn(async move {
                 let tracker = TaskTracker::new();
-                let serve = axum::serve(http_listener, app.clone())
-                    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-                let http_server = tokio::spawn(async move { serve.await });
+                let http_server = match tls {
+                    Some((files, acceptor)) => {
+                        let serve = crate::tls::serve(
+                            http_listener,
+                            files,
+                            acceptor,
+                            app.clone(),
+                            shutdown.clone(),
+                        );
+                        tokio::spawn(async move {
+                            serve.await;
+                            Ok(())
+                        })
+                    }
+                    None => {
+                        let serve = axum::serve(http_listener, app.clone())
+                            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+                        tokio::spawn(async move { serve.await })
+                    }
+                };
                 crate::server::accept_loop(telnet, ctx, app, max_connections, tracker.clone())
                     .await;
                 tracker.close();

@@ -27,6 +27,8 @@
 //!   errors depend on (number text, HashMap order, lenient parsing).
 //! - `activation` and `notify` speak systemd's socket-activation and
 //!   notification protocols.
+//! - `tls` serves the HTTP port over https when `tls-cert` and `tls-key`
+//!   are set.
 //! - `tools` are the offline `import` and `export` commands.
 
 pub mod activation;
@@ -45,4 +47,5 @@ pub mod queue;
 pub mod server;
 pub mod stats;
 pub mod storage;
+pub mod tls;
 pub mod tools;

@@ -69,7 +69,6 @@ use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tower_http::compression::CompressionLayer;
@@ -266,8 +265,12 @@ fn normalize(mut req: Request) -> Result<Request, ApiError> {
 }
 
 /// Serves HTTP on an accepted connection (one that reached the telnet port
-/// with an upper-case first byte) until the client closes it or shutdown.
-pub async fn serve_connection(stream: TcpStream, app: Router, shutdown: CancellationToken) {
+/// with an upper-case first byte, or an https one) until the client closes
+/// it or shutdown.
+pub async fn serve_connection<S>(stream: S, app: Router, shutdown: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let io = hyper_util::rt::TokioIo::new(stream);
     let service = hyper_util::service::TowerToHyperService::new(app);
     let builder =
@@ -277,7 +280,7 @@ pub async fn serve_connection(stream: TcpStream, app: Router, shutdown: Cancella
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
-                tracing::debug!(error = %e, "http connection on the telnet port failed");
+                tracing::debug!(error = %e, "http connection failed");
             }
         }
         _ = shutdown.cancelled() => {

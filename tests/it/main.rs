@@ -16,3 +16,4 @@ mod query_cases;
 mod service;
 mod support;
 mod telnet;
+mod tls;
