@@ -10,7 +10,7 @@ pub mod config;
 pub mod connection;
 pub mod daemon;
 pub mod http;
-pub mod jfmt;
+pub mod java;
 pub mod model;
 pub mod notify;
 pub mod protocol;

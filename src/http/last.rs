@@ -270,7 +270,7 @@ fn render(found: &[Found], resolve: bool) -> String {
 fn value_text(v: Value) -> String {
     match v {
         Value::Int(i) => i.to_string(),
-        Value::Float(f) => crate::jfmt::java_double(f),
+        Value::Float(f) => crate::java::double_text::java_double(f),
     }
 }
 

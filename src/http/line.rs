@@ -90,12 +90,6 @@ pub fn message(error: &PutError) -> String {
     }
 }
 
-/// `HashMap.toString()` of the map built by inserting `pairs` in order,
-/// e.g. `{host=web01, dc=lga}`, as OpenTSDB embeds it in messages.
-pub fn java_map_text(pairs: &[(&str, &str)]) -> String {
-    protocol::java_map_string(pairs)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,12 +143,5 @@ mod tests {
             name_error(NameRole::TagKey { value: "x".into() }, "", &opts).as_deref(),
             Some("Invalid tag name with value [x]: empty string")
         );
-    }
-
-    #[test]
-    fn java_map_text_follows_hashmap_order() {
-        assert_eq!(java_map_text(&[("b", "2"), ("a", "1")]), "{a=1, b=2}");
-        assert_eq!(java_map_text(&[]), "{}");
-        assert_eq!(java_map_text(&[("a b", "1")]), "{a b=1}");
     }
 }

@@ -28,10 +28,10 @@
 
 use chrono_tz::Tz;
 
+use crate::java::split::split;
 use crate::model::{DataPoint, RollupAgg, Value};
 use crate::query::aggregator::{Aggregator, Fold, FoldOp, RollupFunction, WithFold};
 use crate::query::error::QueryError;
-use crate::query::filter::java_split;
 use crate::query::time::{self, add_calendar, parse_duration, previous_interval, CalendarUnit};
 
 /// What to emit for a bucket without data.
@@ -101,7 +101,7 @@ pub struct DownsampleSpec {
 impl DownsampleSpec {
     /// Parses `<interval>[c]-<function>[-<fill>]`; errors are OpenTSDB's.
     pub fn parse(spec: &str) -> Result<DownsampleSpec, QueryError> {
-        let parts = java_split(spec, '-');
+        let parts = split(spec, '-'); // Java's `String.split`
         if parts.len() < 2 {
             return Err(QueryError::bad(format!(
                 "Invalid downsampling specifier '{spec}': must provide at least interval and function"

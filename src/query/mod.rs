@@ -26,7 +26,6 @@ pub mod downsample;
 pub mod engine;
 pub mod error;
 pub mod filter;
-pub(crate) mod lenient;
 pub mod output;
 pub mod rate;
 pub mod request;

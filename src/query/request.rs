@@ -15,11 +15,11 @@ use std::fmt::Write as _;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
+use crate::java::jackson;
 use crate::query::aggregator::Aggregator;
 use crate::query::downsample::DownsampleSpec;
 use crate::query::error::QueryError;
 use crate::query::filter::{push_filter, TagFilter};
-use crate::query::lenient;
 use crate::query::rate::RateOptions;
 use crate::query::time::parse_time;
 
@@ -28,39 +28,39 @@ use crate::query::time::parse_time;
 #[serde(default)]
 pub struct QueryRequest {
     /// Required; any form [`crate::query::time::parse_time`] takes.
-    #[serde(deserialize_with = "lenient::opt_text")]
+    #[serde(deserialize_with = "jackson::opt_text")]
     pub start: Option<String>,
     /// Defaults to now.
-    #[serde(deserialize_with = "lenient::opt_text")]
+    #[serde(deserialize_with = "jackson::opt_text")]
     pub end: Option<String>,
     /// IANA zone for absolute dates and calendar downsampling (UTC if unset).
-    #[serde(deserialize_with = "lenient::opt_text")]
+    #[serde(deserialize_with = "jackson::opt_text")]
     pub timezone: Option<String>,
     /// Calendar buckets for every downsampler of the query.
-    #[serde(rename = "useCalendar", deserialize_with = "lenient::flag")]
+    #[serde(rename = "useCalendar", deserialize_with = "jackson::flag")]
     pub use_calendar: bool,
     /// Millisecond timestamps in the output (`ms` in GET).
-    #[serde(rename = "msResolution", deserialize_with = "lenient::flag")]
+    #[serde(rename = "msResolution", deserialize_with = "jackson::flag")]
     pub ms_resolution: bool,
-    #[serde(rename = "showTSUIDs", deserialize_with = "lenient::flag")]
+    #[serde(rename = "showTSUIDs", deserialize_with = "jackson::flag")]
     pub show_tsuids: bool,
-    #[serde(rename = "noAnnotations", deserialize_with = "lenient::flag")]
+    #[serde(rename = "noAnnotations", deserialize_with = "jackson::flag")]
     pub no_annotations: bool,
-    #[serde(rename = "globalAnnotations", deserialize_with = "lenient::flag")]
+    #[serde(rename = "globalAnnotations", deserialize_with = "jackson::flag")]
     pub global_annotations: bool,
     /// Echo each sub-query (with its `index`) in its results.
-    #[serde(rename = "showQuery", deserialize_with = "lenient::flag")]
+    #[serde(rename = "showQuery", deserialize_with = "jackson::flag")]
     pub show_query: bool,
-    #[serde(rename = "showStats", deserialize_with = "lenient::flag")]
+    #[serde(rename = "showStats", deserialize_with = "jackson::flag")]
     pub show_stats: bool,
-    #[serde(rename = "showSummary", deserialize_with = "lenient::flag")]
+    #[serde(rename = "showSummary", deserialize_with = "jackson::flag")]
     pub show_summary: bool,
     /// Delete the points matched in `[start, end]`. The query itself runs
     /// as usual; the HTTP layer refuses it unless `allow-delete` is set.
-    #[serde(deserialize_with = "lenient::flag")]
+    #[serde(deserialize_with = "jackson::flag")]
     pub delete: bool,
     /// Accepted and ignored, as OpenTSDB's JSON serializer ignores it.
-    #[serde(deserialize_with = "lenient::flag")]
+    #[serde(deserialize_with = "jackson::flag")]
     pub padding: bool,
     pub queries: Option<Vec<SubQuery>>,
     /// `dps` as `[[ts, value], ...]`. Set by the `arrays` query-string flag,
@@ -73,47 +73,47 @@ pub struct QueryRequest {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct SubQuery {
-    #[serde(deserialize_with = "lenient::opt_text")]
+    #[serde(deserialize_with = "jackson::opt_text")]
     pub aggregator: Option<String>,
-    #[serde(deserialize_with = "lenient::opt_text")]
+    #[serde(deserialize_with = "jackson::opt_text")]
     pub metric: Option<String>,
     /// rtsd TSUIDs (series ids in hex, as `showTSUIDs` prints them), in
     /// place of `metric`; filters do not apply to them.
-    #[serde(deserialize_with = "lenient::opt_text_list")]
+    #[serde(deserialize_with = "jackson::opt_text_list")]
     pub tsuids: Option<Vec<String>>,
-    #[serde(deserialize_with = "lenient::opt_text")]
+    #[serde(deserialize_with = "jackson::opt_text")]
     pub downsample: Option<String>,
-    #[serde(deserialize_with = "lenient::flag")]
+    #[serde(deserialize_with = "jackson::flag")]
     pub rate: bool,
     #[serde(rename = "rateOptions")]
     pub rate_options: Option<RateOptions>,
     /// The old syntax, `{"host":"*"}`: group-by filters.
-    #[serde(deserialize_with = "lenient::text_pairs")]
+    #[serde(deserialize_with = "jackson::text_pairs")]
     pub tags: Option<Vec<(String, String)>>,
     pub filters: Option<Vec<FilterSpec>>,
     /// Old-syntax filters that do not group (the second braces of `m=`).
     #[serde(skip)]
     pub uri_filters: Vec<(String, String)>,
     /// Only series whose tag keys are exactly the filtered ones.
-    #[serde(rename = "explicitTags", deserialize_with = "lenient::flag")]
+    #[serde(rename = "explicitTags", deserialize_with = "jackson::flag")]
     pub explicit_tags: bool,
     /// Histogram options, accepted and echoed; rtsd stores no histograms.
     pub percentiles: Option<Vec<f64>>,
-    #[serde(rename = "showHistogramBuckets", deserialize_with = "lenient::flag")]
+    #[serde(rename = "showHistogramBuckets", deserialize_with = "jackson::flag")]
     pub show_histogram_buckets: bool,
-    #[serde(rename = "preAggregate", deserialize_with = "lenient::flag")]
+    #[serde(rename = "preAggregate", deserialize_with = "jackson::flag")]
     pub pre_aggregate: bool,
     /// `ROLLUP_RAW` keeps the engine off rollups; other values are echoed.
-    #[serde(rename = "rollupUsage", deserialize_with = "lenient::opt_text")]
+    #[serde(rename = "rollupUsage", deserialize_with = "jackson::opt_text")]
     pub rollup_usage: Option<String>,
     #[serde(
         rename = "useFuzzyFilter",
-        deserialize_with = "lenient::flag_default_true"
+        deserialize_with = "jackson::flag_default_true"
     )]
     pub use_fuzzy_filter: bool,
     #[serde(
         rename = "useMultiGets",
-        deserialize_with = "lenient::flag_default_true"
+        deserialize_with = "jackson::flag_default_true"
     )]
     pub use_multi_gets: bool,
 }
@@ -145,16 +145,16 @@ impl Default for SubQuery {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct FilterSpec {
-    #[serde(rename = "type", deserialize_with = "lenient::opt_text")]
+    #[serde(rename = "type", deserialize_with = "jackson::opt_text")]
     pub filter_type: Option<String>,
-    #[serde(deserialize_with = "lenient::opt_text")]
+    #[serde(deserialize_with = "jackson::opt_text")]
     pub tagk: Option<String>,
-    #[serde(deserialize_with = "lenient::opt_text")]
+    #[serde(deserialize_with = "jackson::opt_text")]
     pub filter: Option<String>,
     #[serde(
         rename = "groupBy",
         alias = "group_by",
-        deserialize_with = "lenient::flag"
+        deserialize_with = "jackson::flag"
     )]
     pub group_by: bool,
 }
