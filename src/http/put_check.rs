@@ -1,4 +1,5 @@
-//! The telnet parser as the HTTP layer's validator.
+//! Checking an `/api/put` point (and a name given to `/api/uid/assign`):
+//! the telnet parser as the HTTP layer's validator.
 //!
 //! OpenTSDB runs an `/api/put` point through the same `addPoint` checks as
 //! a telnet `put`, so rtsd does too: [`check_point`] writes the point as a
