@@ -11,7 +11,10 @@
 //! - [`request`]: the `TSQuery` model, GET parsing, validation into a plan;
 //! - [`time`]: OpenTSDB's time formats and calendar arithmetic;
 //! - [`filter`]: tag value filters;
-//! - [`engine`]: reading, grouping and cross-series aggregation;
+//! - [`engine`]: resolving, grouping, and the order of the steps, within
+//!   [`limits`]; each series goes through its sub-query's pipeline
+//!   (`pipeline`: read, downsample, fill, rate) and each group through a
+//!   cross-series sweep (`sweep`);
 //! - [`downsample`], [`rate`], [`aggregator`]: the per-series and
 //!   per-timestamp functions;
 //! - [`output`]: the response and its JSON.
@@ -26,18 +29,22 @@ pub mod downsample;
 pub mod engine;
 pub mod error;
 pub mod filter;
+pub mod limits;
 pub mod output;
+mod pipeline;
 pub mod rate;
 pub mod request;
 pub mod source;
+mod sweep;
 pub mod time;
 
 #[cfg(test)]
 mod tests;
 
 pub use aggregator::aggregator_names;
-pub use engine::{execute, QueryLimits};
+pub use engine::execute;
 pub use error::QueryError;
 pub use filter::filter_descriptions;
+pub use limits::QueryLimits;
 pub use output::QueryResponse;
 pub use request::{QueryRequest, SubQuery};
