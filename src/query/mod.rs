@@ -8,7 +8,9 @@
 //!
 //! Modules, in pipeline order:
 //!
-//! - [`request`]: the `TSQuery` model, GET parsing, validation into a plan;
+//! - [`request`]: the `TSQuery` model and its validation into a plan; the
+//!   GET form (`query_string`: the `m=` and `tsuid=` grammars) builds the
+//!   same model;
 //! - [`time`]: OpenTSDB's time formats and calendar arithmetic;
 //! - [`filter`]: tag value filters;
 //! - [`engine`]: resolving, grouping, and the order of the steps, within
@@ -32,6 +34,7 @@ pub mod filter;
 pub mod limits;
 pub mod output;
 mod pipeline;
+mod query_string;
 pub mod rate;
 pub mod request;
 pub mod source;
