@@ -38,7 +38,7 @@ pub mod connection;
 pub mod daemon;
 pub mod http;
 pub mod ingest;
-pub mod jfmt;
+pub mod java;
 pub mod model;
 pub mod notify;
 pub mod protocol;
