@@ -43,12 +43,12 @@ use serde_json::Value as Json;
 
 use super::params::Params;
 use super::{allow, blocking, body, json_reply, parse_tsuid, tsuid, ApiError, AppState};
+use crate::model::epoch_ms;
 use crate::query::lenient::scalar_text;
 use crate::query::output::RenderedAnnotations;
 use crate::query::source::Source;
 use crate::query::time::parse_time;
 use crate::query::{QueryRequest, QueryResponse};
-use crate::storage::annotation::epoch_ms;
 use crate::storage::{Annotation, StoreReader};
 
 /// `/api/annotation` and `/api/annotations`.

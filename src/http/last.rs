@@ -35,11 +35,9 @@ use super::lookup::no_such_name;
 use super::params::{parse_java_int, Params};
 use super::query::refuse_delete;
 use super::{blocking, body, json_reply, parse_tsuid, spec, tsuid, ApiError, AppState, TagsJson};
-use crate::model::{DataPoint, SeriesKey, Value};
+use crate::model::{DataPoint, SeriesKey, Value, HOUR_MS};
 use crate::query::source::Source;
 use crate::model::NameKind;
-
-const HOUR_MS: i64 = 3_600_000;
 
 /// One sub-query.
 #[derive(Debug, Clone, PartialEq)]

@@ -29,9 +29,9 @@ use super::error::{NameRole, PutError};
 use super::java;
 use super::lexer::{split_tag, Word, Words};
 use super::names;
-use super::timestamp::{self, Timestamp, MAX_SECONDS};
+use super::timestamp::{self, Timestamp};
 use super::ParseOptions;
-use crate::model::{SeriesKey, Value};
+use crate::model::{SeriesKey, Value, MAX_SECONDS};
 
 /// A data point as the `put` line gave it, borrowing its names from the
 /// line.

@@ -32,7 +32,7 @@ use crate::model::{DataPoint, RollupAgg, Value};
 use crate::query::aggregator::{Aggregator, Fold, FoldOp, RollupFunction, WithFold};
 use crate::query::error::QueryError;
 use crate::query::filter::java_split;
-use crate::query::time::{self, add_calendar, parse_duration, previous_interval, CalendarUnit};
+use crate::query::time::{add_calendar, parse_duration, previous_interval, CalendarUnit};
 
 /// What to emit for a bucket without data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,7 +194,7 @@ pub(crate) fn read_range(
     end: i64,
     tz: Tz,
 ) -> (i64, i64) {
-    let hour = time::hour_ms();
+    let hour = crate::model::HOUR_MS;
     let ceil_hour = |t: i64| floor_to(t.saturating_add(hour - 1), hour, 0);
     let (first, after_last) = match spec.map(|s| s.interval) {
         None | Some(Interval::All) => (start, floor_to(end, hour, 0).saturating_add(hour)),

@@ -63,7 +63,6 @@ use crate::query::rate::{rates, RatePoint};
 use crate::query::request::{Plan, QueryRequest, SubPlan};
 use crate::query::source::{PointScan, Source, SourceError};
 use crate::model::{NameKind, RollupResolution, SeriesMeta};
-use crate::query::time;
 
 /// Bounds on one query's work.
 #[derive(Debug, Clone, PartialEq)]
@@ -423,9 +422,9 @@ fn run_sub(
         (Some(grid), Some(spec))
             if sub.allow_rollups && spec.function.rollup_function().is_some() =>
         {
-            if grid.aligned_to(time::day_ms()) {
+            if grid.aligned_to(crate::model::DAY_MS) {
                 Some(RollupResolution::Day)
-            } else if grid.aligned_to(time::hour_ms()) {
+            } else if grid.aligned_to(crate::model::HOUR_MS) {
                 Some(RollupResolution::Hour)
             } else {
                 None
@@ -911,7 +910,7 @@ impl<F: FoldOp> BucketSink for Adding<'_, '_, F> {
 }
 
 /// Largest magnitude at which every integer is an exact double.
-const EXACT_INT: f64 = 9_007_199_254_740_992.0;
+const EXACT_INT: f64 = crate::model::MAX_EXACT_F64_INT;
 
 impl Sweep {
     fn run<C: Column>(&self, cols: &[C]) -> Result<Vec<(i64, Value)>, QueryError> {

@@ -25,12 +25,8 @@
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, Offset, TimeZone};
 use chrono_tz::Tz;
 
+use crate::model::{DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS};
 use crate::query::error::QueryError;
-
-const SECOND_MS: i64 = 1000;
-const MINUTE_MS: i64 = 60 * SECOND_MS;
-const HOUR_MS: i64 = 60 * MINUTE_MS;
-const DAY_MS: i64 = 24 * HOUR_MS;
 
 /// Parses a query time into epoch milliseconds. `now_ms` anchors `now` and
 /// the `-ago` forms; `tz` applies to absolute dates (UTC when `None`).
@@ -114,20 +110,20 @@ pub fn parse_duration(d: &str) -> Result<i64, QueryError> {
     }
     // `unit < len` here, so the last byte exists; it is ASCII when valid.
     let last = bytes[bytes.len() - 1].to_ascii_lowercase();
-    let seconds: i64 = match last {
+    let unit_ms: i64 = match last {
         // OpenTSDB checks the `m` of `ms` case-sensitively.
         b's' if bytes.len() >= 2 && bytes[bytes.len() - 2] == b'm' => return Ok(interval),
-        b's' => 1,
-        b'm' => 60,
-        b'h' => 3600,
-        b'd' => 86_400,
-        b'w' => 604_800,
-        b'n' => 2_592_000,
-        b'y' => 31_536_000,
+        b's' => SECOND_MS,
+        b'm' => MINUTE_MS,
+        b'h' => HOUR_MS,
+        b'd' => DAY_MS,
+        b'w' => 7 * DAY_MS,
+        b'n' => 30 * DAY_MS,
+        b'y' => 365 * DAY_MS,
         _ => return Err(QueryError::bad(format!("Invalid duration (suffix): {d}"))),
     };
     interval
-        .checked_mul(seconds * 1000)
+        .checked_mul(unit_ms)
         .ok_or_else(|| QueryError::bad(format!("Duration must be < Long.MAX_VALUE ms: {d}")))
 }
 
@@ -356,14 +352,6 @@ pub(crate) fn add_calendar(ts: i64, n: u32, unit: CalendarUnit, tz: Tz) -> i64 {
         Some(local) => local_to_epoch_ms(tz, local),
         None => i64::MAX,
     }
-}
-
-pub(crate) const fn hour_ms() -> i64 {
-    HOUR_MS
-}
-
-pub(crate) const fn day_ms() -> i64 {
-    DAY_MS
 }
 
 #[cfg(test)]
