@@ -41,6 +41,7 @@ mod dashboard;
 mod error;
 mod gate;
 mod info;
+mod input;
 mod last;
 mod line;
 mod lookup;

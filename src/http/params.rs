@@ -74,6 +74,18 @@ pub fn parse_java_int(text: &str) -> Option<i32> {
     text.parse().ok()
 }
 
+/// A JSON field bound to a Java `int` as Jackson binds it: a number or a
+/// numeric string in range; absent or `null` is `default`.
+pub fn json_java_int(v: Option<serde_json::Value>, default: i32) -> Option<i32> {
+    use serde_json::Value;
+    match v {
+        None | Some(Value::Null) => Some(default),
+        Some(Value::Number(n)) => n.as_i64().and_then(|n| i32::try_from(n).ok()),
+        Some(Value::String(s)) => parse_java_int(&s),
+        Some(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
