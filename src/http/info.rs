@@ -47,12 +47,7 @@ pub async fn stats(
 ) -> Result<Response, ApiError> {
     read_only(&method)?;
     let lines = blocking(move || {
-        Ok(state
-            .stats
-            .snapshot()
-            .into_iter()
-            .chain(crate::stats::storage_lines(&state.store))
-            .collect::<Vec<_>>())
+        Ok(state.stats.lines(&state.store.stats()))
     })
     .await?;
     let now = crate::model::now_ms() / 1000;
