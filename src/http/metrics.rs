@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::stale;
 use super::{allow, blocking, ApiError, AppState};
+use crate::query::time::duration_text;
 use crate::stats::{HistogramSnapshot, Kind, Stats, Tag, FAMILIES};
 use crate::storage::{StorageStats, StoreReader};
 
@@ -36,7 +37,7 @@ pub async fn metrics(
         render(
             &state.stats,
             &state.store,
-            state.settings.stale_after_secs,
+            state.settings.stale_after_ms(),
             crate::model::now_ms(),
         )
     })
@@ -48,11 +49,10 @@ pub async fn metrics(
 fn render(
     stats: &Stats,
     store: &StoreReader,
-    stale_after_secs: u64,
+    stale_after_ms: i64,
     now_ms: i64,
 ) -> Result<String, ApiError> {
-    let cutoff = i64::try_from(stale_after_secs.saturating_mul(1000))
-        .map_or(i64::MIN, |period| now_ms.saturating_sub(period));
+    let cutoff = now_ms.saturating_sub(stale_after_ms);
     let stale = stale::find(store, None, cutoff)?.len();
     let mut out = String::new();
     write_stats(&mut out, stats, &store.stats());
@@ -68,7 +68,7 @@ fn render(
         Kind::Gauge,
         "Series without a new point for the labelled period (stale-after-secs).",
     );
-    let period = stale::period_label(stale_after_secs);
+    let period = duration_text(stale_after_ms);
     sample(
         &mut out,
         "rtsd_stale_series",

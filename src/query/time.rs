@@ -127,6 +127,22 @@ pub fn parse_duration(d: &str) -> Result<i64, QueryError> {
         .ok_or_else(|| QueryError::bad(format!("Duration must be < Long.MAX_VALUE ms: {d}")))
 }
 
+/// A duration in ms the way an operator writes it, in its largest whole
+/// unit: `2d`, `1h`, `90m`, `61s`, `1500ms`. [`parse_duration`] reads it
+/// back.
+pub fn duration_text(ms: i64) -> String {
+    let units = [
+        (DAY_MS, "d"),
+        (HOUR_MS, "h"),
+        (MINUTE_MS, "m"),
+        (SECOND_MS, "s"),
+    ];
+    match units.iter().find(|(unit, _)| ms % unit == 0) {
+        Some((unit, suffix)) => format!("{}{suffix}", ms / unit),
+        None => format!("{ms}ms"),
+    }
+}
+
 /// OpenTSDB's `Tags.parseLong`, whose messages clients see in errors.
 pub(crate) fn parse_java_long(s: &str) -> Result<i64, String> {
     let chars: Vec<char> = s.chars().collect();
@@ -371,6 +387,18 @@ mod tests {
                 assert_eq!(e.status(), 400);
                 e.message()
             }
+        }
+    }
+
+    #[test]
+    fn durations_are_written_in_the_largest_whole_unit() {
+        assert_eq!(duration_text(3_600_000), "1h");
+        assert_eq!(duration_text(2 * 86_400_000), "2d");
+        assert_eq!(duration_text(5_400_000), "90m");
+        assert_eq!(duration_text(61_000), "61s");
+        assert_eq!(duration_text(1500), "1500ms");
+        for text in ["2d", "90m", "61s", "1500ms"] {
+            assert_eq!(duration_text(parse_duration(text).unwrap()), text);
         }
     }
 
