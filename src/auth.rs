@@ -73,7 +73,7 @@ impl fmt::Display for Scope {
 }
 
 /// The `[auth]` table as written in the config file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AuthFile {
     #[serde(default)]
@@ -82,9 +82,17 @@ pub struct AuthFile {
     token: Vec<TokenFile>,
 }
 
-/// One `[[auth.token]]`. Its `Debug` is never printed: [`Auth::from_file`]
-/// reports problems by token name.
-#[derive(Deserialize)]
+/// Parses an `[auth]` table's body as TOML (what a flag would give, if
+/// `auth` had one; settings take their type's parser).
+impl std::str::FromStr for AuthFile {
+    type Err = String;
+    fn from_str(text: &str) -> Result<AuthFile, String> {
+        toml::from_str(text).map_err(|e| e.message().to_string())
+    }
+}
+
+/// One `[[auth.token]]`. Its `Debug` leaves the secret out.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct TokenFile {
     name: String,
@@ -153,6 +161,8 @@ impl Network {
 pub struct Auth {
     tokens: Vec<Token>,
     write_networks: Vec<Network>,
+    /// What was wrong in the table, for the config check to report.
+    problems: Vec<String>,
 }
 
 impl fmt::Debug for Auth {
@@ -170,9 +180,11 @@ impl fmt::Debug for Auth {
 }
 
 impl Auth {
-    /// Checks the file's `[auth]` table; every problem is pushed on
-    /// `errors`, named by token name or network text, never by secret.
-    pub fn from_file(file: AuthFile, errors: &mut Vec<String>) -> Auth {
+    /// Checks the file's `[auth]` table; every problem is kept for
+    /// [`Auth::problems`], named by token name or network text, never by
+    /// secret. Bad tokens are left out.
+    pub fn from_file(file: AuthFile) -> Auth {
+        let mut errors = Vec::new();
         let mut write_networks = Vec::new();
         for text in &file.write_networks {
             match Network::parse(text) {
@@ -237,7 +249,13 @@ impl Auth {
         Auth {
             tokens,
             write_networks,
+            problems: errors,
         }
+    }
+
+    /// What [`Auth::from_file`] found wrong, one line each.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
     }
 
     /// Auth is on once a token is defined.
@@ -309,8 +327,9 @@ mod tests {
 
     fn auth(toml_text: &str) -> (Auth, Vec<String>) {
         let file: AuthFile = toml::from_str(toml_text).expect("valid toml");
-        let mut errors = Vec::new();
-        (Auth::from_file(file, &mut errors), errors)
+        let a = Auth::from_file(file);
+        let errors = a.problems().to_vec();
+        (a, errors)
     }
 
     const TOKENS: &str = r#"

@@ -54,7 +54,7 @@ impl Daemon {
         let opts = StoreOptions {
             sync_writes: settings.sync_writes,
             seal_grace_ms: settings.seal_grace_secs as i64 * 1000,
-            retention: settings.retention,
+            retention: settings.store_retention(),
             ..StoreOptions::default()
         };
         let data_dir = settings.data_dir.clone();

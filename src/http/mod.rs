@@ -46,6 +46,7 @@ mod error;
 mod gate;
 mod guard;
 mod info;
+mod input;
 mod last;
 mod lookup;
 mod metadata;

@@ -239,7 +239,7 @@ async fn basic_bearer_and_the_challenge() {
         "",
     )
     .await;
-    assert!(config.contains(r#""rtsd.auth.tokens":"3""#), "{config}");
+    assert!(config.contains(r#""rtsd.auth":"on, 3 tokens""#), "{config}");
     assert!(!config.contains("secret"), "{config}");
     d.stop().await;
 }

@@ -88,9 +88,11 @@ async fn https_with_a_self_signed_certificate() {
     std::fs::write(cert.dir.path().join("rtsd.toml"), token).unwrap();
     let args = rtsd::config::ServeArgs {
         config: Some(cert.dir.path().join("rtsd.toml")),
-        tls_cert: Some(cert.cert()),
-        tls_key: Some(cert.key()),
-        ..Default::default()
+        given: rtsd::config::Given {
+            tls_cert: Some(cert.cert()),
+            tls_key: Some(cert.key()),
+            ..Default::default()
+        },
     };
     let loaded = Settings::load(&args).expect("valid settings");
     let d = TestDaemon::start_with(|s| {
