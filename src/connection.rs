@@ -268,7 +268,10 @@ impl Connection<'_> {
                 self.may_write |= access.allows(Scope::Write);
                 self.reply(protocol::AUTH_SUCCESS_REPLY);
             }
-            None => self.reply(protocol::AUTH_FAIL_REPLY),
+            None => {
+                self.ctx.stats.auth_refused_telnet.fetch_add(1, Relaxed);
+                self.reply(protocol::AUTH_FAIL_REPLY);
+            }
         }
     }
 

@@ -72,6 +72,10 @@ pub struct Stats {
     pub store_errors: AtomicU64,
     /// Error replies not sent because the client does not read its socket.
     pub replies_dropped: AtomicU64,
+    /// HTTP requests refused for a missing, wrong or too weak token (401, 403).
+    pub auth_refused_http: AtomicU64,
+    /// Telnet `auth` lines answered `AUTH_FAIL`.
+    pub auth_refused_telnet: AtomicU64,
     dropped_queue_full: AtomicU64,
     dropped_rate_limited: AtomicU64,
     dropped_store_error: AtomicU64,
@@ -307,6 +311,9 @@ pub const FAMILIES: &[Family] = {
         family("tsd.rpc.errors", Fixed("type", "socket_writes_blocked"), "rtsd_replies_dropped_total", Counter,
             "Error replies not sent because the client does not read its socket.",
             Read::Counter(|s| &s.replies_dropped)),
+        family("tsd.rtsd.auth.refused", Label("protocol"), "rtsd_auth_refused_total", Counter,
+            "HTTP requests refused with 401 or 403, and telnet auth lines answered AUTH_FAIL.",
+            Read::Counters(&[("http", |s| &s.auth_refused_http), ("telnet", |s| &s.auth_refused_telnet)])),
         family("tsd.rtsd.points.dropped", Label("reason"), "rtsd_points_dropped_total", Counter,
             "Accepted points that never reached the store, by reason.", Read::Dropped),
         family("tsd.rtsd.points.rejected", Label("reason"), "rtsd_points_rejected_total", Counter,

@@ -208,7 +208,13 @@ pub fn router(state: Arc<AppState>) -> Router {
                 };
                 let req = match guard::admit(&state.settings.auth, req) {
                     Ok(req) => req,
-                    Err(refused) => return Ok(refused.into_response()),
+                    Err(refused) => {
+                        state
+                            .stats
+                            .auth_refused_http
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return Ok(refused.into_response());
+                    }
                 };
                 let resp = match tokio::time::timeout(timeout, api.oneshot(req)).await {
                     Ok(Ok(resp)) => resp,

@@ -4,6 +4,7 @@
 //! admin and `allow-delete`, and a GET that never deletes.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 
 use base64::Engine;
 use rtsd::config::{ServeArgs, Settings};
@@ -205,16 +206,30 @@ async fn basic_bearer_and_the_challenge() {
     refused(call(d.telnet(), "GET", path, None, "").await);
     ok(call(d.telnet(), "GET", path, Some(bearer("reader-secret")), "").await);
     // Wrong secret, secret of another name, unknown scheme, garbage.
-    let wrong = [
+    let wrong: [(&str, String); 5] = [
         basic("reader", "wrong"),
         basic("writer", "reader-secret"),
         ("Authorization", "Token reader-secret".into()),
         ("Authorization", "Basic %%%".into()),
         bearer(""),
     ];
+    let wrong_count = wrong.len();
     for header in wrong {
         refused(call(d.http(), "GET", path, Some(header), "").await);
     }
+    // Counted, as every 401 and 403 is (the telnet port's one included).
+    let (_, stats) = call(
+        d.http(),
+        "GET",
+        "/api/stats",
+        Some(bearer("reader-secret")),
+        "",
+    )
+    .await;
+    assert!(stats.contains(r#""tsd.rtsd.auth.refused""#), "{stats}");
+    assert!(stats.contains(r#""protocol":"telnet""#), "{stats}");
+    let counted = d.daemon.stats.auth_refused_http.load(Relaxed);
+    assert_eq!(counted, 1 + wrong_count as u64);
 
     // The 401 names both schemes and never echoes what was sent.
     let header = [("Authorization", "Bearer not-a-token-42")];
@@ -262,6 +277,7 @@ async fn telnet_put_needs_a_write_token() {
     d.wait_stored(1).await;
     let stats = d.daemon.stats.clone();
     assert_eq!(stats.rejected_count("not_authenticated"), 3);
+    assert_eq!(stats.auth_refused_telnet.load(Relaxed), 2);
     // An admin token writes too; a fresh connection starts unauthenticated.
     let reply = exchange(
         d.telnet(),
@@ -343,13 +359,7 @@ async fn deletes_need_admin_and_allow_delete_and_never_a_get() {
     let (s, b) = call(d.http(), "GET", &format!("{path}&delete"), admin(), "").await;
     assert_eq!(s, 400, "{b}");
     assert!(b.contains("A GET never deletes"), "{b}");
-    assert_eq!(
-        d.daemon
-            .stats
-            .delete_requests
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    assert_eq!(d.daemon.stats.delete_requests.load(Relaxed), 0);
     let (s, b) = call(d.http(), "GET", &path, admin(), "").await;
     assert_eq!(s, 200);
     assert!(b.contains(&format!("\"{T}\":1")), "still there: {b}");
@@ -366,12 +376,6 @@ async fn deletes_need_admin_and_allow_delete_and_never_a_get() {
     assert_eq!(s, 403);
     let (s, _) = call(d.http(), "POST", "/api/query", admin(), &body.to_string()).await;
     assert_eq!(s, 200);
-    assert_eq!(
-        d.daemon
-            .stats
-            .delete_requests
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(d.daemon.stats.delete_requests.load(Relaxed), 1);
     d.stop().await;
 }
