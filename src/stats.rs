@@ -162,13 +162,16 @@ pub enum Tag {
     Label(&'static str),
 }
 
+/// Picks one counter out of [`Stats`].
+type CounterOf = fn(&Stats) -> &AtomicU64;
+
 /// Where a family's numbers come from.
 #[derive(Clone, Copy)]
 enum Read {
     /// One counter.
-    Counter(fn(&Stats) -> &AtomicU64),
+    Counter(CounterOf),
     /// A counter per label value.
-    Counters(&'static [(&'static str, fn(&Stats) -> &AtomicU64)]),
+    Counters(&'static [(&'static str, CounterOf)]),
     /// Dropped points, per [`DropReason`].
     Dropped,
     /// Rejected lines and points, per parser error kind seen so far.
