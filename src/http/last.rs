@@ -32,11 +32,13 @@ use serde_json::Value as Json;
 
 use super::input::{ApiRequest, Blank, BodyOn, Input};
 use super::lookup::no_such_name;
-use super::params::{json_java_int, parse_java_int, Params};
+use super::params::Params;
 use super::query::refuse_delete;
 use super::{
     blocking, body, json_reply, parse_tsuid, series_expr, tsuid, ApiError, AppState, TagsJson,
 };
+use crate::java::jackson::int_field;
+use crate::java::number::parse_int;
 use crate::model::{DataPoint, NameKind, SeriesKey, Value, HOUR_MS};
 use crate::query::source::Source;
 
@@ -89,7 +91,7 @@ impl LastQuery {
         let back_scan = if params.has("back_scan") {
             params
                 .get("back_scan")
-                .and_then(parse_java_int)
+                .and_then(parse_int)
                 .ok_or_else(|| ApiError::bad_request("Unable to parse back_scan parameter"))?
         } else {
             0
@@ -130,7 +132,7 @@ impl LastQuery {
             back_scan: Option<Json>,
         }
         let post: Post = body::json(bytes)?;
-        let back_scan = json_java_int(post.back_scan, 0)
+        let back_scan = int_field(post.back_scan, 0)
             .ok_or_else(|| ApiError::bad_json("'backScan' is not a 32-bit integer"))?;
         let subs = post
             .queries

@@ -20,9 +20,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::input::{ApiRequest, Blank, BodyOn, Input};
-use super::params::{json_java_int, parse_java_int, Params};
+use super::params::Params;
 use super::series_expr::{self, Pattern};
 use super::{blocking, body, json_reply, tsuid, ApiError, AppState, TagsJson};
+use crate::java::jackson::int_field;
+use crate::java::number::parse_int;
 use crate::model::NameKind;
 use crate::query::source::Source;
 
@@ -102,7 +104,7 @@ impl Lookup {
             .map_err(|msg| ApiError::bad_request("Unable to parse query").with_details(msg))?;
         let limit = match params.get("limit") {
             None => DEFAULT_LIMIT,
-            Some(text) => parse_java_int(text).ok_or_else(|| {
+            Some(text) => parse_int(text).ok_or_else(|| {
                 ApiError::bad_request("Unable to convert 'limit' to a valid number")
             })?,
         };
@@ -131,7 +133,7 @@ impl Lookup {
             limit: Option<Value>,
         }
         let post: Post = body::json(bytes)?;
-        let limit = json_java_int(post.limit, DEFAULT_LIMIT)
+        let limit = int_field(post.limit, DEFAULT_LIMIT)
             .ok_or_else(|| ApiError::bad_json("'limit' is not a 32-bit integer"))?;
         Ok(Lookup {
             metric: post.metric,

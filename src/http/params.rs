@@ -63,22 +63,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
     }
 }
 
-/// Java's `Integer.parseInt`, with which OpenTSDB parses `max`, `limit`
-/// and `back_scan`. Handed on under the name the handlers import.
-pub use crate::java::number::parse_int as parse_java_int;
-
-/// A JSON field bound to a Java `int` as Jackson binds it: a number or a
-/// numeric string in range; absent or `null` is `default`.
-pub fn json_java_int(v: Option<serde_json::Value>, default: i32) -> Option<i32> {
-    use serde_json::Value;
-    match v {
-        None | Some(Value::Null) => Some(default),
-        Some(Value::Number(n)) => n.as_i64().and_then(|n| i32::try_from(n).ok()),
-        Some(Value::String(s)) => parse_java_int(&s),
-        Some(_) => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,9 +18,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::input::{ApiRequest, Blank, BodyOn, Input};
-use super::params::{parse_java_int, Params};
+use super::params::Params;
 use super::{allow, blocking, body, json_reply, ApiError, AppState};
 use crate::java::jackson::scalar_text;
+use crate::java::number::parse_int;
 use crate::model::NameKind;
 
 /// OpenTSDB's `UniqueId.MAX_SUGGESTIONS`.
@@ -89,7 +90,7 @@ impl Request {
     fn validate(&self) -> Result<(NameKind, usize), ApiError> {
         let max = match self.max.as_deref().filter(|m| !m.is_empty()) {
             None => DEFAULT_MAX,
-            Some(text) => match parse_java_int(text) {
+            Some(text) => match parse_int(text) {
                 Some(n) if n > 0 => n as usize,
                 Some(_) => DEFAULT_MAX,
                 None => return Err(ApiError::bad_request("Unable to parse 'max' as a number")),
