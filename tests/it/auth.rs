@@ -74,6 +74,11 @@ async fn call(
     http_with(addr, method, path, &headers, body.as_bytes()).await
 }
 
+/// The body of a GET with a bearer token.
+async fn body_as(addr: SocketAddr, path: &str, secret: &str) -> String {
+    call(addr, "GET", path, Some(bearer(secret)), "").await.1
+}
+
 /// The scope a row needs; `None` for the open endpoints.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Needs {
@@ -218,14 +223,7 @@ async fn basic_bearer_and_the_challenge() {
         refused(call(d.http(), "GET", path, Some(header), "").await);
     }
     // Counted, as every 401 and 403 is (the telnet port's one included).
-    let (_, stats) = call(
-        d.http(),
-        "GET",
-        "/api/stats",
-        Some(bearer("reader-secret")),
-        "",
-    )
-    .await;
+    let stats = body_as(d.http(), "/api/stats", "reader-secret").await;
     assert!(stats.contains(r#""tsd.rtsd.auth.refused""#), "{stats}");
     assert!(stats.contains(r#""protocol":"telnet""#), "{stats}");
     let counted = d.daemon.stats.auth_refused_http.load(Relaxed);
@@ -246,14 +244,7 @@ async fn basic_bearer_and_the_challenge() {
     assert!(!raw.contains("not-a-token-42"), "{raw}");
 
     // /api/config says how many tokens, never which.
-    let (_, config) = call(
-        d.http(),
-        "GET",
-        "/api/config",
-        Some(bearer("admin-secret")),
-        "",
-    )
-    .await;
+    let config = body_as(d.http(), "/api/config", "admin-secret").await;
     assert!(config.contains(r#""rtsd.auth":"on, 3 tokens""#), "{config}");
     assert!(!config.contains("secret"), "{config}");
     d.stop().await;
