@@ -11,7 +11,9 @@
 //! 3. with every queue sender dropped, the writer drains the queue, seals all
 //!    head chunks, commits and flushes, then its thread ends.
 //!
-//! Nothing that was accepted is lost on the way.
+//! Nothing that was accepted is lost on the way. A writer thread that ends
+//! on its own cancels the token itself (see [`crate::health`]) and `wait`
+//! fails, so the process exits non-zero.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::activation::Inherited;
 use crate::config::Settings;
 use crate::connection::TelnetContext;
+use crate::health::WriterGuard;
 use crate::http::{self, AppState, HttpLimits};
 use crate::protocol::ParseOptions;
 use crate::stats::Stats;
@@ -71,15 +74,22 @@ impl Daemon {
         let stats = Arc::new(Stats::default());
         let (queue, queue_rx) =
             crate::queue::queue(settings.queue_capacity, settings.overflow, stats.clone());
+        let shutdown = CancellationToken::new();
         let writer = {
             let stats = stats.clone();
+            let shutdown = shutdown.clone();
             let mps = settings.mps;
             std::thread::Builder::new()
                 .name("rtsd-writer".into())
-                .spawn(move || crate::ingest::run(store_writer, queue_rx, stats, mps))?
+                .spawn(move || {
+                    let _guard = WriterGuard {
+                        health: &stats.health,
+                        shutdown,
+                    };
+                    crate::ingest::run(store_writer, queue_rx, stats.clone(), mps)
+                })?
         };
 
-        let shutdown = CancellationToken::new();
         let parse = ParseOptions {
             max_tags: settings.max_tags,
             require_tags: settings.require_tags,
@@ -148,6 +158,9 @@ impl Daemon {
             .await?
             .map_err(|_| anyhow::anyhow!("writer thread panicked"))?
             .context("final seal and flush")?;
+        if self.stats.health.writer_died() {
+            anyhow::bail!("the writer thread stopped before shutdown");
+        }
         tracing::info!("rtsd stopped; all accepted points are stored");
         Ok(())
     }

@@ -16,6 +16,8 @@
 //! Around that path:
 //! - `daemon` wires the parts together and owns startup and shutdown;
 //!   `main` only parses flags and waits for a signal.
+//! - `health` says whether the store is writable and the writer alive
+//!   (`GET /health`, `/api/put`'s 503).
 //! - `config` turns flags and the TOML file into validated settings.
 //! - `stats` counts what happens to every point and connection; `/api/stats`,
 //!   telnet `stats` and `/metrics` read it.
@@ -31,6 +33,7 @@ pub mod activation;
 pub mod config;
 pub mod connection;
 pub mod daemon;
+pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod jfmt;

@@ -72,6 +72,8 @@ pub struct Stats {
     pub queries: AtomicU64,
     /// How long `/api/query` requests take, answered or failed.
     pub query_latency: Arc<Histogram>,
+    /// Writer alive and store writable; the `tsd.rtsd.store.writable` gauge.
+    pub health: crate::health::Health,
 }
 
 /// One counter as OpenTSDB reports it: `tsd.<name> <value> [tag=value...]`.
@@ -185,6 +187,11 @@ impl Stats {
                 &self.replies_dropped,
                 &[("type", "socket_writes_blocked")],
             ),
+            StatLine {
+                metric: "tsd.rtsd.store.writable".into(),
+                value: self.health.store_writable().into(),
+                tags: Vec::new(),
+            },
         ];
         for reason in [
             DropReason::QueueFull,

@@ -114,6 +114,8 @@ const FAMILIES: &[Family] = {
             "Write batches RocksDB refused."),
         family("tsd.rpc.errors", Some(("type", "socket_writes_blocked")), "rtsd_replies_dropped_total", Counter,
             "Error replies not sent because the client does not read its socket."),
+        family("tsd.rtsd.store.writable", None, "rtsd_store_writable", Gauge,
+            "1 while commits succeed, 0 from a failed commit (disk full, I/O error) until one succeeds."),
         family("tsd.http.requests", None, "rtsd_http_requests_total", Counter,
             "HTTP requests on either port."),
         family("tsd.http.query.received", None, "rtsd_queries_total", Counter,

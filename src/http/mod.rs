@@ -18,6 +18,7 @@
 //! | `/api/version`, `/api/stats`, `/api/aggregators`, `/api/config`, `/api/config/filters`, `/api/dropcaches` | [`info`] |
 //! | `/api/rtsd/stale` (rtsd's own) | [`stale`] |
 //! | `/metrics` (Prometheus text exposition) | [`metrics`] |
+//! | `/health` (200, or 503 with the reason) | [`info`] |
 //! | `/`, `/dashboard/app.js`, `/dashboard/app.css` (the dashboard page) | [`dashboard`] |
 //!
 //! Around every request: gzip response compression when the client sends
@@ -182,6 +183,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/dropcaches", any(info::dropcaches))
         .route("/api/rtsd/stale", any(stale::stale))
         .route("/metrics", any(metrics::metrics))
+        .route("/health", any(info::health))
         .route("/", any(dashboard::index))
         .route("/dashboard/app.js", any(dashboard::script))
         .route("/dashboard/app.css", any(dashboard::style))

@@ -7,6 +7,7 @@ mod collectd;
 mod dashboard;
 mod delete;
 mod durability;
+mod faults;
 mod grafana;
 mod http_api;
 mod ingest_queue;
