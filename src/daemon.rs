@@ -76,17 +76,22 @@ impl Daemon {
             crate::queue::queue(settings.queue_capacity, settings.overflow, stats.clone());
         let shutdown = CancellationToken::new();
         let writer = {
-            let stats = stats.clone();
-            let shutdown = shutdown.clone();
-            let mps = settings.mps;
+            let w = crate::ingest::Writer {
+                store: store_writer,
+                queue: queue_rx,
+                stats: stats.clone(),
+                shutdown: shutdown.clone(),
+                mps: settings.mps,
+            };
             std::thread::Builder::new()
                 .name("rtsd-writer".into())
                 .spawn(move || {
+                    let stats = w.stats.clone();
                     let _guard = WriterGuard {
                         health: &stats.health,
-                        shutdown,
+                        shutdown: w.shutdown.clone(),
                     };
-                    crate::ingest::run(store_writer, queue_rx, stats.clone(), mps)
+                    crate::ingest::run(w)
                 })?
         };
 

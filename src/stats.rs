@@ -20,7 +20,7 @@ pub enum DropReason {
     QueueFull,
     /// Like `QueueFull`, but while the writer was held back by `--mps`.
     RateLimited,
-    /// RocksDB refused the batch.
+    /// RocksDB refused the batch at shutdown, or for good (see `ingest`).
     StoreError,
 }
 

@@ -111,7 +111,7 @@ const FAMILIES: &[Family] = {
         family("tsd.rtsd.points.deleted", None, "rtsd_points_deleted_total", Counter,
             "Points removed by delete requests."),
         family("tsd.rpc.errors", Some(("type", "storage_errors")), "rtsd_store_errors_total", Counter,
-            "Write batches RocksDB refused."),
+            "Commits RocksDB refused, each retry counted."),
         family("tsd.rpc.errors", Some(("type", "socket_writes_blocked")), "rtsd_replies_dropped_total", Counter,
             "Error replies not sent because the client does not read its socket."),
         family("tsd.rtsd.store.writable", None, "rtsd_store_writable", Gauge,

@@ -98,6 +98,11 @@ pub async fn put(
     request_body: Body,
 ) -> Result<Response, ApiError> {
     allow(&method, &[Method::POST])?;
+    // While commits fail the points could only wait in the queue; a 503
+    // makes the collector keep them and retry.
+    if let Some(why) = state.stats.health.problem() {
+        return Err(ApiError::unavailable("Storage exception").with_details(why));
+    }
     let flags = Flags::from_params(&params)?;
     let bytes = body::read(&headers, request_body, state.http.max_body_bytes).await?;
     let decoded = if bytes.len() <= INLINE_DECODE_BYTES {
