@@ -63,36 +63,51 @@ impl Drop for Tmpfs {
     }
 }
 
-/// `/api/put?sync` of `n` points from `first` (ms); the points the daemon
-/// confirmed, or `None` once it answers 503.
-async fn put_sync(addr: std::net::SocketAddr, first: i64, n: i64) -> Option<Vec<i64>> {
+/// The series the tests below write.
+fn acked_series() -> rtsd::model::SeriesKey {
+    rtsd::model::SeriesKey::new("acked", [("host", "a")])
+}
+
+/// Why [`put_sync`] got no confirmation.
+#[derive(Debug, PartialEq)]
+enum NotAcked {
+    /// 503: the daemon refuses writes.
+    Refused,
+    /// The connection failed or closed early (the daemon died).
+    Gone,
+}
+
+/// `/api/put?sync` of `n` points of [`acked_series`] from `first` (ms,
+/// also the value); the points the daemon confirmed.
+async fn put_sync(addr: std::net::SocketAddr, first: i64, n: i64) -> Result<Vec<i64>, NotAcked> {
     let points: Vec<String> = (first..first + n)
         .map(|ts| {
-            format!(
-                r#"{{"metric":"disk.full","timestamp":{ts},"value":{ts},"tags":{{"host":"a"}}}}"#
-            )
+            format!(r#"{{"metric":"acked","timestamp":{ts},"value":{ts},"tags":{{"host":"a"}}}}"#)
         })
         .collect();
     let body = format!("[{}]", points.join(","));
-    let (status, reply) = http(
-        addr,
-        "POST",
-        "/api/put?sync&sync_timeout=1000&summary",
-        body.as_bytes(),
-    )
-    .await;
+    let path = "/api/put?sync&sync_timeout=1000&summary";
+    let (status, reply) = try_http(addr, "POST", path, &[], body.as_bytes())
+        .await
+        .map_err(|_| NotAcked::Gone)?;
     if status == 503 {
-        return None;
+        return Err(NotAcked::Refused);
     }
     // 400 when some points were not confirmed in time.
     assert!(status == 200 || status == 400, "{status} {reply}");
     let summary: serde_json::Value = serde_json::from_str(&reply).unwrap();
     // Points not confirmed within the timeout are not acknowledged.
-    Some(if summary["success"] == n {
+    Ok(if summary["success"] == n {
         (first..first + n).collect()
     } else {
         Vec::new()
     })
+}
+
+/// The acknowledged timestamps missing from `stored`.
+fn lost(acked: &[i64], stored: &[rtsd::model::DataPoint]) -> usize {
+    let stored: std::collections::HashSet<i64> = stored.iter().map(|p| p.timestamp_ms).collect();
+    acked.iter().filter(|ts| !stored.contains(ts)).count()
 }
 
 #[tokio::test]
@@ -111,8 +126,11 @@ async fn a_full_disk_stops_acknowledging_loses_nothing_and_recovers() {
     loop {
         assert!(start.elapsed() < DEADLINE, "the disk never filled up");
         match put_sync(d.http_addr, next, BATCH).await {
-            Some(confirmed) => acked.extend(confirmed),
-            None => break,
+            Ok(confirmed) => acked.extend(confirmed),
+            Err(why) => {
+                assert_eq!(why, NotAcked::Refused);
+                break;
+            }
         }
         next += BATCH;
     }
@@ -140,12 +158,47 @@ async fn a_full_disk_stops_acknowledging_loses_nothing_and_recovers() {
         .expect("ingest resumed");
     assert_eq!(after.len(), 10);
     acked.extend(after);
-    let key = rtsd::model::SeriesKey::new("disk.full", [("host", "a")]);
-    let stored: std::collections::HashSet<i64> = read_points(&d.store, &key)
-        .iter()
-        .map(|p| p.timestamp_ms)
-        .collect();
-    let lost = acked.iter().filter(|ts| !stored.contains(ts)).count();
-    assert_eq!(lost, 0, "acknowledged points lost of {}", acked.len());
+    let stored = read_points(&d.store, &acked_series());
+    assert_eq!(lost(&acked, &stored), 0, "of {}", acked.len());
     d.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_a_loop_during_a_sync_stream_loses_no_acknowledged_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut acked = Vec::new();
+    let mut next = 1_700_000_000_000_i64;
+    const BATCH: i64 = 500;
+    for _ in 0..4 {
+        let daemon = Spawned::start(dir.path()).await;
+        let addr = daemon.http;
+        // Stream until the connection dies, batch after batch.
+        let stream = tokio::spawn(async move {
+            let mut acked = Vec::new();
+            while let Ok(confirmed) = put_sync(addr, next, BATCH).await {
+                acked.extend(confirmed);
+                next += BATCH;
+            }
+            (acked, next + BATCH)
+        });
+        // Kill while requests are in flight, once some were confirmed.
+        let start = std::time::Instant::now();
+        while daemon.stat("tsd.rtsd.points.stored", "").await < 5 * BATCH as u64 {
+            assert!(start.elapsed() < DEADLINE, "nothing stored");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        daemon.signal("-KILL");
+        daemon.wait().await;
+        let (confirmed, resume) = tokio::time::timeout(DEADLINE, stream)
+            .await
+            .expect("the stream ends with the daemon")
+            .unwrap();
+        assert!(!confirmed.is_empty());
+        acked.extend(confirmed);
+        next = resume;
+    }
+    let d = TestDaemon::start_with(|s| s.data_dir = dir.path().to_path_buf()).await;
+    let stored = d.points(&acked_series());
+    assert_eq!(lost(&acked, &stored), 0, "of {}", acked.len());
+    d.daemon.stop().await.unwrap();
 }

@@ -146,7 +146,22 @@ pub async fn http_with(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    tokio::time::timeout(DEADLINE, try_http(addr, method, path, headers, body))
+        .await
+        .expect("http reply")
+        .expect("http exchange")
+}
+
+/// Like [`http_with`], but a connection that fails or closes before a
+/// whole reply (a daemon being killed) is an error instead of a panic.
+pub async fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr).await?;
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -155,14 +170,14 @@ pub async fn http_with(
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    s.write_all(body).await.unwrap();
+    s.write_all(req.as_bytes()).await?;
+    s.write_all(body).await?;
     let mut raw = Vec::new();
-    tokio::time::timeout(DEADLINE, s.read_to_end(&mut raw))
-        .await
-        .expect("http reply")
-        .unwrap();
-    parse_response(&raw)
+    s.read_to_end(&mut raw).await?;
+    if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(parse_response(&raw))
 }
 
 fn parse_response(raw: &[u8]) -> (u16, String) {
