@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -57,6 +58,11 @@ pub struct ServeArgs {
     /// body or query string), like OpenTSDB's tsd.http.query.allow_delete.
     #[arg(long)]
     pub allow_delete: bool,
+    /// Close a telnet connection that sent nothing for this long, and bound
+    /// the wait for an HTTP connection's first byte, like OpenTSDB's
+    /// tsd.core.socket.timeout [default: 5m].
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
     /// Keep raw points this long, e.g. 30d, 12h, 52w [default: forever].
     #[arg(long, value_name = "DURATION")]
     pub retention: Option<String>,
@@ -88,6 +94,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     reply_buffer_bytes: Option<usize>,
     seal_grace_secs: Option<u64>,
+    idle_timeout: Option<String>,
     retention: Option<String>,
     rollup_1h_retention: Option<String>,
     rollup_1d_retention: Option<String>,
@@ -120,6 +127,9 @@ pub struct Settings {
     pub reply_buffer_bytes: usize,
     /// How long after an hour ends its head chunks stay open for late points.
     pub seal_grace_secs: u64,
+    /// A connection silent this long is closed: half-open connections of
+    /// rebooted collector hosts must not hold `max-connections` slots.
+    pub idle_timeout: Duration,
     /// How long raw points and rollups are kept.
     pub retention: Retention,
     /// A series without points for this long counts as stale in
@@ -145,6 +155,7 @@ impl Default for Settings {
             max_connections: 10_000,
             reply_buffer_bytes: 64 * 1024,
             seal_grace_secs: 600,
+            idle_timeout: Duration::from_secs(300),
             retention: Retention::default(),
             stale_after_secs: 3600,
         }
@@ -211,6 +222,8 @@ impl Settings {
                 file.rollup_1d_retention,
             ),
         };
+        let idle_timeout = keep("idle-timeout", &args.idle_timeout, file.idle_timeout)
+            .map_or(d.idle_timeout, |ms| Duration::from_millis(ms as u64));
         let s = Settings {
             data_dir: args
                 .data_dir
@@ -237,6 +250,7 @@ impl Settings {
             max_connections: file.max_connections.unwrap_or(d.max_connections),
             reply_buffer_bytes: file.reply_buffer_bytes.unwrap_or(d.reply_buffer_bytes),
             seal_grace_secs: file.seal_grace_secs.unwrap_or(d.seal_grace_secs),
+            idle_timeout,
             retention,
             stale_after_secs: file.stale_after_secs.unwrap_or(d.stale_after_secs),
         };
@@ -384,6 +398,13 @@ mod tests {
         );
         let d = Settings::load(&ServeArgs::default()).unwrap();
         assert_eq!(d.retention, Retention::default());
+        assert_eq!(d.idle_timeout, std::time::Duration::from_secs(300));
+        let args = ServeArgs {
+            idle_timeout: Some("90s".into()),
+            ..Default::default()
+        };
+        let s = from_toml("idle-timeout = \"1m\"", args).unwrap();
+        assert_eq!(s.idle_timeout, std::time::Duration::from_secs(90));
 
         let text = "retention = \"30x\"\nrollup-1h-retention = \"0d\"";
         let err = from_toml(text, ServeArgs::default()).unwrap_err();

@@ -116,6 +116,7 @@ impl Daemon {
             parse,
             max_line_bytes: settings.max_line_bytes,
             reply_buffer_bytes: settings.reply_buffer_bytes,
+            idle_timeout: settings.idle_timeout,
             shutdown: shutdown.clone(),
         });
 

@@ -66,6 +66,8 @@ async fn serve(stream: TcpStream, ctx: &TelnetContext, http: axum::Router) {
     let mut first = [0u8; 1];
     let is_http = tokio::select! {
         _ = ctx.shutdown.cancelled() => return,
+        // A client that connects and never sends holds a slot like an idle one.
+        _ = tokio::time::sleep(ctx.idle_timeout) => return,
         peeked = stream.peek(&mut first) => match peeked {
             Ok(0) | Err(_) => return,
             Ok(_) => first[0].is_ascii_uppercase(),

@@ -12,6 +12,7 @@ mod grafana;
 mod http_api;
 mod ingest_queue;
 mod lifecycle;
+mod limits;
 mod query_cases;
 mod service;
 mod support;

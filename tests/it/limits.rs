@@ -1,0 +1,70 @@
+//! Connection limits and timeouts (issue 9): idle connections give their
+//! slots back, so collectors are served again.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use rtsd::model::SeriesKey;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+/// The soft limit on open files, from `/proc/self/limits`.
+fn open_files_limit() -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_a_fresh_collector_is_served() {
+    // Both ends of every connection live in this process; leave room for
+    // RocksDB's files.
+    let n = 10_000.min(open_files_limit().saturating_sub(1_000) / 2);
+    // Long enough to open them all before the first one times out.
+    let idle_timeout = Duration::from_secs(5);
+    let d = TestDaemon::start_with(|s| {
+        s.max_connections = n;
+        s.idle_timeout = idle_timeout;
+    })
+    .await;
+    let mut idle = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = TcpStream::connect(d.telnet()).await.unwrap();
+        // One byte, so each is a telnet connection waiting for the rest.
+        s.write_all(b"p").await.unwrap();
+        idle.push(s);
+    }
+    let stats = &d.daemon.stats;
+    poll(|| stats.connections_open.load(Relaxed) == n as u64).await;
+
+    // Over the limit: closed at once and counted.
+    let mut late = TcpStream::connect(d.telnet()).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(DEADLINE, late.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    assert_eq!(stats.connections_refused.load(Relaxed), 1);
+
+    // After the timeout the idle ones are gone and a collector gets in.
+    poll(|| stats.connections_open.load(Relaxed) == 0).await;
+    let mut collector = TcpStream::connect(d.telnet()).await.unwrap();
+    collector
+        .write_all(b"put idle.fresh 1700000000 1 host=a\nversion\n")
+        .await
+        .unwrap();
+    assert!(read_line(&mut collector).await.starts_with("rtsd "));
+    d.wait_stored(1).await;
+    assert_eq!(
+        d.points(&SeriesKey::new("idle.fresh", [("host", "a")]))
+            .len(),
+        1
+    );
+    // The idle connections were closed by the server.
+    let s = idle.last_mut().unwrap();
+    assert!(matches!(s.read(&mut byte).await, Ok(0) | Err(_)));
+    d.stop().await;
+}
