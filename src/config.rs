@@ -58,9 +58,9 @@ pub struct ServeArgs {
     /// body or query string), like OpenTSDB's tsd.http.query.allow_delete.
     #[arg(long)]
     pub allow_delete: bool,
-    /// Close a telnet connection that sent nothing for this long, and bound
-    /// the wait for an HTTP connection's first byte, like OpenTSDB's
-    /// tsd.core.socket.timeout [default: 5m].
+    /// Close a telnet connection that sent nothing for this long; on HTTP,
+    /// the longest wait for a request header or the next kept-alive
+    /// request, like OpenTSDB's tsd.core.socket.timeout [default: 5m].
     #[arg(long, value_name = "DURATION")]
     pub idle_timeout: Option<String>,
     /// Keep raw points this long, e.g. 30d, 12h, 52w [default: forever].
@@ -120,7 +120,8 @@ pub struct Settings {
     pub allow_delete: bool,
     /// Extra characters allowed in names, like `tsd.core.tag.allow_specialchars`.
     pub allow_special_chars: String,
-    /// Telnet connections served at once; more are refused by closing them.
+    /// Connections served at once on both ports together; more are refused
+    /// by closing them.
     pub max_connections: usize,
     /// Error replies a connection may have unsent before further ones are
     /// dropped (and counted): collectd and telegraf never read the socket.

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -121,22 +122,22 @@ impl Daemon {
         });
 
         let tasks = {
-            let shutdown = shutdown.clone();
             let max_connections = settings.max_connections;
             tokio::spawn(async move {
                 let tracker = TaskTracker::new();
-                let serve = axum::serve(http_listener, app.clone())
-                    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-                let http_server = tokio::spawn(async move { serve.await });
-                crate::server::accept_loop(telnet, ctx, app, max_connections, tracker.clone())
-                    .await;
+                let permits = Arc::new(Semaphore::new(max_connections));
+                tokio::join!(
+                    crate::server::http_accept_loop(
+                        http_listener,
+                        ctx.clone(),
+                        app.clone(),
+                        permits.clone(),
+                        tracker.clone(),
+                    ),
+                    crate::server::accept_loop(telnet, ctx, app, permits, tracker.clone()),
+                );
                 tracker.close();
                 tracker.wait().await;
-                match http_server.await {
-                    Ok(Err(e)) => tracing::error!(error = %e, "http server failed"),
-                    Err(e) => tracing::error!(error = %e, "http server task failed"),
-                    Ok(Ok(())) => {}
-                }
             })
         };
         tracing::info!(%telnet_addr, %http_addr, "rtsd listening");

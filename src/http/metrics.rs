@@ -77,11 +77,11 @@ const FAMILIES: &[Family] = {
     use Kind::{Counter, Gauge};
     &[
         family("tsd.connectionmgr.connections", Some(("type", "open")), "rtsd_connections_open", Gauge,
-            "Telnet connections open now."),
+            "Connections open now, both ports."),
         family("tsd.connectionmgr.connections", Some(("type", "total")), "rtsd_connections_accepted_total", Counter,
-            "Telnet connections accepted."),
+            "Connections accepted, both ports."),
         family("tsd.connectionmgr.exceptions", Some(("type", "refused")), "rtsd_connections_refused_total", Counter,
-            "Telnet connections closed at once because max-connections were open."),
+            "Connections closed at once because max-connections were open (both ports count)."),
         family("tsd.rpc.received", Some(("type", "telnet_lines")), "rtsd_telnet_lines_total", Counter,
             "Lines read on the telnet port, of any kind."),
         family("tsd.rpc.received", Some(("type", "put")), "rtsd_telnet_puts_total", Counter,

@@ -257,13 +257,24 @@ fn normalize(mut req: Request) -> Result<Request, ApiError> {
     Ok(req)
 }
 
-/// Serves HTTP on an accepted connection (one that reached the telnet port
-/// with an upper-case first byte) until the client closes it or shutdown.
-pub async fn serve_connection(stream: TcpStream, app: Router, shutdown: CancellationToken) {
+/// Serves HTTP on an accepted connection until the client closes it or
+/// shutdown. A request's header must arrive within `idle_timeout`, and a
+/// kept-alive connection waiting for its next request is closed after it
+/// too, so slow-loris clients and idle keep-alives give their slot back.
+pub async fn serve_connection(
+    stream: TcpStream,
+    app: Router,
+    shutdown: CancellationToken,
+    idle_timeout: Duration,
+) {
     let io = hyper_util::rt::TokioIo::new(stream);
     let service = hyper_util::service::TowerToHyperService::new(app);
-    let builder =
+    let mut builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(idle_timeout);
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     tokio::select! {

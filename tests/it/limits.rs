@@ -68,3 +68,53 @@ async fn idle_connections_are_closed_and_a_fresh_collector_is_served() {
     assert!(matches!(s.read(&mut byte).await, Ok(0) | Err(_)));
     d.stop().await;
 }
+
+/// Everything the server sends on `s` until it closes the connection.
+async fn until_closed(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut out))
+        .await
+        .expect("the server closes the connection")
+        .unwrap_or_default();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_loris_and_idle_keep_alive_http_connections_are_closed() {
+    let d = TestDaemon::start_with(|s| s.idle_timeout = Duration::from_millis(500)).await;
+    for addr in [d.http(), d.telnet()] {
+        // A header that never ends.
+        let mut loris = TcpStream::connect(addr).await.unwrap();
+        loris
+            .write_all(b"GET /api/version HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+        let reply = until_closed(&mut loris).await;
+        assert!(!reply.contains("200 OK"), "{reply}");
+        // A kept-alive connection is answered, then closed when idle.
+        let mut kept = TcpStream::connect(addr).await.unwrap();
+        kept.write_all(b"GET /api/version HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let reply = until_closed(&mut kept).await;
+        assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+    }
+    let stats = &d.daemon.stats;
+    poll(|| stats.connections_open.load(Relaxed) == 0).await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_covers_both_ports() {
+    let d = TestDaemon::start_with(|s| s.max_connections = 2).await;
+    let stats = &d.daemon.stats;
+    let _telnet = TcpStream::connect(d.telnet()).await.unwrap();
+    let _http = TcpStream::connect(d.http()).await.unwrap();
+    poll(|| stats.connections_open.load(Relaxed) == 2).await;
+    for addr in [d.http(), d.telnet()] {
+        let mut over = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(until_closed(&mut over).await, "");
+    }
+    assert_eq!(stats.connections_refused.load(Relaxed), 2);
+    d.stop().await;
+}
