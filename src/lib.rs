@@ -36,7 +36,7 @@ pub mod daemon;
 pub mod health;
 pub mod http;
 pub mod ingest;
-pub mod jfmt;
+pub mod java;
 pub mod model;
 pub mod notify;
 pub mod protocol;

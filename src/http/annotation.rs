@@ -43,7 +43,7 @@ use serde_json::Value as Json;
 
 use super::params::Params;
 use super::{allow, blocking, body, json_reply, parse_tsuid, tsuid, ApiError, AppState};
-use crate::query::lenient::scalar_text;
+use crate::java::jackson::scalar_text;
 use crate::query::output::RenderedAnnotations;
 use crate::query::source::Source;
 use crate::query::time::parse_time;

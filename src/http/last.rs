@@ -34,7 +34,9 @@ use serde_json::Value as Json;
 use super::lookup::no_such_name;
 use super::params::{parse_java_int, Params};
 use super::query::refuse_delete;
-use super::{blocking, body, json_reply, parse_tsuid, spec, tsuid, ApiError, AppState, TagsJson};
+use super::{
+    blocking, body, json_reply, parse_tsuid, series_expr, tsuid, ApiError, AppState, TagsJson,
+};
 use crate::model::NameKind;
 use crate::model::{DataPoint, SeriesKey, Value};
 use crate::query::source::Source;
@@ -97,7 +99,7 @@ impl LastQuery {
         };
         let mut subs = Vec::new();
         for text in params.all("timeseries") {
-            let (metric, tags) = spec::parse_exact(text).map_err(ApiError::bad_request)?;
+            let (metric, tags) = series_expr::parse_exact(text).map_err(ApiError::bad_request)?;
             subs.push(Sub::Series { metric, tags });
         }
         for text in params.all("tsuids") {
@@ -271,7 +273,7 @@ fn render(found: &[Found], resolve: bool) -> String {
 fn value_text(v: Value) -> String {
     match v {
         Value::Int(i) => i.to_string(),
-        Value::Float(f) => crate::jfmt::java_double(f),
+        Value::Float(f) => crate::java::double_text::java_double(f),
     }
 }
 

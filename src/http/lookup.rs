@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::params::{parse_java_int, Params};
-use super::spec::{self, Pattern};
+use super::series_expr::{self, Pattern};
 use super::{blocking, body, json_reply, tsuid, ApiError, AppState, TagsJson};
 use crate::model::NameKind;
 use crate::query::source::Source;
@@ -98,7 +98,7 @@ fn check_method(method: &Method) -> Result<(), ApiError> {
 impl Lookup {
     fn from_params(params: &Params) -> Result<Lookup, ApiError> {
         let m = params.required("m")?;
-        let (metric, tags) = spec::parse_lookup(m)
+        let (metric, tags) = series_expr::parse_lookup(m)
             .map_err(|msg| ApiError::bad_request("Unable to parse query").with_details(msg))?;
         let limit = match params.get("limit") {
             None => DEFAULT_LIMIT,
@@ -174,10 +174,10 @@ fn run(state: &AppState, q: &Lookup) -> Result<Vec<crate::model::SeriesMeta>, Ap
         names.push((NameKind::Metric, m));
     }
     for (k, v) in &q.tags {
-        if !spec::is_wildcard(k) {
+        if !series_expr::is_wildcard(k) {
             names.push((NameKind::TagKey, k.as_deref().unwrap_or_default()));
         }
-        if !spec::is_wildcard(v) {
+        if !series_expr::is_wildcard(v) {
             names.push((NameKind::TagValue, v.as_deref().unwrap_or_default()));
         }
     }
@@ -201,7 +201,7 @@ fn run(state: &AppState, q: &Lookup) -> Result<Vec<crate::model::SeriesMeta>, Ap
 
 /// The store's spelling of a pattern: `*` for "any".
 fn pattern_text(p: &Pattern) -> String {
-    if spec::is_wildcard(p) {
+    if series_expr::is_wildcard(p) {
         "*".to_string()
     } else {
         p.clone().unwrap_or_default()

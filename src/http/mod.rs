@@ -10,7 +10,7 @@
 //!
 //! | endpoint | module |
 //! |---|---|
-//! | `/api/put`, `/api/metadata/put` | [`put`], [`metadata`] |
+//! | `/api/put`, `/api/metadata/put` | [`put`] (body: [`put_body`], checks: [`put_check`]), [`metadata`] |
 //! | `/api/query`, `/api/query/last` | [`query`], [`last`] |
 //! | `/api/annotation`, `/api/annotation/bulk` (and `/api/annotations…`) | [`annotation`] |
 //! | `/api/suggest`, `/api/search/lookup` | [`suggest`], [`lookup`] |
@@ -43,15 +43,15 @@ mod error;
 mod gate;
 mod info;
 mod last;
-mod line;
 mod lookup;
 mod metadata;
 mod metrics;
 mod params;
-mod point;
 mod put;
+mod put_body;
+mod put_check;
 mod query;
-mod spec;
+mod series_expr;
 mod stale;
 mod suggest;
 mod uid;

@@ -1,5 +1,5 @@
 //! `/api/put` (OpenTSDB's `PutDataPointRpc`): POST only, a JSON object or
-//! array of points ([`super::point`] reads and checks them), gzip welcome.
+//! array of points ([`super::put_body`] reads and checks them), gzip welcome.
 //!
 //! Valid points are queued even when others fail, as OpenTSDB stores the
 //! good points of a mixed batch. The answer follows OpenTSDB's table, which
@@ -39,7 +39,7 @@ use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
 use super::params::Params;
-use super::point::{parse_body, Rejection};
+use super::put_body::{parse_body, Rejection};
 use super::{allow, blocking, body, json_reply, ApiError, AppState};
 use crate::model::Sample;
 use crate::queue::{Batch, PushError};

@@ -33,8 +33,8 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use serde_json::Value;
 
-use super::line::first_illegal;
 use super::params::Params;
+use super::put_check::first_illegal;
 use super::{allow, blocking, body, json_reply, tsuid, ApiError, AppState};
 use crate::model::NameKind;
 use crate::query::source::Source;

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use super::java::NumberError;
+use crate::java::number::NumberError;
 
 /// Every label [`LineError::kind`] can return.
 ///

@@ -14,16 +14,14 @@
 //! timestamps read as seconds plus a fraction, `max_tags` configurable, a
 //! reply for an over-long line.
 //!
-//! Layout: `lexer` (nom: words, tags), `timestamp`, `java` (Java's number
-//! parsers and their messages), `names` (allowed characters), `hashmap`
-//! (Java `HashMap` order for messages), `put` (the check sequence),
-//! `error` (reply texts and stats labels).
+//! Layout: `lexer` (nom: words, tags), `timestamp`, `names` (allowed
+//! characters), `put` (the check sequence), `error` (reply texts and stats
+//! labels). Java's number parsers and `HashMap` order, which the checks and
+//! their messages follow, come from [`crate::java`].
 
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
-mod hashmap;
-mod java;
 mod lexer;
 mod names;
 mod put;
@@ -37,8 +35,6 @@ mod tests;
 pub use error::{
     line_too_long, DataCommand, LineError, NameRole, PutError, KINDS, MAX_REPLY_BYTES,
 };
-pub use hashmap::java_map_string;
-pub use java::NumberError;
 pub use names::first_illegal_char;
 pub use put::Put;
 

@@ -26,11 +26,13 @@ use std::fmt::Write as _;
 use smallvec::SmallVec;
 
 use super::error::{NameRole, PutError};
-use super::java;
 use super::lexer::{split_tag, Word, Words};
 use super::names;
 use super::timestamp::{self, Timestamp, MAX_SECONDS};
 use super::ParseOptions;
+use crate::java::double_text::non_finite_text;
+use crate::java::hashmap_order;
+use crate::java::number;
 use crate::model::{SeriesKey, Value};
 
 /// A data point as the `put` line gave it, borrowing its names from the
@@ -162,7 +164,7 @@ impl<'a> Point<'a> {
         if self.timestamp.out_of_range() {
             return Err(PutError::TimestampOutOfRange {
                 timestamp: self.timestamp.raw,
-                value: java::stored_value_text(self.value),
+                value: stored_value_text(self.value),
                 metric: lossy(self.metric),
                 tags: tags.to_java_string(),
             });
@@ -198,8 +200,8 @@ impl<'a> Point<'a> {
 
 /// Steps 5–6: OpenTSDB's integer/float split and its NaN/infinity check.
 fn parse_value(text: &str, metric: Word<'_>, timestamp: Timestamp) -> Result<Value, PutError> {
-    if java::looks_like_integer(text) {
-        return java::parse_long(text).map(Value::Int).map_err(|e| {
+    if number::looks_like_integer(text) {
+        return number::parse_long(text).map(Value::Int).map_err(|e| {
             if is_non_finite_token(text) {
                 PutError::NonFiniteToken(e)
             } else {
@@ -207,10 +209,10 @@ fn parse_value(text: &str, metric: Word<'_>, timestamp: Timestamp) -> Result<Val
             }
         });
     }
-    let d = java::parse_double(text).map_err(PutError::InvalidValue)?;
+    let d = number::parse_double(text).map_err(PutError::InvalidValue)?;
     if !d.is_finite() {
         return Err(PutError::NanOrInfinite {
-            value: java::non_finite_text(d),
+            value: non_finite_text(d),
             metric: lossy(metric),
             timestamp: timestamp.raw,
         });
@@ -225,6 +227,38 @@ fn is_non_finite_token(text: &str) -> bool {
     ["nan", "inf", "infinity"]
         .iter()
         .any(|t| unsigned.eq_ignore_ascii_case(t))
+}
+
+/// `(float) d == d`: OpenTSDB stores such a value on 4 bytes (2.4's
+/// `Tags.fitsInFloat`). Only the `bad timestamp` reply shows the difference.
+fn fits_in_float(d: f64) -> bool {
+    f64::from(d as f32) == d
+}
+
+/// The `value=[…]/flags` text of OpenTSDB's `bad timestamp` message: the
+/// bytes it would have stored (`Arrays.toString`, signed) and their flags.
+/// Integers take the smallest of 1, 2, 4 or 8 bytes; floats take 4 bytes
+/// when exact as float32 (flags `0x8|3`), else 8 (flags `0x8|7`).
+fn stored_value_text(value: Value) -> String {
+    let (bytes, flags): (Vec<u8>, u8) = match value {
+        Value::Int(v) => {
+            let bytes = if let Ok(b) = i8::try_from(v) {
+                b.to_be_bytes().to_vec()
+            } else if let Ok(s) = i16::try_from(v) {
+                s.to_be_bytes().to_vec()
+            } else if let Ok(i) = i32::try_from(v) {
+                i.to_be_bytes().to_vec()
+            } else {
+                v.to_be_bytes().to_vec()
+            };
+            let flags = (bytes.len() - 1) as u8;
+            (bytes, flags)
+        }
+        Value::Float(f) if fits_in_float(f) => ((f as f32).to_bits().to_be_bytes().to_vec(), 0xB),
+        Value::Float(f) => (f.to_bits().to_be_bytes().to_vec(), 0xF),
+    };
+    let items: Vec<String> = bytes.iter().map(|&b| (b as i8).to_string()).collect();
+    format!("[{}]/{flags}", items.join(", "))
 }
 
 /// A word as quoted in a reply.
@@ -292,7 +326,7 @@ impl<'a> TagList<'a> {
     }
 
     fn to_java_string(&self) -> String {
-        super::hashmap::java_map_string(&self.lossy_pairs())
+        hashmap_order::java_map_string(&self.lossy_pairs())
     }
 
     /// Step 10: every key and value in the allowed set. The names come back
@@ -312,7 +346,7 @@ impl<'a> TagList<'a> {
     /// may come before `found`, the first offender in line order.
     fn first_in_java_order(&self, found: usize, error: PutError, special: &str) -> PutError {
         let keys: Vec<String> = self.pairs.iter().map(|&(k, _)| lossy(k)).collect();
-        super::hashmap::iteration_order(&keys)
+        hashmap_order::iteration_order(&keys)
             .into_iter()
             .take_while(|&i| i != found)
             .find_map(|i| check_tag(self.pairs[i], special).err())
@@ -338,4 +372,30 @@ fn check_tag<'a>(
         ch,
     })?;
     Ok((checked_key, checked_value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float32_fit_and_stored_bytes() {
+        assert!(fits_in_float(42.5));
+        assert!(fits_in_float(f64::INFINITY));
+        assert!(!fits_in_float(0.1));
+        assert!(!fits_in_float(1e39));
+        assert_eq!(stored_value_text(Value::Int(42)), "[42]/0");
+        assert_eq!(stored_value_text(Value::Int(-1)), "[-1]/0");
+        assert_eq!(stored_value_text(Value::Int(300)), "[1, 44]/1");
+        assert_eq!(stored_value_text(Value::Int(70000)), "[0, 1, 17, 112]/3");
+        assert_eq!(
+            stored_value_text(Value::Int(i64::MAX)),
+            "[127, -1, -1, -1, -1, -1, -1, -1]/7"
+        );
+        assert_eq!(stored_value_text(Value::Float(42.5)), "[66, 42, 0, 0]/11");
+        assert_eq!(
+            stored_value_text(Value::Float(0.1)),
+            "[63, -71, -103, -103, -103, -103, -103, -102]/15"
+        );
+    }
 }

@@ -9,7 +9,7 @@
 //! fraction is below a millisecond and is dropped. Every other word with a
 //! dot goes OpenTSDB's way, dots deleted, so its errors read the same.
 
-use super::java::{self, NumberError};
+use crate::java::number::{self, NumberError};
 
 /// Largest value OpenTSDB takes for seconds; above it, milliseconds.
 pub const MAX_SECONDS: i64 = 0xFFFF_FFFF;
@@ -50,13 +50,13 @@ impl Timestamp {
 /// OpenTSDB's `NumberFormatException` messages.
 pub fn parse(word: &str) -> Result<Timestamp, NumberError> {
     let Some(dot) = word.bytes().position(|b| b == b'.') else {
-        return java::parse_long(word).map(Timestamp::from_raw);
+        return number::parse_long(word).map(Timestamp::from_raw);
     };
     let (int, fraction) = (&word[..dot], &word[dot + 1..]);
     let seconds_and_fraction =
         !int.starts_with('-') && fraction.bytes().all(|b| b.is_ascii_digit());
     if seconds_and_fraction {
-        if let Ok(whole) = java::parse_long(int) {
+        if let Ok(whole) = number::parse_long(int) {
             if whole > MAX_SECONDS {
                 return Ok(Timestamp::from_raw(whole));
             }
@@ -69,7 +69,7 @@ pub fn parse(word: &str) -> Result<Timestamp, NumberError> {
             return Ok(Timestamp { raw: ms, ms });
         }
     }
-    java::parse_long(&word.replace('.', "")).map(Timestamp::from_raw)
+    number::parse_long(&word.replace('.', "")).map(Timestamp::from_raw)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! Every function folds `f64`s the way OpenTSDB's double path does: NaN
 //! (a `nan`/`null`-filled bucket) is skipped, and a fold over nothing but
 //! NaN is NaN. The engine decides whether a result is reported as an
-//! integer (see `engine.rs`); OpenTSDB's truncating integer path is not
+//! integer (see `sweep.rs`); OpenTSDB's truncating integer path is not
 //! reproduced, on purpose (the "differs on purpose" table).
 //!
 //! Two OpenTSDB quirks are not reproduced either: the `ep*r3`/`ep*r7`

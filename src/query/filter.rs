@@ -15,6 +15,8 @@
 
 use regex::Regex;
 
+use crate::java::split::split;
+
 /// The registered filter types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FilterType {
@@ -197,18 +199,6 @@ pub struct TagFilter {
     matcher: Matcher,
 }
 
-/// OpenTSDB splits with Java's `String.split`, which drops trailing empties.
-pub(crate) fn java_split(s: &str, sep: char) -> Vec<&str> {
-    let mut parts: Vec<&str> = s.split(sep).collect();
-    while parts.len() > 1 && parts.last() == Some(&"") {
-        parts.pop();
-    }
-    if parts == [""] {
-        parts.clear();
-    }
-    parts
-}
-
 impl TagFilter {
     /// Builds a filter of a named type; errors are OpenTSDB's texts.
     pub fn new(type_name: &str, tagk: &str, filter: &str, group_by: bool) -> Result<Self, String> {
@@ -249,10 +239,10 @@ impl TagFilter {
                 if filter == "|" {
                     return Err("Filter must contain more than just a pipe".into());
                 }
-                Matcher::Literals(java_split(filter, '|').into_iter().map(fold).collect())
+                Matcher::Literals(split(filter, '|').into_iter().map(fold).collect())
             }
             FilterType::NotLiteralOr | FilterType::NotILiteralOr => {
-                Matcher::NotLiterals(java_split(filter, '|').into_iter().map(fold).collect())
+                Matcher::NotLiterals(split(filter, '|').into_iter().map(fold).collect())
             }
             FilterType::Wildcard | FilterType::IWildcard => {
                 if !filter.contains('*') {

@@ -8,10 +8,15 @@
 //!
 //! Modules, in pipeline order:
 //!
-//! - [`request`]: the `TSQuery` model, GET parsing, validation into a plan;
+//! - [`request`]: the `TSQuery` model and its validation into a plan; the
+//!   GET form (`query_string`: the `m=` and `tsuid=` grammars) builds the
+//!   same model;
 //! - [`time`]: OpenTSDB's time formats and calendar arithmetic;
 //! - [`filter`]: tag value filters;
-//! - [`engine`]: reading, grouping and cross-series aggregation;
+//! - [`engine`]: resolving, grouping, and the order of the steps, within
+//!   [`limits`]; each series goes through its sub-query's pipeline
+//!   (`pipeline`: read, downsample, fill, rate) and each group through a
+//!   cross-series sweep (`sweep`);
 //! - [`downsample`], [`rate`], [`aggregator`]: the per-series and
 //!   per-timestamp functions;
 //! - [`output`]: the response and its JSON.
@@ -26,19 +31,23 @@ pub mod downsample;
 pub mod engine;
 pub mod error;
 pub mod filter;
-pub(crate) mod lenient;
+pub mod limits;
 pub mod output;
+mod pipeline;
+mod query_string;
 pub mod rate;
 pub mod request;
 pub mod source;
+mod sweep;
 pub mod time;
 
 #[cfg(test)]
 mod tests;
 
 pub use aggregator::aggregator_names;
-pub use engine::{execute, QueryLimits};
+pub use engine::execute;
 pub use error::QueryError;
 pub use filter::filter_descriptions;
+pub use limits::QueryLimits;
 pub use output::QueryResponse;
 pub use request::{QueryRequest, SubQuery};

@@ -15,7 +15,7 @@
 //! [,{"statsSummary":{..}}]       showSummary
 //! ```
 //!
-//! Values are Java-formatted (`42`, `30.0`, `1.0E7`) via `crate::jfmt`;
+//! Values are Java-formatted (`42`, `30.0`, `1.0E7`) via `crate::java::double_text`;
 //! a missing value (NaN from a fill, or a non-finite result) is `null`,
 //! never `"NaN"`. Timestamps are seconds unless `ms` was asked for; several
 //! points within one second then merge, the last one winning, so keys never
@@ -32,7 +32,7 @@
 
 use std::fmt::Write as _;
 
-use crate::jfmt;
+use crate::java::double_text;
 use crate::model::Value;
 use crate::query::filter::TagFilter;
 use crate::query::request::SubQuery;
@@ -138,7 +138,7 @@ fn write_str(out: &mut String, s: &str) {
 fn write_number(out: &mut String, v: Value) {
     match v {
         Value::Float(f) if !f.is_finite() => out.push_str("null"),
-        v => jfmt::write_value(out, v),
+        v => double_text::write_value(out, v),
     }
 }
 

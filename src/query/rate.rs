@@ -15,24 +15,24 @@
 
 use serde::Deserialize;
 
+use crate::java::jackson;
 use crate::query::downsample::Doubles;
-use crate::query::lenient;
 
 /// `rateOptions` of a sub-query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct RateOptions {
     /// The series is a monotonic counter that may wrap or reset.
-    #[serde(alias = "isCounter", deserialize_with = "lenient::flag")]
+    #[serde(alias = "isCounter", deserialize_with = "jackson::flag")]
     pub counter: bool,
     /// The value a counter wraps at.
-    #[serde(rename = "counterMax", deserialize_with = "lenient::long")]
+    #[serde(rename = "counterMax", deserialize_with = "jackson::long")]
     pub counter_max: i64,
     /// Rates above this (when positive) after a reset are reported as 0.
-    #[serde(rename = "resetValue", deserialize_with = "lenient::long")]
+    #[serde(rename = "resetValue", deserialize_with = "jackson::long")]
     pub reset_value: i64,
     /// Drop the rate across a reset instead of guessing a wrap.
-    #[serde(rename = "dropResets", deserialize_with = "lenient::flag")]
+    #[serde(rename = "dropResets", deserialize_with = "jackson::flag")]
     pub drop_resets: bool,
 }
 

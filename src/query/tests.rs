@@ -2,6 +2,9 @@
 //! in-memory [`Source`]: hand-computed cases (also replayed from
 //! `protocol/queries/*.json`, which the HTTP tests run against the real
 //! store), rollups against raw points, and limits.
+//!
+//! A test file, long because each case is a whole query and its expected
+//! answer; the unit tests of each part stay beside their code.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;

@@ -25,6 +25,7 @@
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, Offset, TimeZone};
 use chrono_tz::Tz;
 
+use crate::java::number;
 use crate::query::error::QueryError;
 
 const SECOND_MS: i64 = 1000;
@@ -59,7 +60,7 @@ pub fn parse_time(s: &str, now_ms: i64, tz: Option<Tz>) -> Result<i64, QueryErro
         return parse_dotted_seconds(s);
     }
     let time =
-        parse_java_long(s).map_err(|e| QueryError::bad(format!("Invalid time: {s}. {e}")))?;
+        number::parse_long(s).map_err(|e| QueryError::bad(format!("Invalid time: {s}. {e}")))?;
     if time < 0 {
         return Err(QueryError::bad(format!(
             "Invalid time: {s}. Negative timestamps are not supported."
@@ -129,44 +130,6 @@ pub fn parse_duration(d: &str) -> Result<i64, QueryError> {
     interval
         .checked_mul(seconds * 1000)
         .ok_or_else(|| QueryError::bad(format!("Duration must be < Long.MAX_VALUE ms: {d}")))
-}
-
-/// OpenTSDB's `Tags.parseLong`, whose messages clients see in errors.
-pub(crate) fn parse_java_long(s: &str) -> Result<i64, String> {
-    let chars: Vec<char> = s.chars().collect();
-    let n = chars.len();
-    if n == 0 {
-        return Err("Empty string".into());
-    }
-    let negative = chars[0] == '-';
-    let mut i = 0;
-    if chars[0] == '+' || negative {
-        if n == 1 {
-            return Err(format!("Just a sign, no value: {s}"));
-        } else if n > 20 {
-            return Err(format!("Value too long: {s}"));
-        }
-        i = 1;
-    } else if n > 19 {
-        return Err(format!("Value too long: {s}"));
-    }
-    // Accumulate negatively so that i64::MIN parses.
-    let mut v: i64 = 0;
-    for &c in &chars[i..] {
-        let digit = c
-            .to_digit(10)
-            .filter(|_| c.is_ascii_digit())
-            .ok_or_else(|| format!("Invalid character '{c}' in {s}"))?;
-        v = v
-            .checked_mul(10)
-            .and_then(|v| v.checked_sub(i64::from(digit)))
-            .ok_or_else(|| format!("Overflow in {s}"))?;
-    }
-    if negative {
-        Ok(v)
-    } else {
-        v.checked_neg().ok_or_else(|| format!("Overflow in {s}"))
-    }
 }
 
 /// The absolute forms, picked by length as OpenTSDB does.
@@ -529,21 +492,6 @@ mod tests {
         for &(s, want) in cases {
             assert_eq!(parse_duration(s).unwrap(), want, "{s}");
         }
-    }
-
-    #[test]
-    fn java_long_parsing() {
-        assert_eq!(parse_java_long("-9223372036854775808"), Ok(i64::MIN));
-        assert_eq!(parse_java_long("9223372036854775807"), Ok(i64::MAX));
-        assert_eq!(
-            parse_java_long("9223372036854775808"),
-            Err("Overflow in 9223372036854775808".into())
-        );
-        assert_eq!(
-            parse_java_long("1a"),
-            Err("Invalid character 'a' in 1a".into())
-        );
-        assert_eq!(parse_java_long("-"), Err("Just a sign, no value: -".into()));
     }
 
     #[test]

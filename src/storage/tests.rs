@@ -1,4 +1,7 @@
 //! End-to-end tests of the store against a real RocksDB in a temp dir.
+//!
+//! A test file, long because each case writes, flushes and reopens a real
+//! store; the unit tests of each part stay beside their code.
 
 use std::path::Path;
 

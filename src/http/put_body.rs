@@ -14,7 +14,7 @@
 //! Validation, first failure wins: `Metric name was empty`, `Invalid
 //! timestamp` (≤ 0), `Empty value`, `Missing tags` (only with
 //! `require_tags`: rtsd accepts untagged points like its telnet side),
-//! then the telnet checks through [`super::line`] — a value that is not a
+//! then the telnet checks through [`super::put_check`] — a value that is not a
 //! number gives `Unable to parse value to a number`, every other failure
 //! its `IllegalArgumentException` text (`Too many tags: …`, `Invalid
 //! metric name (…)`, `value is NaN or Infinite: …`, `bad timestamp=…`).
@@ -29,7 +29,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::line::{self, breaks_word, fits_tag};
+use super::put_check::{self, breaks_word, fits_tag};
 use super::{ApiError, TagsJson};
 use crate::model::Sample;
 use crate::protocol::{NameRole, ParseOptions, PutError};
@@ -262,7 +262,7 @@ impl IncomingPoint<'_> {
         if let Some(message) = untravelled_name(metric, &tags, opts) {
             return Err(Rejection::new(message, "illegal_character"));
         }
-        line::check_point(metric, self.timestamp, value, &tags, opts).map_err(|e| {
+        put_check::check_point(metric, self.timestamp, value, &tags, opts).map_err(|e| {
             let kind = kind_of(&e);
             match e {
                 // OpenTSDB's `NumberFormatException`s.
@@ -272,7 +272,7 @@ impl IncomingPoint<'_> {
                     kind,
                     ..unparsable()
                 },
-                other => Rejection::new(line::message(&other), kind),
+                other => Rejection::new(put_check::message(&other), kind),
             }
         })
     }
@@ -335,7 +335,7 @@ fn line_value(value: &str) -> Option<&str> {
 /// metric first, then each tag key before its value.
 fn untravelled_name(metric: &str, tags: &[(&str, &str)], opts: &ParseOptions) -> Option<String> {
     if metric.contains(breaks_word) {
-        return line::name_error(NameRole::Metric, metric, opts);
+        return put_check::name_error(NameRole::Metric, metric, opts);
     }
     tags.iter().find_map(|&(k, v)| {
         let key_error = if fits_tag(k) {
@@ -344,12 +344,12 @@ fn untravelled_name(metric: &str, tags: &[(&str, &str)], opts: &ParseOptions) ->
             let role = NameRole::TagKey {
                 value: v.to_string(),
             };
-            line::name_error(role, k, opts)
+            put_check::name_error(role, k, opts)
         };
         key_error.or_else(|| {
             let role = NameRole::TagValue { key: k.to_string() };
             (!fits_tag(v))
-                .then(|| line::name_error(role, v, opts))
+                .then(|| put_check::name_error(role, v, opts))
                 .flatten()
         })
     })

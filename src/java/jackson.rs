@@ -1,9 +1,10 @@
-//! Jackson-style scalar coercion for the POST `/api/query` body.
+//! Jackson's scalar coercions, as serde `deserialize_with` helpers.
 //!
-//! OpenTSDB binds the body with Jackson, which accepts `"true"` for a
+//! OpenTSDB binds JSON bodies with Jackson, which accepts `"true"` for a
 //! boolean, a number for a string (`"start":1356998400`) and a string for a
 //! number. Clients rely on it (`"rate":"true"`, `"showTSUIDs":"true"`), so
-//! the request types use these `deserialize_with` helpers. `null` is the
+//! the POST `/api/query` request types use these helpers, and the
+//! annotation handlers read scalars with [`scalar_text`]. `null` is the
 //! field's default throughout.
 
 use serde::de::Error as _;

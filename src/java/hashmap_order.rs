@@ -133,6 +133,13 @@ mod tests {
     }
 
     #[test]
+    fn map_text_keeps_names_as_they_are() {
+        assert_eq!(map(&[("b", "2"), ("a", "1")]), "{a=1, b=2}");
+        assert_eq!(map(&[]), "{}");
+        assert_eq!(map(&[("a b", "1")]), "{a b=1}");
+    }
+
+    #[test]
     fn thirteen_entries_resize_to_32_buckets() {
         // With 16 buckets "q" would share bucket 1 with "a" and, inserted
         // first, precede it; at 14 keys the table has 32 buckets and "q"

@@ -1,4 +1,4 @@
-//! Java-compatible number formatting for JSON output.
+//! Java's `Double.toString`: the text of every double rtsd writes.
 //!
 //! OpenTSDB writes every double through Java's `Double.toString`, so clients
 //! (Grafana, scripts diffing responses) see `30.0`, `0.1`, `1.0E7` and
@@ -41,18 +41,14 @@ pub fn java_double(v: f64) -> String {
 
 /// Appends Java's `Double.toString(v)` to `out`.
 pub fn write_java_double(out: &mut String, v: f64) {
-    if v.is_nan() {
-        out.push_str("NaN");
+    if !v.is_finite() {
+        out.push_str(non_finite_text(v));
         return;
     }
     if v.is_sign_negative() {
         out.push('-');
     }
     let m = v.abs();
-    if m.is_infinite() {
-        out.push_str("Infinity");
-        return;
-    }
     if m == 0.0 {
         out.push_str("0.0");
         return;
@@ -63,6 +59,18 @@ pub fn write_java_double(out: &mut String, v: f64) {
         write_plain(out, digits, d.exp);
     } else {
         write_scientific(out, digits, d.exp);
+    }
+}
+
+/// `Double.toString` (or `Float.toString`) of a NaN or an infinity, the
+/// only spellings those can have: `NaN`, `Infinity`, `-Infinity`.
+pub fn non_finite_text(d: f64) -> &'static str {
+    if d.is_nan() {
+        "NaN"
+    } else if d > 0.0 {
+        "Infinity"
+    } else {
+        "-Infinity"
     }
 }
 

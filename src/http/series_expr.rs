@@ -10,7 +10,7 @@
 //!
 //! Error texts are OpenTSDB's `IllegalArgumentException` messages.
 
-use super::line::java_map_text;
+use crate::java::hashmap_order::java_map_string;
 
 /// One side of a lookup pair: `None` or `*` match anything.
 pub type Pattern = Option<String>;
@@ -61,7 +61,7 @@ pub fn parse_exact(text: &str) -> Result<(String, Vec<(String, String)>), String
 
 fn map_text(tags: &[(String, String)]) -> String {
     let pairs: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    java_map_text(&pairs)
+    java_map_string(&pairs)
 }
 
 /// The list form: `(metric if any, (key, value) patterns)`.

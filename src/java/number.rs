@@ -1,17 +1,18 @@
-//! Java number semantics that OpenTSDB's telnet replies expose.
+//! Java's number parsers, as OpenTSDB runs them on text clients send.
 //!
-//! OpenTSDB parses `put` timestamps with its own `Tags.parseLong` and values
-//! with either that or `Double.parseDouble`, and the exception messages land
-//! verbatim in the reply (`put: invalid value: <message>`). This module
-//! reproduces both parsers — the language each accepts, the value it yields
-//! and the message it fails with — so rtsd accepts exactly the numbers
-//! OpenTSDB accepts and words its rejections the same way. It also renders
-//! the `value=[bytes]/flags` fragment OpenTSDB prints for a point it refuses
-//! to store. `put.rs` is the only user.
+//! OpenTSDB parses `put` timestamps and query times with its own
+//! `Tags.parseLong`, `put` values with either that or
+//! `Double.parseDouble`, and HTTP parameters such as `max` and `limit`
+//! with `Integer.parseInt`. The exception messages land verbatim in replies
+//! (`put: invalid value: <message>`, `Invalid time: <text>. <message>`).
+//! This module reproduces those parsers — the language each accepts, the
+//! value it yields and the message it fails with — so rtsd accepts exactly
+//! the numbers OpenTSDB accepts and words its rejections the same way.
 //!
 //! Strings here are Rust `&str`, i.e. what Java would see had it decoded the
-//! line as UTF-8 (rtsd's deliberate difference from OpenTSDB's ISO-8859-1);
-//! lengths are counted in UTF-16 units, as `String.length()` does.
+//! text as UTF-8 (rtsd's deliberate difference from OpenTSDB's ISO-8859-1
+//! telnet lines); lengths are counted in UTF-16 units, as `String.length()`
+//! does.
 
 use nom::{
     bytes::complete::{tag_no_case, take_while},
@@ -20,8 +21,6 @@ use nom::{
     sequence::{pair, tuple},
     IResult,
 };
-
-use crate::model::Value;
 
 /// A `NumberFormatException` message from one of the two Java parsers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -123,6 +122,18 @@ fn exact_long(s: &str) -> Result<i64, NumberError> {
     value.ok_or_else(|| NumberError::Overflow(s.to_owned()))
 }
 
+/// Java's `Integer.parseInt`: an optional sign and decimal digits within
+/// the range of an `int`; `None` where Java throws. OpenTSDB parses HTTP
+/// parameters such as `max`, `limit` and `back_scan` with it, and its
+/// message never reaches a reply.
+pub fn parse_int(text: &str) -> Option<i32> {
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
 /// `Tags.looksLikeInteger`: OpenTSDB sends a value without `.`, `e` or `E`
 /// to `parseLong` and everything else to `Double.parseDouble`. That is why
 /// `NaN`, `Infinity` and `0x1p3` are "invalid characters" while `0x1.8p1`
@@ -178,50 +189,6 @@ fn exact_double(s: &str) -> Result<f64, NumberError> {
         return decimal(text, body);
     };
     Ok(if negative { -magnitude } else { magnitude })
-}
-
-/// `(float) d == d`: OpenTSDB stores such a value on 4 bytes (2.4's
-/// `Tags.fitsInFloat`). Only the `bad timestamp` reply shows the difference.
-pub fn fits_in_float(d: f64) -> bool {
-    f64::from(d as f32) == d
-}
-
-/// The `value=[…]/flags` text of OpenTSDB's `bad timestamp` message: the
-/// bytes it would have stored (`Arrays.toString`, signed) and their flags.
-/// Integers take the smallest of 1, 2, 4 or 8 bytes; floats take 4 bytes
-/// when exact as float32 (flags `0x8|3`), else 8 (flags `0x8|7`).
-pub fn stored_value_text(value: Value) -> String {
-    let (bytes, flags): (Vec<u8>, u8) = match value {
-        Value::Int(v) => {
-            let bytes = if let Ok(b) = i8::try_from(v) {
-                b.to_be_bytes().to_vec()
-            } else if let Ok(s) = i16::try_from(v) {
-                s.to_be_bytes().to_vec()
-            } else if let Ok(i) = i32::try_from(v) {
-                i.to_be_bytes().to_vec()
-            } else {
-                v.to_be_bytes().to_vec()
-            };
-            let flags = (bytes.len() - 1) as u8;
-            (bytes, flags)
-        }
-        Value::Float(f) if fits_in_float(f) => ((f as f32).to_bits().to_be_bytes().to_vec(), 0xB),
-        Value::Float(f) => (f.to_bits().to_be_bytes().to_vec(), 0xF),
-    };
-    let items: Vec<String> = bytes.iter().map(|&b| (b as i8).to_string()).collect();
-    format!("[{}]/{flags}", items.join(", "))
-}
-
-/// `Float.toString`/`Double.toString` of a value OpenTSDB refuses as NaN or
-/// infinite; only those three spellings can occur in that message.
-pub fn non_finite_text(d: f64) -> &'static str {
-    if d.is_nan() {
-        "NaN"
-    } else if d > 0.0 {
-        "Infinity"
-    } else {
-        "-Infinity"
-    }
 }
 
 /// `String.length()`: UTF-16 code units.
@@ -428,6 +395,48 @@ mod tests {
         );
     }
 
+    /// The messages as query times quote them (`Invalid time: 1a. …`).
+    #[test]
+    fn java_long_parsing() {
+        let parse_java_long = |s: &str| parse_long(s).map_err(|e| e.to_string());
+        assert_eq!(parse_java_long("-9223372036854775808"), Ok(i64::MIN));
+        assert_eq!(parse_java_long("9223372036854775807"), Ok(i64::MAX));
+        assert_eq!(
+            parse_java_long("9223372036854775808"),
+            Err("Overflow in 9223372036854775808".into())
+        );
+        assert_eq!(
+            parse_java_long("1a"),
+            Err("Invalid character 'a' in 1a".into())
+        );
+        assert_eq!(parse_java_long("-"), Err("Just a sign, no value: -".into()));
+    }
+
+    #[test]
+    fn parse_long_counts_length_in_utf16_units() {
+        // 18 digits and one character outside the BMP: 19 chars, but 20
+        // UTF-16 units, so Java's length check fires before the character
+        // check.
+        let text = "123456789012345678\u{1F600}";
+        assert_eq!(long_err(text), format!("Value too long: {text}"));
+        // With a sign, 21 units.
+        let text = "+123456789012345678\u{1F600}";
+        assert_eq!(long_err(text), format!("Value too long: {text}"));
+    }
+
+    #[test]
+    fn java_int_rules() {
+        let parse_java_int = parse_int;
+        assert_eq!(parse_java_int("25"), Some(25));
+        assert_eq!(parse_java_int("+7"), Some(7));
+        assert_eq!(parse_java_int("-3"), Some(-3));
+        assert_eq!(parse_java_int("2147483648"), None);
+        assert_eq!(parse_java_int("1.5"), None);
+        assert_eq!(parse_java_int(" 1"), None);
+        assert_eq!(parse_java_int(""), None);
+        assert_eq!(parse_java_int("+"), None);
+    }
+
     #[test]
     fn fast_paths_agree_with_the_exact_parsers() {
         let longs = [
@@ -568,26 +577,5 @@ mod tests {
         assert_eq!(double("0x1p-99999999999"), Ok(0.0));
         assert_eq!(double("0xfffffffffffffffffffp0"), Ok(2f64.powi(76)));
         assert_eq!(double("0x.000fffffffffffff8p-1010"), Ok(f64::MIN_POSITIVE));
-    }
-
-    #[test]
-    fn float32_fit_and_stored_bytes() {
-        assert!(fits_in_float(42.5));
-        assert!(fits_in_float(f64::INFINITY));
-        assert!(!fits_in_float(0.1));
-        assert!(!fits_in_float(1e39));
-        assert_eq!(stored_value_text(Value::Int(42)), "[42]/0");
-        assert_eq!(stored_value_text(Value::Int(-1)), "[-1]/0");
-        assert_eq!(stored_value_text(Value::Int(300)), "[1, 44]/1");
-        assert_eq!(stored_value_text(Value::Int(70000)), "[0, 1, 17, 112]/3");
-        assert_eq!(
-            stored_value_text(Value::Int(i64::MAX)),
-            "[127, -1, -1, -1, -1, -1, -1, -1]/7"
-        );
-        assert_eq!(stored_value_text(Value::Float(42.5)), "[66, 42, 0, 0]/11");
-        assert_eq!(
-            stored_value_text(Value::Float(0.1)),
-            "[63, -71, -103, -103, -103, -103, -103, -102]/15"
-        );
     }
 }

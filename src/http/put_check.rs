@@ -1,4 +1,5 @@
-//! The telnet parser as the HTTP layer's validator.
+//! Checking an `/api/put` point (and a name given to `/api/uid/assign`):
+//! the telnet parser as the HTTP layer's validator.
 //!
 //! OpenTSDB runs an `/api/put` point through the same `addPoint` checks as
 //! a telnet `put`, so rtsd does too: [`check_point`] writes the point as a
@@ -90,12 +91,6 @@ pub fn message(error: &PutError) -> String {
     }
 }
 
-/// `HashMap.toString()` of the map built by inserting `pairs` in order,
-/// e.g. `{host=web01, dc=lga}`, as OpenTSDB embeds it in messages.
-pub fn java_map_text(pairs: &[(&str, &str)]) -> String {
-    protocol::java_map_string(pairs)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,12 +144,5 @@ mod tests {
             name_error(NameRole::TagKey { value: "x".into() }, "", &opts).as_deref(),
             Some("Invalid tag name with value [x]: empty string")
         );
-    }
-
-    #[test]
-    fn java_map_text_follows_hashmap_order() {
-        assert_eq!(java_map_text(&[("b", "2"), ("a", "1")]), "{a=1, b=2}");
-        assert_eq!(java_map_text(&[]), "{}");
-        assert_eq!(java_map_text(&[("a b", "1")]), "{a b=1}");
     }
 }

@@ -1,0 +1,191 @@
+//! One series through a sub-query's pipeline: read from the [`Source`],
+//! downsampled (from raw points, or from rollups where they can stand in),
+//! filled, and turned into rates, ready for the cross-series sweep.
+//!
+//! **Reading.** Each sub-query reads whole hours around the buckets it
+//! needs (`downsample::read_range`), as OpenTSDB's hour-row scans do, so
+//! points just outside `[start, end]` feed interpolation and rates; the
+//! output keeps only timestamps in `[start, end]`. When the downsampler can
+//! be computed from pre-aggregates and every bucket boundary is a whole
+//! hour (or a whole UTC day), the pipeline reads `Source::rollups` instead
+//! of raw points, falling back to points when the store has none; both
+//! paths give the same buckets. Raw points come through
+//! `Source::scan_points`, a series at a time in slices; a downsampled
+//! series goes from those slices straight into its buckets without being
+//! collected.
+
+use crate::model::RollupResolution;
+use crate::model::{DataPoint, Value};
+use crate::query::aggregator::Fold;
+use crate::query::downsample::{self, downsample_rollups, Doubles, Downsampler, Grid};
+use crate::query::error::QueryError;
+use crate::query::limits::Budget;
+use crate::query::rate::{rates, RatePoint};
+use crate::query::request::{Plan, SubPlan};
+use crate::query::source::{PointScan, Source};
+use crate::query::time;
+
+/// What a sub-query does to each series before aggregation.
+pub(super) struct Pipeline<'a> {
+    pub(super) sub: &'a SubPlan,
+    /// The range of stored data read, `[start, end)`.
+    pub(super) read: (i64, i64),
+    /// The downsampling buckets, when the sub-query downsamples.
+    pub(super) grid: Option<Grid>,
+    /// The pre-aggregates that can stand in for raw points, if any.
+    pub(super) rollups: Option<RollupResolution>,
+}
+
+/// Buffers reused from one series (or group) to the next.
+#[derive(Default)]
+pub(super) struct Scratch {
+    /// A downsampler's bucket values (median and percentiles).
+    pub(super) buf: Vec<f64>,
+    /// The series being loaded, when computed.
+    pub(super) series: Doubles,
+    /// A grid sweep's folds and output buckets.
+    pub(super) acc: Vec<Fold>,
+    pub(super) present: Vec<bool>,
+}
+
+/// One loaded series.
+pub(super) enum Loaded {
+    Raw(Vec<DataPoint>),
+    /// In `Scratch::series`.
+    Computed,
+}
+
+impl<'a> Pipeline<'a> {
+    /// The pipeline of `sub` within `plan`: the range it reads, its grid,
+    /// and whether rollups can answer it. Fails when a calendar grid
+    /// would need more than `max_points` buckets.
+    pub(super) fn new(
+        plan: &Plan,
+        sub: &'a SubPlan,
+        max_points: usize,
+    ) -> Result<Pipeline<'a>, QueryError> {
+        let query = (plan.start_ms, plan.end_ms);
+        let read =
+            downsample::read_range(sub.downsample.as_ref(), plan.start_ms, plan.end_ms, plan.tz);
+        let grid = sub
+            .downsample
+            .as_ref()
+            .map(|spec| Grid::new(spec, plan.tz, query, read, max_points))
+            .transpose()?;
+        let rollups = match (&grid, &sub.downsample) {
+            (Some(grid), Some(spec))
+                if sub.allow_rollups && spec.function.rollup_function().is_some() =>
+            {
+                if grid.aligned_to(time::day_ms()) {
+                    Some(RollupResolution::Day)
+                } else if grid.aligned_to(time::hour_ms()) {
+                    Some(RollupResolution::Hour)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        Ok(Pipeline {
+            sub,
+            read,
+            grid,
+            rollups,
+        })
+    }
+}
+
+impl Pipeline<'_> {
+    pub(super) fn is_raw(&self) -> bool {
+        self.grid.is_none() && self.sub.rate.is_none()
+    }
+
+    /// Reads and transforms one series; `None` when it has no data in the
+    /// read range (such series are not part of any group, as in OpenTSDB).
+    /// Also returns the number of points (or rollups) read.
+    pub(super) fn load(
+        &self,
+        source: &dyn Source,
+        scan: &mut dyn PointScan,
+        id: u64,
+        budget: &mut Budget,
+        scratch: &mut Scratch,
+    ) -> Result<Option<(Loaded, usize)>, QueryError> {
+        let (read_start, read_end) = self.read;
+        if let (Some(res), Some(grid), Some(spec)) =
+            (self.rollups, &self.grid, &self.sub.downsample)
+        {
+            if let Some(aggs) = source.rollups(id, res, read_start, read_end)? {
+                budget.add_points(aggs.len() as u64)?;
+                if aggs.is_empty() {
+                    return Ok(None);
+                }
+                scratch.series = spec
+                    .function
+                    .rollup_function()
+                    .map_or_else(Doubles::default, |f| downsample_rollups(&aggs, grid, f));
+                self.finish(&mut scratch.series, budget)?;
+                return Ok(Some((Loaded::Computed, aggs.len())));
+            }
+        }
+        if let (Some(grid), Some(spec)) = (&self.grid, &self.sub.downsample) {
+            // Points go straight from the store into the buckets.
+            let out = &mut scratch.series;
+            out.clear();
+            let mut d = Downsampler::new(grid, spec.function, std::mem::take(&mut scratch.buf));
+            let read = scan.scan(id, &mut |points| d.push(points, out))?;
+            d.finish(out);
+            scratch.buf = d.into_buf();
+            budget.add_points(read as u64)?;
+            if read == 0 {
+                return Ok(None);
+            }
+            self.finish(out, budget)?;
+            return Ok(Some((Loaded::Computed, read)));
+        }
+        let mut points = Vec::new();
+        scan.scan(id, &mut |p| points.extend_from_slice(p))?;
+        budget.add_points(points.len() as u64)?;
+        if points.is_empty() {
+            return Ok(None);
+        }
+        let read = points.len();
+        if let Some(opts) = &self.sub.rate {
+            let input = points.iter().map(|p| RatePoint {
+                ts: p.timestamp_ms,
+                value: p.value.as_f64(),
+                int: match p.value {
+                    Value::Int(v) => Some(v),
+                    Value::Float(_) => None,
+                },
+            });
+            scratch.series = rates(input, opts);
+            return Ok(Some((Loaded::Computed, read)));
+        }
+        Ok(Some((Loaded::Raw(points), read)))
+    }
+
+    /// Fill and rate after downsampling, in place.
+    fn finish(&self, buckets: &mut Doubles, budget: &mut Budget) -> Result<(), QueryError> {
+        let (Some(grid), Some(spec)) = (&self.grid, &self.sub.downsample) else {
+            return Ok(());
+        };
+        if spec.fill != downsample::FillPolicy::None {
+            budget.add_points(grid.fill_len(self.read.0, self.read.1))?;
+            *buckets = downsample::fill(std::mem::take(buckets), grid, spec.fill, self.read);
+        }
+        if let Some(opts) = &self.sub.rate {
+            let input = buckets
+                .ts
+                .iter()
+                .zip(&buckets.vals)
+                .map(|(&ts, &value)| RatePoint {
+                    ts,
+                    value,
+                    int: None,
+                });
+            *buckets = rates(input, opts);
+        }
+        Ok(())
+    }
+}
