@@ -63,6 +63,9 @@ pub struct ServeArgs {
     /// request, like OpenTSDB's tsd.core.socket.timeout [default: 5m].
     #[arg(long, value_name = "DURATION")]
     pub idle_timeout: Option<String>,
+    /// Refuse points further ahead of now than this [default: 1d].
+    #[arg(long, value_name = "DURATION")]
+    pub max_future: Option<String>,
     /// Keep raw points this long, e.g. 30d, 12h, 52w [default: forever].
     #[arg(long, value_name = "DURATION")]
     pub retention: Option<String>,
@@ -95,6 +98,7 @@ struct FileConfig {
     reply_buffer_bytes: Option<usize>,
     seal_grace_secs: Option<u64>,
     idle_timeout: Option<String>,
+    max_future: Option<String>,
     retention: Option<String>,
     rollup_1h_retention: Option<String>,
     rollup_1d_retention: Option<String>,
@@ -131,6 +135,9 @@ pub struct Settings {
     /// A connection silent this long is closed: half-open connections of
     /// rebooted collector hosts must not hold `max-connections` slots.
     pub idle_timeout: Duration,
+    /// Points further ahead of now than this (ms) are refused: each future
+    /// day would otherwise get its own partition.
+    pub max_future_ms: i64,
     /// How long raw points and rollups are kept.
     pub retention: Retention,
     /// A series without points for this long counts as stale in
@@ -157,6 +164,7 @@ impl Default for Settings {
             reply_buffer_bytes: 64 * 1024,
             seal_grace_secs: 600,
             idle_timeout: Duration::from_secs(300),
+            max_future_ms: 86_400_000,
             retention: Retention::default(),
             stale_after_secs: 3600,
         }
@@ -225,6 +233,8 @@ impl Settings {
         };
         let idle_timeout = keep("idle-timeout", &args.idle_timeout, file.idle_timeout)
             .map_or(d.idle_timeout, |ms| Duration::from_millis(ms as u64));
+        let max_future_ms =
+            keep("max-future", &args.max_future, file.max_future).unwrap_or(d.max_future_ms);
         let s = Settings {
             data_dir: args
                 .data_dir
@@ -252,6 +262,7 @@ impl Settings {
             reply_buffer_bytes: file.reply_buffer_bytes.unwrap_or(d.reply_buffer_bytes),
             seal_grace_secs: file.seal_grace_secs.unwrap_or(d.seal_grace_secs),
             idle_timeout,
+            max_future_ms,
             retention,
             stale_after_secs: file.stale_after_secs.unwrap_or(d.stale_after_secs),
         };
@@ -404,8 +415,9 @@ mod tests {
             idle_timeout: Some("90s".into()),
             ..Default::default()
         };
-        let s = from_toml("idle-timeout = \"1m\"", args).unwrap();
+        let s = from_toml("idle-timeout = \"1m\"\nmax-future = \"2h\"", args).unwrap();
         assert_eq!(s.idle_timeout, std::time::Duration::from_secs(90));
+        assert_eq!((d.max_future_ms, s.max_future_ms), (day, 2 * 3_600_000));
 
         let text = "retention = \"30x\"\nrollup-1h-retention = \"0d\"";
         let err = from_toml(text, ServeArgs::default()).unwrap_err();

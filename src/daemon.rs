@@ -100,6 +100,7 @@ impl Daemon {
             max_tags: settings.max_tags,
             require_tags: settings.require_tags,
             allow_special_chars: settings.allow_special_chars.clone(),
+            max_future_ms: Some(settings.max_future_ms),
         };
         let state = Arc::new(AppState::new(
             store.clone(),

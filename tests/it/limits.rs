@@ -118,3 +118,36 @@ async fn max_connections_covers_both_ports() {
     assert_eq!(stats.connections_refused.load(Relaxed), 2);
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_too_far_in_the_future_are_refused_and_create_no_partitions() {
+    let d = TestDaemon::start().await;
+    let now = rtsd::model::now_ms() / 1000;
+    let day = 86_400;
+    // 5,000 points one day apart, from two days ahead on.
+    let mut text: String = (2..5002)
+        .map(|i| format!("put future.m {} 1 host=a\n", now + i * day))
+        .collect();
+    // Then one within `max-future`, which seals into a partition at once.
+    text.push_str(&format!("put future.m {} 1 host=a\n", now + day - 3600));
+    let replies = String::from_utf8(exchange(d.telnet(), text.as_bytes()).await).unwrap();
+    assert_eq!(
+        replies.lines().next().unwrap(),
+        format!(
+            "put: illegal argument: timestamp too far in the future: {}",
+            now + 2 * day
+        )
+    );
+    let body = format!(
+        r#"{{"metric":"future.m","timestamp":{},"value":1,"tags":{{"host":"a"}}}}"#,
+        now + 2 * day
+    );
+    let (status, reply) = http(d.http(), "POST", "/api/put?details", body.as_bytes()).await;
+    assert_eq!(status, 400, "{reply}");
+    assert!(reply.contains("timestamp too far in the future"), "{reply}");
+    let stats = &d.daemon.stats;
+    assert_eq!(stats.rejected_count("future_timestamp"), 5001);
+    poll(|| stats.chunks_sealed.load(Relaxed) == 1).await;
+    assert_eq!(d.daemon.store.stats().partitions, 1);
+    d.stop().await;
+}
