@@ -151,3 +151,29 @@ async fn points_too_far_in_the_future_are_refused_and_create_no_partitions() {
     assert_eq!(d.daemon.store.stats().partitions, 1);
     d.stop().await;
 }
+
+/// Queries that would build billions of buckets or walk the calendar for
+/// minutes are answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_bombs_are_answered_at_once() {
+    let d = TestDaemon::start().await;
+    exchange(d.telnet(), b"put bomb.m 1700000000 1 host=a\n").await;
+    d.wait_stored(1).await;
+    for (path, expected) in [
+        (
+            "/api/query?start=1000000000&end=1800000000&m=sum:1ms-sum-zero:bomb.m",
+            413,
+        ),
+        (
+            "/api/query?start=1&end=9223372036854775807&m=sum:1dc-sum:bomb.m",
+            200,
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let (status, body) = http(d.http(), "GET", path, b"").await;
+        let took = started.elapsed();
+        assert_eq!(status, expected, "{path}: {body}");
+        assert!(took < Duration::from_millis(500), "{path} took {took:?}");
+    }
+    d.stop().await;
+}
