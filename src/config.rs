@@ -1,6 +1,13 @@
 //! Settings: command-line flags over a TOML file over defaults, validated
 //! once at startup.
 //!
+//! Every setting is declared once, in the [`settings!`] table below: its
+//! type, default, TOML key (also its flag's name), its flag if it has one,
+//! and its doc, which is also the flag's help. The table makes the
+//! [`Settings`] the daemon runs with, their defaults, [`Given`] (the
+//! settings one source gives, read from the flags and from the file alike)
+//! and `/api/config`'s list ([`Settings::shown`]).
+//!
 //! `main` parses [`ServeArgs`] with clap, [`Settings::load`] reads the file
 //! named by `--config` (if any), lets every flag that was given override it,
 //! and checks the result. Every bad field is reported at once, so an operator
@@ -8,166 +15,342 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+use clap::parser::ValueSource;
+use clap::{value_parser, Arg, ArgAction, ArgMatches, Command};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::query::time::parse_duration;
+use crate::model::{DAY_MS, MINUTE_MS};
+use crate::query::time::{duration_text, parse_duration};
 use crate::queue::OverflowPolicy;
 use crate::storage::Retention;
 
-/// Flags of `rtsd serve`. Every field is optional so that an absent flag
-/// leaves the config file's value (or the default) in place. The names are a
-/// contract with scripts and the systemd unit.
-#[derive(Debug, Default, Clone, clap::Args)]
-pub struct ServeArgs {
-    /// TOML config file; flags given on the command line override it.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Directory holding the RocksDB store [default: ./rtsd-data].
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Telnet-style listener (also answers HTTP ingest) [default: 0.0.0.0:4242].
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<String>,
-    /// HTTP API listener [default: 0.0.0.0:4243].
-    #[arg(long, value_name = "ADDR")]
-    pub http_listen: Option<String>,
-    /// Points the ingest queue holds before the overflow policy applies [default: 262144].
-    #[arg(long, value_name = "N")]
-    pub queue_capacity: Option<usize>,
-    /// What a full queue does: drop-oldest (count and shed) or block (push back on TCP) [default: drop-oldest].
-    #[arg(long, value_name = "POLICY")]
-    pub overflow: Option<OverflowPolicy>,
-    /// Points per second the writer stores at most; 0 means unlimited [default: 0].
-    #[arg(long, value_name = "N")]
-    pub mps: Option<u32>,
-    /// Most tags a point may carry [default: 8].
-    #[arg(long, value_name = "N")]
-    pub max_tags: Option<usize>,
-    /// Longest accepted line in bytes; longer lines get an error reply [default: 65536].
-    #[arg(long, value_name = "N")]
-    pub max_line_bytes: Option<usize>,
+/// A type a setting can have: what a flag or the file gives for it, and
+/// how it is shown.
+pub trait Setting: Sized {
+    /// The value as given, before it is checked.
+    type Given: Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static;
+    /// The setting's value, or what is wrong with the given one.
+    fn parse(given: Self::Given) -> Result<Self, &'static str>;
+    /// As `--help` (`[default: …]`) and `/api/config` show it.
+    fn show(&self) -> String;
+}
+
+/// Types given as themselves and shown as they print.
+macro_rules! plain_settings {
+    ($($t:ty),*) => {$(
+        impl Setting for $t {
+            type Given = $t;
+            fn parse(given: $t) -> Result<$t, &'static str> {
+                Ok(given)
+            }
+            fn show(&self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
+}
+
+plain_settings!(bool, u32, u64, usize, String);
+
+impl Setting for PathBuf {
+    type Given = PathBuf;
+    fn parse(given: PathBuf) -> Result<PathBuf, &'static str> {
+        Ok(given)
+    }
+    fn show(&self) -> String {
+        self.display().to_string()
+    }
+}
+
+impl Setting for SocketAddr {
+    type Given = String;
+    fn parse(given: String) -> Result<SocketAddr, &'static str> {
+        given
+            .parse()
+            .map_err(|_| "is not an address like 0.0.0.0:4242")
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Setting for OverflowPolicy {
+    type Given = OverflowPolicy;
+    fn parse(given: OverflowPolicy) -> Result<OverflowPolicy, &'static str> {
+        Ok(given)
+    }
+    fn show(&self) -> String {
+        clap::ValueEnum::to_possible_value(self)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// How long data is kept, in ms; `None` keeps it forever.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Keep(pub Option<i64>);
+
+impl Setting for Keep {
+    type Given = String;
+    fn parse(given: String) -> Result<Keep, &'static str> {
+        parse_duration(&given)
+            .map(|ms| Keep(Some(ms)))
+            .map_err(|_| "is not a duration like 30d, 12h or 52w")
+    }
+    fn show(&self) -> String {
+        self.0.map_or_else(|| "forever".to_string(), duration_text)
+    }
+}
+
+/// A span of time in ms, given like 30s, 5m or 1d.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub i64);
+
+impl Span {
+    pub fn duration(self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0.max(0) as u64)
+    }
+}
+
+impl Setting for Span {
+    type Given = String;
+    fn parse(given: String) -> Result<Span, &'static str> {
+        parse_duration(&given)
+            .map(Span)
+            .map_err(|_| "is not a duration like 30s, 5m or 1d")
+    }
+    fn show(&self) -> String {
+        duration_text(self.0)
+    }
+}
+
+/// Whether a setting has a flag on `rtsd serve`, and of what kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flag {
+    /// In the file only.
+    None,
+    /// `--name VALUE`, the value named so in the help.
+    Value(&'static str),
+    /// `--name` alone sets a boolean.
+    Switch,
+}
+
+/// The flag `--key` of a setting: its help is the doc's first paragraph
+/// (lines joined, the final period dropped, as clap shows doc comments)
+/// and, for a flag with a value, the default.
+fn flag_arg(key: &'static str, flag: Flag, doc: &[&str], default: String) -> Option<Arg> {
+    let lines: Vec<&str> = doc
+        .iter()
+        .map(|l| l.trim())
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let text = lines.join(" ");
+    let text = text.strip_suffix('.').unwrap_or(&text);
+    let arg = Arg::new(key).long(key);
+    match flag {
+        Flag::None => None,
+        Flag::Value(name) => Some(
+            arg.value_name(name)
+                .action(ArgAction::Set)
+                .help(format!("{text} [default: {default}]")),
+        ),
+        Flag::Switch => Some(arg.action(ArgAction::SetTrue).help(text.to_string())),
+    }
+}
+
+/// The value of `key` given on the command line, if it was.
+fn flag_value<T: Clone + Send + Sync + 'static>(m: &ArgMatches, key: &str) -> Option<T> {
+    let given = m.try_get_one::<T>(key).ok().flatten()?;
+    (m.value_source(key) == Some(ValueSource::CommandLine)).then(|| given.clone())
+}
+
+/// A setting's value: the given one if it is valid, else (with the reason
+/// in `errors`) or when none was given, the default.
+fn value_of<T: Setting>(
+    key: &str,
+    given: Option<T::Given>,
+    default: T,
+    errors: &mut Vec<String>,
+) -> T {
+    match given {
+        None => default,
+        Some(given) => T::parse(given.clone()).unwrap_or_else(|why| {
+            errors.push(format!("{key}: {given:?} {why}"));
+            default
+        }),
+    }
+}
+
+/// The table: each setting's doc, name, type, default, key and flag.
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])+
+        $name:ident: $ty:ty = $default:expr, $key:literal, $flag:expr;
+    )+) => {
+        /// Validated settings the daemon runs with.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Settings {
+            $( $(#[doc = $doc])+ pub $name: $ty, )+
+        }
+
+        impl Default for Settings {
+            fn default() -> Self {
+                Settings { $( $name: $default, )+ }
+            }
+        }
+
+        /// The settings one source gives: the command line or the config
+        /// file, whose keys are the flags' names.
+        #[derive(Debug, Default, Clone, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Given {
+            $(
+                #[serde(rename = $key)]
+                pub $name: Option<<$ty as Setting>::Given>,
+            )+
+        }
+
+        impl Given {
+            /// Adds a flag for every setting that has one.
+            fn flags(mut cmd: Command) -> Command {
+                let defaults = Settings::default();
+                $(
+                    let doc: &[&str] = &[$($doc),+];
+                    if let Some(arg) = flag_arg($key, $flag, doc, defaults.$name.show()) {
+                        cmd = cmd.arg(arg.value_parser(value_parser!(<$ty as Setting>::Given)));
+                    }
+                )+
+                cmd
+            }
+
+            fn from_flags(m: &ArgMatches) -> Given {
+                Given { $( $name: flag_value(m, $key), )+ }
+            }
+
+            /// What `self` gives, else what `under` gives.
+            fn over(self, under: Given) -> Given {
+                Given { $( $name: self.$name.or(under.$name), )+ }
+            }
+
+            /// The settings, defaults filling what is not given; each bad
+            /// value is reported in `errors` and replaced by its default.
+            fn settings(self, errors: &mut Vec<String>) -> Settings {
+                let defaults = Settings::default();
+                Settings { $( $name: value_of($key, self.$name, defaults.$name, errors), )+ }
+            }
+        }
+
+        impl Settings {
+            /// Every setting under its key, shown as a string.
+            pub fn shown(&self) -> Vec<(&'static str, String)> {
+                vec![ $( ($key, self.$name.show()), )+ ]
+            }
+        }
+    };
+}
+
+// Keys and flag names are a contract with scripts, the systemd unit and
+// config files; `systemd/rtsd.toml` documents every key with its default.
+settings! {
+    /// Directory holding the RocksDB store.
+    data_dir: PathBuf = PathBuf::from("./rtsd-data"), "data-dir", Flag::Value("DIR");
+    /// Telnet-style listener (also answers HTTP ingest).
+    listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 4242)), "listen", Flag::Value("ADDR");
+    /// HTTP API listener.
+    http_listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 4243)), "http-listen", Flag::Value("ADDR");
+    /// Points the ingest queue holds before the overflow policy applies.
+    queue_capacity: usize = 262_144, "queue-capacity", Flag::Value("N");
+    /// What a full queue does: drop-oldest (count and shed) or block (push back on TCP).
+    overflow: OverflowPolicy = OverflowPolicy::DropOldest, "overflow", Flag::Value("POLICY");
+    /// Points per second the writer stores at most; 0 means unlimited.
+    mps: u32 = 0, "mps", Flag::Value("N");
+    /// Most tags a point may carry.
+    max_tags: usize = 8, "max-tags", Flag::Value("N");
+    /// Longest accepted line in bytes; longer lines get an error reply.
+    max_line_bytes: usize = 64 * 1024, "max-line-bytes", Flag::Value("N");
     /// Reject points without tags, as OpenTSDB does.
-    #[arg(long)]
-    pub require_tags: bool,
+    require_tags: bool = false, "require-tags", Flag::Switch;
     /// fsync RocksDB's write-ahead log on every commit (survives power loss, slower).
-    #[arg(long)]
-    pub sync_writes: bool,
+    sync_writes: bool = false, "sync-writes", Flag::Switch;
     /// Let `/api/query` delete the data it matches (DELETE, or `delete` in the
     /// body or query string), like OpenTSDB's tsd.http.query.allow_delete.
-    #[arg(long)]
-    pub allow_delete: bool,
-    /// Close a telnet connection that sent nothing for this long; on HTTP,
-    /// the longest wait for a request header or the next kept-alive
-    /// request, like OpenTSDB's tsd.core.socket.timeout [default: 5m].
-    #[arg(long, value_name = "DURATION")]
-    pub idle_timeout: Option<String>,
-    /// Refuse points further ahead of now than this [default: 1d].
-    #[arg(long, value_name = "DURATION")]
-    pub max_future: Option<String>,
-    /// Keep raw points this long, e.g. 30d, 12h, 52w [default: forever].
-    #[arg(long, value_name = "DURATION")]
-    pub retention: Option<String>,
-    /// Keep hourly rollups this long [default: forever].
-    #[arg(long, value_name = "DURATION")]
-    pub rollup_1h_retention: Option<String>,
-    /// Keep daily rollups this long [default: forever].
-    #[arg(long, value_name = "DURATION")]
-    pub rollup_1d_retention: Option<String>,
-}
-
-/// The config file. Field docs double as the reference for operators; the
-/// commented default file in `systemd/rtsd.toml` mirrors them.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct FileConfig {
-    data_dir: Option<PathBuf>,
-    listen: Option<String>,
-    http_listen: Option<String>,
-    queue_capacity: Option<usize>,
-    overflow: Option<OverflowPolicy>,
-    mps: Option<u32>,
-    max_tags: Option<usize>,
-    max_line_bytes: Option<usize>,
-    require_tags: Option<bool>,
-    sync_writes: Option<bool>,
-    allow_delete: Option<bool>,
-    allow_special_chars: Option<String>,
-    max_connections: Option<usize>,
-    reply_buffer_bytes: Option<usize>,
-    seal_grace_secs: Option<u64>,
-    idle_timeout: Option<String>,
-    max_future: Option<String>,
-    retention: Option<String>,
-    rollup_1h_retention: Option<String>,
-    rollup_1d_retention: Option<String>,
-    stale_after_secs: Option<u64>,
-}
-
-/// Validated settings the daemon runs with.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
-    pub data_dir: PathBuf,
-    pub listen: SocketAddr,
-    pub http_listen: SocketAddr,
-    pub queue_capacity: usize,
-    pub overflow: OverflowPolicy,
-    /// 0 means unlimited.
-    pub mps: u32,
-    pub max_tags: usize,
-    pub max_line_bytes: usize,
-    pub require_tags: bool,
-    pub sync_writes: bool,
-    /// `/api/query` may delete what it matches (OpenTSDB's
-    /// `tsd.http.query.allow_delete`); off, it answers 400 as OpenTSDB does.
-    pub allow_delete: bool,
+    ///
+    /// Off, such requests answer 400, as OpenTSDB's do.
+    allow_delete: bool = false, "allow-delete", Flag::Switch;
     /// Extra characters allowed in names, like `tsd.core.tag.allow_specialchars`.
-    pub allow_special_chars: String,
+    allow_special_chars: String = String::new(), "allow-special-chars", Flag::None;
     /// Connections served at once on both ports together; more are refused
     /// by closing them.
-    pub max_connections: usize,
+    max_connections: usize = 10_000, "max-connections", Flag::None;
+    /// Close a telnet connection that sent nothing for this long; on HTTP,
+    /// the longest wait for a request header or the next kept-alive
+    /// request, like OpenTSDB's tsd.core.socket.timeout.
+    ///
+    /// Half-open connections of rebooted collector hosts must not hold
+    /// `max-connections` slots.
+    idle_timeout: Span = Span(5 * MINUTE_MS), "idle-timeout", Flag::Value("DURATION");
+    /// Refuse points further ahead of now than this.
+    ///
+    /// Each future day would otherwise get its own partition.
+    max_future: Span = Span(DAY_MS), "max-future", Flag::Value("DURATION");
     /// Error replies a connection may have unsent before further ones are
     /// dropped (and counted): collectd and telegraf never read the socket.
-    pub reply_buffer_bytes: usize,
+    reply_buffer_bytes: usize = 64 * 1024, "reply-buffer-bytes", Flag::None;
     /// How long after an hour ends its head chunks stay open for late points.
-    pub seal_grace_secs: u64,
-    /// A connection silent this long is closed: half-open connections of
-    /// rebooted collector hosts must not hold `max-connections` slots.
-    pub idle_timeout: Duration,
-    /// Points further ahead of now than this (ms) are refused: each future
-    /// day would otherwise get its own partition.
-    pub max_future_ms: i64,
-    /// How long raw points and rollups are kept.
-    pub retention: Retention,
+    seal_grace_secs: u64 = 600, "seal-grace-secs", Flag::None;
+    /// Keep raw points this long, e.g. 30d, 12h, 52w.
+    retention: Keep = Keep(None), "retention", Flag::Value("DURATION");
+    /// Keep hourly rollups this long.
+    rollup_1h_retention: Keep = Keep(None), "rollup-1h-retention", Flag::Value("DURATION");
+    /// Keep daily rollups this long.
+    rollup_1d_retention: Keep = Keep(None), "rollup-1d-retention", Flag::Value("DURATION");
     /// A series without points for this long counts as stale in
     /// `/metrics` and is `/api/rtsd/stale`'s default period.
-    pub stale_after_secs: u64,
+    stale_after_secs: u64 = 3600, "stale-after-secs", Flag::None;
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            data_dir: PathBuf::from("./rtsd-data"),
-            listen: SocketAddr::from(([0, 0, 0, 0], 4242)),
-            http_listen: SocketAddr::from(([0, 0, 0, 0], 4243)),
-            queue_capacity: 262_144,
-            overflow: OverflowPolicy::DropOldest,
-            mps: 0,
-            max_tags: 8,
-            max_line_bytes: 64 * 1024,
-            require_tags: false,
-            sync_writes: false,
-            allow_delete: false,
-            allow_special_chars: String::new(),
-            max_connections: 10_000,
-            reply_buffer_bytes: 64 * 1024,
-            seal_grace_secs: 600,
-            idle_timeout: Duration::from_secs(300),
-            max_future_ms: 86_400_000,
-            retention: Retention::default(),
-            stale_after_secs: 3600,
-        }
+/// Flags of `rtsd serve`: `--config` and a flag for each setting that has
+/// one ([`Given`]); an absent flag leaves the config file's value (or the
+/// default) in place.
+#[derive(Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// TOML config file; flags given on the command line override it.
+    pub config: Option<PathBuf>,
+    pub given: Given,
+}
+
+impl clap::Args for ServeArgs {
+    fn augment_args(cmd: Command) -> Command {
+        Given::flags(
+            cmd.arg(
+                Arg::new("config")
+                    .long("config")
+                    .value_name("FILE")
+                    .action(ArgAction::Set)
+                    .value_parser(value_parser!(PathBuf))
+                    .help("TOML config file; flags given on the command line override it"),
+            ),
+        )
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl clap::FromArgMatches for ServeArgs {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(ServeArgs {
+            config: flag_value(m, "config"),
+            given: Given::from_flags(m),
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
     }
 }
 
@@ -181,97 +364,34 @@ impl Settings {
     pub fn load(args: &ServeArgs) -> Result<Settings, ConfigError> {
         let file = match &args.config {
             Some(path) => read_file(path)?,
-            None => FileConfig::default(),
+            None => Given::default(),
         };
         Self::merge(args, file)
     }
 
-    fn merge(args: &ServeArgs, file: FileConfig) -> Result<Settings, ConfigError> {
-        let d = Settings::default();
+    fn merge(args: &ServeArgs, file: Given) -> Result<Settings, ConfigError> {
         let mut errors = Vec::new();
-        let mut addr = |name: &str, flag: &Option<String>, file: Option<String>, default| match flag
-            .clone()
-            .or(file)
-        {
-            None => default,
-            Some(text) => text.parse().unwrap_or_else(|_| {
-                errors.push(format!(
-                    "{name}: {text:?} is not an address like 0.0.0.0:4242"
-                ));
-                default
-            }),
-        };
-        let listen = addr("listen", &args.listen, file.listen, d.listen);
-        let http_listen = addr(
-            "http-listen",
-            &args.http_listen,
-            file.http_listen,
-            d.http_listen,
-        );
-        let mut keep = |name: &str, flag: &Option<String>, file: Option<String>| {
-            let text = flag.clone().or(file)?;
-            parse_duration(&text)
-                .map_err(|_| {
-                    errors.push(format!(
-                        "{name}: {text:?} is not a duration like 30d, 12h or 52w"
-                    ))
-                })
-                .ok()
-        };
-        let retention = Retention {
-            raw_ms: keep("retention", &args.retention, file.retention),
-            rollup_1h_ms: keep(
-                "rollup-1h-retention",
-                &args.rollup_1h_retention,
-                file.rollup_1h_retention,
-            ),
-            rollup_1d_ms: keep(
-                "rollup-1d-retention",
-                &args.rollup_1d_retention,
-                file.rollup_1d_retention,
-            ),
-        };
-        let idle_timeout = keep("idle-timeout", &args.idle_timeout, file.idle_timeout)
-            .map_or(d.idle_timeout, |ms| Duration::from_millis(ms as u64));
-        let max_future_ms =
-            keep("max-future", &args.max_future, file.max_future).unwrap_or(d.max_future_ms);
-        let s = Settings {
-            data_dir: args
-                .data_dir
-                .clone()
-                .or(file.data_dir)
-                .unwrap_or(d.data_dir),
-            listen,
-            http_listen,
-            queue_capacity: args
-                .queue_capacity
-                .or(file.queue_capacity)
-                .unwrap_or(d.queue_capacity),
-            overflow: args.overflow.or(file.overflow).unwrap_or(d.overflow),
-            mps: args.mps.or(file.mps).unwrap_or(d.mps),
-            max_tags: args.max_tags.or(file.max_tags).unwrap_or(d.max_tags),
-            max_line_bytes: args
-                .max_line_bytes
-                .or(file.max_line_bytes)
-                .unwrap_or(d.max_line_bytes),
-            require_tags: args.require_tags || file.require_tags.unwrap_or(d.require_tags),
-            sync_writes: args.sync_writes || file.sync_writes.unwrap_or(d.sync_writes),
-            allow_delete: args.allow_delete || file.allow_delete.unwrap_or(d.allow_delete),
-            allow_special_chars: file.allow_special_chars.unwrap_or(d.allow_special_chars),
-            max_connections: file.max_connections.unwrap_or(d.max_connections),
-            reply_buffer_bytes: file.reply_buffer_bytes.unwrap_or(d.reply_buffer_bytes),
-            seal_grace_secs: file.seal_grace_secs.unwrap_or(d.seal_grace_secs),
-            idle_timeout,
-            max_future_ms,
-            retention,
-            stale_after_secs: file.stale_after_secs.unwrap_or(d.stale_after_secs),
-        };
+        let s = args.given.clone().over(file).settings(&mut errors);
         errors.extend(s.problems());
         if errors.is_empty() {
             Ok(s)
         } else {
             Err(ConfigError(errors))
         }
+    }
+
+    /// How long the store keeps each kind of data.
+    pub fn store_retention(&self) -> Retention {
+        Retention {
+            raw_ms: self.retention.0,
+            rollup_1h_ms: self.rollup_1h_retention.0,
+            rollup_1d_ms: self.rollup_1d_retention.0,
+        }
+    }
+
+    /// [`Settings::stale_after_secs`] in ms.
+    pub fn stale_after_ms(&self) -> i64 {
+        i64::try_from(self.stale_after_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
     }
 
     fn problems(&self) -> Vec<String> {
@@ -320,7 +440,7 @@ impl Settings {
     }
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+fn read_file(path: &Path) -> Result<Given, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(vec![format!("config {}: {e}", path.display())]))?;
     toml::from_str(&text)
@@ -330,10 +450,25 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{DAY_MS, HOUR_MS};
+    use clap::{Args, FromArgMatches};
 
     fn from_toml(text: &str, args: ServeArgs) -> Result<Settings, ConfigError> {
-        let file: FileConfig = toml::from_str(text).expect("valid toml");
+        let file: Given = toml::from_str(text).expect("valid toml");
         Settings::merge(&args, file)
+    }
+
+    fn flags(given: Given) -> ServeArgs {
+        ServeArgs {
+            config: None,
+            given,
+        }
+    }
+
+    fn parse_flags(argv: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let cmd = ServeArgs::augment_args(Command::new("serve"));
+        let m = cmd.try_get_matches_from(std::iter::once("serve").chain(argv.iter().copied()))?;
+        ServeArgs::from_arg_matches(&m)
     }
 
     #[test]
@@ -351,25 +486,66 @@ mod tests {
     fn allow_delete_from_the_file_or_the_flag() {
         let s = from_toml("allow-delete = true", ServeArgs::default()).unwrap();
         assert!(s.allow_delete);
-        let args = ServeArgs {
-            allow_delete: true,
-            ..Default::default()
-        };
+        let args = parse_flags(&["--allow-delete"]).unwrap();
         assert!(from_toml("", args).unwrap().allow_delete);
     }
 
     #[test]
     fn flags_override_the_file() {
-        let args = ServeArgs {
+        let args = flags(Given {
             mps: Some(500),
             overflow: Some(OverflowPolicy::Block),
             ..Default::default()
-        };
+        });
         let s = from_toml("mps = 10\nmax-tags = 12\noverflow = \"drop-oldest\"", args).unwrap();
         assert_eq!(
             (s.mps, s.max_tags, s.overflow),
             (500, 12, OverflowPolicy::Block)
         );
+    }
+
+    #[test]
+    fn flags_parse_by_their_names() {
+        let args = parse_flags(&[
+            "--config",
+            "/etc/rtsd/rtsd.toml",
+            "--mps",
+            "5",
+            "--overflow",
+            "block",
+            "--require-tags",
+            "--retention",
+            "30d",
+        ])
+        .unwrap();
+        assert_eq!(args.config, Some(PathBuf::from("/etc/rtsd/rtsd.toml")));
+        assert_eq!(args.given.mps, Some(5));
+        assert_eq!(args.given.overflow, Some(OverflowPolicy::Block));
+        assert_eq!(args.given.require_tags, Some(true));
+        assert_eq!(args.given.retention.as_deref(), Some("30d"));
+        // Absent flags, switches included, leave the file's value in place.
+        assert_eq!((args.given.sync_writes, args.given.max_tags), (None, None));
+        let s = from_toml("require-tags = false\nsync-writes = true", args).unwrap();
+        assert!(s.require_tags && s.sync_writes);
+        // Settings without a flag are the file's alone.
+        assert!(parse_flags(&["--max-connections", "5"]).is_err());
+        assert!(parse_flags(&["--mps", "x"]).is_err());
+    }
+
+    #[test]
+    fn help_shows_each_flag_with_its_default() {
+        let mut cmd = ServeArgs::augment_args(Command::new("serve"));
+        let help = cmd.render_help().to_string();
+        for text in [
+            "--data-dir <DIR>",
+            "Directory holding the RocksDB store [default: ./rtsd-data]",
+            "[default: forever]",
+            "--require-tags",
+            "Reject points without tags, as OpenTSDB does",
+        ] {
+            assert!(help.contains(text), "{text} in {help}");
+        }
+        assert!(!help.contains("max-connections"), "{help}");
     }
 
     #[test]
@@ -394,30 +570,31 @@ mod tests {
 
     #[test]
     fn retention_durations() {
-        let args = ServeArgs {
+        let args = flags(Given {
             rollup_1d_retention: Some("52w".into()),
             ..Default::default()
-        };
+        });
         let s = from_toml("retention = \"30d\"\nrollup-1h-retention = \"12h\"", args).unwrap();
-        let day = 86_400_000;
         assert_eq!(
-            s.retention,
+            s.store_retention(),
             Retention {
-                raw_ms: Some(30 * day),
-                rollup_1h_ms: Some(12 * 3_600_000),
-                rollup_1d_ms: Some(52 * 7 * day),
+                raw_ms: Some(30 * DAY_MS),
+                rollup_1h_ms: Some(12 * HOUR_MS),
+                rollup_1d_ms: Some(52 * 7 * DAY_MS),
             }
         );
         let d = Settings::load(&ServeArgs::default()).unwrap();
-        assert_eq!(d.retention, Retention::default());
-        assert_eq!(d.idle_timeout, std::time::Duration::from_secs(300));
-        let args = ServeArgs {
-            idle_timeout: Some("90s".into()),
-            ..Default::default()
-        };
+        assert_eq!(d.store_retention(), Retention::default());
+        assert_eq!(
+            (d.idle_timeout, d.max_future),
+            (Span(300_000), Span(DAY_MS))
+        );
+        let args = parse_flags(&["--idle-timeout", "90s"]).unwrap();
         let s = from_toml("idle-timeout = \"1m\"\nmax-future = \"2h\"", args).unwrap();
-        assert_eq!(s.idle_timeout, std::time::Duration::from_secs(90));
-        assert_eq!((d.max_future_ms, s.max_future_ms), (day, 2 * 3_600_000));
+        assert_eq!(
+            (s.idle_timeout, s.max_future),
+            (Span(90_000), Span(2 * HOUR_MS))
+        );
 
         let text = "retention = \"30x\"\nrollup-1h-retention = \"0d\"";
         let err = from_toml(text, ServeArgs::default()).unwrap_err();
@@ -428,6 +605,23 @@ mod tests {
                 "rollup-1h-retention: \"0d\" is not a duration like 30d, 12h or 52w".to_string(),
             ]
         );
+    }
+
+    #[test]
+    fn every_setting_is_shown_under_its_key() {
+        let shown = Settings::default().shown();
+        let get = |key: &str| {
+            shown
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("data-dir"), Some("./rtsd-data"));
+        assert_eq!(get("overflow"), Some("drop-oldest"));
+        assert_eq!(get("retention"), Some("forever"));
+        assert_eq!(get("stale-after-secs"), Some("3600"));
+        let s = from_toml("retention = \"30d\"", ServeArgs::default()).unwrap();
+        assert_eq!(s.retention.show(), "30d");
     }
 
     /// The packaged `/etc/rtsd/rtsd.toml` documents every key as a comment;
@@ -446,17 +640,26 @@ mod tests {
         let documented = from_toml(&uncommented, ServeArgs::default()).expect("valid");
         let defaults = Settings::load(&ServeArgs::default()).unwrap();
         assert_eq!(documented.data_dir, PathBuf::from("/var/lib/rtsd"));
-        assert_ne!(documented.retention, defaults.retention);
+        assert_ne!(documented.store_retention(), defaults.store_retention());
         let without_examples = Settings {
             data_dir: defaults.data_dir.clone(),
             retention: defaults.retention,
+            rollup_1h_retention: defaults.rollup_1h_retention,
+            rollup_1d_retention: defaults.rollup_1d_retention,
             ..documented
         };
         assert_eq!(without_examples, defaults);
+        // And every key is documented.
+        for (key, _) in defaults.shown() {
+            assert!(
+                uncommented.contains(&format!("{key} = ")),
+                "{key} is not in systemd/rtsd.toml"
+            );
+        }
     }
 
     #[test]
     fn unknown_keys_are_rejected() {
-        assert!(toml::from_str::<FileConfig>("max_tag = 3").is_err());
+        assert!(toml::from_str::<Given>("max_tag = 3").is_err());
     }
 }

@@ -58,7 +58,7 @@ impl Daemon {
         let opts = StoreOptions {
             sync_writes: settings.sync_writes,
             seal_grace_ms: settings.seal_grace_secs as i64 * 1000,
-            retention: settings.retention,
+            retention: settings.store_retention(),
             ..StoreOptions::default()
         };
         let data_dir = settings.data_dir.clone();
@@ -100,7 +100,7 @@ impl Daemon {
             max_tags: settings.max_tags,
             require_tags: settings.require_tags,
             allow_special_chars: settings.allow_special_chars.clone(),
-            max_future_ms: Some(settings.max_future_ms),
+            max_future_ms: Some(settings.max_future.0),
         };
         let state = Arc::new(AppState::new(
             store.clone(),
@@ -118,7 +118,7 @@ impl Daemon {
             parse,
             max_line_bytes: settings.max_line_bytes,
             reply_buffer_bytes: settings.reply_buffer_bytes,
-            idle_timeout: settings.idle_timeout,
+            idle_timeout: settings.idle_timeout.duration(),
             shutdown: shutdown.clone(),
         });
 

@@ -5,6 +5,34 @@
 
 use std::fmt;
 
+/// One second in the model's unit, milliseconds.
+pub const SECOND_MS: i64 = 1000;
+pub const MINUTE_MS: i64 = 60 * SECOND_MS;
+pub const HOUR_MS: i64 = 60 * MINUTE_MS;
+/// A UTC day (no leap seconds, as epoch time has none).
+pub const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// Largest epoch OpenTSDB reads as seconds (`Const.SECOND_MASK`, 2^32 - 1);
+/// a larger one is milliseconds.
+pub const MAX_SECONDS: i64 = 0xFFFF_FFFF;
+
+/// Latest timestamp a point may carry (OpenTSDB's limit, year 2286); the
+/// earliest is 0.
+pub const MAX_TIMESTAMP_MS: i64 = 9_999_999_999_999;
+
+/// 2^53: every integer up to this magnitude is exactly an `f64`.
+pub const MAX_EXACT_F64_INT: f64 = 9_007_199_254_740_992.0;
+
+/// OpenTSDB's reading of an epoch: seconds when it fits in 32 bits
+/// (`Const.SECOND_MASK`), else milliseconds.
+pub fn epoch_ms(t: i64) -> i64 {
+    if (0..=MAX_SECONDS).contains(&t) {
+        t * SECOND_MS
+    } else {
+        t
+    }
+}
+
 /// Wall-clock time in the model's unit, epoch milliseconds.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

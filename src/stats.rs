@@ -1,10 +1,11 @@
 //! Counters for everything the daemon does to a point or a connection.
 //!
 //! Every accepted, stored, rejected or dropped point is counted here, by
-//! reason, so an operator can account for each line a collector sent. The
-//! same snapshot feeds the telnet `stats` command and `/api/stats`, in
-//! OpenTSDB's `tsd.*` naming. Counters only go up; the one gauge is open
-//! connections. Queue depth is deliberately not a gauge: pushed minus popped
+//! reason, so an operator can account for each line a collector sent. One
+//! table, [`FAMILIES`], names every number for all three places it shows:
+//! the telnet `stats` command and `/api/stats` ([`Stats::lines`], in
+//! OpenTSDB's `tsd.*` naming) and `/metrics` (as Prometheus families).
+//! Counters only go up; the one gauge is open connections. Queue depth is deliberately not a gauge: pushed minus popped
 //! tells it without sampling artefacts. `/api/query` latency is a
 //! fixed-bucket [`Histogram`], exported only by `/metrics`.
 
@@ -12,6 +13,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::storage::StorageStats;
 
 /// Why a point that was parsed never reached the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -25,6 +28,12 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    pub const ALL: [DropReason; 3] = [
+        DropReason::QueueFull,
+        DropReason::RateLimited,
+        DropReason::StoreError,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             DropReason::QueueFull => "queue_full",
@@ -117,104 +126,222 @@ impl Stats {
         map.values().sum()
     }
 
-    /// Every counter, named the way OpenTSDB's `stats` names its own where
-    /// one exists (`tsd.rpc.received type=put`), `tsd.rtsd.*` otherwise.
-    pub fn snapshot(&self) -> Vec<StatLine> {
-        let line = |metric: &str, value: &AtomicU64, tags: &[(&'static str, &str)]| StatLine {
-            metric: metric.to_string(),
-            value: value.load(Relaxed),
-            tags: tags.iter().map(|(k, v)| (*k, v.to_string())).collect(),
-        };
-        let mut out = vec![
-            line(
-                "tsd.connectionmgr.connections",
-                &self.connections_open,
-                &[("type", "open")],
-            ),
-            line(
-                "tsd.connectionmgr.connections",
-                &self.connections_accepted,
-                &[("type", "total")],
-            ),
-            line(
-                "tsd.connectionmgr.exceptions",
-                &self.connections_refused,
-                &[("type", "refused")],
-            ),
-            line("tsd.rpc.received", &self.telnet_points, &[("type", "put")]),
-            line(
-                "tsd.rpc.received",
-                &self.lines_received,
-                &[("type", "telnet_lines")],
-            ),
-            line("tsd.http.query.received", &self.queries, &[]),
-            line("tsd.http.requests", &self.http_requests, &[]),
-            line(
-                "tsd.rtsd.points.received",
-                &self.http_points,
-                &[("source", "http")],
-            ),
-            line(
-                "tsd.rtsd.points.received",
-                &self.telnet_points,
-                &[("source", "telnet")],
-            ),
-            line("tsd.rtsd.queue.pushed", &self.points_queued, &[]),
-            line("tsd.rtsd.queue.popped", &self.points_dequeued, &[]),
-            line(
-                "tsd.rtsd.queue.depth",
-                &self.queue_points,
-                &[("unit", "points")],
-            ),
-            line(
-                "tsd.rtsd.queue.depth",
-                &self.queue_batches,
-                &[("unit", "batches")],
-            ),
-            line("tsd.rtsd.points.stored", &self.points_stored, &[]),
-            line("tsd.rtsd.batches.committed", &self.batches_committed, &[]),
-            line("tsd.rtsd.series.created", &self.new_series, &[]),
-            line("tsd.rtsd.chunks.sealed", &self.chunks_sealed, &[]),
-            line("tsd.rtsd.deletes", &self.delete_requests, &[]),
-            line("tsd.rtsd.points.deleted", &self.points_deleted, &[]),
-            line(
-                "tsd.rpc.errors",
-                &self.store_errors,
-                &[("type", "storage_errors")],
-            ),
-            line(
-                "tsd.rpc.errors",
-                &self.replies_dropped,
-                &[("type", "socket_writes_blocked")],
-            ),
-            StatLine {
-                metric: "tsd.rtsd.store.writable".into(),
-                value: self.health.store_writable().into(),
-                tags: Vec::new(),
-            },
-        ];
-        for reason in [
-            DropReason::QueueFull,
-            DropReason::RateLimited,
-            DropReason::StoreError,
-        ] {
-            out.push(line(
-                "tsd.rtsd.points.dropped",
-                self.drop_counter(reason),
-                &[("reason", reason.label())],
-            ));
-        }
-        let map = self.rejected.read().unwrap_or_else(|e| e.into_inner());
-        for (kind, n) in map.iter() {
-            out.push(StatLine {
-                metric: "tsd.rtsd.points.rejected".to_string(),
-                value: *n,
-                tags: vec![("reason", kind.to_string())],
-            });
-        }
-        out
+    /// Every number of [`FAMILIES`] as an OpenTSDB-style line, the store's
+    /// read from `store`: what `stats` and `/api/stats` show.
+    pub fn lines(&self, store: &StorageStats) -> Vec<StatLine> {
+        FAMILIES
+            .iter()
+            .flat_map(|f| f.stat_lines(f.readings(self, store)))
+            .collect()
     }
 }
+
+/// Whether a number only goes up (Prometheus' metric types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        }
+    }
+}
+
+/// How the lines of a family tell themselves apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tag {
+    /// One line, no tag.
+    None,
+    /// One line with this OpenTSDB tag, which tells it from the other
+    /// families of the same stat; `/metrics` names it by the family alone.
+    Fixed(&'static str, &'static str),
+    /// A line per value of this tag, a label in `/metrics`.
+    Label(&'static str),
+}
+
+/// Picks one counter out of [`Stats`].
+type CounterOf = fn(&Stats) -> &AtomicU64;
+
+/// Where a family's numbers come from.
+#[derive(Clone, Copy)]
+enum Read {
+    /// One counter.
+    Counter(CounterOf),
+    /// A counter per label value.
+    Counters(&'static [(&'static str, CounterOf)]),
+    /// Dropped points, per [`DropReason`].
+    Dropped,
+    /// Rejected lines and points, per parser error kind seen so far.
+    Rejected,
+    /// 1 while commits succeed, 0 while the store refuses them.
+    Writable,
+    /// One of the store's numbers.
+    Store(fn(&StorageStats) -> u64),
+    /// Bytes per column family: live SST files plus memtables.
+    ColumnFamilies,
+}
+
+/// One reading: its label value (for [`Tag::Label`] families) and number.
+pub type Reading = (Option<String>, u64);
+
+/// A number the daemon reports, or a set of them told apart by a tag, with
+/// its names in every place it shows: OpenTSDB's `stat` (telnet `stats`,
+/// `/api/stats`) and a Prometheus family (`/metrics`).
+pub struct Family {
+    pub stat: &'static str,
+    pub tag: Tag,
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+    read: Read,
+}
+
+impl Family {
+    /// The family's numbers now: counters from `stats`, the store's from
+    /// `store`.
+    pub fn readings(&self, stats: &Stats, store: &StorageStats) -> Vec<Reading> {
+        let labelled = |label: &str, value| (Some(label.to_string()), value);
+        match self.read {
+            Read::Counter(counter) => vec![(None, counter(stats).load(Relaxed))],
+            Read::Counters(counters) => counters
+                .iter()
+                .map(|(label, counter)| labelled(label, counter(stats).load(Relaxed)))
+                .collect(),
+            Read::Dropped => DropReason::ALL
+                .iter()
+                .map(|&r| labelled(r.label(), stats.dropped_count(r)))
+                .collect(),
+            Read::Rejected => {
+                let map = stats.rejected.read().unwrap_or_else(|e| e.into_inner());
+                map.iter().map(|(kind, n)| labelled(kind, *n)).collect()
+            }
+            Read::Writable => vec![(None, stats.health.store_writable().into())],
+            Read::Store(gauge) => vec![(None, gauge(store))],
+            Read::ColumnFamilies => store
+                .column_families
+                .iter()
+                .map(|cf| labelled(&cf.name, cf.sst_bytes + cf.memtable_bytes))
+                .collect(),
+        }
+    }
+
+    fn stat_lines(&self, readings: Vec<Reading>) -> impl Iterator<Item = StatLine> + '_ {
+        readings.into_iter().map(|(label, value)| StatLine {
+            metric: self.stat.to_string(),
+            value,
+            tags: match (self.tag, label) {
+                (Tag::Fixed(k, v), _) => vec![(k, v.to_string())],
+                (Tag::Label(k), Some(v)) => vec![(k, v)],
+                _ => Vec::new(),
+            },
+        })
+    }
+}
+
+const fn family(
+    stat: &'static str,
+    tag: Tag,
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+    read: Read,
+) -> Family {
+    Family {
+        stat,
+        tag,
+        name,
+        kind,
+        help,
+        read,
+    }
+}
+
+/// Every number `stats`, `/api/stats` and `/metrics` report, in their
+/// order. OpenTSDB's own names where it has one (`tsd.rpc.received
+/// type=put`), `tsd.rtsd.*` otherwise; Prometheus names with an `rtsd_`
+/// prefix and `_total` on counters.
+#[rustfmt::skip]
+pub const FAMILIES: &[Family] = {
+    use Kind::{Counter, Gauge};
+    use Tag::{Fixed, Label};
+    &[
+        family("tsd.connectionmgr.connections", Fixed("type", "open"), "rtsd_connections_open", Gauge,
+            "Connections open now, both ports.", Read::Counter(|s| &s.connections_open)),
+        family("tsd.connectionmgr.connections", Fixed("type", "total"), "rtsd_connections_accepted_total", Counter,
+            "Connections accepted, both ports.", Read::Counter(|s| &s.connections_accepted)),
+        family("tsd.connectionmgr.exceptions", Fixed("type", "refused"), "rtsd_connections_refused_total", Counter,
+            "Connections closed at once because max-connections were open (both ports count).",
+            Read::Counter(|s| &s.connections_refused)),
+        family("tsd.rpc.received", Fixed("type", "put"), "rtsd_telnet_puts_total", Counter,
+            "Points parsed from telnet put lines.", Read::Counter(|s| &s.telnet_points)),
+        family("tsd.rpc.received", Fixed("type", "telnet_lines"), "rtsd_telnet_lines_total", Counter,
+            "Lines read on the telnet port, of any kind.", Read::Counter(|s| &s.lines_received)),
+        family("tsd.http.query.received", Tag::None, "rtsd_queries_total", Counter,
+            "Requests to /api/query.", Read::Counter(|s| &s.queries)),
+        family("tsd.http.requests", Tag::None, "rtsd_http_requests_total", Counter,
+            "HTTP requests on either port.", Read::Counter(|s| &s.http_requests)),
+        family("tsd.rtsd.points.received", Label("source"), "rtsd_points_received_total", Counter,
+            "Points accepted, by protocol.",
+            Read::Counters(&[("http", |s| &s.http_points), ("telnet", |s| &s.telnet_points)])),
+        family("tsd.rtsd.queue.pushed", Tag::None, "rtsd_queue_pushed_points_total", Counter,
+            "Points put on the ingest queue.", Read::Counter(|s| &s.points_queued)),
+        family("tsd.rtsd.queue.popped", Tag::None, "rtsd_queue_popped_points_total", Counter,
+            "Points taken off the ingest queue by the writer.", Read::Counter(|s| &s.points_dequeued)),
+        family("tsd.rtsd.queue.depth", Label("unit"), "rtsd_queue_depth", Gauge,
+            "What the ingest queue holds now, in points (its bound) and in batches.",
+            Read::Counters(&[("points", |s| &s.queue_points), ("batches", |s| &s.queue_batches)])),
+        family("tsd.rtsd.points.stored", Tag::None, "rtsd_points_stored_total", Counter,
+            "Points committed to the store.", Read::Counter(|s| &s.points_stored)),
+        family("tsd.rtsd.batches.committed", Tag::None, "rtsd_batches_committed_total", Counter,
+            "Write batches committed to RocksDB.", Read::Counter(|s| &s.batches_committed)),
+        family("tsd.rtsd.series.created", Tag::None, "rtsd_series_created_total", Counter,
+            "Series created.", Read::Counter(|s| &s.new_series)),
+        family("tsd.rtsd.chunks.sealed", Tag::None, "rtsd_chunks_sealed_total", Counter,
+            "Head chunks sealed into blocks.", Read::Counter(|s| &s.chunks_sealed)),
+        family("tsd.rtsd.deletes", Tag::None, "rtsd_delete_requests_total", Counter,
+            "Delete requests (/api/query with delete) carried out.", Read::Counter(|s| &s.delete_requests)),
+        family("tsd.rtsd.points.deleted", Tag::None, "rtsd_points_deleted_total", Counter,
+            "Points removed by delete requests.", Read::Counter(|s| &s.points_deleted)),
+        family("tsd.rpc.errors", Fixed("type", "storage_errors"), "rtsd_store_errors_total", Counter,
+            "Commits RocksDB refused, each retry counted.", Read::Counter(|s| &s.store_errors)),
+        family("tsd.rtsd.store.writable", Tag::None, "rtsd_store_writable", Gauge,
+            "1 while commits succeed, 0 from a failed commit (disk full, I/O error) until one succeeds.",
+            Read::Writable),
+        family("tsd.rpc.errors", Fixed("type", "socket_writes_blocked"), "rtsd_replies_dropped_total", Counter,
+            "Error replies not sent because the client does not read its socket.",
+            Read::Counter(|s| &s.replies_dropped)),
+        family("tsd.rtsd.points.dropped", Label("reason"), "rtsd_points_dropped_total", Counter,
+            "Accepted points that never reached the store, by reason.", Read::Dropped),
+        family("tsd.rtsd.points.rejected", Label("reason"), "rtsd_points_rejected_total", Counter,
+            "Lines and points refused, by parser error.", Read::Rejected),
+        family("tsd.rtsd.storage.series", Tag::None, "rtsd_storage_series", Gauge,
+            "Series in the store.", Read::Store(|s| s.series as u64)),
+        family("tsd.rtsd.storage.head.chunks", Tag::None, "rtsd_storage_head_chunks", Gauge,
+            "Unsealed in-memory chunks.", Read::Store(|s| s.head_chunks as u64)),
+        family("tsd.rtsd.storage.head.points", Tag::None, "rtsd_storage_head_points", Gauge,
+            "Points in unsealed in-memory chunks.", Read::Store(|s| s.head_points as u64)),
+        family("tsd.rtsd.storage.head.bytes", Tag::None, "rtsd_storage_head_bytes", Gauge,
+            "Bytes of unsealed in-memory chunks.", Read::Store(|s| s.head_bytes as u64)),
+        family("tsd.rtsd.storage.blocks.sealed", Tag::None, "rtsd_storage_blocks_sealed_total", Counter,
+            "Blocks written since the store was opened.", Read::Store(|s| s.sealed_blocks)),
+        family("tsd.rtsd.storage.log.records", Tag::None, "rtsd_storage_log_records", Gauge,
+            "Head log records not yet deleted.", Read::Store(|s| s.log_records)),
+        family("tsd.rtsd.storage.partitions", Tag::None, "rtsd_storage_partitions", Gauge,
+            "Day partitions holding blocks.", Read::Store(|s| s.partitions as u64)),
+        family("tsd.rtsd.storage.disk.bytes", Tag::None, "rtsd_storage_disk_bytes", Gauge,
+            "Bytes on disk: live SST files of every column family plus the WAL.",
+            Read::Store(|s| s.bytes_on_disk)),
+        family("tsd.rtsd.storage.wal.bytes", Tag::None, "rtsd_storage_wal_bytes", Gauge,
+            "Bytes of RocksDB's write-ahead log.", Read::Store(|s| s.wal_bytes)),
+        family("tsd.rtsd.storage.cf.bytes", Label("cf"), "rtsd_storage_column_family_bytes", Gauge,
+            "Bytes per RocksDB column family: live SST files plus memtables.", Read::ColumnFamilies),
+    ]
+};
 
 /// Upper bounds of the latency buckets in seconds: Prometheus' client
 /// defaults, stretched to the 30 s request timeout.
@@ -291,36 +418,6 @@ impl Drop for HistogramTimer {
     }
 }
 
-/// The store's gauges in the same shape as the counters, so `stats` and
-/// `/api/stats` show series, head memory and disk use next to ingest.
-pub fn storage_lines(store: &crate::storage::StoreReader) -> Vec<StatLine> {
-    let s = store.stats();
-    let gauge = |metric: &str, value: u64| StatLine {
-        metric: metric.to_string(),
-        value,
-        tags: Vec::new(),
-    };
-    let mut out = vec![
-        gauge("tsd.rtsd.storage.series", s.series as u64),
-        gauge("tsd.rtsd.storage.head.chunks", s.head_chunks as u64),
-        gauge("tsd.rtsd.storage.head.points", s.head_points as u64),
-        gauge("tsd.rtsd.storage.head.bytes", s.head_bytes as u64),
-        gauge("tsd.rtsd.storage.blocks.sealed", s.sealed_blocks),
-        gauge("tsd.rtsd.storage.log.records", s.log_records),
-        gauge("tsd.rtsd.storage.partitions", s.partitions as u64),
-        gauge("tsd.rtsd.storage.disk.bytes", s.bytes_on_disk),
-        gauge("tsd.rtsd.storage.wal.bytes", s.wal_bytes),
-    ];
-    for cf in s.column_families {
-        out.push(StatLine {
-            metric: "tsd.rtsd.storage.cf.bytes".to_string(),
-            value: cf.sst_bytes + cf.memtable_bytes,
-            tags: vec![("cf", cf.name)],
-        });
-    }
-    out
-}
-
 /// The `stats` reply, one counter per line as OpenTSDB prints them:
 /// `tsd.<name> <unix-seconds> <value>[ tags] host=<hostname>`.
 pub fn stats_reply(stats: &Stats, store: &crate::storage::StoreReader) -> String {
@@ -330,7 +427,7 @@ pub fn stats_reply(stats: &Stats, store: &crate::storage::StoreReader) -> String
         .unwrap_or(0);
     let host = hostname();
     let mut out = String::new();
-    for line in stats.snapshot().into_iter().chain(storage_lines(store)) {
+    for line in stats.lines(&store.stats()) {
         out.push_str(&format!("{} {} {}", line.metric, now, line.value));
         for (k, v) in &line.tags {
             out.push_str(&format!(" {k}={v}"));
@@ -360,7 +457,7 @@ mod tests {
         s.dropped(DropReason::RateLimited, 2);
         s.rejected("invalid_value");
         s.rejected("invalid_value");
-        let snap = s.snapshot();
+        let snap = s.lines(&StorageStats::default());
         let find = |metric: &str, tag: &str| {
             snap.iter()
                 .find(|l| l.metric == metric && l.tags.iter().any(|(_, v)| v == tag))

@@ -34,41 +34,47 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use super::input::{ApiRequest, Blank, BodyOn, Input};
 use super::params::Params;
 use super::{allow, blocking, body, json_reply, parse_tsuid, tsuid, ApiError, AppState};
 use crate::java::jackson::scalar_text;
+use crate::model::epoch_ms;
 use crate::query::output::RenderedAnnotations;
 use crate::query::source::Source;
 use crate::query::time::parse_time;
 use crate::query::{QueryRequest, QueryResponse};
-use crate::storage::annotation::epoch_ms;
 use crate::storage::{Annotation, StoreReader};
+
+/// Any method's body, unless blank; else the query string (OpenTSDB's
+/// `hasContent()`). Bulk writes take only a body.
+const INPUT: Input = Input {
+    body_on: BodyOn::Any,
+    blank: Blank::Query,
+};
 
 /// `/api/annotation` and `/api/annotations`.
 pub async fn single(
-    method: Method,
     State(state): State<Arc<AppState>>,
-    params: Params,
-    headers: HeaderMap,
-    request_body: Body,
+    mut req: ApiRequest,
 ) -> Result<Response, ApiError> {
     allow(
-        &method,
+        &req.method,
         &[Method::GET, Method::POST, Method::PUT, Method::DELETE],
     )?;
-    let bytes = body::read(&headers, request_body, state.http.max_body_bytes).await?;
-    let given = if body::is_blank(&bytes) {
-        from_params(&params, crate::model::now_ms())?
-    } else {
-        to_note(object(body::json(&bytes)?)?)?.1
-    };
+    let given = req
+        .parse(
+            INPUT,
+            |params| from_params(params, crate::model::now_ms()),
+            |bytes| Ok(to_note(object(body::json(bytes)?)?)?.1),
+        )
+        .await?;
+    let method = req.method;
     blocking(move || match method {
         Method::GET => get(&state.store, &given),
         Method::DELETE => delete(&state.store, &given),
@@ -80,33 +86,30 @@ pub async fn single(
 /// `/api/annotation/<rest>`: `bulk` when the first segment ends with it,
 /// as OpenTSDB decides, else the single endpoint.
 pub async fn nested(
-    method: Method,
     Path(rest): Path<String>,
     state: State<Arc<AppState>>,
-    params: Params,
-    headers: HeaderMap,
-    request_body: Body,
+    mut req: ApiRequest,
 ) -> Result<Response, ApiError> {
     let first = rest.split('/').next().unwrap_or_default();
     if !first.ends_with("bulk") {
-        return single(method, state, params, headers, request_body).await;
+        return single(state, req).await;
     }
     let State(state) = state;
-    allow(&method, &[Method::POST, Method::PUT, Method::DELETE])?;
-    let bytes = body::read(&headers, request_body, state.http.max_body_bytes).await?;
-    if method == Method::DELETE {
-        let request = if body::is_blank(&bytes) {
-            BulkDelete::from_params(&params)?
-        } else {
-            object(body::json(&bytes)?)?
-        };
+    allow(&req.method, &[Method::POST, Method::PUT, Method::DELETE])?;
+    if req.method == Method::DELETE {
+        let request = req
+            .parse(INPUT, BulkDelete::from_params, |bytes| {
+                object(body::json(bytes)?)
+            })
+            .await?;
         return blocking(move || bulk_delete(&state.store, request, crate::model::now_ms())).await;
     }
-    let posted = body::json::<Vec<JsonObject>>(&bytes)?
+    let replace = req.method == Method::PUT;
+    let posted = body::json::<Vec<JsonObject>>(&req.body().await?)?
         .into_iter()
         .map(object)
         .collect::<Result<Vec<Posted>, _>>()?;
-    blocking(move || bulk_write(&state.store, posted, method == Method::PUT)).await
+    blocking(move || bulk_write(&state.store, posted, replace)).await
 }
 
 type JsonObject = serde_json::Map<String, Json>;

@@ -60,15 +60,7 @@ pub async fn stats(
     State(state): State<Arc<AppState>>,
 ) -> Result<Response, ApiError> {
     read_only(&method)?;
-    let lines = blocking(move || {
-        Ok(state
-            .stats
-            .snapshot()
-            .into_iter()
-            .chain(crate::stats::storage_lines(&state.store))
-            .collect::<Vec<_>>())
-    })
-    .await?;
+    let lines = blocking(move || Ok(state.stats.lines(&state.store.stats()))).await?;
     let now = crate::model::now_ms() / 1000;
     let host = crate::stats::hostname();
     let body: Vec<Value> = lines
@@ -105,7 +97,7 @@ pub async fn filters(method: Method) -> Result<Response, ApiError> {
 /// Every setting as a string, like OpenTSDB's config dump. Settings with an
 /// OpenTSDB counterpart appear under its `tsd.*` name too, so tools that
 /// read e.g. `tsd.storage.max_tags` find it; all of them appear as
-/// `rtsd.<flag name>`.
+/// `rtsd.<config file key>`, and the HTTP layer's limits as `rtsd.http.*`.
 pub async fn config(
     method: Method,
     State(state): State<Arc<AppState>>,
@@ -114,13 +106,9 @@ pub async fn config(
     Ok(ok(json!(config_map(&state))))
 }
 
-fn config_map(state: &AppState) -> BTreeMap<&'static str, String> {
+fn config_map(state: &AppState) -> BTreeMap<String, String> {
     let s = &state.settings;
-    let overflow = match s.overflow {
-        crate::queue::OverflowPolicy::DropOldest => "drop-oldest",
-        crate::queue::OverflowPolicy::Block => "block",
-    };
-    BTreeMap::from([
+    let opentsdb = [
         ("tsd.core.auto_create_metrics", "true".to_string()),
         ("tsd.core.auto_create_tagks", "true".to_string()),
         ("tsd.core.auto_create_tagvs", "true".to_string()),
@@ -133,37 +121,23 @@ fn config_map(state: &AppState) -> BTreeMap<&'static str, String> {
         ("tsd.network.port", s.listen.port().to_string()),
         ("tsd.storage.max_tags", s.max_tags.to_string()),
         ("tsd.core.connections.limit", s.max_connections.to_string()),
-        ("rtsd.data-dir", s.data_dir.display().to_string()),
-        ("rtsd.listen", s.listen.to_string()),
-        ("rtsd.http-listen", s.http_listen.to_string()),
-        ("rtsd.queue-capacity", s.queue_capacity.to_string()),
-        ("rtsd.overflow", overflow.to_string()),
-        ("rtsd.mps", s.mps.to_string()),
-        ("rtsd.max-tags", s.max_tags.to_string()),
-        ("rtsd.max-line-bytes", s.max_line_bytes.to_string()),
-        ("rtsd.require-tags", s.require_tags.to_string()),
-        ("rtsd.sync-writes", s.sync_writes.to_string()),
-        ("rtsd.allow-special-chars", s.allow_special_chars.clone()),
-        ("rtsd.max-connections", s.max_connections.to_string()),
-        ("rtsd.reply-buffer-bytes", s.reply_buffer_bytes.to_string()),
-        ("rtsd.seal-grace-secs", s.seal_grace_secs.to_string()),
+    ];
+    let http = [
+        ("max-body-bytes", state.http.max_body_bytes.to_string()),
         (
-            "rtsd.http.max-body-bytes",
-            state.http.max_body_bytes.to_string(),
-        ),
-        (
-            "rtsd.http.request-timeout-ms",
+            "request-timeout-ms",
             state.http.request_timeout.as_millis().to_string(),
         ),
         (
-            "rtsd.http.max-concurrent-reads",
+            "max-concurrent-reads",
             state.http.max_concurrent_reads.to_string(),
         ),
-        (
-            "rtsd.http.max-queued-reads",
-            state.http.max_queued_reads.to_string(),
-        ),
-    ])
+        ("max-queued-reads", state.http.max_queued_reads.to_string()),
+    ];
+    let opentsdb = opentsdb.into_iter().map(|(k, v)| (k.to_string(), v));
+    let settings = s.shown().into_iter().map(|(k, v)| (format!("rtsd.{k}"), v));
+    let http = http.into_iter().map(|(k, v)| (format!("rtsd.http.{k}"), v));
+    opentsdb.chain(settings).chain(http).collect()
 }
 
 /// Clears the store's caches; `status` is a string in OpenTSDB's reply.

@@ -24,24 +24,23 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use super::input::{ApiRequest, Blank, BodyOn, Input};
 use super::lookup::no_such_name;
-use super::params::{parse_java_int, Params};
+use super::params::Params;
 use super::query::refuse_delete;
 use super::{
     blocking, body, json_reply, parse_tsuid, series_expr, tsuid, ApiError, AppState, TagsJson,
 };
-use crate::model::NameKind;
-use crate::model::{DataPoint, SeriesKey, Value};
+use crate::java::jackson::int_field;
+use crate::java::number::parse_int;
+use crate::model::{DataPoint, NameKind, SeriesKey, Value, HOUR_MS};
 use crate::query::source::Source;
-
-const HOUR_MS: i64 = 3_600_000;
 
 /// One sub-query.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,20 +59,20 @@ struct LastQuery {
     back_scan: i32,
 }
 
+/// A POST's body, which must not be blank; else the query string.
+const INPUT: Input = Input {
+    body_on: BodyOn::Post,
+    blank: Blank::Missing,
+};
+
 pub async fn last(
-    method: Method,
     State(state): State<Arc<AppState>>,
-    params: Params,
-    headers: HeaderMap,
-    request_body: Body,
+    mut req: ApiRequest,
 ) -> Result<Response, ApiError> {
-    refuse_delete(&method, state.settings.allow_delete)?;
-    let query = if method == Method::POST {
-        let bytes = body::read(&headers, request_body, state.http.max_body_bytes).await?;
-        LastQuery::from_json(&bytes)?
-    } else {
-        LastQuery::from_params(&params)?
-    };
+    refuse_delete(&req.method, state.settings.allow_delete)?;
+    let query = req
+        .parse(INPUT, LastQuery::from_params, LastQuery::from_json)
+        .await?;
     if query.subs.is_empty() {
         return Err(ApiError::bad_request("Missing sub queries"));
     }
@@ -92,7 +91,7 @@ impl LastQuery {
         let back_scan = if params.has("back_scan") {
             params
                 .get("back_scan")
-                .and_then(parse_java_int)
+                .and_then(parse_int)
                 .ok_or_else(|| ApiError::bad_request("Unable to parse back_scan parameter"))?
         } else {
             0
@@ -133,13 +132,8 @@ impl LastQuery {
             back_scan: Option<Json>,
         }
         let post: Post = body::json(bytes)?;
-        let back_scan = match post.back_scan {
-            None | Some(Json::Null) => Some(0),
-            Some(Json::Number(n)) => n.as_i64().and_then(|n| i32::try_from(n).ok()),
-            Some(Json::String(s)) => parse_java_int(&s),
-            Some(_) => None,
-        }
-        .ok_or_else(|| ApiError::bad_json("'backScan' is not a 32-bit integer"))?;
+        let back_scan = int_field(post.back_scan, 0)
+            .ok_or_else(|| ApiError::bad_json("'backScan' is not a 32-bit integer"))?;
         let subs = post
             .queries
             .into_iter()

@@ -13,16 +13,18 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::params::{parse_java_int, Params};
+use super::input::{ApiRequest, Blank, BodyOn, Input};
+use super::params::Params;
 use super::series_expr::{self, Pattern};
 use super::{blocking, body, json_reply, tsuid, ApiError, AppState, TagsJson};
+use crate::java::jackson::int_field;
+use crate::java::number::parse_int;
 use crate::model::NameKind;
 use crate::query::source::Source;
 
@@ -40,20 +42,20 @@ struct Lookup {
     limit: i32,
 }
 
+/// Any method's body, unless blank; else the query string.
+const INPUT: Input = Input {
+    body_on: BodyOn::Any,
+    blank: Blank::Query,
+};
+
 pub async fn lookup(
-    method: Method,
     State(state): State<Arc<AppState>>,
-    params: Params,
-    headers: HeaderMap,
-    request_body: Body,
+    mut req: ApiRequest,
 ) -> Result<Response, ApiError> {
-    check_method(&method)?;
-    let bytes = body::read(&headers, request_body, state.http.max_body_bytes).await?;
-    let query = if body::is_blank(&bytes) {
-        Lookup::from_params(&params)?
-    } else {
-        Lookup::from_json(&bytes)?
-    };
+    check_method(&req.method)?;
+    let query = req
+        .parse(INPUT, Lookup::from_params, Lookup::from_json)
+        .await?;
     if query.metric.is_none() && query.tags.is_empty() {
         return Err(ApiError::bad_request(
             "Missing metric and tags. Please supply at least one value.",
@@ -102,7 +104,7 @@ impl Lookup {
             .map_err(|msg| ApiError::bad_request("Unable to parse query").with_details(msg))?;
         let limit = match params.get("limit") {
             None => DEFAULT_LIMIT,
-            Some(text) => parse_java_int(text).ok_or_else(|| {
+            Some(text) => parse_int(text).ok_or_else(|| {
                 ApiError::bad_request("Unable to convert 'limit' to a valid number")
             })?,
         };
@@ -131,13 +133,8 @@ impl Lookup {
             limit: Option<Value>,
         }
         let post: Post = body::json(bytes)?;
-        let limit = match post.limit {
-            None | Some(Value::Null) => Some(DEFAULT_LIMIT),
-            Some(Value::Number(n)) => n.as_i64().and_then(|n| i32::try_from(n).ok()),
-            Some(Value::String(s)) => parse_java_int(&s),
-            Some(_) => None,
-        }
-        .ok_or_else(|| ApiError::bad_json("'limit' is not a 32-bit integer"))?;
+        let limit = int_field(post.limit, DEFAULT_LIMIT)
+            .ok_or_else(|| ApiError::bad_json("'limit' is not a 32-bit integer"))?;
         Ok(Lookup {
             metric: post.metric,
             tags: post

@@ -42,6 +42,7 @@ mod dashboard;
 mod error;
 mod gate;
 mod info;
+mod input;
 mod last;
 mod lookup;
 mod metadata;

@@ -63,10 +63,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
     }
 }
 
-/// Java's `Integer.parseInt`, with which OpenTSDB parses `max`, `limit`
-/// and `back_scan`. Handed on under the name the handlers import.
-pub use crate::java::number::parse_int as parse_java_int;
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,17 +30,17 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
+use super::input::ApiRequest;
 use super::params::Params;
 use super::put_body::{parse_body, Rejection};
-use super::{allow, blocking, body, json_reply, ApiError, AppState};
+use super::{allow, blocking, json_reply, ApiError, AppState};
 use crate::model::Sample;
 use crate::queue::{Batch, PushError};
 
@@ -91,20 +91,17 @@ struct Decoded {
 }
 
 pub async fn put(
-    method: Method,
     State(state): State<Arc<AppState>>,
-    params: Params,
-    headers: HeaderMap,
-    request_body: Body,
+    mut req: ApiRequest,
 ) -> Result<Response, ApiError> {
-    allow(&method, &[Method::POST])?;
+    allow(&req.method, &[Method::POST])?;
     // While commits fail the points could only wait in the queue; a 503
     // makes the collector keep them and retry.
     if let Some(why) = state.stats.health.problem() {
         return Err(ApiError::unavailable("Storage exception").with_details(why));
     }
-    let flags = Flags::from_params(&params)?;
-    let bytes = body::read(&headers, request_body, state.http.max_body_bytes).await?;
+    let flags = Flags::from_params(&req.params)?;
+    let bytes = req.body().await?;
     let decoded = if bytes.len() <= INLINE_DECODE_BYTES {
         decode(&state, &bytes, flags.details)?
     } else {

@@ -27,39 +27,40 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::response::Response;
 
+use super::input::{ApiRequest, Blank, BodyOn, Input};
 use super::params::Params;
-use super::{allow, annotation, blocking, body, ApiError, AppState};
+use super::{allow, annotation, blocking, ApiError, AppState};
 use crate::query::output::RenderedAnnotations;
 use crate::query::{self, QueryLimits, QueryRequest};
 use crate::queue::DeleteRequest;
 
+/// A POST's body, which must not be blank; else the query string.
+const INPUT: Input = Input {
+    body_on: BodyOn::Post,
+    blank: Blank::Missing,
+};
+
 pub async fn query(
-    method: Method,
     State(state): State<Arc<AppState>>,
-    params: Params,
-    headers: HeaderMap,
-    request_body: Body,
+    mut req: ApiRequest,
 ) -> Result<Response, ApiError> {
     let allow_delete = state.settings.allow_delete;
-    refuse_delete(&method, allow_delete)?;
+    refuse_delete(&req.method, allow_delete)?;
     state.stats.queries.fetch_add(1, Relaxed);
     let _latency = state.stats.query_latency.timer();
-    let mut request = if method == Method::POST {
-        let bytes = body::read(&headers, request_body, state.http.max_body_bytes).await?;
-        if body::is_blank(&bytes) {
-            return Err(body::missing_content());
-        }
-        let mut request = QueryRequest::from_json(&bytes)?;
-        request.arrays = params.has("arrays");
-        request
-    } else {
-        QueryRequest::from_get_params(params.pairs())?
+    let arrays = req.params.has("arrays");
+    let from_params = |params: &Params| Ok(QueryRequest::from_get_params(params.pairs())?);
+    let from_json = |bytes: &[u8]| {
+        let mut request = QueryRequest::from_json(bytes)?;
+        request.arrays = arrays;
+        Ok(request)
     };
-    request.delete |= method == Method::DELETE;
+    let mut request = req.parse(INPUT, from_params, from_json).await?;
+    request.delete |= req.method == Method::DELETE;
     if request.delete && !allow_delete {
         return Err(delete_disabled());
     }

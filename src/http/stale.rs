@@ -55,16 +55,6 @@ pub fn find(
     Ok(out)
 }
 
-/// A period in seconds the way an operator writes it: `1h`, `90m`, `2d`.
-pub fn period_label(secs: u64) -> String {
-    match secs {
-        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
-}
-
 pub async fn stale(
     method: Method,
     State(state): State<Arc<AppState>>,
@@ -73,9 +63,7 @@ pub async fn stale(
     allow(&method, &[Method::GET])?;
     let period_ms = match params.get("older_than") {
         Some(text) => parse_duration(text)?,
-        None => {
-            i64::try_from(state.settings.stale_after_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
-        }
+        None => state.settings.stale_after_ms(),
     };
     let limit = match params.get("limit") {
         None => DEFAULT_LIMIT,
@@ -130,14 +118,6 @@ fn render(found: &[StaleSeries]) -> String {
 mod tests {
     use super::*;
     use crate::model::SeriesKey;
-
-    #[test]
-    fn periods_are_labelled_in_the_largest_whole_unit() {
-        assert_eq!(period_label(3600), "1h");
-        assert_eq!(period_label(86_400 * 2), "2d");
-        assert_eq!(period_label(5400), "90m");
-        assert_eq!(period_label(61), "61s");
-    }
 
     #[test]
     fn entries_carry_metric_tags_tsuid_and_timestamp() {

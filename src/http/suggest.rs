@@ -11,34 +11,36 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::params::{parse_java_int, Params};
+use super::input::{ApiRequest, Blank, BodyOn, Input};
+use super::params::Params;
 use super::{allow, blocking, body, json_reply, ApiError, AppState};
+use crate::java::jackson::scalar_text;
+use crate::java::number::parse_int;
 use crate::model::NameKind;
 
 /// OpenTSDB's `UniqueId.MAX_SUGGESTIONS`.
 const DEFAULT_MAX: usize = 25;
 
+/// A POST's body, unless blank; else the query string.
+const INPUT: Input = Input {
+    body_on: BodyOn::Post,
+    blank: Blank::Query,
+};
+
 pub async fn suggest(
-    method: Method,
     State(state): State<Arc<AppState>>,
-    params: Params,
-    headers: HeaderMap,
-    request_body: Body,
+    mut req: ApiRequest,
 ) -> Result<Response, ApiError> {
-    allow(&method, &[Method::GET, Method::POST])?;
-    let bytes = body::read(&headers, request_body, state.http.max_body_bytes).await?;
-    let request = if method == Method::POST && !body::is_blank(&bytes) {
-        Request::from_json(&bytes)?
-    } else {
-        Request::from_params(&params)?
-    };
+    allow(&req.method, &[Method::GET, Method::POST])?;
+    let request = req
+        .parse(INPUT, Request::from_params, Request::from_json)
+        .await?;
     let (kind, max) = request.validate()?;
     let names = blocking(move || Ok(state.store.suggest(kind, &request.q, max)?)).await?;
     let body = serde_json::to_string(&names).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -73,14 +75,14 @@ impl Request {
             max: Option<Value>,
         }
         let post: Post = body::json(bytes)?;
-        let kind = post.kind.and_then(scalar_text).filter(|t| !t.is_empty());
-        let Some(kind) = kind else {
+        let kind = post.kind.as_ref().and_then(scalar_text);
+        let Some(kind) = kind.filter(|t| !t.is_empty()) else {
             return Err(ApiError::bad_request("Missing 'type' parameter"));
         };
         Ok(Request {
             kind,
-            q: post.q.and_then(scalar_text).unwrap_or_default(),
-            max: post.max.and_then(scalar_text),
+            q: post.q.as_ref().and_then(scalar_text).unwrap_or_default(),
+            max: post.max.as_ref().and_then(scalar_text),
         })
     }
 
@@ -88,7 +90,7 @@ impl Request {
     fn validate(&self) -> Result<(NameKind, usize), ApiError> {
         let max = match self.max.as_deref().filter(|m| !m.is_empty()) {
             None => DEFAULT_MAX,
-            Some(text) => match parse_java_int(text) {
+            Some(text) => match parse_int(text) {
                 Some(n) if n > 0 => n as usize,
                 Some(_) => DEFAULT_MAX,
                 None => return Err(ApiError::bad_request("Unable to parse 'max' as a number")),
@@ -108,17 +110,6 @@ fn name_kind(text: &str) -> Result<NameKind, ApiError> {
         _ => Err(ApiError::bad_request(format!(
             "Invalid 'type' parameter:{text}"
         ))),
-    }
-}
-
-/// A JSON scalar as the text Jackson would coerce it to; `null`, objects
-/// and arrays give nothing.
-fn scalar_text(v: Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Null | Value::Array(_) | Value::Object(_) => None,
     }
 }
 

@@ -27,32 +27,32 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::Value;
 
+use super::input::{ApiRequest, Blank, BodyOn, Input};
 use super::params::Params;
 use super::put_check::first_illegal;
 use super::{allow, blocking, body, json_reply, tsuid, ApiError, AppState};
 use crate::model::NameKind;
 use crate::query::source::Source;
 
+/// A POST's body, which must not be blank; else the query string.
+const INPUT: Input = Input {
+    body_on: BodyOn::Post,
+    blank: Blank::Missing,
+};
+
 pub async fn assign(
-    method: Method,
     State(state): State<Arc<AppState>>,
-    params: Params,
-    headers: HeaderMap,
-    request_body: Body,
+    mut req: ApiRequest,
 ) -> Result<Response, ApiError> {
-    allow(&method, &[Method::GET, Method::POST])?;
-    let request = if method == Method::POST {
-        let bytes = body::read(&headers, request_body, state.http.max_body_bytes).await?;
-        from_json(&bytes)?
-    } else {
-        from_params(&params)
-    };
+    allow(&req.method, &[Method::GET, Method::POST])?;
+    let request = req
+        .parse(INPUT, |params| Ok(from_params(params)), from_json)
+        .await?;
     if request.is_empty() {
         return Err(ApiError::bad_request("Missing values to assign UIDs"));
     }

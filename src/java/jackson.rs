@@ -11,6 +11,17 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value as Json;
 
+/// A JSON field bound to a Java `int` as Jackson binds it: a number or a
+/// numeric string in range; absent or `null` is `default`.
+pub(crate) fn int_field(v: Option<Json>, default: i32) -> Option<i32> {
+    match v {
+        None | Some(Json::Null) => Some(default),
+        Some(Json::Number(n)) => n.as_i64().and_then(|n| i32::try_from(n).ok()),
+        Some(Json::String(s)) => super::number::parse_int(&s),
+        Some(_) => None,
+    }
+}
+
 /// A JSON scalar as the text Jackson would bind to a `String` field.
 pub(crate) fn scalar_text(v: &Json) -> Option<String> {
     match v {

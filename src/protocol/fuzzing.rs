@@ -64,7 +64,7 @@ fn check_with(data: &[u8], opts: &ParseOptions) {
 
 fn check_put(put: &Put<'_>, opts: &ParseOptions) {
     assert!(
-        put.timestamp_ms > 0 && put.timestamp_ms <= 9_999_999_999_999,
+        put.timestamp_ms > 0 && put.timestamp_ms <= crate::model::MAX_TIMESTAMP_MS,
         "timestamp {} out of range",
         put.timestamp_ms
     );

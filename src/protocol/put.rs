@@ -29,12 +29,12 @@ use smallvec::SmallVec;
 use super::error::{NameRole, PutError};
 use super::lexer::{split_tag, Word, Words};
 use super::names;
-use super::timestamp::{self, Timestamp, MAX_SECONDS};
+use super::timestamp::{self, Timestamp};
 use super::ParseOptions;
 use crate::java::double_text::non_finite_text;
 use crate::java::hashmap_order;
 use crate::java::number;
-use crate::model::{SeriesKey, Value};
+use crate::model::{SeriesKey, Value, MAX_SECONDS};
 
 /// A data point as the `put` line gave it, borrowing its names from the
 /// line.

@@ -10,11 +10,7 @@
 //! dot goes OpenTSDB's way, dots deleted, so its errors read the same.
 
 use crate::java::number::{self, NumberError};
-
-/// Largest value OpenTSDB takes for seconds; above it, milliseconds.
-pub const MAX_SECONDS: i64 = 0xFFFF_FFFF;
-/// Largest millisecond timestamp OpenTSDB stores.
-pub const MAX_MILLIS: i64 = 9_999_999_999_999;
+use crate::model::{MAX_SECONDS, MAX_TIMESTAMP_MS};
 
 /// A parsed timestamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,19 +26,18 @@ pub struct Timestamp {
 
 impl Timestamp {
     fn from_raw(raw: i64) -> Self {
-        let ms = if (0..=MAX_SECONDS).contains(&raw) {
-            raw * 1000
-        } else {
-            raw
-        };
-        Timestamp { raw, ms }
+        Timestamp {
+            raw,
+            ms: crate::model::epoch_ms(raw),
+        }
     }
 
-    /// OpenTSDB's storage check, `ts < 0 || (ts is ms && ts > MAX_MILLIS)`;
-    /// anything above `MAX_MILLIS` is beyond seconds anyway. (Zero and
+    /// OpenTSDB's storage check, `ts < 0 || (ts is ms && ts > MAX_MILLIS)`
+    /// (its `MAX_MILLIS` is [`MAX_TIMESTAMP_MS`]); anything above that is
+    /// beyond seconds anyway. (Zero and
     /// negatives are refused earlier, as `invalid timestamp`.)
     pub fn out_of_range(self) -> bool {
-        self.raw < 0 || self.raw > MAX_MILLIS
+        self.raw < 0 || self.raw > MAX_TIMESTAMP_MS
     }
 }
 

@@ -23,7 +23,6 @@ use crate::query::limits::Budget;
 use crate::query::rate::{rates, RatePoint};
 use crate::query::request::{Plan, SubPlan};
 use crate::query::source::{PointScan, Source};
-use crate::query::time;
 
 /// What a sub-query does to each series before aggregation.
 pub(super) struct Pipeline<'a> {
@@ -76,9 +75,9 @@ impl<'a> Pipeline<'a> {
             (Some(grid), Some(spec))
                 if sub.allow_rollups && spec.function.rollup_function().is_some() =>
             {
-                if grid.aligned_to(time::day_ms()) {
+                if grid.aligned_to(crate::model::DAY_MS) {
                     Some(RollupResolution::Day)
-                } else if grid.aligned_to(time::hour_ms()) {
+                } else if grid.aligned_to(crate::model::HOUR_MS) {
                     Some(RollupResolution::Hour)
                 } else {
                     None

@@ -221,7 +221,7 @@ impl QueryRequest {
             Some(e) if !e.is_empty() => parse_time(e, now_ms, Some(tz))?,
             _ => now_ms,
         }
-        .min(crate::storage::MAX_TIMESTAMP_MS);
+        .min(crate::model::MAX_TIMESTAMP_MS);
         if end_ms <= start_ms {
             return Err(bad(format!(
                 "End time [{end_ms}] must be greater than the start time [{start_ms}]"

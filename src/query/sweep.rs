@@ -482,7 +482,7 @@ impl<F: FoldOp> BucketSink for Adding<'_, '_, F> {
 }
 
 /// Largest magnitude at which every integer is an exact double.
-const EXACT_INT: f64 = 9_007_199_254_740_992.0;
+const EXACT_INT: f64 = crate::model::MAX_EXACT_F64_INT;
 
 impl Sweep {
     fn run<C: Column>(&self, cols: &[C]) -> Result<Vec<(i64, Value)>, QueryError> {

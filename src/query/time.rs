@@ -26,12 +26,8 @@ use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, Offset, TimeZone};
 use chrono_tz::Tz;
 
 use crate::java::number;
+use crate::model::{DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS};
 use crate::query::error::QueryError;
-
-const SECOND_MS: i64 = 1000;
-const MINUTE_MS: i64 = 60 * SECOND_MS;
-const HOUR_MS: i64 = 60 * MINUTE_MS;
-const DAY_MS: i64 = 24 * HOUR_MS;
 
 /// Parses a query time into epoch milliseconds. `now_ms` anchors `now` and
 /// the `-ago` forms; `tz` applies to absolute dates (UTC when `None`).
@@ -115,21 +111,37 @@ pub fn parse_duration(d: &str) -> Result<i64, QueryError> {
     }
     // `unit < len` here, so the last byte exists; it is ASCII when valid.
     let last = bytes[bytes.len() - 1].to_ascii_lowercase();
-    let seconds: i64 = match last {
+    let unit_ms: i64 = match last {
         // OpenTSDB checks the `m` of `ms` case-sensitively.
         b's' if bytes.len() >= 2 && bytes[bytes.len() - 2] == b'm' => return Ok(interval),
-        b's' => 1,
-        b'm' => 60,
-        b'h' => 3600,
-        b'd' => 86_400,
-        b'w' => 604_800,
-        b'n' => 2_592_000,
-        b'y' => 31_536_000,
+        b's' => SECOND_MS,
+        b'm' => MINUTE_MS,
+        b'h' => HOUR_MS,
+        b'd' => DAY_MS,
+        b'w' => 7 * DAY_MS,
+        b'n' => 30 * DAY_MS,
+        b'y' => 365 * DAY_MS,
         _ => return Err(QueryError::bad(format!("Invalid duration (suffix): {d}"))),
     };
     interval
-        .checked_mul(seconds * 1000)
+        .checked_mul(unit_ms)
         .ok_or_else(|| QueryError::bad(format!("Duration must be < Long.MAX_VALUE ms: {d}")))
+}
+
+/// A duration in ms the way an operator writes it, in its largest whole
+/// unit: `2d`, `1h`, `90m`, `61s`, `1500ms`. [`parse_duration`] reads it
+/// back.
+pub fn duration_text(ms: i64) -> String {
+    let units = [
+        (DAY_MS, "d"),
+        (HOUR_MS, "h"),
+        (MINUTE_MS, "m"),
+        (SECOND_MS, "s"),
+    ];
+    match units.iter().find(|(unit, _)| ms % unit == 0) {
+        Some((unit, suffix)) => format!("{}{suffix}", ms / unit),
+        None => format!("{ms}ms"),
+    }
 }
 
 /// The absolute forms, picked by length as OpenTSDB does.
@@ -321,14 +333,6 @@ pub(crate) fn add_calendar(ts: i64, n: u32, unit: CalendarUnit, tz: Tz) -> i64 {
     }
 }
 
-pub(crate) const fn hour_ms() -> i64 {
-    HOUR_MS
-}
-
-pub(crate) const fn day_ms() -> i64 {
-    DAY_MS
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,6 +350,18 @@ mod tests {
                 assert_eq!(e.status(), 400);
                 e.message()
             }
+        }
+    }
+
+    #[test]
+    fn durations_are_written_in_the_largest_whole_unit() {
+        assert_eq!(duration_text(3_600_000), "1h");
+        assert_eq!(duration_text(2 * 86_400_000), "2d");
+        assert_eq!(duration_text(5_400_000), "90m");
+        assert_eq!(duration_text(61_000), "61s");
+        assert_eq!(duration_text(1500), "1500ms");
+        for text in ["2d", "90m", "61s", "1500ms"] {
+            assert_eq!(duration_text(parse_duration(text).unwrap()), text);
         }
     }
 

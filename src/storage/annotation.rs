@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::cf;
 use super::keys;
 use super::{Shared, StoreError, StoreReader};
+use crate::model::epoch_ms;
 
 /// First byte of every value; a later format can convert them one by one.
 const RECORD_VERSION: u8 = 1;
@@ -63,16 +64,6 @@ impl Annotation {
 
     fn key(&self) -> [u8; keys::SERIES_TIME_LEN] {
         key(self.series, self.start_ms())
-    }
-}
-
-/// OpenTSDB's reading of an epoch: ms when it does not fit in 32 bits
-/// (`Const.SECOND_MASK`), else seconds.
-pub fn epoch_ms(t: i64) -> i64 {
-    if t & !0xFFFF_FFFF != 0 {
-        t
-    } else {
-        t * 1000
     }
 }
 

@@ -20,9 +20,10 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use rocksdb::{BoundColumnFamily, Cache, ReadOptions};
 
-use super::cf::{self, Partitioned, DAY_MS};
+use super::cf::{self, Partitioned};
 use super::keys;
 use super::{Db, StoreError};
+use crate::model::DAY_MS;
 
 /// A sealed block read back: its window start and chunk bytes.
 pub type Block = (i64, Vec<u8>);

@@ -10,6 +10,7 @@ use chrono::Datelike;
 use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Options};
 
 use super::StoreOptions;
+use crate::model::DAY_MS;
 
 /// Format version, next series id and the seal watermark.
 ///
@@ -59,9 +60,6 @@ pub const ANNOTATIONS: &str = "annotations";
 /// the time-partitioned ones ([`Partitioned`]). A store opened by an older
 /// build gains the ones it lacks at open.
 pub const FIXED: [&str; 7] = [META, SERIES, SERIES_BY_ID, INDEX, NAMES, LOG, ANNOTATIONS];
-
-/// Length of a UTC day, in ms.
-pub const DAY_MS: i64 = 86_400_000;
 
 /// The families split by time, one per period, so that retention drops
 /// whole families (no tombstones, no compaction churn) and a query only

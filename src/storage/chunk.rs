@@ -90,7 +90,7 @@
 mod bits;
 
 use self::bits::{BitReader, BitWriter, OutOfBits};
-use crate::model::{DataPoint, Value};
+use crate::model::{DataPoint, Value, MAX_EXACT_F64_INT, SECOND_MS};
 
 /// The format version this module writes and reads.
 const VERSION: u8 = 1;
@@ -100,10 +100,6 @@ const POW10: [f64; 14] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13,
 ];
 
-/// Mantissas at or beyond 2^53 are not exact in an `f64`, so `m / 10^s`
-/// would not be a faithful decimal.
-const MAX_MANTISSA: f64 = 9_007_199_254_740_992.0;
-
 /// In XOR mode the encoder retries decimal scales once per this many floats.
 const XOR_PROBE_EVERY: u32 = 8;
 
@@ -111,7 +107,6 @@ const XOR_PROBE_EVERY: u32 = 8;
 const TS_RAW: u32 = 5;
 /// Payload width of the `10` timestamp code, counted in whole seconds.
 const TS_SECONDS_WIDTH: u32 = 4;
-const MS_PER_SECOND: i64 = 1000;
 /// Payload widths of the timestamp codes `110`, `1110`, `11110`.
 const TS_WIDTHS: [u32; 3] = [7, 14, 32];
 
@@ -242,8 +237,8 @@ impl ChunkEncoder {
             w.write(0, 1);
             return;
         }
-        if dod % MS_PER_SECOND == 0 && fits(dod / MS_PER_SECOND, TS_SECONDS_WIDTH) {
-            w.write_code(1, TS_RAW, (dod / MS_PER_SECOND) as u64, TS_SECONDS_WIDTH);
+        if dod % SECOND_MS == 0 && fits(dod / SECOND_MS, TS_SECONDS_WIDTH) {
+            w.write_code(1, TS_RAW, (dod / SECOND_MS) as u64, TS_SECONDS_WIDTH);
             return;
         }
         for (i, &width) in TS_WIDTHS.iter().enumerate() {
@@ -551,7 +546,7 @@ impl ChunkIter<'_> {
                     1 => r
                         .read_signed(TS_SECONDS_WIDTH)
                         .map_err(truncated)?
-                        .wrapping_mul(MS_PER_SECOND),
+                        .wrapping_mul(SECOND_MS),
                     n @ 2..=4 => r
                         .read_signed(TS_WIDTHS[n as usize - 2])
                         .map_err(truncated)?,
@@ -758,7 +753,9 @@ fn find_decimal(f: f64) -> Option<(u8, i64)> {
 fn nearest_mantissa(x: f64) -> Option<i64> {
     // Round half away from zero without a libm call; a wrong guess only
     // fails `exact_decimal`.
-    (x.abs() < MAX_MANTISSA).then(|| (x + 0.5f64.copysign(x)) as i64)
+    // Mantissas at or beyond 2^53 are not exact in an `f64`, so `m / 10^s`
+    // would not be a faithful decimal.
+    (x.abs() < MAX_EXACT_F64_INT).then(|| (x + 0.5f64.copysign(x)) as i64)
 }
 
 /// Whether the decoder's `m as f64 / p` gives back `f` bit for bit (which

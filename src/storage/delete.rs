@@ -24,11 +24,12 @@ use rocksdb::WriteBatch;
 use crate::model::RollupAgg;
 
 use super::blocks::{self, Partitions};
-use super::cf::{self, Partitioned, DAY_MS};
+use super::cf::{self, Partitioned};
 use super::head::{window_start, WINDOW_MS};
 use super::reader::stored_rollups;
 use super::{chunk, keys, rollup};
 use super::{Shared, StoreError};
+use crate::model::DAY_MS;
 
 /// Adds to `batch` what deleting the points of `id` in `[from, to]` (within
 /// the storable range) changes in blocks and rollups, and returns how many

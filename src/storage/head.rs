@@ -24,8 +24,8 @@ use crate::model::DataPoint;
 
 use super::chunk::{self, ChunkEncoder, ChunkError};
 
-/// Length of a head window and of a sealed block, in ms.
-pub const WINDOW_MS: i64 = 3_600_000;
+/// Length of a head window and of a sealed block: an hour, in ms.
+pub const WINDOW_MS: i64 = crate::model::HOUR_MS;
 
 /// Start of the window holding `ts`.
 pub fn window_start(ts: i64) -> i64 {

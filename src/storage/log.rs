@@ -20,7 +20,7 @@
 //! already in blocks; points it cannot rule out are replayed and merged into
 //! their block again on the next seal, which is idempotent.
 
-use crate::model::{DataPoint, Value};
+use crate::model::{DataPoint, Value, MAX_EXACT_F64_INT};
 
 use super::keys;
 
@@ -52,14 +52,12 @@ const KIND_DECIMAL: u64 = 2;
 /// Decimal scales: `m / POW10[s]`; `s` takes three bits.
 const POW10: [f64; 8] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7];
 
-/// Mantissas from 2^53 on are not exact in an `f64`.
-const MAX_MANTISSA: f64 = 9_007_199_254_740_992.0;
-
 /// `(m, s)` with `m as f64 / 10^s` bit-identical to `f`, smallest `s`.
 fn as_decimal(f: f64) -> Option<(i64, u64)> {
     for (s, &p) in POW10.iter().enumerate() {
         let m = (f * p).round();
-        if !m.is_finite() || m.abs() >= MAX_MANTISSA {
+        // Mantissas from 2^53 on are not exact in an `f64`.
+        if !m.is_finite() || m.abs() >= MAX_EXACT_F64_INT {
             return None;
         }
         // Through `i64` as decode goes, which also rejects -0.0.

@@ -139,6 +139,8 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use rocksdb::{BoundColumnFamily, Cache, ColumnFamilyDescriptor, MultiThreaded, Options};
 
+use crate::model::MAX_TIMESTAMP_MS;
+
 pub use annotation::{Annotation, Annotations};
 pub use reader::{ColumnFamilySize, StorageStats, StoreReader};
 pub use writer::{AppendStats, StoreWriter, SEAL_WINDOWS_PER_CALL};
@@ -149,10 +151,6 @@ use head::Head;
 
 /// The on-disk format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 2;
-
-/// Latest timestamp the store accepts (OpenTSDB's limit, year 2286); the
-/// store also refuses negative ones.
-pub const MAX_TIMESTAMP_MS: i64 = 9_999_999_999_999;
 
 type Db = rocksdb::DBWithThreadMode<MultiThreaded>;
 
@@ -202,7 +200,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             sync_writes: false,
-            seal_grace_ms: 10 * 60 * 1000,
+            seal_grace_ms: 10 * crate::model::MINUTE_MS,
             head_memory_limit: 512 << 20,
             block_cache_bytes: 64 << 20,
             write_buffer_bytes: 256 << 20,

@@ -15,14 +15,14 @@ use std::sync::Arc;
 use rocksdb::properties::PropName;
 use rocksdb::{BoundColumnFamily, DBRawIteratorWithThreadMode, ReadOptions};
 
-use crate::model::{DataPoint, RollupAgg};
+use crate::model::{DataPoint, RollupAgg, DAY_MS, MAX_TIMESTAMP_MS};
 use crate::model::{NameKind, RollupResolution, SeriesMeta};
 use crate::query::source::{PointScan, Source, SourceError};
 
 use super::cf::{self, Partitioned};
 use super::head::{window_start, Window, WindowSnapshot, WINDOW_MS};
 use super::{blocks, chunk, index, keys, rollup};
-use super::{Db, Shared, StoreError, MAX_TIMESTAMP_MS};
+use super::{Db, Shared, StoreError};
 
 /// A snapshot of the store's size and state, for `/api/stats`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -270,7 +270,7 @@ impl StoreReader {
                 self.hours(id, from, end + 1)?
             }
             RollupResolution::Day => {
-                let from = cf::day_start(start + cf::DAY_MS - 1);
+                let from = cf::day_start(start + DAY_MS - 1);
                 // Head first, as everywhere: a day whose head hour seals
                 // meanwhile is still refolded below, from the stored hour.
                 let mut head_days: Vec<i64> = self
@@ -285,7 +285,7 @@ impl StoreReader {
                 head_days.dedup();
                 let mut days = stored_rollups(&self.shared, kind, id, from, end + 1)?;
                 for day in head_days {
-                    let hours = self.hours(id, day, day + cf::DAY_MS)?;
+                    let hours = self.hours(id, day, day + DAY_MS)?;
                     if let Some(agg) = rollup::fold(day, hours.into_values()) {
                         days.insert(day, agg);
                     }
@@ -461,7 +461,7 @@ impl Scan<'_> {
         for f in &mut open.families {
             // As `blocks::scan`: windows of `id` in `[from, to]` in this day.
             let lower = keys::series_time(id, from.max(f.day));
-            let upper = keys::series_time(id, to.min(f.day + cf::DAY_MS - 1) + 1);
+            let upper = keys::series_time(id, to.min(f.day + DAY_MS - 1) + 1);
             f.it.seek(lower);
             while let Some((key, value)) = f.it.item() {
                 if key >= &upper[..] {

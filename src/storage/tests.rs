@@ -15,7 +15,7 @@ use super::*;
 /// 2026-11-23T00:00:00Z.
 const T0: i64 = 1_795_392_000_000;
 const HOUR: i64 = WINDOW_MS;
-const DAY: i64 = cf::DAY_MS;
+const DAY: i64 = crate::model::DAY_MS;
 /// Far past every window used here: `seal_due(LATER)` seals everything.
 const LATER: i64 = T0 + 30 * DAY;
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use rocksdb::{FlushOptions, WriteBatch, WriteOptions};
 
-use crate::model::{DataPoint, RollupAgg, Sample, SeriesKey};
+use crate::model::{DataPoint, RollupAgg, Sample, SeriesKey, DAY_MS, MAX_TIMESTAMP_MS};
 
 use super::cf::Partitioned;
 use super::chunk;
@@ -19,7 +19,7 @@ use super::head::{window_start, Window, WINDOW_MS};
 use super::index::{self, IndexFamilies};
 use super::log::{self, Record, RecordEncoder, Watermark};
 use super::{blocks, cf, delete, keys, rollup};
-use super::{Shared, StoreError, StoreOptions, MAX_TIMESTAMP_MS};
+use super::{Shared, StoreError, StoreOptions};
 
 /// What one `append` did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -486,7 +486,7 @@ fn fold_day(
         return Ok(None);
     }
     let mut hours =
-        super::reader::stored_rollups(shared, Partitioned::Hours, id, day, day + cf::DAY_MS)?;
+        super::reader::stored_rollups(shared, Partitioned::Hours, id, day, day + DAY_MS)?;
     hours.extend(new_hours.into_iter().map(|h| (h.start_ms, h)));
     Ok(rollup::fold(day, hours.into_values()))
 }

@@ -29,7 +29,7 @@ async fn idle_connections_are_closed_and_a_fresh_collector_is_served() {
     let idle_timeout = Duration::from_secs(5);
     let d = TestDaemon::start_with(|s| {
         s.max_connections = n;
-        s.idle_timeout = idle_timeout;
+        s.idle_timeout = rtsd::config::Span(idle_timeout.as_millis() as i64);
     })
     .await;
     let mut idle = Vec::with_capacity(n);
@@ -81,7 +81,7 @@ async fn until_closed(s: &mut TcpStream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_loris_and_idle_keep_alive_http_connections_are_closed() {
-    let d = TestDaemon::start_with(|s| s.idle_timeout = Duration::from_millis(500)).await;
+    let d = TestDaemon::start_with(|s| s.idle_timeout = rtsd::config::Span(500)).await;
     for addr in [d.http(), d.telnet()] {
         // A header that never ends.
         let mut loris = TcpStream::connect(addr).await.unwrap();

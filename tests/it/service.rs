@@ -178,6 +178,9 @@ async fn metrics_export_counters_storage_latency_and_stale_series() {
         0.0
     );
     assert_eq!(get("rtsd_queue_pushed_points_total"), 3.0);
+    // Everything stored, so the queue is empty, in points and batches.
+    assert_eq!(get(r#"rtsd_queue_depth{unit="points"}"#), 0.0);
+    assert_eq!(get(r#"rtsd_queue_depth{unit="batches"}"#), 0.0);
     assert_eq!(get("rtsd_storage_series"), 3.0);
     assert_eq!(get("rtsd_queries_total"), 1.0);
     assert_eq!(get(r#"rtsd_query_duration_seconds_bucket{le="+Inf"}"#), 1.0);

@@ -50,7 +50,7 @@ async fn every_conformance_vector_over_tcp() {
         let d = TestDaemon::start_with(|s| {
             // The vectors reach OpenTSDB's last timestamps (2286); the
             // `max-future` limit is rtsd's own.
-            s.max_future_ms = i64::MAX;
+            s.max_future = rtsd::config::Span(i64::MAX);
             if let Some(n) = opts.get("max_tags").and_then(Json::as_u64) {
                 s.max_tags = n as usize;
             }

@@ -13,7 +13,7 @@ use chrono_tz::Tz;
 
 use super::spec::{DownsampleSpec, Interval};
 use crate::query::error::QueryError;
-use crate::query::time::{self, add_calendar, previous_interval, CalendarUnit};
+use crate::query::time::{add_calendar, previous_interval, CalendarUnit};
 
 pub(super) fn floor_to(ts: i64, step: i64, offset: i64) -> i64 {
     ts - (ts - offset).rem_euclid(step)
@@ -29,7 +29,7 @@ pub(crate) fn read_range(
     end: i64,
     tz: Tz,
 ) -> (i64, i64) {
-    let hour = time::hour_ms();
+    let hour = crate::model::HOUR_MS;
     let ceil_hour = |t: i64| floor_to(t.saturating_add(hour - 1), hour, 0);
     let (first, after_last) = match spec.map(|s| s.interval) {
         None | Some(Interval::All) => (start, floor_to(end, hour, 0).saturating_add(hour)),
