@@ -291,6 +291,10 @@ settings! {
     /// Half-open connections of rebooted collector hosts must not hold
     /// `max-connections` slots.
     idle_timeout: Span = Span(5 * MINUTE_MS), "idle-timeout", Flag::Value("DURATION");
+    /// `/api/put` requests handled at once; more get 503 with Retry-After.
+    ///
+    /// Each holds its body (up to 32 MiB inflated) while it runs.
+    max_concurrent_puts: usize = 64, "max-concurrent-puts", Flag::None;
     /// Refuse points further ahead of now than this.
     ///
     /// Each future day would otherwise get its own partition.
@@ -411,6 +415,9 @@ impl Settings {
         }
         if self.stale_after_secs == 0 {
             out.push("stale-after-secs: must be at least 1".to_string());
+        }
+        if self.max_concurrent_puts == 0 {
+            out.push("max-concurrent-puts: must be at least 1".to_string());
         }
         if self.max_connections == 0 {
             out.push("max-connections: must be at least 1".to_string());

@@ -72,6 +72,8 @@ pub struct Stats {
     pub store_errors: AtomicU64,
     /// Error replies not sent because the client does not read its socket.
     pub replies_dropped: AtomicU64,
+    /// `/api/put` requests refused because `max-concurrent-puts` ran.
+    pub puts_refused: AtomicU64,
     dropped_queue_full: AtomicU64,
     dropped_rate_limited: AtomicU64,
     dropped_store_error: AtomicU64,
@@ -309,6 +311,9 @@ pub const FAMILIES: &[Family] = {
             "Points removed by delete requests.", Read::Counter(|s| &s.points_deleted)),
         family("tsd.rpc.errors", Fixed("type", "storage_errors"), "rtsd_store_errors_total", Counter,
             "Commits RocksDB refused, each retry counted.", Read::Counter(|s| &s.store_errors)),
+        family("tsd.rtsd.http.put.refused", Tag::None, "rtsd_http_puts_refused_total", Counter,
+            "/api/put requests refused with 503 because max-concurrent-puts were running.",
+            Read::Counter(|s| &s.puts_refused)),
         family("tsd.rtsd.store.writable", Tag::None, "rtsd_store_writable", Gauge,
             "1 while commits succeed, 0 from a failed commit (disk full, I/O error) until one succeeds.",
             Read::Writable),

@@ -131,6 +131,8 @@ pub struct AppState {
     pub metadata: MetadataStore,
     /// The concurrency limit on expensive reads.
     reads: ReadGate,
+    /// `/api/put` requests running, at most `max-concurrent-puts`.
+    puts: tokio::sync::Semaphore,
 }
 
 impl AppState {
@@ -147,6 +149,7 @@ impl AppState {
         AppState {
             metadata: MetadataStore::open(&settings.data_dir),
             reads: ReadGate::new(http.max_concurrent_reads, http.max_queued_reads),
+            puts: tokio::sync::Semaphore::new(settings.max_concurrent_puts),
             store,
             queue,
             stats,

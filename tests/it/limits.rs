@@ -177,3 +177,42 @@ async fn query_bombs_are_answered_at_once() {
     }
     d.stop().await;
 }
+
+/// A put beyond `max-concurrent-puts` gets 503 with Retry-After at once;
+/// the running one completes, and puts are taken again after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_beyond_the_concurrency_limit_get_503_with_retry_after() {
+    let d = TestDaemon::start_with(|s| s.max_concurrent_puts = 1).await;
+    let point = br#"{"metric":"puts.m","timestamp":1700000000,"value":1,"tags":{"host":"a"}}"#;
+    // A put whose body is still arriving holds the only slot.
+    let mut slow = TcpStream::connect(d.http()).await.unwrap();
+    let head = format!(
+        "POST /api/put HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        point.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&point[..10]).await.unwrap();
+    let stats = &d.daemon.stats;
+    let start = std::time::Instant::now();
+    let refused = loop {
+        let mut s = TcpStream::connect(d.http()).await.unwrap();
+        let req = format!("{head}{}", String::from_utf8_lossy(point));
+        s.write_all(req.as_bytes()).await.unwrap();
+        let reply = until_closed(&mut s).await;
+        if reply.starts_with("HTTP/1.1 503") {
+            break reply;
+        }
+        assert!(start.elapsed() < DEADLINE, "never refused: {reply}");
+    };
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after: 1\r\n"),
+        "{refused}"
+    );
+    assert!(refused.contains("Too many concurrent writes"), "{refused}");
+    assert_eq!(stats.puts_refused.load(Relaxed), 1);
+    slow.write_all(&point[10..]).await.unwrap();
+    assert!(until_closed(&mut slow).await.starts_with("HTTP/1.1 204"));
+    let (status, body) = http(d.http(), "POST", "/api/put", point).await;
+    assert_eq!(status, 204, "{body}");
+    d.stop().await;
+}
