@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::auth::{Auth, AuthFile};
+use crate::model::{DAY_MS, MINUTE_MS};
 use crate::query::time::{duration_text, parse_duration};
 use crate::queue::OverflowPolicy;
 use crate::storage::Retention;
@@ -129,6 +130,28 @@ impl Setting for Keep {
     }
     fn show(&self) -> String {
         self.0.map_or_else(|| "forever".to_string(), duration_text)
+    }
+}
+
+/// A span of time in ms, given like 30s, 5m or 1d.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub i64);
+
+impl Span {
+    pub fn duration(self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0.max(0) as u64)
+    }
+}
+
+impl Setting for Span {
+    type Given = String;
+    fn parse(given: String) -> Result<Span, &'static str> {
+        parse_duration(&given)
+            .map(Span)
+            .map_err(|_| "is not a duration like 30s, 5m or 1d")
+    }
+    fn show(&self) -> String {
+        duration_text(self.0)
     }
 }
 
@@ -288,8 +311,24 @@ settings! {
     allow_delete: bool = false, "allow-delete", Flag::Switch;
     /// Extra characters allowed in names, like `tsd.core.tag.allow_specialchars`.
     allow_special_chars: String = String::new(), "allow-special-chars", Flag::None;
-    /// Telnet connections served at once; more are refused by closing them.
+    /// Connections served at once on both ports together; more are refused
+    /// by closing them.
     max_connections: usize = 10_000, "max-connections", Flag::None;
+    /// Close a telnet connection that sent nothing for this long; on HTTP,
+    /// the longest wait for a request header or the next kept-alive
+    /// request, like OpenTSDB's tsd.core.socket.timeout.
+    ///
+    /// Half-open connections of rebooted collector hosts must not hold
+    /// `max-connections` slots.
+    idle_timeout: Span = Span(5 * MINUTE_MS), "idle-timeout", Flag::Value("DURATION");
+    /// `/api/put` requests handled at once; more get 503 with Retry-After.
+    ///
+    /// Each holds its body (up to 32 MiB inflated) while it runs.
+    max_concurrent_puts: usize = 64, "max-concurrent-puts", Flag::None;
+    /// Refuse points further ahead of now than this.
+    ///
+    /// Each future day would otherwise get its own partition.
+    max_future: Span = Span(DAY_MS), "max-future", Flag::Value("DURATION");
     /// Error replies a connection may have unsent before further ones are
     /// dropped (and counted): collectd and telegraf never read the socket.
     reply_buffer_bytes: usize = 64 * 1024, "reply-buffer-bytes", Flag::None;
@@ -412,6 +451,9 @@ impl Settings {
         }
         if self.stale_after_secs == 0 {
             out.push("stale-after-secs: must be at least 1".to_string());
+        }
+        if self.max_concurrent_puts == 0 {
+            out.push("max-concurrent-puts: must be at least 1".to_string());
         }
         if self.max_connections == 0 {
             out.push("max-connections: must be at least 1".to_string());
@@ -590,6 +632,16 @@ mod tests {
         );
         let d = Settings::load(&ServeArgs::default()).unwrap();
         assert_eq!(d.store_retention(), Retention::default());
+        assert_eq!(
+            (d.idle_timeout, d.max_future),
+            (Span(300_000), Span(DAY_MS))
+        );
+        let args = parse_flags(&["--idle-timeout", "90s"]).unwrap();
+        let s = from_toml("idle-timeout = \"1m\"\nmax-future = \"2h\"", args).unwrap();
+        assert_eq!(
+            (s.idle_timeout, s.max_future),
+            (Span(90_000), Span(2 * HOUR_MS))
+        );
 
         let text = "retention = \"30x\"\nrollup-1h-retention = \"0d\"";
         let err = from_toml(text, ServeArgs::default()).unwrap_err();

@@ -17,6 +17,10 @@
 //! this connection, or a peer address in `write-networks`; other lines are
 //! answered as before.
 //!
+//! A connection that sends nothing for `idle_timeout` is closed, so the
+//! half-open connections of collector hosts that rebooted give their
+//! `max-connections` slots back (OpenTSDB's `tsd.core.socket.timeout`).
+//!
 //! An over-long line gets one error reply and is skipped up to its newline;
 //! the connection goes on (OpenTSDB closes it silently). On shutdown the
 //! connection stops at a line boundary: every complete line already read is
@@ -24,11 +28,13 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use memchr::memchr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Access, Auth, Scope};
@@ -51,6 +57,8 @@ pub struct TelnetContext {
     pub reply_buffer_bytes: usize,
     /// Tokens and write networks; with auth on, `put` needs one or the other.
     pub auth: Auth,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
     pub shutdown: CancellationToken,
 }
 
@@ -61,6 +69,7 @@ pub enum Ended {
     Exit,
     Shutdown,
     QueueClosed,
+    Idle,
 }
 
 /// Serves one telnet connection to its end.
@@ -80,13 +89,17 @@ pub async fn serve(mut stream: TcpStream, ctx: &TelnetContext) -> std::io::Resul
     };
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let (mut rd, mut wr) = stream.split();
+    let idle = tokio::time::sleep(ctx.idle_timeout);
+    tokio::pin!(idle);
     let ended = loop {
         let paused = conn.out.len() >= 4 * ctx.reply_buffer_bytes;
         tokio::select! {
             biased;
             _ = ctx.shutdown.cancelled() => break Ended::Shutdown,
+            _ = idle.as_mut() => break Ended::Idle,
             w = wr.write_buf(&mut conn.out), if !conn.out.is_empty() => { w?; continue; }
             r = read_more(&mut rd, &mut buf), if !paused => {
+                idle.as_mut().reset(Instant::now() + ctx.idle_timeout);
                 if r? == 0 {
                     if let Some(line) = conn.framer.finish(&mut buf) {
                         if conn.line(&line) {

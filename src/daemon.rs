@@ -11,19 +11,23 @@
 //! 3. with every queue sender dropped, the writer drains the queue, seals all
 //!    head chunks, commits and flushes, then its thread ends.
 //!
-//! Nothing that was accepted is lost on the way.
+//! Nothing that was accepted is lost on the way. A writer thread that ends
+//! on its own cancels the token itself (see [`crate::health`]) and `wait`
+//! fails, so the process exits non-zero.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::activation::Inherited;
 use crate::config::Settings;
 use crate::connection::TelnetContext;
+use crate::health::WriterGuard;
 use crate::http::{self, AppState, HttpLimits};
 use crate::protocol::ParseOptions;
 use crate::stats::Stats;
@@ -79,19 +83,32 @@ impl Daemon {
         let stats = Arc::new(Stats::default());
         let (queue, queue_rx) =
             crate::queue::queue(settings.queue_capacity, settings.overflow, stats.clone());
+        let shutdown = CancellationToken::new();
         let writer = {
-            let stats = stats.clone();
-            let mps = settings.mps;
+            let w = crate::ingest::Writer {
+                store: store_writer,
+                queue: queue_rx,
+                stats: stats.clone(),
+                shutdown: shutdown.clone(),
+                mps: settings.mps,
+            };
             std::thread::Builder::new()
                 .name("rtsd-writer".into())
-                .spawn(move || crate::ingest::run(store_writer, queue_rx, stats, mps))?
+                .spawn(move || {
+                    let stats = w.stats.clone();
+                    let _guard = WriterGuard {
+                        health: &stats.health,
+                        shutdown: w.shutdown.clone(),
+                    };
+                    crate::ingest::run(w)
+                })?
         };
 
-        let shutdown = CancellationToken::new();
         let parse = ParseOptions {
             max_tags: settings.max_tags,
             require_tags: settings.require_tags,
             allow_special_chars: settings.allow_special_chars.clone(),
+            max_future_ms: Some(settings.max_future.0),
         };
         let state = Arc::new(AppState::new(
             store.clone(),
@@ -110,43 +127,54 @@ impl Daemon {
             max_line_bytes: settings.max_line_bytes,
             reply_buffer_bytes: settings.reply_buffer_bytes,
             auth: settings.auth.clone(),
+            idle_timeout: settings.idle_timeout.duration(),
             shutdown: shutdown.clone(),
         });
 
         let tasks = {
-            let shutdown = shutdown.clone();
             let max_connections = settings.max_connections;
             tokio::spawn(async move {
                 let tracker = TaskTracker::new();
-                let http_server = match tls {
-                    Some((files, acceptor)) => {
-                        let serve = crate::tls::serve(
-                            http_listener,
-                            files,
-                            acceptor,
-                            app.clone(),
-                            shutdown.clone(),
-                        );
-                        tokio::spawn(async move {
-                            serve.await;
-                            Ok(())
-                        })
-                    }
-                    None => {
-                        let serve = axum::serve(http_listener, app.clone())
-                            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-                        tokio::spawn(async move { serve.await })
+                let permits = Arc::new(Semaphore::new(max_connections));
+                let http = {
+                    let (ctx, app, permits, tracker) =
+                        (ctx.clone(), app.clone(), permits.clone(), tracker.clone());
+                    async move {
+                        match tls {
+                            // https connections do not count against
+                            // max-connections; the handshake has its own
+                            // timeout.
+                            Some((files, acceptor)) => {
+                                let (shutdown, idle) = (ctx.shutdown.clone(), ctx.idle_timeout);
+                                crate::tls::serve(
+                                    http_listener,
+                                    files,
+                                    acceptor,
+                                    app,
+                                    shutdown,
+                                    idle,
+                                )
+                                .await
+                            }
+                            None => {
+                                crate::server::http_accept_loop(
+                                    http_listener,
+                                    ctx,
+                                    app,
+                                    permits,
+                                    tracker,
+                                )
+                                .await
+                            }
+                        }
                     }
                 };
-                crate::server::accept_loop(telnet, ctx, app, max_connections, tracker.clone())
-                    .await;
+                tokio::join!(
+                    http,
+                    crate::server::accept_loop(telnet, ctx, app, permits, tracker.clone()),
+                );
                 tracker.close();
                 tracker.wait().await;
-                match http_server.await {
-                    Ok(Err(e)) => tracing::error!(error = %e, "http server failed"),
-                    Err(e) => tracing::error!(error = %e, "http server task failed"),
-                    Ok(Ok(())) => {}
-                }
             })
         };
         tracing::info!(%telnet_addr, %http_addr, "rtsd listening");
@@ -174,6 +202,9 @@ impl Daemon {
             .await?
             .map_err(|_| anyhow::anyhow!("writer thread panicked"))?
             .context("final seal and flush")?;
+        if self.stats.health.writer_died() {
+            anyhow::bail!("the writer thread stopped before shutdown");
+        }
         tracing::info!("rtsd stopped; all accepted points are stored");
         Ok(())
     }

@@ -11,6 +11,14 @@
 //! every [`TICK`], it seals head chunks that are due, and every
 //! [`EXPIRY_INTERVAL`] it drops partitions past their retention.
 //!
+//! A commit RocksDB refuses (disk full, an I/O error) is retried with
+//! backoff, the batch and its requesters kept, until it goes through:
+//! meanwhile [`crate::health`] reports the fault, `/api/put` answers 503
+//! and the queue fills under its overflow policy. RocksDB clears a
+//! disk-full error by itself once enough space is free (its SstFileManager
+//! checks every 5 s and wants a write buffer's worth), so ingest resumes
+//! without a restart.
+//!
 //! It runs on a plain OS thread, not a Tokio worker: RocksDB commits block,
 //! and one owner for the write path means no locking of the series index or
 //! head chunks against other writers. When every queue sender is gone
@@ -24,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio_util::sync::CancellationToken;
 
 use crate::model::{now_ms, Sample};
 use crate::queue::{Ack, Batch, DeleteRequest, QueueReceiver, Received};
@@ -82,14 +91,33 @@ impl Limiter {
     }
 }
 
+/// First wait before retrying a refused commit; doubled per attempt up to
+/// [`RETRY_MAX`], so space coming back is noticed within a second.
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// What the ingest thread works with.
+pub struct Writer {
+    pub store: StoreWriter,
+    pub queue: QueueReceiver,
+    pub stats: Arc<Stats>,
+    /// Cancelled when shutdown begins: a commit the store refuses is then
+    /// given up instead of retried.
+    pub shutdown: CancellationToken,
+    /// The `--mps` limit; 0 is none.
+    pub mps: u32,
+}
+
 /// Runs the writer until the queue closes; returns the store's last error
 /// from the final seal and flush, if any.
-pub fn run(
-    mut store: StoreWriter,
-    queue: QueueReceiver,
-    stats: Arc<Stats>,
-    mps: u32,
-) -> Result<(), StoreError> {
+pub fn run(w: Writer) -> Result<(), StoreError> {
+    let Writer {
+        mut store,
+        queue,
+        stats,
+        shutdown,
+        mps,
+    } = w;
     let limiter = Limiter::new(mps);
     let mut samples: Vec<Sample> = Vec::with_capacity(MAX_COMMIT_POINTS);
     let mut acks: Vec<Ack> = Vec::new();
@@ -122,7 +150,7 @@ pub fn run(
             if let Some(l) = &limiter {
                 l.wait(samples.len(), &queue);
             }
-            commit(&mut store, &stats, &mut samples, &mut acks);
+            commit(&mut store, &stats, &shutdown, &mut samples, &mut acks);
         }
         if let Some(d) = delete {
             run_delete(&mut store, &stats, d);
@@ -153,12 +181,42 @@ fn take(b: Batch, samples: &mut Vec<Sample>, acks: &mut Vec<Ack>) {
     acks.extend(b.ack);
 }
 
-fn commit(store: &mut StoreWriter, stats: &Stats, samples: &mut Vec<Sample>, acks: &mut Vec<Ack>) {
+/// Commits `samples`, then answers their requesters. A commit RocksDB
+/// refuses (disk full, I/O error) is retried with backoff until it goes
+/// through, so nothing queued or acknowledged is lost: meanwhile the
+/// health says so (`/api/put` answers 503) and the queue fills, its
+/// overflow policy applying as usual. Only shutdown, or an error no retry
+/// can fix, drops the batch.
+fn commit(
+    store: &mut StoreWriter,
+    stats: &Stats,
+    shutdown: &CancellationToken,
+    samples: &mut Vec<Sample>,
+    acks: &mut Vec<Ack>,
+) {
     let n = samples.len() as u64;
-    let result = store.append(samples);
+    let mut delay = RETRY_MIN;
+    let result = loop {
+        match store.append(samples) {
+            Err(e @ StoreError::Rocks(_)) if !shutdown.is_cancelled() => {
+                stats.store_errors.fetch_add(1, Relaxed);
+                if stats.health.store_writable() {
+                    tracing::error!(error = %e, points = n, "commit failed; retrying until the store takes writes");
+                }
+                stats.health.set_store_fault(Some(e.to_string()));
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+            result => break result,
+        }
+    };
     samples.clear();
     let outcome = match result {
         Ok(appended) => {
+            if !stats.health.store_writable() {
+                tracing::info!("the store takes writes again");
+                stats.health.set_store_fault(None);
+            }
             stats.points_stored.fetch_add(n, Relaxed);
             stats.batches_committed.fetch_add(1, Relaxed);
             stats

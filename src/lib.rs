@@ -18,6 +18,8 @@
 //!   `main` only parses flags and waits for a signal.
 //! - `auth` holds the `[auth]` tokens and decides who may read, write or
 //!   delete, on both ports.
+//! - `health` says whether the store is writable and the writer alive
+//!   (`GET /health`, `/api/put`'s 503).
 //! - `config` turns flags and the TOML file into validated settings.
 //! - `stats` counts what happens to every point and connection; `/api/stats`,
 //!   telnet `stats` and `/metrics` read it.
@@ -36,6 +38,7 @@ pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod daemon;
+pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod java;

@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: telnet/HTTP ingest on --listen, the HTTP API on --http-listen.
-    // Boxed: a setting per flag makes it far larger than the others.
+    // Boxed: one field per setting makes it far larger than the others.
     Serve(Box<ServeArgs>),
     /// Load OpenTSDB `tsdb import` files (plain or gzipped, `-` for stdin) into a data dir; no daemon may be running on it.
     Import(ImportArgs),

@@ -23,7 +23,7 @@ pub enum DropReason {
     QueueFull,
     /// Like `QueueFull`, but while the writer was held back by `--mps`.
     RateLimited,
-    /// RocksDB refused the batch.
+    /// RocksDB refused the batch at shutdown, or for good (see `ingest`).
     StoreError,
 }
 
@@ -76,6 +76,8 @@ pub struct Stats {
     pub auth_refused_http: AtomicU64,
     /// Telnet `auth` lines answered `AUTH_FAIL`.
     pub auth_refused_telnet: AtomicU64,
+    /// `/api/put` requests refused because `max-concurrent-puts` ran.
+    pub puts_refused: AtomicU64,
     dropped_queue_full: AtomicU64,
     dropped_rate_limited: AtomicU64,
     dropped_store_error: AtomicU64,
@@ -85,6 +87,8 @@ pub struct Stats {
     pub queries: AtomicU64,
     /// How long `/api/query` requests take, answered or failed.
     pub query_latency: Arc<Histogram>,
+    /// Writer alive and store writable; the `tsd.rtsd.store.writable` gauge.
+    pub health: crate::health::Health,
 }
 
 /// One counter as OpenTSDB reports it: `tsd.<name> <value> [tag=value...]`.
@@ -180,6 +184,8 @@ enum Read {
     Dropped,
     /// Rejected lines and points, per parser error kind seen so far.
     Rejected,
+    /// 1 while commits succeed, 0 while the store refuses them.
+    Writable,
     /// One of the store's numbers.
     Store(fn(&StorageStats) -> u64),
     /// Bytes per column family: live SST files plus memtables.
@@ -220,6 +226,7 @@ impl Family {
                 let map = stats.rejected.read().unwrap_or_else(|e| e.into_inner());
                 map.iter().map(|(kind, n)| labelled(kind, *n)).collect()
             }
+            Read::Writable => vec![(None, stats.health.store_writable().into())],
             Read::Store(gauge) => vec![(None, gauge(store))],
             Read::ColumnFamilies => store
                 .column_families
@@ -270,11 +277,11 @@ pub const FAMILIES: &[Family] = {
     use Tag::{Fixed, Label};
     &[
         family("tsd.connectionmgr.connections", Fixed("type", "open"), "rtsd_connections_open", Gauge,
-            "Telnet connections open now.", Read::Counter(|s| &s.connections_open)),
+            "Connections open now, both ports.", Read::Counter(|s| &s.connections_open)),
         family("tsd.connectionmgr.connections", Fixed("type", "total"), "rtsd_connections_accepted_total", Counter,
-            "Telnet connections accepted.", Read::Counter(|s| &s.connections_accepted)),
+            "Connections accepted, both ports.", Read::Counter(|s| &s.connections_accepted)),
         family("tsd.connectionmgr.exceptions", Fixed("type", "refused"), "rtsd_connections_refused_total", Counter,
-            "Telnet connections closed at once because max-connections were open.",
+            "Connections closed at once because max-connections were open (both ports count).",
             Read::Counter(|s| &s.connections_refused)),
         family("tsd.rpc.received", Fixed("type", "put"), "rtsd_telnet_puts_total", Counter,
             "Points parsed from telnet put lines.", Read::Counter(|s| &s.telnet_points)),
@@ -307,7 +314,13 @@ pub const FAMILIES: &[Family] = {
         family("tsd.rtsd.points.deleted", Tag::None, "rtsd_points_deleted_total", Counter,
             "Points removed by delete requests.", Read::Counter(|s| &s.points_deleted)),
         family("tsd.rpc.errors", Fixed("type", "storage_errors"), "rtsd_store_errors_total", Counter,
-            "Write batches RocksDB refused.", Read::Counter(|s| &s.store_errors)),
+            "Commits RocksDB refused, each retry counted.", Read::Counter(|s| &s.store_errors)),
+        family("tsd.rtsd.http.put.refused", Tag::None, "rtsd_http_puts_refused_total", Counter,
+            "/api/put requests refused with 503 because max-concurrent-puts were running.",
+            Read::Counter(|s| &s.puts_refused)),
+        family("tsd.rtsd.store.writable", Tag::None, "rtsd_store_writable", Gauge,
+            "1 while commits succeed, 0 from a failed commit (disk full, I/O error) until one succeeds.",
+            Read::Writable),
         family("tsd.rpc.errors", Fixed("type", "socket_writes_blocked"), "rtsd_replies_dropped_total", Counter,
             "Error replies not sent because the client does not read its socket.",
             Read::Counter(|s| &s.replies_dropped)),

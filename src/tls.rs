@@ -67,6 +67,7 @@ pub async fn serve(
     mut acceptor: TlsAcceptor,
     app: axum::Router,
     shutdown: CancellationToken,
+    idle_timeout: std::time::Duration,
 ) {
     let tracker = TaskTracker::new();
     let mut hangup = match signal(SignalKind::hangup()) {
@@ -102,7 +103,9 @@ pub async fn serve(
         tracker.spawn(
             async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => crate::http::serve_connection(tls, app, shutdown).await,
+                    Ok(Ok(tls)) => {
+                        crate::http::serve_connection(tls, app, shutdown, idle_timeout).await
+                    }
                     Ok(Err(e)) => tracing::debug!(error = %e, "tls handshake failed"),
                     Err(_) => tracing::debug!("tls handshake timed out"),
                 }

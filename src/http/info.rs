@@ -1,7 +1,7 @@
 //! Small informational endpoints, in OpenTSDB's JSON shapes:
 //! `/api/version`, `/api/stats`, `/api/aggregators`, `/api/config`,
 //! `/api/config/filters` (GET or POST) and `/api/dropcaches` (GET or
-//! DELETE).
+//! DELETE), and rtsd's `/health`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,6 +38,20 @@ pub async fn version(method: Method) -> Result<Response, ApiError> {
         "branch": "",
         "rtsd_version": env!("CARGO_PKG_VERSION"),
     })))
+}
+
+/// `GET /health` (rtsd's own, for load balancers and probes): 200
+/// `{"status":"ok"}` while the store takes writes and the writer runs,
+/// otherwise 503 in OpenTSDB's error shape with the reason as details.
+pub async fn health(
+    method: Method,
+    State(state): State<Arc<AppState>>,
+) -> Result<Response, ApiError> {
+    allow(&method, &[Method::GET, Method::HEAD])?;
+    match state.stats.health.problem() {
+        None => Ok(ok(json!({"status": "ok"}))),
+        Some(why) => Err(ApiError::unavailable("Not healthy").with_details(why)),
+    }
 }
 
 /// `[{"metric","timestamp","value":"<string>","tags":{...,"host"}}]`.

@@ -18,6 +18,7 @@
 //! | `/api/version`, `/api/stats`, `/api/aggregators`, `/api/config`, `/api/config/filters`, `/api/dropcaches` | [`info`] |
 //! | `/api/rtsd/stale` (rtsd's own) | [`stale`] |
 //! | `/metrics` (Prometheus text exposition) | [`metrics`] |
+//! | `/health` (200, or 503 with the reason) | [`info`] |
 //! | `/`, `/dashboard/app.js`, `/dashboard/app.css` (the dashboard page) | [`dashboard`] |
 //!
 //! Before routing, [`guard`] checks the request's token against the scope
@@ -134,6 +135,8 @@ pub struct AppState {
     pub metadata: MetadataStore,
     /// The concurrency limit on expensive reads.
     reads: ReadGate,
+    /// `/api/put` requests running, at most `max-concurrent-puts`.
+    puts: tokio::sync::Semaphore,
 }
 
 impl AppState {
@@ -150,6 +153,7 @@ impl AppState {
         AppState {
             metadata: MetadataStore::open(&settings.data_dir),
             reads: ReadGate::new(http.max_concurrent_reads, http.max_queued_reads),
+            puts: tokio::sync::Semaphore::new(settings.max_concurrent_puts),
             store,
             queue,
             stats,
@@ -187,6 +191,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/dropcaches", any(info::dropcaches))
         .route("/api/rtsd/stale", any(stale::stale))
         .route("/metrics", any(metrics::metrics))
+        .route("/health", any(info::health))
         .route("/", any(dashboard::index))
         .route("/dashboard/app.js", any(dashboard::script))
         .route("/dashboard/app.css", any(dashboard::style))
@@ -271,17 +276,27 @@ fn normalize(mut req: Request) -> Result<Request, ApiError> {
     Ok(req)
 }
 
-/// Serves HTTP on an accepted connection (one that reached the telnet port
-/// with an upper-case first byte, or an https one) until the client closes
-/// it or shutdown.
-pub async fn serve_connection<S>(stream: S, app: Router, shutdown: CancellationToken)
-where
+/// Serves HTTP on an accepted connection (a plain one on either port, or
+/// an https one) until the client closes it or shutdown. A request's
+/// header must arrive within `idle_timeout`, and a kept-alive connection
+/// waiting for its next request is closed after it too, so slow-loris
+/// clients and idle keep-alives give their slot back.
+pub async fn serve_connection<S>(
+    stream: S,
+    app: Router,
+    shutdown: CancellationToken,
+    idle_timeout: Duration,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let io = hyper_util::rt::TokioIo::new(stream);
     let service = hyper_util::service::TowerToHyperService::new(app);
-    let builder =
+    let mut builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(idle_timeout);
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     tokio::select! {

@@ -19,7 +19,10 @@
 //! `"timeouts":N` (points not confirmed in time) and any timeout makes it a
 //! 400, as in OpenTSDB.
 //!
-//! Overload is 503, never 429, so telegraf retries: under the `block`
+//! Overload is 503, never 429, so telegraf retries: beyond
+//! `max-concurrent-puts` requests at once (503 with `Retry-After: 1`, the
+//! limit taken before the body is read so it bounds bodies in memory), and
+//! under the `block`
 //! overflow policy a full queue refuses the request instead of parking it,
 //! and a `?sync` request whose commit failed (or whose points the
 //! `drop-oldest` policy shed) learns it. A request refused part way may
@@ -31,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -95,6 +98,15 @@ pub async fn put(
     mut req: ApiRequest,
 ) -> Result<Response, ApiError> {
     allow(&req.method, &[Method::POST])?;
+    // Taken before the body is read: the limit bounds the bodies in memory.
+    let Ok(_running) = state.puts.try_acquire() else {
+        return Ok(too_many_puts(&state));
+    };
+    // While commits fail the points could only wait in the queue; a 503
+    // makes the collector keep them and retry.
+    if let Some(why) = state.stats.health.problem() {
+        return Err(ApiError::unavailable("Storage exception").with_details(why));
+    }
     let flags = Flags::from_params(&req.params)?;
     let bytes = req.body().await?;
     let decoded = if bytes.len() <= INLINE_DECODE_BYTES {
@@ -144,6 +156,20 @@ fn decode(state: &AppState, bytes: &[u8], details: bool) -> Result<Decoded, ApiE
 }
 
 /// A batch's point count and, with `?sync`, where its commit is reported.
+/// 503 with `Retry-After`, counted: telegraf and scollector retry.
+fn too_many_puts(state: &AppState) -> Response {
+    state.stats.puts_refused.fetch_add(1, Relaxed);
+    let mut resp = ApiError::unavailable("Too many concurrent writes")
+        .with_details(format!(
+            "{} /api/put requests are running; retry later",
+            state.settings.max_concurrent_puts
+        ))
+        .into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
 type Pending = (u64, oneshot::Receiver<Result<(), String>>);
 
 /// Queues the samples in batches of the queue's size, without waiting for

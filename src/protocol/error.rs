@@ -225,6 +225,11 @@ pub enum PutError {
         name: String,
         ch: char,
     },
+    /// rtsd's own: further ahead of now than `max-future` allows, so a
+    /// client with a wrong clock cannot make the store create a partition
+    /// per future day. `.0` is the timestamp as given.
+    #[error("illegal argument: timestamp too far in the future: {0}")]
+    TooFarInFuture(i64),
     /// Any well-formed `rollup`: rtsd has no rollup tables to write to.
     #[error("illegal argument: No rollup or aggregations were configured")]
     RollupNotConfigured,
@@ -245,6 +250,7 @@ impl PutError {
             PutError::TimestampText(_)
             | PutError::NonPositiveTimestamp(_)
             | PutError::TimestampOutOfRange { .. } => "invalid_timestamp",
+            PutError::TooFarInFuture(_) => "future_timestamp",
             PutError::InvalidTag { .. } => "invalid_tag",
             PutError::DuplicateTag { .. } => "duplicate_tag",
             PutError::InvalidValue(_) => "invalid_value",

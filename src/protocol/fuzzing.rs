@@ -29,11 +29,13 @@ fn option_sets() -> [ParseOptions; 3] {
             max_tags: 2,
             require_tags: true,
             allow_special_chars: String::new(),
+            max_future_ms: None,
         },
         ParseOptions {
             max_tags: 64,
             require_tags: false,
             allow_special_chars: ":@# \0\u{FFFD}=".to_owned(),
+            max_future_ms: None,
         },
     ]
 }

@@ -85,6 +85,10 @@ pub struct ParseOptions {
     /// (`tsd.core.tag.allow_specialchars`); NUL, CR and U+FFFD are never
     /// allowed.
     pub allow_special_chars: String,
+    /// Refuse a point more than this many ms ahead of now (`max-future`);
+    /// `None` accepts any. The one check that reads the clock, after all
+    /// of OpenTSDB's, so its replies come first.
+    pub max_future_ms: Option<i64>,
 }
 
 impl Default for ParseOptions {
@@ -93,6 +97,7 @@ impl Default for ParseOptions {
             max_tags: 8,
             require_tags: false,
             allow_special_chars: String::new(),
+            max_future_ms: None,
         }
     }
 }

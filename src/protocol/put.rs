@@ -15,7 +15,8 @@
 //! 7. timestamp within 13-digit milliseconds;
 //! 8. tag count (at least one only with `require_tags`; at most `max_tags`);
 //! 9. metric characters;
-//! 10. tag characters, tag by tag in Java `HashMap` order, key before value.
+//! 10. tag characters, tag by tag in Java `HashMap` order, key before value;
+//! 11. rtsd's own: not further ahead of now than `max_future_ms`.
 //!
 //! OpenTSDB's `empty metric name` and `empty value` checks cannot fire:
 //! rtsd never produces empty words.
@@ -159,7 +160,7 @@ impl<'a> Point<'a> {
         })
     }
 
-    /// Steps 7–10.
+    /// Steps 7–11.
     fn into_put(self, tags: &TagList<'a>, opts: &ParseOptions) -> Result<Put<'a>, PutError> {
         if self.timestamp.out_of_range() {
             return Err(PutError::TimestampOutOfRange {
@@ -189,6 +190,11 @@ impl<'a> Point<'a> {
             }
         })?;
         let tags = tags.validate(&opts.allow_special_chars)?;
+        if let Some(max) = opts.max_future_ms {
+            if self.timestamp.ms > crate::model::now_ms().saturating_add(max) {
+                return Err(PutError::TooFarInFuture(self.timestamp.raw));
+            }
+        }
         Ok(Put {
             metric,
             timestamp_ms: self.timestamp.ms,

@@ -50,6 +50,7 @@ impl VectorOptions {
                 .allow_special_chars
                 .clone()
                 .unwrap_or(defaults.allow_special_chars),
+            max_future_ms: defaults.max_future_ms,
         }
     }
 }

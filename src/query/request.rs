@@ -215,10 +215,13 @@ impl QueryRequest {
         };
         // A large `-ago` can reach before 1970; nothing is stored there.
         let start_ms = parse_time(start, now_ms, Some(tz))?.max(0);
+        // Nothing is stored after the store's last timestamp either; an end
+        // near i64::MAX would make calendar downsampling walk for minutes.
         let end_ms = match self.end.as_deref() {
             Some(e) if !e.is_empty() => parse_time(e, now_ms, Some(tz))?,
             _ => now_ms,
-        };
+        }
+        .min(crate::model::MAX_TIMESTAMP_MS);
         if end_ms <= start_ms {
             return Err(bad(format!(
                 "End time [{end_ms}] must be greater than the start time [{start_ms}]"

@@ -376,6 +376,11 @@ impl StoreWriter {
         }
         self.shared.db.write_opt(batch, &self.write_opts)?;
         if truncate {
+            // Deleting files bypasses the WAL, so the blocks that replace
+            // their records must be on disk first: without `sync_writes`
+            // they may still sit in the OS's cache of the WAL, and a power
+            // cut would lose them while the files stay deleted.
+            self.shared.db.flush_wal(true)?;
             // Drop flushed files wholly below the cut now instead of waiting
             // for compaction to notice the range tombstone (both ends
             // inclusive; level 0 is left to compaction).

@@ -146,11 +146,29 @@ pub async fn http_with(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String) {
-    parse_response(&http_raw(addr, method, path, headers, body).await)
+    tokio::time::timeout(DEADLINE, try_http(addr, method, path, headers, body))
+        .await
+        .expect("http reply")
+        .expect("http exchange")
 }
 
-/// The whole reply, headers included. (The HTTP server closes on a
-/// half-closed socket, so the request is sent without shutting down.)
+/// Like [`http_with`], but a connection that fails or closes before a
+/// whole reply (a daemon being killed) is an error instead of a panic.
+pub async fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let raw = exchange_http(addr, method, path, headers, body).await?;
+    if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(parse_response(&raw))
+}
+
+/// The whole reply, headers included.
 pub async fn http_raw(
     addr: SocketAddr,
     method: &str,
@@ -158,7 +176,23 @@ pub async fn http_raw(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Vec<u8> {
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    tokio::time::timeout(DEADLINE, exchange_http(addr, method, path, headers, body))
+        .await
+        .expect("http reply")
+        .expect("http exchange")
+}
+
+/// Sends one request and reads until the server closes. (The HTTP server
+/// closes on a half-closed socket, so the request is sent without shutting
+/// down.)
+async fn exchange_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(addr).await?;
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -167,14 +201,11 @@ pub async fn http_raw(
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    s.write_all(body).await.unwrap();
+    s.write_all(req.as_bytes()).await?;
+    s.write_all(body).await?;
     let mut raw = Vec::new();
-    tokio::time::timeout(DEADLINE, s.read_to_end(&mut raw))
-        .await
-        .expect("http reply")
-        .unwrap();
-    raw
+    s.read_to_end(&mut raw).await?;
+    Ok(raw)
 }
 
 fn parse_response(raw: &[u8]) -> (u16, String) {

@@ -1,0 +1,218 @@
+//! Connection limits and timeouts (issue 9): idle connections give their
+//! slots back, so collectors are served again.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use rtsd::model::SeriesKey;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+/// The soft limit on open files, from `/proc/self/limits`.
+fn open_files_limit() -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_a_fresh_collector_is_served() {
+    // Both ends of every connection live in this process; leave room for
+    // RocksDB's files.
+    let n = 10_000.min(open_files_limit().saturating_sub(1_000) / 2);
+    // Long enough to open them all before the first one times out.
+    let idle_timeout = Duration::from_secs(5);
+    let d = TestDaemon::start_with(|s| {
+        s.max_connections = n;
+        s.idle_timeout = rtsd::config::Span(idle_timeout.as_millis() as i64);
+    })
+    .await;
+    let mut idle = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = TcpStream::connect(d.telnet()).await.unwrap();
+        // One byte, so each is a telnet connection waiting for the rest.
+        s.write_all(b"p").await.unwrap();
+        idle.push(s);
+    }
+    let stats = &d.daemon.stats;
+    poll(|| stats.connections_open.load(Relaxed) == n as u64).await;
+
+    // Over the limit: closed at once and counted.
+    let mut late = TcpStream::connect(d.telnet()).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(DEADLINE, late.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    assert_eq!(stats.connections_refused.load(Relaxed), 1);
+
+    // After the timeout the idle ones are gone and a collector gets in.
+    poll(|| stats.connections_open.load(Relaxed) == 0).await;
+    let mut collector = TcpStream::connect(d.telnet()).await.unwrap();
+    collector
+        .write_all(b"put idle.fresh 1700000000 1 host=a\nversion\n")
+        .await
+        .unwrap();
+    assert!(read_line(&mut collector).await.starts_with("rtsd "));
+    d.wait_stored(1).await;
+    assert_eq!(
+        d.points(&SeriesKey::new("idle.fresh", [("host", "a")]))
+            .len(),
+        1
+    );
+    // The idle connections were closed by the server.
+    let s = idle.last_mut().unwrap();
+    assert!(matches!(s.read(&mut byte).await, Ok(0) | Err(_)));
+    d.stop().await;
+}
+
+/// Everything the server sends on `s` until it closes the connection.
+async fn until_closed(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut out))
+        .await
+        .expect("the server closes the connection")
+        .unwrap_or_default();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_loris_and_idle_keep_alive_http_connections_are_closed() {
+    let d = TestDaemon::start_with(|s| s.idle_timeout = rtsd::config::Span(500)).await;
+    for addr in [d.http(), d.telnet()] {
+        // A header that never ends.
+        let mut loris = TcpStream::connect(addr).await.unwrap();
+        loris
+            .write_all(b"GET /api/version HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+        let reply = until_closed(&mut loris).await;
+        assert!(!reply.contains("200 OK"), "{reply}");
+        // A kept-alive connection is answered, then closed when idle.
+        let mut kept = TcpStream::connect(addr).await.unwrap();
+        kept.write_all(b"GET /api/version HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let reply = until_closed(&mut kept).await;
+        assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+    }
+    let stats = &d.daemon.stats;
+    poll(|| stats.connections_open.load(Relaxed) == 0).await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_covers_both_ports() {
+    let d = TestDaemon::start_with(|s| s.max_connections = 2).await;
+    let stats = &d.daemon.stats;
+    let _telnet = TcpStream::connect(d.telnet()).await.unwrap();
+    let _http = TcpStream::connect(d.http()).await.unwrap();
+    poll(|| stats.connections_open.load(Relaxed) == 2).await;
+    for addr in [d.http(), d.telnet()] {
+        let mut over = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(until_closed(&mut over).await, "");
+    }
+    assert_eq!(stats.connections_refused.load(Relaxed), 2);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_too_far_in_the_future_are_refused_and_create_no_partitions() {
+    let d = TestDaemon::start().await;
+    let now = rtsd::model::now_ms() / 1000;
+    let day = 86_400;
+    // 5,000 points one day apart, from two days ahead on.
+    let mut text: String = (2..5002)
+        .map(|i| format!("put future.m {} 1 host=a\n", now + i * day))
+        .collect();
+    // Then one within `max-future`, which seals into a partition at once.
+    text.push_str(&format!("put future.m {} 1 host=a\n", now + day - 3600));
+    let replies = String::from_utf8(exchange(d.telnet(), text.as_bytes()).await).unwrap();
+    assert_eq!(
+        replies.lines().next().unwrap(),
+        format!(
+            "put: illegal argument: timestamp too far in the future: {}",
+            now + 2 * day
+        )
+    );
+    let body = format!(
+        r#"{{"metric":"future.m","timestamp":{},"value":1,"tags":{{"host":"a"}}}}"#,
+        now + 2 * day
+    );
+    let (status, reply) = http(d.http(), "POST", "/api/put?details", body.as_bytes()).await;
+    assert_eq!(status, 400, "{reply}");
+    assert!(reply.contains("timestamp too far in the future"), "{reply}");
+    let stats = &d.daemon.stats;
+    assert_eq!(stats.rejected_count("future_timestamp"), 5001);
+    poll(|| stats.chunks_sealed.load(Relaxed) == 1).await;
+    assert_eq!(d.daemon.store.stats().partitions, 1);
+    d.stop().await;
+}
+
+/// Queries that would build billions of buckets or walk the calendar for
+/// minutes are answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_bombs_are_answered_at_once() {
+    let d = TestDaemon::start().await;
+    exchange(d.telnet(), b"put bomb.m 1700000000 1 host=a\n").await;
+    d.wait_stored(1).await;
+    for (path, expected) in [
+        (
+            "/api/query?start=1000000000&end=1800000000&m=sum:1ms-sum-zero:bomb.m",
+            413,
+        ),
+        (
+            "/api/query?start=1&end=9223372036854775807&m=sum:1dc-sum:bomb.m",
+            200,
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let (status, body) = http(d.http(), "GET", path, b"").await;
+        let took = started.elapsed();
+        assert_eq!(status, expected, "{path}: {body}");
+        assert!(took < Duration::from_millis(500), "{path} took {took:?}");
+    }
+    d.stop().await;
+}
+
+/// A put beyond `max-concurrent-puts` gets 503 with Retry-After at once;
+/// the running one completes, and puts are taken again after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_beyond_the_concurrency_limit_get_503_with_retry_after() {
+    let d = TestDaemon::start_with(|s| s.max_concurrent_puts = 1).await;
+    let point = br#"{"metric":"puts.m","timestamp":1700000000,"value":1,"tags":{"host":"a"}}"#;
+    // A put whose body is still arriving holds the only slot.
+    let mut slow = TcpStream::connect(d.http()).await.unwrap();
+    let head = format!(
+        "POST /api/put HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        point.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&point[..10]).await.unwrap();
+    let stats = &d.daemon.stats;
+    let start = std::time::Instant::now();
+    let refused = loop {
+        let mut s = TcpStream::connect(d.http()).await.unwrap();
+        let req = format!("{head}{}", String::from_utf8_lossy(point));
+        s.write_all(req.as_bytes()).await.unwrap();
+        let reply = until_closed(&mut s).await;
+        if reply.starts_with("HTTP/1.1 503") {
+            break reply;
+        }
+        assert!(start.elapsed() < DEADLINE, "never refused: {reply}");
+    };
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after: 1\r\n"),
+        "{refused}"
+    );
+    assert!(refused.contains("Too many concurrent writes"), "{refused}");
+    assert_eq!(stats.puts_refused.load(Relaxed), 1);
+    slow.write_all(&point[10..]).await.unwrap();
+    assert!(until_closed(&mut slow).await.starts_with("HTTP/1.1 204"));
+    let (status, body) = http(d.http(), "POST", "/api/put", point).await;
+    assert_eq!(status, 204, "{body}");
+    d.stop().await;
+}
