@@ -1,7 +1,7 @@
 //! Settings: command-line flags over a TOML file over defaults, validated
 //! once at startup.
 //!
-//! Every setting is declared once, in the [`settings!`] table below: its
+//! Every setting is declared once, in the `settings!` table below: its
 //! type, default, TOML key (also its flag's name), its flag if it has one,
 //! and its doc, which is also the flag's help. The table makes the
 //! [`Settings`] the daemon runs with, their defaults, [`Given`] (the

@@ -42,7 +42,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::input::{ApiRequest, Blank, BodyOn, Input};
+use super::input::{ApiRequest, Input};
 use super::params::Params;
 use super::{allow, blocking, body, json_reply, parse_tsuid, tsuid, ApiError, AppState};
 use crate::java::jackson::scalar_text;
@@ -52,13 +52,6 @@ use crate::query::source::Source;
 use crate::query::time::parse_time;
 use crate::query::{QueryRequest, QueryResponse};
 use crate::storage::{Annotation, StoreReader};
-
-/// Any method's body, unless blank; else the query string (OpenTSDB's
-/// `hasContent()`). Bulk writes take only a body.
-const INPUT: Input = Input {
-    body_on: BodyOn::Any,
-    blank: Blank::Query,
-};
 
 /// `/api/annotation` and `/api/annotations`.
 pub async fn single(
@@ -71,7 +64,7 @@ pub async fn single(
     )?;
     let given = req
         .parse(
-            INPUT,
+            Input::BODY_OR_QUERY,
             |params| from_params(params, crate::model::now_ms()),
             |bytes| Ok(to_note(object(body::json(bytes)?)?)?.1),
         )
@@ -104,7 +97,7 @@ pub async fn nested(
     if req.method == Method::DELETE {
         deletes_allowed(&state)?;
         let request = req
-            .parse(INPUT, BulkDelete::from_params, |bytes| {
+            .parse(Input::BODY_OR_QUERY, BulkDelete::from_params, |bytes| {
                 object(body::json(bytes)?)
             })
             .await?;

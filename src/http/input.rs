@@ -9,11 +9,12 @@
 //! 3. if the endpoint reads the body of this method ([`BodyOn`]), the body
 //!    is read ([`body::read`]: size limit, gzip or deflate) and, unless it
 //!    is blank, is the request;
-//! 4. otherwise the query string is, but a blank body where one was read
-//!    may instead be OpenTSDB's `Missing message content` ([`Blank`]).
+//! 4. otherwise the query string is the request, unless the body was read
+//!    and the endpoint takes a blank one for OpenTSDB's `Missing message
+//!    content` ([`Blank`]).
 //!
-//! Each endpoint states only its [`Input`]: which methods' bodies it reads
-//! and what a blank one means.
+//! Each endpoint states only its [`Input`] (which methods' bodies it reads
+//! and what a blank one means), one of the three named on [`Input`].
 
 use std::sync::Arc;
 
@@ -48,6 +49,26 @@ pub enum Blank {
 pub struct Input {
     pub body_on: BodyOn,
     pub blank: Blank,
+}
+
+impl Input {
+    /// A POST's body, which must not be blank; other methods' query string
+    /// (`/api/query`, `/api/query/last`, `/api/uid/assign`).
+    pub const POST_BODY: Input = Input {
+        body_on: BodyOn::Post,
+        blank: Blank::Missing,
+    };
+    /// A POST's body unless blank, else the query string (`/api/suggest`).
+    pub const POST_BODY_OR_QUERY: Input = Input {
+        body_on: BodyOn::Post,
+        blank: Blank::Query,
+    };
+    /// Any method's body unless blank, else the query string
+    /// (`/api/search/lookup`, `/api/annotation`).
+    pub const BODY_OR_QUERY: Input = Input {
+        body_on: BodyOn::Any,
+        blank: Blank::Query,
+    };
 }
 
 /// A request to an `/api/*` endpoint: its method, its parsed query string,

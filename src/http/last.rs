@@ -30,7 +30,7 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::input::{ApiRequest, Blank, BodyOn, Input};
+use super::input::{ApiRequest, Input};
 use super::lookup::no_such_name;
 use super::params::Params;
 use super::query::refuse_delete;
@@ -59,19 +59,17 @@ struct LastQuery {
     back_scan: i32,
 }
 
-/// A POST's body, which must not be blank; else the query string.
-const INPUT: Input = Input {
-    body_on: BodyOn::Post,
-    blank: Blank::Missing,
-};
-
 pub async fn last(
     State(state): State<Arc<AppState>>,
     mut req: ApiRequest,
 ) -> Result<Response, ApiError> {
     refuse_delete(&req.method, state.settings.allow_delete)?;
     let query = req
-        .parse(INPUT, LastQuery::from_params, LastQuery::from_json)
+        .parse(
+            Input::POST_BODY,
+            LastQuery::from_params,
+            LastQuery::from_json,
+        )
         .await?;
     if query.subs.is_empty() {
         return Err(ApiError::bad_request("Missing sub queries"));

@@ -19,7 +19,7 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::input::{ApiRequest, Blank, BodyOn, Input};
+use super::input::{ApiRequest, Input};
 use super::params::Params;
 use super::series_expr::{self, Pattern};
 use super::{blocking, body, json_reply, tsuid, ApiError, AppState, TagsJson};
@@ -42,19 +42,13 @@ struct Lookup {
     limit: i32,
 }
 
-/// Any method's body, unless blank; else the query string.
-const INPUT: Input = Input {
-    body_on: BodyOn::Any,
-    blank: Blank::Query,
-};
-
 pub async fn lookup(
     State(state): State<Arc<AppState>>,
     mut req: ApiRequest,
 ) -> Result<Response, ApiError> {
     check_method(&req.method)?;
     let query = req
-        .parse(INPUT, Lookup::from_params, Lookup::from_json)
+        .parse(Input::BODY_OR_QUERY, Lookup::from_params, Lookup::from_json)
         .await?;
     if query.metric.is_none() && query.tags.is_empty() {
         return Err(ApiError::bad_request(

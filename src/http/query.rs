@@ -35,19 +35,13 @@ use axum::response::Response;
 use axum::Extension;
 
 use super::guard;
-use super::input::{ApiRequest, Blank, BodyOn, Input};
+use super::input::{ApiRequest, Input};
 use super::params::Params;
 use super::{allow, annotation, blocking, ApiError, AppState};
 use crate::auth::Access;
 use crate::query::output::RenderedAnnotations;
 use crate::query::{self, QueryLimits, QueryRequest};
 use crate::queue::DeleteRequest;
-
-/// A POST's body, which must not be blank; else the query string.
-const INPUT: Input = Input {
-    body_on: BodyOn::Post,
-    blank: Blank::Missing,
-};
 
 pub async fn query(
     State(state): State<Arc<AppState>>,
@@ -65,7 +59,7 @@ pub async fn query(
         request.arrays = arrays;
         Ok(request)
     };
-    let mut request = req.parse(INPUT, from_params, from_json).await?;
+    let mut request = req.parse(Input::POST_BODY, from_params, from_json).await?;
     request.delete |= req.method == Method::DELETE;
     if request.delete && !allow_delete {
         return Err(delete_disabled());

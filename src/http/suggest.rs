@@ -17,7 +17,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::input::{ApiRequest, Blank, BodyOn, Input};
+use super::input::{ApiRequest, Input};
 use super::params::Params;
 use super::{allow, blocking, body, json_reply, ApiError, AppState};
 use crate::java::jackson::scalar_text;
@@ -27,19 +27,17 @@ use crate::model::NameKind;
 /// OpenTSDB's `UniqueId.MAX_SUGGESTIONS`.
 const DEFAULT_MAX: usize = 25;
 
-/// A POST's body, unless blank; else the query string.
-const INPUT: Input = Input {
-    body_on: BodyOn::Post,
-    blank: Blank::Query,
-};
-
 pub async fn suggest(
     State(state): State<Arc<AppState>>,
     mut req: ApiRequest,
 ) -> Result<Response, ApiError> {
     allow(&req.method, &[Method::GET, Method::POST])?;
     let request = req
-        .parse(INPUT, Request::from_params, Request::from_json)
+        .parse(
+            Input::POST_BODY_OR_QUERY,
+            Request::from_params,
+            Request::from_json,
+        )
         .await?;
     let (kind, max) = request.validate()?;
     let names = blocking(move || Ok(state.store.suggest(kind, &request.q, max)?)).await?;

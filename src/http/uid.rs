@@ -32,18 +32,12 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::Value;
 
-use super::input::{ApiRequest, Blank, BodyOn, Input};
+use super::input::{ApiRequest, Input};
 use super::params::Params;
 use super::put_check::first_illegal;
 use super::{allow, blocking, body, json_reply, tsuid, ApiError, AppState};
 use crate::model::NameKind;
 use crate::query::source::Source;
-
-/// A POST's body, which must not be blank; else the query string.
-const INPUT: Input = Input {
-    body_on: BodyOn::Post,
-    blank: Blank::Missing,
-};
 
 pub async fn assign(
     State(state): State<Arc<AppState>>,
@@ -51,7 +45,11 @@ pub async fn assign(
 ) -> Result<Response, ApiError> {
     allow(&req.method, &[Method::GET, Method::POST])?;
     let request = req
-        .parse(INPUT, |params| Ok(from_params(params)), from_json)
+        .parse(
+            Input::POST_BODY,
+            |params| Ok(from_params(params)),
+            from_json,
+        )
         .await?;
     if request.is_empty() {
         return Err(ApiError::bad_request("Missing values to assign UIDs"));
