@@ -4,6 +4,7 @@
 //! them and the query engine reads them back. Nothing here does I/O.
 
 use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 
 /// One second in the model's unit, milliseconds.
 pub const SECOND_MS: i64 = 1000;
@@ -39,6 +40,22 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Whether `ts_ms` lies more than `ahead_ms` beyond now. Every `put` asks
+/// this, and a clock read costs about as much as the rest of the check, so
+/// the clock is read only for a timestamp past the latest reading plus
+/// `ahead_ms`; collectors' timestamps (about now) never are. The wall clock
+/// does not run backwards in normal operation; if it is stepped back, the
+/// check is lenient by the step until the clock catches up.
+pub fn beyond_now(ts_ms: i64, ahead_ms: i64) -> bool {
+    static LATEST_NOW: AtomicI64 = AtomicI64::new(i64::MIN);
+    if ts_ms <= LATEST_NOW.load(Relaxed).saturating_add(ahead_ms) {
+        return false;
+    }
+    let now = now_ms();
+    LATEST_NOW.fetch_max(now, Relaxed);
+    ts_ms > now.saturating_add(ahead_ms)
 }
 
 /// A stored value. Integers stay integers end to end, because OpenTSDB
@@ -203,6 +220,18 @@ pub enum NameKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn beyond_now_refuses_only_past_the_limit_whatever_was_asked_before() {
+        let (now, day) = (now_ms(), 86_400_000);
+        // Far-future first, so the cached reading does not help it.
+        assert!(beyond_now(now + 2 * day, day));
+        assert!(!beyond_now(now, day));
+        assert!(!beyond_now(now + day - 60_000, day));
+        assert!(beyond_now(now + day + 60_000, day));
+        assert!(beyond_now(i64::MAX, day));
+        assert!(!beyond_now(0, day));
+    }
 
     #[test]
     fn key_sorts_tags_and_round_trips() {

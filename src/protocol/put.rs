@@ -191,7 +191,7 @@ impl<'a> Point<'a> {
         })?;
         let tags = tags.validate(&opts.allow_special_chars)?;
         if let Some(max) = opts.max_future_ms {
-            if self.timestamp.ms > crate::model::now_ms().saturating_add(max) {
+            if crate::model::beyond_now(self.timestamp.ms, max) {
                 return Err(PutError::TooFarInFuture(self.timestamp.raw));
             }
         }
