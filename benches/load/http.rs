@@ -7,13 +7,17 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 
-/// GET `path` (with its query string); returns status and body.
-pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+/// GET `path` (with its query string), with `Authorization: Bearer` when a
+/// secret is given; returns status and body.
+pub fn http_get(addr: SocketAddr, path: &str, bearer: Option<&str>) -> Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let auth = bearer
+        .map(|secret| format!("Authorization: Bearer {secret}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n{auth}Connection: close\r\n\r\n"
     )?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
@@ -41,8 +45,8 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
 }
 
 /// GET that insists on 200 and quotes the body otherwise.
-pub fn http_get_ok(addr: SocketAddr, path: &str) -> Result<String> {
-    let (status, body) = http_get(addr, path)?;
+pub fn http_get_ok(addr: SocketAddr, path: &str, bearer: Option<&str>) -> Result<String> {
+    let (status, body) = http_get(addr, path, bearer)?;
     if status != 200 {
         bail!("GET {path} answered {status}: {}", truncate(&body));
     }

@@ -76,7 +76,7 @@ mod workload;
 
 use measure::{measure, Writes};
 use report::{group, render, MIB};
-use systems::{Rtsd, Target, VictoriaMetrics};
+use systems::{BenchAuth, Rtsd, Target, VictoriaMetrics};
 use workload::Workload;
 
 const USAGE: &str = "\
@@ -92,6 +92,8 @@ usage: cargo bench --bench load -- [OPTIONS]
                         TCP_NODELAY as many collectors send (default bulk)
   --overflow POLICY     rtsd --overflow (default block, so nothing is shed)
   --queue-capacity N    rtsd --queue-capacity (default: rtsd's own)
+  --auth                run rtsd with one token: each connection sends telnet
+                        `auth basic` first, HTTP calls send the bearer secret
   --timeout SECS        per system, from first byte to all queryable (default 300)";
 
 fn main() {
@@ -117,6 +119,7 @@ fn run() -> Result<()> {
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rtsd"))),
         overflow: options.overflow.clone(),
         queue_capacity: options.queue_capacity,
+        auth: options.auth.then(BenchAuth::new).transpose()?,
     })];
     let mut notes = Vec::new();
     if options.peer_vm {
@@ -195,6 +198,7 @@ struct Options {
     vm_bin: Option<PathBuf>,
     overflow: String,
     queue_capacity: Option<u64>,
+    auth: bool,
     timeout: Duration,
 }
 
@@ -216,6 +220,7 @@ impl Options {
             vm_bin: None,
             overflow: "block".to_string(),
             queue_capacity: None,
+            auth: false,
             timeout: Duration::from_secs(300),
         };
         let mut o = if bench {
@@ -238,6 +243,10 @@ impl Options {
             };
             if flag == "--help" || flag == "-h" {
                 return Ok(None);
+            }
+            if flag == "--auth" {
+                o.auth = true;
+                continue;
             }
             let mut value = || {
                 inline

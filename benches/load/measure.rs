@@ -89,12 +89,15 @@ fn drive(
     let ready_by = Instant::now() + START_TIMEOUT;
     until(ready_by, "the server to answer HTTP", || {
         server.check_running()?;
-        let health = http_get(server.http, target.health_path());
+        let health = http_get(server.http, target.health_path(), None);
         Ok(health.is_ok_and(|(status, _)| status == 200))
     })?;
     let mut conns = Vec::with_capacity(w.streams.len());
     for _ in &w.streams {
-        let stream = retry_connect(server.telnet, ready_by)?;
+        let mut stream = retry_connect(server.telnet, ready_by)?;
+        if let Some(hello) = target.telnet_hello() {
+            say_hello(&mut stream, &hello)?;
+        }
         let reader = stream.try_clone()?;
         reader.set_read_timeout(Some(POLL))?;
         conns.push((stream, reader));
@@ -218,6 +221,26 @@ fn until(deadline: Instant, what: &str, mut check: impl FnMut() -> Result<bool>)
         }
         thread::sleep(POLL);
     }
+}
+
+/// Sends `hello` and waits for its one-line answer, which must not be an
+/// error (telnet errors name their command and end in a colon clause).
+fn say_hello(stream: &mut TcpStream, hello: &str) -> Result<()> {
+    stream.write_all(hello.as_bytes())?;
+    stream.set_read_timeout(Some(START_TIMEOUT))?;
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while answer.last() != Some(&b'\n') {
+        if stream.read(&mut byte)? == 0 {
+            bail!("the server closed the connection after {:?}", hello.trim());
+        }
+        answer.push(byte[0]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    if answer.contains("FAIL") || answer.contains(": ") {
+        bail!("{:?} was answered {:?}", hello.trim(), answer.trim());
+    }
+    Ok(())
 }
 
 /// Reads what the server says on an ingest connection (error replies, if any)

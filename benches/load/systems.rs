@@ -22,6 +22,11 @@ pub trait Target {
     fn make_queryable(&self, http: SocketAddr) -> Result<()>;
     /// Points a query over the whole range counts.
     fn count(&self, http: SocketAddr, workload: &Workload) -> Result<u64>;
+    /// A line each ingest connection sends, and has answered, before the
+    /// clock starts (a telnet `auth`).
+    fn telnet_hello(&self) -> Option<String> {
+        None
+    }
 }
 
 pub struct Progress {
@@ -36,14 +41,54 @@ pub struct Rtsd {
     pub bin: PathBuf,
     pub overflow: String,
     pub queue_capacity: Option<u64>,
+    /// With `--auth`: the config file defining the bench's token, so the
+    /// run pays for authentication as a secured deployment does.
+    pub auth: Option<BenchAuth>,
+}
+
+/// One token with `read` and `write` scopes in a config file of its own.
+pub struct BenchAuth {
+    config: tempfile::NamedTempFile,
+}
+
+impl BenchAuth {
+    const NAME: &'static str = "bench";
+    const SECRET: &'static str = "load-bench-secret";
+
+    pub fn new() -> Result<BenchAuth> {
+        let mut config = tempfile::Builder::new()
+            .prefix("rtsd-load-auth-")
+            .suffix(".toml")
+            .tempfile()?;
+        std::io::Write::write_all(
+            &mut config,
+            format!(
+                "[[auth.token]]\nname = \"{}\"\nsecret = \"{}\"\nscopes = [\"read\", \"write\"]\n",
+                Self::NAME,
+                Self::SECRET
+            )
+            .as_bytes(),
+        )?;
+        Ok(BenchAuth { config })
+    }
+}
+
+impl Rtsd {
+    fn bearer(&self) -> Option<&'static str> {
+        self.auth.as_ref().map(|_| BenchAuth::SECRET)
+    }
 }
 
 impl Target for Rtsd {
     fn name(&self) -> String {
-        if self.bin == Path::new(env!("CARGO_BIN_EXE_rtsd")) {
+        let name = if self.bin == Path::new(env!("CARGO_BIN_EXE_rtsd")) {
             format!("rtsd {}", env!("CARGO_PKG_VERSION"))
         } else {
             format!("rtsd ({})", self.bin.display())
+        };
+        match self.auth {
+            Some(_) => format!("{name}, auth on"),
+            None => name,
         }
     }
 
@@ -58,7 +103,16 @@ impl Target for Rtsd {
         if let Some(n) = self.queue_capacity {
             cmd.args(["--queue-capacity", &n.to_string()]);
         }
+        if let Some(auth) = &self.auth {
+            cmd.arg("--config").arg(auth.config.path());
+        }
         cmd
+    }
+
+    fn telnet_hello(&self) -> Option<String> {
+        self.auth
+            .as_ref()
+            .map(|_| format!("auth basic {} {}\n", BenchAuth::NAME, BenchAuth::SECRET))
     }
 
     fn health_path(&self) -> &'static str {
@@ -66,7 +120,7 @@ impl Target for Rtsd {
     }
 
     fn progress(&self, http: SocketAddr) -> Result<Progress> {
-        let body = http_get_ok(http, "/api/stats")?;
+        let body = http_get_ok(http, "/api/stats", self.bearer())?;
         let stats: Vec<Json> = serde_json::from_str(&body).context("parsing /api/stats")?;
         let mut p = Progress { stored: 0, lost: 0 };
         for stat in &stats {
@@ -93,7 +147,7 @@ impl Target for Rtsd {
                 ("end", (w.last_ts + 1).to_string()),
                 ("m", format!("sum:0all-count:{metric}")),
             ])?;
-            let body = http_get_ok(http, &format!("/api/query?{query}"))?;
+            let body = http_get_ok(http, &format!("/api/query?{query}"), self.bearer())?;
             let results: Vec<Json> = serde_json::from_str(&body)
                 .with_context(|| format!("parsing the count of {metric}"))?;
             for result in &results {
@@ -164,7 +218,7 @@ impl Target for VictoriaMetrics {
     }
 
     fn progress(&self, http: SocketAddr) -> Result<Progress> {
-        let body = http_get_ok(http, "/metrics")?;
+        let body = http_get_ok(http, "/metrics", None)?;
         let stored = body
             .lines()
             .find_map(|l| {
@@ -179,7 +233,7 @@ impl Target for VictoriaMetrics {
     }
 
     fn make_queryable(&self, http: SocketAddr) -> Result<()> {
-        http_get_ok(http, "/internal/force_flush").map(drop)
+        http_get_ok(http, "/internal/force_flush", None).map(drop)
     }
 
     fn count(&self, http: SocketAddr, w: &Workload) -> Result<u64> {
@@ -193,7 +247,7 @@ impl Target for VictoriaMetrics {
             ("time", w.last_ts.to_string()),
             ("nocache", "1".to_string()),
         ])?;
-        let body = http_get_ok(http, &format!("/api/v1/query?{query}"))?;
+        let body = http_get_ok(http, &format!("/api/v1/query?{query}"), None)?;
         let reply: Json = serde_json::from_str(&body).context("parsing /api/v1/query")?;
         let result = reply
             .pointer("/data/result")
