@@ -7,11 +7,20 @@ blocks and hourly rollups), then times three queries over HTTP on loopback:
 
   (a) one series over a day, raw points;
   (b) sum over 1,000 series of a 1-minute average, over a day;
-  (c) hourly max of one series over 30 days (rtsd answers from rollups).
+  (c) hourly max of one series over 30 days (rtsd answers from rollups);
+
+and, over a metric of 1,000,000 series (250,000 hosts x 4 cores, one point
+each, two hours old so rtsd has sealed them), the lookups a dashboard makes
+before it queries:
+
+  (d) tag value suggestions for a prefix;
+  (e) a query whose host filter is a wildcard, (f) the same as a regexp;
+  (g) the series of one host (OpenTSDB's /api/search/lookup, PromQL's
+      /api/v1/series).
 
 Usage: benches/query_latency.py RTSD_BINARY [VICTORIA_METRICS_BINARY]
 (`cargo build --release` builds RTSD_BINARY; Debian's victoria-metrics
-package installs /usr/bin/victoria-metrics). Bounded: about 2 minutes.
+package installs /usr/bin/victoria-metrics). Bounded: about 5 minutes.
 """
 
 import json
@@ -29,6 +38,10 @@ import urllib.request
 RUNS, WARMUP = 20, 2
 NOW = int(time.time()) // 60 * 60
 DAY, MONTH = 86400, 30 * 86400
+HC_HOSTS, HC_CORES = 250_000, 4
+HC_TS = NOW - 2 * 3600
+# hc1234, hc12340..hc12349 and hc123400..hc123499: 111 hosts, 444 series.
+HC_PREFIX = "hc1234"
 
 
 def free_port():
@@ -51,13 +64,17 @@ def wait_for(cond, what, limit=300):
 
 
 def lines():
-    """1,000 series x 1 day at 60 s, and 10 series x 30 days at 60 s."""
+    """1,000 series x 1 day at 60 s, 10 series x 30 days at 60 s, and
+    1,000,000 series of one point each."""
     for h in range(1000):
         for t in range(NOW - DAY, NOW, 60):
             yield f"put bench.a {t} {(t // 60 + h) % 97} host=h{h}\n"
     for h in range(10):
         for t in range(NOW - MONTH, NOW, 60):
             yield f"put bench.c {t} {(t // 60 * 7 + h) % 1000 / 10} host=c{h}\n"
+    for h in range(HC_HOSTS):
+        for c in range(HC_CORES):
+            yield f"put bench.hc {HC_TS} {h % 100} host=hc{h} core={c}\n"
 
 
 def send(port, data):
@@ -104,6 +121,10 @@ def rtsd(binary, data, n):
         "a": timed(q("none:bench.a{host=h1}", NOW - DAY)),
         "b": timed(q("sum:1m-avg:bench.a", NOW - DAY)),
         "c": timed(q("max:1h-max:bench.c{host=c1}", NOW - MONTH)),
+        "d": timed(f"{base}/api/suggest?type=tagv&max=25&q={HC_PREFIX}"),
+        "e": timed(q(f"sum:bench.hc{{host=wildcard({HC_PREFIX}*)}}", HC_TS - 60)),
+        "f": timed(q(f"sum:bench.hc{{host=regexp(^{HC_PREFIX}[0-9]*$)}}", HC_TS - 60)),
+        "g": timed(f"{base}/api/search/lookup?m={urllib.parse.quote('bench.hc{host=hc12345}')}"),
     }
     proc.send_signal(signal.SIGTERM)
     proc.wait()
@@ -143,6 +164,12 @@ def victoria(binary, data, n):
         "a": timed(f"{base}/api/v1/export?match[]={series}&start={NOW - DAY}&end={NOW}"),
         "b": timed(rng("sum(avg_over_time(bench.a[1m]))", NOW - DAY, 60)),
         "c": timed(rng('max_over_time(bench.c{host="c1"}[1h])', NOW - MONTH, 3600)),
+        "d": timed(f"{base}/api/v1/label/host/values?start={HC_TS - 60}&end={NOW}&match[]="
+                   + urllib.parse.quote(f'bench.hc{{host=~"{HC_PREFIX}.*"}}')),
+        "e": timed(rng(f'sum(bench.hc{{host=~"{HC_PREFIX}.*"}})', HC_TS - 60, 60)),
+        "f": timed(rng(f'sum(bench.hc{{host=~"{HC_PREFIX}[0-9]*"}})', HC_TS - 60, 60)),
+        "g": timed(f"{base}/api/v1/series?start={HC_TS - 60}&end={NOW}&match[]="
+                   + urllib.parse.quote('bench.hc{host="hc12345"}')),
     }
     proc.send_signal(signal.SIGTERM)
     proc.wait()
@@ -157,7 +184,11 @@ def main():
         results["VictoriaMetrics"] = victoria(sys.argv[2], data, n)
     names = {"a": "(a) one series, 1 day raw (1,440 points)",
              "b": "(b) sum of 1,000 series, 1m-avg, 1 day",
-             "c": "(c) 1h-max of one series, 30 days"}
+             "c": "(c) 1h-max of one series, 30 days",
+             "d": "(d) 1 M series: tag value suggestions for a prefix",
+             "e": "(e) 1 M series: sum over a wildcard host filter (444 series)",
+             "f": "(f) 1 M series: sum over a regexp host filter (444 series)",
+             "g": "(g) 1 M series: series of one host (lookup)"}
     systems = list(results)
     print(f"{n} points loaded; median / p90 ms over {RUNS} runs\n")
     print("| query | " + " | ".join(systems) + " |")
