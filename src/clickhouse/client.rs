@@ -27,6 +27,12 @@ use hyper_util::rt::TokioExecutor;
 /// insert into a busy server is slow but not broken.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How long an idle pooled connection is reused. The server closes idle
+/// connections after its `keep_alive_timeout` (18.16.1 announces 10 s,
+/// releases from 19.x to 23.10 default to 3 s); reusing one it is closing
+/// fails the request, so the client lets go well before.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClickHouseError {
     #[error("clickhouse url {url:?}: {reason}")]
@@ -112,6 +118,7 @@ impl Client {
         connector.set_nodelay(true);
         Ok(Client {
             http: hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(IDLE_TIMEOUT)
                 .build(connector),
             base: format!("http://{authority}"),
             authorization,

@@ -102,7 +102,7 @@ pub enum SchemaError {
         database: String,
         found: u32,
     },
-    #[error("clickhouse at {url}: database {database} holds rtsd schema versions {found:?}; servers disagree, or one was changed by hand")]
+    #[error("clickhouse at {url}: database {database} holds rtsd schema versions {found:?} where this rtsd reads only {SCHEMA_VERSION}; servers disagree, or the version table was changed by hand")]
     Unknown {
         url: String,
         database: String,

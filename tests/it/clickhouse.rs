@@ -216,6 +216,27 @@ async fn points_read_back_exactly_and_a_replayed_batch_is_not_seen_twice() {
         .collect();
     assert_eq!(by_arg_max, ints);
 
+    // Two keys that hash alike stay two series rows, so the collision
+    // can be found instead of silently merging them.
+    for host in ["a", "b"] {
+        exec(
+            &client,
+            &format!(
+                "INSERT INTO rtsd.series VALUES ({series}, 'm', ['host'], ['{host}'], 'm\\0host\\0{host}')"
+            ),
+        )
+        .await;
+    }
+    exec(&client, "OPTIMIZE TABLE rtsd.series FINAL").await;
+    assert_eq!(
+        rows(
+            &client,
+            &format!("SELECT uniqExact(key) FROM rtsd.series FINAL WHERE series = {series}")
+        )
+        .await,
+        [["2"]]
+    );
+
     // Merging keeps one row per point, the highest version's.
     exec(&client, "OPTIMIZE TABLE rtsd.points FINAL").await;
     assert_eq!(
