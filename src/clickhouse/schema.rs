@@ -120,7 +120,7 @@ struct Table {
     shard_by: Option<&'static str>,
 }
 
-/// A point's value and a rollup's first and last: see the module doc.
+/// The tables of version [`SCHEMA_VERSION`], as the module doc lists them.
 const TABLES: [Table; 7] = [
     Table {
         name: "points",

@@ -5,7 +5,9 @@
 
 use rtsd::clickhouse::points::{self, PointRow};
 use rtsd::clickhouse::schema::{self, Ensured, Identifier, Layout};
-use rtsd::clickhouse::{series_id, Client, Compression, SchemaError, SCHEMA_VERSION};
+use rtsd::clickhouse::{
+    series_id, ClickHouseError, Client, Compression, SchemaError, SCHEMA_VERSION,
+};
 use rtsd::model::{DataPoint, SeriesKey, Value};
 
 use crate::clickhouse_support::{self, poll_until, ClickHouse, CLUSTER};
@@ -39,6 +41,14 @@ async fn ensure_creates_the_schema_once_records_its_version_and_refuses_a_newer_
     let server = clickhouse_support::single().await;
     let client = server.client();
     let db = rtsd_db();
+
+    // The server's own errors arrive typed, code and text.
+    let unknown = client.execute("SELECT * FROM rtsd.points").await;
+    assert!(
+        matches!(&unknown, Err(ClickHouseError::Server { code: 81, message })
+            if message.starts_with("Database rtsd doesn't exist")),
+        "{unknown:?}"
+    );
 
     let missing = schema::check(&client, &db, &Layout::Single).await;
     let text = missing.expect_err("nothing created yet").to_string();
