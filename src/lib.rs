@@ -31,10 +31,14 @@
 //!   notification protocols.
 //! - `tls` serves the HTTP port over https when `tls-cert` and `tls-key`
 //!   are set.
-//! - `tools` are the offline `import` and `export` commands.
+//! - `tools` are the offline `import` and `export` commands and
+//!   `clickhouse-schema`.
+//! - `clickhouse` is the ClickHouse store's foundation: an HTTP client, the
+//!   rows of points and the versioned schema (the store itself is to come).
 
 pub mod activation;
 pub mod auth;
+pub mod clickhouse;
 pub mod config;
 pub mod connection;
 pub mod daemon;

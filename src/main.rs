@@ -1,11 +1,13 @@
 //! `rtsd`: parse flags, set up logging, then run the daemon until a signal
-//! or one of the offline tools (`import`, `export`) to completion.
+//! or one of the offline tools (`import`, `export`, `clickhouse-schema`)
+//! to completion.
 
 use clap::{Parser, Subcommand};
 use rtsd::activation;
 use rtsd::config::{ServeArgs, Settings};
 use rtsd::daemon::Daemon;
 use rtsd::notify::Notifier;
+use rtsd::tools::clickhouse_schema::{self, ClickHouseSchemaArgs};
 use rtsd::tools::export::{self, ExportArgs};
 use rtsd::tools::import::{self, ImportArgs};
 use tracing_subscriber::EnvFilter;
@@ -30,6 +32,8 @@ enum Command {
     Import(ImportArgs),
     /// Write a data dir's points as import lines or CSV; no daemon may be running on it.
     Export(ExportArgs),
+    /// Print the DDL of rtsd's ClickHouse tables (`;` lines between statements; run it on every server of a cluster), or with --check URL verify a server holds them.
+    ClickhouseSchema(ClickHouseSchemaArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,7 +42,7 @@ fn main() -> anyhow::Result<()> {
     // only interleave with that.
     let default_level = match cli.command {
         Command::Serve(_) => "info",
-        Command::Import(_) | Command::Export(_) => "warn",
+        Command::Import(_) | Command::Export(_) | Command::ClickhouseSchema(_) => "warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -61,6 +65,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Export(args) => {
             export::run(&args)?;
+            Ok(())
+        }
+        Command::ClickhouseSchema(args) => {
+            clickhouse_schema::run(&args, &mut std::io::stdout().lock())?;
             Ok(())
         }
     }

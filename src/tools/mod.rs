@@ -1,11 +1,14 @@
 //! Offline tools that work on a data dir directly, without a daemon:
 //! `rtsd import` (OpenTSDB `tsdb import` files in, at full speed) and
-//! `rtsd export` (points out as import lines or CSV).
+//! `rtsd export` (points out as import lines or CSV), and
+//! `rtsd clickhouse-schema`, which prints or checks the ClickHouse schema
+//! and touches no data dir.
 //!
 //! Both open the store the normal way ([`crate::storage::Store::open`]):
 //! RocksDB's `LOCK` file then makes them refuse a data dir a running daemon
 //! holds, with [`ToolError::InUse`], instead of racing its writer.
 
+pub mod clickhouse_schema;
 pub mod export;
 pub mod import;
 
@@ -38,6 +41,8 @@ pub enum ToolError {
     Read(String),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    ClickHouse(#[from] crate::clickhouse::SchemaError),
 }
 
 impl ToolError {

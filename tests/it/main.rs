@@ -3,6 +3,8 @@
 
 mod annotations;
 mod auth;
+mod clickhouse;
+mod clickhouse_support;
 mod clients;
 mod collectd;
 mod dashboard;

@@ -1,0 +1,61 @@
+//! ClickHouse as rtsd's scale-out store: the HTTP client, the row format of
+//! points and the versioned schema. The store itself (spool, shipping,
+//! `--store clickhouse`) builds on these and does not exist yet; today the
+//! `rtsd clickhouse-schema` command uses them.
+//!
+//! # Choices, and why
+//!
+//! * **Client**: hyper-util's legacy client over plain HTTP/1.1
+//!   ([`client`]). hyper is already here for the server side, so the client
+//!   costs two small crates; reqwest would bring its own TLS, cookie and
+//!   redirect machinery rtsd does not need. The official `clickhouse` crate
+//!   warns that servers before 22.6 read its RowBinary wrongly in rare
+//!   cases, and 18.16 is the server Debian ships.
+//! * **Series identity**: [`series_id`], the first 8 bytes of SHA-256 of
+//!   the canonical series key, so every node computes the same id without
+//!   asking anyone. The full key is stored beside it; rows of two keys with
+//!   one id stay two rows (the key is part of the series table's sort key),
+//!   so a collision is found by a query, never merged.
+//! * **Values**: `is_int UInt8, int_value Int64, float_value Float64`
+//!   ([`points`]). An integer keeps all 64 bits (an `f64` holds only 53) and
+//!   a float keeps its IEEE bits, NaN included, so a point reads back as the
+//!   same [`crate::model::Value`] the embedded store returns. The unused
+//!   column of a row is 0, which compresses to almost nothing.
+//! * **Duplicates**: at-least-once shipping re-inserts whole batches after
+//!   a failure, and `insert_deduplicate` works only on replicated tables in
+//!   18.16 (`insert_deduplication_token` came in 22.x), so points live in a
+//!   `ReplacingMergeTree(version)` ordered by `(series, ts)`: of the rows of
+//!   one point the highest `version` (assigned once, when rtsd accepts the
+//!   point, and kept through replays) survives merges. Until a merge runs
+//!   both rows are on disk, so reads use `FINAL`; the newest write winning
+//!   is the embedded store's rule too.
+//! * **Rollups** are tables rtsd fills (`rollup_1h`, `rollup_1d`), not
+//!   materialized views: a view sees every inserted block, so a replayed
+//!   batch would be counted twice and an overwritten point would be summed
+//!   with its replacement. Rows carry a `version` too, so recomputing an
+//!   hour replaces it.
+//! * **SQL**: only what 18.16 and current releases both accept: no `Map`
+//!   (tags are two parallel arrays), no codecs, no table comments (the
+//!   schema version lives in a table), timestamps as `Int64` milliseconds
+//!   (`DateTime` ends in 2106, before OpenTSDB's last timestamp).
+
+pub mod client;
+pub mod points;
+pub mod rowbinary;
+pub mod schema;
+
+use sha2::{Digest, Sha256};
+
+use crate::model::SeriesKey;
+
+pub use client::{ClickHouseError, Client, Compression};
+pub use schema::{Layout, SchemaError, SCHEMA_VERSION};
+
+/// The global id of a series: SHA-256 of its canonical key bytes, first 8
+/// bytes big-endian. Stable across nodes, builds and platforms.
+pub fn series_id(key: &SeriesKey) -> u64 {
+    let digest = Sha256::digest(key.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}

@@ -1,0 +1,183 @@
+//! Real `clickhouse-server` processes for the ClickHouse tests: each in its
+//! own temp dir with a generated config (the one `clickhouse.md` verified),
+//! on free loopback ports, ready once `GET /?query=SELECT 1` answers, and
+//! killed when dropped. Missing binaries fail the test, naming `.ci/deps`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rtsd::clickhouse::Client;
+
+use crate::support::{free_port, try_http, DEADLINE};
+
+/// The `remote_servers` name [`cluster`] configures.
+pub const CLUSTER: &str = "two";
+
+/// One running server.
+pub struct ClickHouse {
+    child: Child,
+    pub http: SocketAddr,
+    pub tcp_port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for ClickHouse {
+    fn drop(&mut self) {
+        // Killed, not stopped: the data dies with the temp dir anyway.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A server on its own.
+pub async fn single() -> ClickHouse {
+    let (http, tcp) = (free_port(), free_port());
+    let server = ClickHouse::spawn(http, tcp, "");
+    server.wait_ready().await;
+    server
+}
+
+/// Two servers forming the two-shard cluster [`CLUSTER`], both knowing it.
+pub async fn cluster() -> [ClickHouse; 2] {
+    let ports = [(free_port(), free_port()), (free_port(), free_port())];
+    let shards: String = ports
+        .iter()
+        .map(|(_, tcp)| {
+            format!("<shard><replica><host>127.0.0.1</host><port>{tcp}</port></replica></shard>")
+        })
+        .collect();
+    let remote = format!("<remote_servers><{CLUSTER}>{shards}</{CLUSTER}></remote_servers>");
+    let servers = ports.map(|(http, tcp)| ClickHouse::spawn(http, tcp, &remote));
+    for s in &servers {
+        s.wait_ready().await;
+    }
+    servers
+}
+
+/// Polls the async `cond` until it holds; fails the test at [`DEADLINE`].
+pub async fn poll_until<F: std::future::Future<Output = bool>>(mut cond: impl FnMut() -> F) {
+    let start = Instant::now();
+    while !cond().await {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "condition not met within {DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Where Debian's package puts a ClickHouse binary, or a failure saying
+/// how to get it.
+fn installed(name: &str) -> String {
+    ["/usr/sbin/", "/usr/bin/"]
+        .into_iter()
+        .map(|dir| format!("{dir}{name}"))
+        .find(|p| Path::new(p).is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} is not installed (ClickHouse tests need it): run .ci/deps")
+        })
+}
+
+impl ClickHouse {
+    fn spawn(http_port: u16, tcp_port: u16, remote_servers: &str) -> ClickHouse {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().display();
+        let config = format!(
+            "<yandex>\n\
+             <logger><level>warning</level><console>1</console></logger>\n\
+             <http_port>{http_port}</http_port>\n\
+             <tcp_port>{tcp_port}</tcp_port>\n\
+             <listen_host>127.0.0.1</listen_host>\n\
+             <path>{root}/data/</path>\n\
+             <tmp_path>{root}/tmp/</tmp_path>\n\
+             <user_files_path>{root}/user_files/</user_files_path>\n\
+             <format_schema_path>{root}/format_schemas/</format_schema_path>\n\
+             <users_config>{root}/users.xml</users_config>\n\
+             <default_profile>default</default_profile>\n\
+             <default_database>default</default_database>\n\
+             <mark_cache_size>53687091</mark_cache_size>\n\
+             {remote_servers}\n\
+             </yandex>\n"
+        );
+        let users = "<yandex>\n\
+             <profiles><default></default></profiles>\n\
+             <users><default><password></password><networks><ip>::/0</ip></networks>\
+             <profile>default</profile><quota>default</quota></default></users>\n\
+             <quotas><default></default></quotas>\n\
+             </yandex>\n";
+        std::fs::write(dir.path().join("config.xml"), config).expect("config.xml");
+        std::fs::write(dir.path().join("users.xml"), users).expect("users.xml");
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+        let child = Command::new(installed("clickhouse-server"))
+            .arg(format!("--config-file={root}/config.xml"))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("clickhouse-server starts");
+        ClickHouse {
+            child,
+            http: SocketAddr::from(([127, 0, 0, 1], http_port)),
+            tcp_port,
+            dir,
+        }
+    }
+
+    /// Polls the HTTP interface until it answers `1`; fails with the
+    /// server's log if it exits or the deadline passes first.
+    async fn wait_ready(&self) {
+        let start = Instant::now();
+        loop {
+            let answer = try_http(self.http, "GET", "/?query=SELECT%201", &[], b"").await;
+            if matches!(&answer, Ok((200, body)) if body.trim() == "1") {
+                return;
+            }
+            let log = || std::fs::read_to_string(self.dir.path().join("server.log"));
+            assert!(
+                start.elapsed() < DEADLINE,
+                "clickhouse-server on {} not ready within {DEADLINE:?}; log:\n{:?}",
+                self.http,
+                log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.url(), None, None).expect("client")
+    }
+
+    /// Runs a `;`-separated script through `clickhouse-client --multiquery`,
+    /// as an operator would.
+    pub fn run_script(&self, script: &str) {
+        use std::io::Write as _;
+        let mut child = Command::new(installed("clickhouse-client"))
+            .args(["--host", "127.0.0.1", "--port", &self.tcp_port.to_string()])
+            // Bounded like every wait in these tests.
+            .args(["--multiquery", "--receive_timeout=30", "--send_timeout=30"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("clickhouse-client starts");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(script.as_bytes())
+            .expect("script written");
+        let out = child.wait_with_output().expect("clickhouse-client ends");
+        assert!(
+            out.status.success(),
+            "clickhouse-client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
