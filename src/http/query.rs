@@ -158,9 +158,9 @@ fn stream_json(
 ) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(4);
     let deadline = Instant::now() + state.http.request_timeout;
-    let stats = state.stats.clone();
-    stats.answers_streaming.fetch_add(1, Relaxed);
+    let streaming = Streaming::start(state.stats.clone());
     tokio::task::spawn_blocking(move || {
+        let stats = &streaming.0;
         let mut chunks = response.into_annotated_json_chunks(notes, Some(deadline));
         let sent_all = chunks
             .by_ref()
@@ -172,7 +172,6 @@ fn stream_json(
         if !sent_all || chunks.expired() {
             stats.answers_abandoned.fetch_add(1, Relaxed);
         }
-        stats.answers_streaming.fetch_sub(1, Relaxed);
     });
     let chunks = Chunks(rx);
     (
@@ -181,6 +180,23 @@ fn stream_json(
         Body::from_stream(chunks),
     )
         .into_response()
+}
+
+/// One answer on `tsd.rtsd.query.answers state=streaming`, until dropped
+/// (by the writing thread, however it ends).
+struct Streaming(Arc<crate::stats::Stats>);
+
+impl Streaming {
+    fn start(stats: Arc<crate::stats::Stats>) -> Streaming {
+        stats.answers_streaming.fetch_add(1, Relaxed);
+        Streaming(stats)
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.0.answers_streaming.fetch_sub(1, Relaxed);
+    }
 }
 
 /// `QueryRpc.execute`'s method checks, shared by every `/api/query/*`:

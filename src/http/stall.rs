@@ -119,3 +119,44 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for StallTimeout<S> {
         self.after(cx, polled)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_write_the_peer_never_takes_fails_and_is_counted() {
+        let stats = Arc::new(Stats::default());
+        let (near, _far) = tokio::io::duplex(64);
+        let mut s = StallTimeout::new(near, Duration::from_millis(50), stats.clone());
+        let err = s.write_all(&[b'x'; 1024]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(stats.http_write_timeouts.load(Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_that_keeps_reading_is_served() {
+        let stats = Arc::new(Stats::default());
+        let (near, mut far) = tokio::io::duplex(16);
+        // Every read is far within the timeout, the whole answer is not.
+        let mut s = StallTimeout::new(near, Duration::from_secs(2), stats.clone());
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 16];
+            loop {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                match far.read(&mut buf).await.unwrap() {
+                    0 => return got,
+                    n => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        });
+        s.write_all(&[b'x'; 1024]).await.unwrap();
+        s.shutdown().await.unwrap();
+        drop(s);
+        assert_eq!(reader.await.unwrap().len(), 1024);
+        assert_eq!(stats.http_write_timeouts.load(Relaxed), 0);
+    }
+}
