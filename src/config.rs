@@ -24,6 +24,7 @@ use serde::Deserialize;
 use crate::auth::{Auth, AuthFile};
 use crate::model::{DAY_MS, MINUTE_MS};
 use crate::query::time::{duration_text, parse_duration};
+use crate::query::QueryLimits;
 use crate::queue::OverflowPolicy;
 use crate::storage::Retention;
 
@@ -321,6 +322,23 @@ settings! {
     /// Half-open connections of rebooted collector hosts must not hold
     /// `max-connections` slots.
     idle_timeout: Span = Span(5 * MINUTE_MS), "idle-timeout", Flag::Value("DURATION");
+    // Grafana's data source proxy gives up after 30 s, scollector after a
+    // minute: answer before either does.
+    /// An HTTP request still unanswered after this long gets 503, a query
+    /// stops working, and a client that takes none of its answer for
+    /// this long is disconnected.
+    request_timeout: Span = Span(30_000), "request-timeout", Flag::Value("DURATION");
+    /// Series one query may match, over all its sub-queries; more get 413.
+    max_query_series: usize = QueryLimits::default().max_series, "max-query-series", Flag::None;
+    /// Points one query may read (raw points, rollup intervals) and fill;
+    /// more get 413.
+    max_query_points: usize = QueryLimits::default().max_points, "max-query-points", Flag::None;
+    /// Buckets one downsample may lay over a query's time range (the range
+    /// divided by the interval); more get 400 before anything is read.
+    max_downsample_buckets: u64 = QueryLimits::default().max_downsample_buckets, "max-downsample-buckets", Flag::None;
+    /// Downsample buckets times the series each sub-query matched, summed
+    /// over the query; more get 413 before any point is read.
+    max_query_buckets: u64 = QueryLimits::default().max_query_buckets, "max-query-buckets", Flag::None;
     /// `/api/put` requests handled at once; more get 503 with Retry-After.
     ///
     /// Each holds its body (up to 32 MiB inflated) while it runs.
@@ -426,6 +444,17 @@ impl Settings {
             raw_ms: self.retention.0,
             rollup_1h_ms: self.rollup_1h_retention.0,
             rollup_1d_ms: self.rollup_1d_retention.0,
+        }
+    }
+
+    /// The query limits these settings give; the deadline is per request.
+    pub fn query_limits(&self) -> QueryLimits {
+        QueryLimits {
+            max_series: self.max_query_series,
+            max_points: self.max_query_points,
+            max_downsample_buckets: self.max_downsample_buckets,
+            max_query_buckets: self.max_query_buckets,
+            deadline: None,
         }
     }
 

@@ -59,7 +59,21 @@ pub struct TelnetContext {
     pub auth: Auth,
     /// A connection that sends nothing for this long is closed.
     pub idle_timeout: Duration,
+    /// An HTTP connection whose peer takes nothing for this long is closed.
+    pub http_write_timeout: Duration,
     pub shutdown: CancellationToken,
+}
+
+impl TelnetContext {
+    /// The rules of HTTP connections, which share this context's limits.
+    pub fn http_rules(&self) -> crate::http::ConnectionRules {
+        crate::http::ConnectionRules {
+            shutdown: self.shutdown.clone(),
+            idle_timeout: self.idle_timeout,
+            write_timeout: self.http_write_timeout,
+            stats: self.stats.clone(),
+        }
+    }
 }
 
 /// How a connection ended, for the connection span's log line.

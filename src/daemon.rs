@@ -116,7 +116,10 @@ impl Daemon {
             stats.clone(),
             settings.clone(),
             parse.clone(),
-            HttpLimits::default(),
+            HttpLimits {
+                request_timeout: settings.request_timeout.duration(),
+                ..HttpLimits::default()
+            },
         ));
         let app = http::router(state);
         let ctx = Arc::new(TelnetContext {
@@ -128,6 +131,7 @@ impl Daemon {
             reply_buffer_bytes: settings.reply_buffer_bytes,
             auth: settings.auth.clone(),
             idle_timeout: settings.idle_timeout.duration(),
+            http_write_timeout: settings.request_timeout.duration(),
             shutdown: shutdown.clone(),
         });
 
@@ -145,16 +149,8 @@ impl Daemon {
                             // max-connections; the handshake has its own
                             // timeout.
                             Some((files, acceptor)) => {
-                                let (shutdown, idle) = (ctx.shutdown.clone(), ctx.idle_timeout);
-                                crate::tls::serve(
-                                    http_listener,
-                                    files,
-                                    acceptor,
-                                    app,
-                                    shutdown,
-                                    idle,
-                                )
-                                .await
+                                let rules = ctx.http_rules();
+                                crate::tls::serve(http_listener, files, acceptor, app, rules).await
                             }
                             None => {
                                 crate::server::http_accept_loop(

@@ -50,8 +50,7 @@ pub async fn http_accept_loop(
     tracker: TaskTracker,
 ) {
     let serve_one = |stream, ctx: &Arc<TelnetContext>| {
-        let (shutdown, idle, http) = (ctx.shutdown.clone(), ctx.idle_timeout, http.clone());
-        crate::http::serve_connection(stream, http, shutdown, idle)
+        crate::http::serve_connection(stream, http.clone(), ctx.http_rules())
     };
     run(listener, &ctx, &permits, &tracker, serve_one).await;
 }
@@ -152,7 +151,7 @@ async fn serve(stream: TcpStream, ctx: &TelnetContext, http: axum::Router) {
         },
     };
     if is_http {
-        crate::http::serve_connection(stream, http, ctx.shutdown.clone(), ctx.idle_timeout).await;
+        crate::http::serve_connection(stream, http, ctx.http_rules()).await;
         return;
     }
     match connection::serve(stream, ctx).await {

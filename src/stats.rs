@@ -78,6 +78,20 @@ pub struct Stats {
     pub auth_refused_telnet: AtomicU64,
     /// `/api/put` requests refused because `max-concurrent-puts` ran.
     pub puts_refused: AtomicU64,
+    /// HTTP connections closed because the peer took nothing of what was
+    /// written to it for `request-timeout`.
+    pub http_write_timeouts: AtomicU64,
+    /// Queries refused by a limit, by limit (`QueryError::limit`).
+    refused_downsample_buckets: AtomicU64,
+    refused_query_buckets: AtomicU64,
+    refused_series: AtomicU64,
+    refused_points: AtomicU64,
+    refused_deadline: AtomicU64,
+    /// Query answers being written now, each holding a blocking thread.
+    pub answers_streaming: AtomicU64,
+    /// Query answers given up before their end: the client went away or
+    /// stopped reading, or writing outlasted `request-timeout`.
+    pub answers_abandoned: AtomicU64,
     dropped_queue_full: AtomicU64,
     dropped_rate_limited: AtomicU64,
     dropped_store_error: AtomicU64,
@@ -114,6 +128,21 @@ impl Stats {
             DropReason::RateLimited => &self.dropped_rate_limited,
             DropReason::StoreError => &self.dropped_store_error,
         }
+    }
+
+    /// Counts a query refused by the limit `limit` names
+    /// ([`crate::query::QueryError::limit`]).
+    pub fn query_refused(&self, limit: &str) {
+        if let Some((_, counter)) = QUERY_REFUSALS.iter().find(|(l, _)| *l == limit) {
+            counter(self).fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn query_refused_count(&self, limit: &str) -> u64 {
+        QUERY_REFUSALS
+            .iter()
+            .find(|(l, _)| *l == limit)
+            .map_or(0, |(_, counter)| counter(self).load(Relaxed))
     }
 
     /// Counts a rejected line or point under the parser's error kind.
@@ -267,6 +296,15 @@ const fn family(
     }
 }
 
+/// Refused queries by the limit they ran into.
+const QUERY_REFUSALS: &[(&str, CounterOf)] = &[
+    ("downsample_buckets", |s| &s.refused_downsample_buckets),
+    ("query_buckets", |s| &s.refused_query_buckets),
+    ("series", |s| &s.refused_series),
+    ("points", |s| &s.refused_points),
+    ("deadline", |s| &s.refused_deadline),
+];
+
 /// Every number `stats`, `/api/stats` and `/metrics` report, in their
 /// order. OpenTSDB's own names where it has one (`tsd.rpc.received
 /// type=put`), `tsd.rtsd.*` otherwise; Prometheus names with an `rtsd_`
@@ -289,6 +327,15 @@ pub const FAMILIES: &[Family] = {
             "Lines read on the telnet port, of any kind.", Read::Counter(|s| &s.lines_received)),
         family("tsd.http.query.received", Tag::None, "rtsd_queries_total", Counter,
             "Requests to /api/query.", Read::Counter(|s| &s.queries)),
+        family("tsd.rtsd.query.refused", Label("limit"), "rtsd_queries_refused_total", Counter,
+            "Queries refused by a limit: downsample or query buckets, series, points (413 or 400), deadline (503).",
+            Read::Counters(QUERY_REFUSALS)),
+        family("tsd.rtsd.query.answers", Fixed("state", "streaming"), "rtsd_query_answers_streaming", Gauge,
+            "Query answers being written now, each on a blocking thread.",
+            Read::Counter(|s| &s.answers_streaming)),
+        family("tsd.rtsd.query.answers", Fixed("state", "abandoned"), "rtsd_query_answers_abandoned_total", Counter,
+            "Query answers given up before their end: the client left or stopped reading, or writing outlasted request-timeout.",
+            Read::Counter(|s| &s.answers_abandoned)),
         family("tsd.http.requests", Tag::None, "rtsd_http_requests_total", Counter,
             "HTTP requests on either port.", Read::Counter(|s| &s.http_requests)),
         family("tsd.rtsd.points.received", Label("source"), "rtsd_points_received_total", Counter,
@@ -321,6 +368,9 @@ pub const FAMILIES: &[Family] = {
         family("tsd.rtsd.store.writable", Tag::None, "rtsd_store_writable", Gauge,
             "1 while commits succeed, 0 from a failed commit (disk full, I/O error) until one succeeds.",
             Read::Writable),
+        family("tsd.connectionmgr.exceptions", Fixed("type", "write_timeout"), "rtsd_http_write_timeouts_total", Counter,
+            "HTTP connections closed because the client took nothing written to it for request-timeout.",
+            Read::Counter(|s| &s.http_write_timeouts)),
         family("tsd.rpc.errors", Fixed("type", "socket_writes_blocked"), "rtsd_replies_dropped_total", Counter,
             "Error replies not sent because the client does not read its socket.",
             Read::Counter(|s| &s.replies_dropped)),

@@ -19,7 +19,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
@@ -66,9 +65,9 @@ pub async fn serve(
     files: (PathBuf, PathBuf),
     mut acceptor: TlsAcceptor,
     app: axum::Router,
-    shutdown: CancellationToken,
-    idle_timeout: std::time::Duration,
+    rules: crate::http::ConnectionRules,
 ) {
+    let shutdown = rules.shutdown.clone();
     let tracker = TaskTracker::new();
     let mut hangup = match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),
@@ -98,14 +97,12 @@ pub async fn serve(
                 }
             },
         };
-        let (acceptor, app, shutdown) = (acceptor.clone(), app.clone(), shutdown.clone());
+        let (acceptor, app, rules) = (acceptor.clone(), app.clone(), rules.clone());
         let span = tracing::debug_span!("https", %peer);
         tracker.spawn(
             async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => {
-                        crate::http::serve_connection(tls, app, shutdown, idle_timeout).await
-                    }
+                    Ok(Ok(tls)) => crate::http::serve_connection(tls, app, rules).await,
                     Ok(Err(e)) => tracing::debug!(error = %e, "tls handshake failed"),
                     Err(_) => tracing::debug!("tls handshake timed out"),
                 }

@@ -125,10 +125,6 @@ fn config_map(state: &AppState) -> BTreeMap<String, String> {
     let http = [
         ("max-body-bytes", state.http.max_body_bytes.to_string()),
         (
-            "request-timeout-ms",
-            state.http.request_timeout.as_millis().to_string(),
-        ),
-        (
             "max-concurrent-reads",
             state.http.max_concurrent_reads.to_string(),
         ),

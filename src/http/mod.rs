@@ -44,6 +44,8 @@ mod annotation;
 mod body;
 mod dashboard;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gate;
 mod guard;
 mod info;
@@ -59,6 +61,7 @@ mod put_check;
 mod query;
 mod series_expr;
 mod stale;
+mod stall;
 mod suggest;
 mod uid;
 
@@ -108,9 +111,7 @@ impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
             max_body_bytes: 32 << 20,
-            // Grafana's data source proxy gives up after 30 s, scollector
-            // after a minute: answer before either does.
-            request_timeout: Duration::from_secs(30),
+            request_timeout: Settings::default().request_timeout.duration(),
             // Reads are CPU-bound once the block cache is warm; more at
             // once than cores only slows ingest down.
             max_concurrent_reads: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -157,7 +158,7 @@ impl AppState {
             store,
             queue,
             stats,
-            limits: QueryLimits::default(),
+            limits: settings.query_limits(),
             settings,
             parse,
             http,
@@ -276,19 +277,36 @@ fn normalize(mut req: Request) -> Result<Request, ApiError> {
     Ok(req)
 }
 
+/// What every HTTP connection is held to, on either port and over TLS.
+#[derive(Clone)]
+pub struct ConnectionRules {
+    pub shutdown: CancellationToken,
+    /// The longest wait for a request's header or the next kept-alive
+    /// request.
+    pub idle_timeout: Duration,
+    /// The longest a write may wait for the peer to take bytes
+    /// ([`stall`]).
+    pub write_timeout: Duration,
+    pub stats: Arc<Stats>,
+}
+
 /// Serves HTTP on an accepted connection (a plain one on either port, or
 /// an https one) until the client closes it or shutdown. A request's
 /// header must arrive within `idle_timeout`, and a kept-alive connection
 /// waiting for its next request is closed after it too, so slow-loris
-/// clients and idle keep-alives give their slot back.
-pub async fn serve_connection<S>(
-    stream: S,
-    app: Router,
-    shutdown: CancellationToken,
-    idle_timeout: Duration,
-) where
+/// clients and idle keep-alives give their slot back; a client that stops
+/// reading its answer is dropped after `write_timeout`.
+pub async fn serve_connection<S>(stream: S, app: Router, rules: ConnectionRules)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let ConnectionRules {
+        shutdown,
+        idle_timeout,
+        write_timeout,
+        stats,
+    } = rules;
+    let stream = stall::StallTimeout::new(stream, write_timeout, stats);
     let io = hyper_util::rt::TokioIo::new(stream);
     let service = hyper_util::service::TowerToHyperService::new(app);
     let mut builder =

@@ -31,7 +31,10 @@ pub mod downsample;
 pub mod engine;
 pub mod error;
 pub mod filter;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
+mod memory;
 pub mod output;
 mod pipeline;
 mod query_string;

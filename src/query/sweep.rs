@@ -41,7 +41,7 @@ use crate::model::{DataPoint, Value};
 use crate::query::aggregator::{Aggregator, Fold, FoldOp, Interpolation, WithFold};
 use crate::query::downsample::{self, BucketSink, Doubles, Downsampler, Grid, Slots};
 use crate::query::error::QueryError;
-use crate::query::limits::{check_deadline, Budget};
+use crate::query::limits::{check_deadline, Budget, Ticker};
 use crate::query::pipeline::{Loaded, Pipeline, Scratch};
 use crate::query::source::{PointScan, Source, SourceError};
 
@@ -297,7 +297,10 @@ impl<'g> GridSweep<'g> {
             check_deadline(budget.limits.deadline)?;
             let (read_count, on_grid) = match stream {
                 Some((grid, function)) => {
-                    let (read, on_grid) = self.stream(&mut *scan, id, grid, function, scratch)?;
+                    let ticker = &mut Ticker::new(budget.limits.deadline);
+                    let (read, on_grid) =
+                        self.stream(&mut *scan, id, (grid, function), ticker, scratch)?;
+                    ticker.stopped()?;
                     budget.add_points(read as u64)?;
                     if read == 0 {
                         continue;
@@ -325,14 +328,15 @@ impl<'g> GridSweep<'g> {
         Ok(Some((self.points(), present, raw_points)))
     }
 
-    /// Reads series `id` through a downsampler into the folds; returns the
-    /// points read and whether every bucket was on the grid.
+    /// Reads series `id` through a downsampler into the folds, stopping
+    /// the scan when `ticker` finds the deadline passed; returns the points
+    /// read and whether every bucket was on the grid.
     fn stream(
         &mut self,
         scan: &mut dyn PointScan,
         id: u64,
-        grid: &Grid,
-        function: Aggregator,
+        (grid, function): (&Grid, Aggregator),
+        ticker: &mut Ticker,
         scratch: &mut Scratch,
     ) -> Result<(usize, bool), QueryError> {
         struct Stream<'a, 'g> {
@@ -340,15 +344,17 @@ impl<'g> GridSweep<'g> {
             scan: &'a mut dyn PointScan,
             id: u64,
             downsampler: Downsampler<'a>,
+            ticker: &'a mut Ticker,
         }
         impl WithFold for Stream<'_, '_> {
             type Output = (Result<usize, SourceError>, bool, Vec<f64>);
             fn run<F: FoldOp>(mut self, op: F) -> Self::Output {
                 let mut adding = self.sweep.adding(op);
-                let d = &mut self.downsampler;
-                let read = self
-                    .scan
-                    .scan(self.id, &mut |points| d.push(points, &mut adding));
+                let (d, ticker) = (&mut self.downsampler, &mut *self.ticker);
+                let read = self.scan.scan(self.id, &mut |points| {
+                    d.push(points, &mut adding);
+                    ticker.keep_going(points.len())
+                });
                 d.finish(&mut adding);
                 (read, adding.on_grid, self.downsampler.into_buf())
             }
@@ -360,6 +366,7 @@ impl<'g> GridSweep<'g> {
             scan,
             id,
             downsampler,
+            ticker,
         });
         scratch.buf = buf;
         Ok((read?, on_grid))
@@ -492,10 +499,10 @@ impl Sweep {
         let interpolation = self.aggregator.interpolation();
         // The output timestamps: each step's is the earliest unread point.
         let mut next = cols.iter().filter(|c| c.len() > 0).map(|c| c.ts(0)).min();
+        let mut ticker = Ticker::new(self.deadline);
         while let Some(t) = next {
-            if out.len() % 4096 == 4095 {
-                check_deadline(self.deadline)?;
-            }
+            // Each step visits every series.
+            ticker.tick_by(cols.len())?;
             next = None;
             buf.clear();
             let mut ints = !self.rates;

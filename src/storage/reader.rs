@@ -9,6 +9,7 @@
 //! refolded from its hours, with the same code the writer uses.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -215,7 +216,10 @@ impl StoreReader {
     fn points_in(&self, id: u64, start: i64, end: i64) -> Result<Vec<DataPoint>, StoreError> {
         let mut out = Vec::new();
         self.scan(&[id], start, end)
-            .scan_series(id, &mut |points| out.extend_from_slice(points))?;
+            .scan_series(id, &mut |points| {
+                out.extend_from_slice(points);
+                ControlFlow::Continue(())
+            })?;
         Ok(out)
     }
 
@@ -425,7 +429,11 @@ impl<'a> Scan<'a> {
 }
 
 impl PointScan for Scan<'_> {
-    fn scan(&mut self, id: u64, visit: &mut dyn FnMut(&[DataPoint])) -> Result<usize, SourceError> {
+    fn scan(
+        &mut self,
+        id: u64,
+        visit: &mut dyn FnMut(&[DataPoint]) -> ControlFlow<()>,
+    ) -> Result<usize, SourceError> {
         self.scan_series(id, visit).map_err(source_error)
     }
 }
@@ -434,7 +442,7 @@ impl Scan<'_> {
     fn scan_series(
         &mut self,
         id: u64,
-        visit: &mut dyn FnMut(&[DataPoint]),
+        visit: &mut dyn FnMut(&[DataPoint]) -> ControlFlow<()>,
     ) -> Result<usize, StoreError> {
         let Some((start, end)) = self.range else {
             return Ok(0);
@@ -449,43 +457,54 @@ impl Scan<'_> {
             .into_iter()
             .peekable();
         let mut count = 0;
-        // The points of one window, cut to `[start, end]`.
+        // The points of one window, cut to `[start, end]`; a break from
+        // `visit` ends the scan.
         let mut emit = |points: &[DataPoint]| {
             let lo = points.partition_point(|p| p.timestamp_ms < start);
             let hi = points.partition_point(|p| p.timestamp_ms <= end);
             if lo < hi {
                 count += hi - lo;
-                visit(&points[lo..hi]);
+                return visit(&points[lo..hi]);
             }
+            ControlFlow::Continue(())
         };
-        for f in &mut open.families {
-            // As `blocks::scan`: windows of `id` in `[from, to]` in this day.
-            let lower = keys::series_time(id, from.max(f.day));
-            let upper = keys::series_time(id, to.min(f.day + DAY_MS - 1) + 1);
-            f.it.seek(lower);
-            while let Some((key, value)) = f.it.item() {
-                if key >= &upper[..] {
-                    break;
-                }
-                let (_, block_start) = keys::parse_series_time(key)
-                    .ok_or_else(|| StoreError::corrupt(&f.name, key, "malformed block key"))?;
-                while let Some(h) = heads.next_if(|h| h.start < block_start) {
-                    emit(&merge(id, &h, None)?);
-                }
-                match heads.next_if(|h| h.start == block_start) {
-                    Some(h) => emit(&merge(id, &h, Some(value))?),
-                    None => {
-                        chunk::decode_into(value, &mut buf)
-                            .map_err(|e| corrupt_block(id, block_start, e))?;
-                        emit(&buf);
+        'scan: {
+            for f in &mut open.families {
+                // As `blocks::scan`: windows of `id` in `[from, to]` in this day.
+                let lower = keys::series_time(id, from.max(f.day));
+                let upper = keys::series_time(id, to.min(f.day + DAY_MS - 1) + 1);
+                f.it.seek(lower);
+                while let Some((key, value)) = f.it.item() {
+                    if key >= &upper[..] {
+                        break;
                     }
+                    let (_, block_start) = keys::parse_series_time(key)
+                        .ok_or_else(|| StoreError::corrupt(&f.name, key, "malformed block key"))?;
+                    while let Some(h) = heads.next_if(|h| h.start < block_start) {
+                        if emit(&merge(id, &h, None)?).is_break() {
+                            break 'scan;
+                        }
+                    }
+                    let flow = match heads.next_if(|h| h.start == block_start) {
+                        Some(h) => emit(&merge(id, &h, Some(value))?),
+                        None => {
+                            chunk::decode_into(value, &mut buf)
+                                .map_err(|e| corrupt_block(id, block_start, e))?;
+                            emit(&buf)
+                        }
+                    };
+                    if flow.is_break() {
+                        break 'scan;
+                    }
+                    f.it.next();
                 }
-                f.it.next();
+                f.it.status()?;
             }
-            f.it.status()?;
-        }
-        for h in heads {
-            emit(&merge(id, &h, None)?);
+            for h in heads {
+                if emit(&merge(id, &h, None)?).is_break() {
+                    break 'scan;
+                }
+            }
         }
         self.buf = buf;
         Ok(count)
@@ -593,6 +612,7 @@ mod tests {
                         .scan(id, &mut |p| {
                             assert!(!p.is_empty());
                             got.extend_from_slice(p);
+                            ControlFlow::Continue(())
                         })
                         .expect("scans");
                     let want = r.points(id, start, end).expect("reads");
@@ -600,6 +620,19 @@ mod tests {
                     assert_eq!(got, want, "{id} in [{start}, {end}]");
                 }
             }
+        }
+        // A visitor that breaks (a query past its deadline) gets no more.
+        let mut scan = r.scan_points(&ids, i64::MIN, i64::MAX);
+        for &id in &ids {
+            let mut slices = 0;
+            let n = scan
+                .scan(id, &mut |_| {
+                    slices += 1;
+                    ControlFlow::Break(())
+                })
+                .expect("scans");
+            assert_eq!(slices, 1);
+            assert!(n < r.points(id, i64::MIN, i64::MAX).unwrap().len(), "{id}");
         }
     }
 }

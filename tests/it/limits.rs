@@ -153,29 +153,129 @@ async fn points_too_far_in_the_future_are_refused_and_create_no_partitions() {
 }
 
 /// Queries that would build billions of buckets or walk the calendar for
-/// minutes are answered at once.
+/// minutes are refused before anything is built, and counted by limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn query_bombs_are_answered_at_once() {
+async fn query_bombs_are_refused_at_once() {
     let d = TestDaemon::start().await;
-    exchange(d.telnet(), b"put bomb.m 1700000000 1 host=a\n").await;
-    d.wait_stored(1).await;
-    for (path, expected) in [
-        (
-            "/api/query?start=1000000000&end=1800000000&m=sum:1ms-sum-zero:bomb.m",
-            413,
-        ),
-        (
-            "/api/query?start=1&end=9223372036854775807&m=sum:1dc-sum:bomb.m",
-            200,
-        ),
-    ] {
-        let started = std::time::Instant::now();
-        let (status, body) = http(d.http(), "GET", path, b"").await;
-        let took = started.elapsed();
-        assert_eq!(status, expected, "{path}: {body}");
-        assert!(took < Duration::from_millis(500), "{path} took {took:?}");
+    let mut lines = String::new();
+    for host in 0..40 {
+        lines.push_str(&format!("put bomb.m 1700000000 1 host=h{host}\n"));
     }
+    exchange(d.telnet(), lines.as_bytes()).await;
+    d.wait_stored(40).await;
+    let ten_years = 1_700_000_000 - 10 * 365 * 86_400;
+    let bombs = [
+        // 1 ms buckets over 25 years: 8e11 buckets.
+        (
+            "GET",
+            "/api/query?start=1000000000&end=1800000000&m=sum:1ms-sum-zero:bomb.m".to_string(),
+            String::new(),
+            400,
+            "downsample_buckets",
+        ),
+        // Calendar days from 1970 to i64::MAX ms.
+        (
+            "GET",
+            "/api/query?start=1&end=9223372036854775807&m=sum:1dc-sum:bomb.m".to_string(),
+            String::new(),
+            400,
+            "downsample_buckets",
+        ),
+        (
+            "POST",
+            "/api/query".to_string(),
+            r#"{"start":1,"end":"9223372036854775807","useCalendar":true,
+                "queries":[{"aggregator":"sum","metric":"bomb.m","downsample":"1d-sum-zero"}]}"#
+                .to_string(),
+            400,
+            "downsample_buckets",
+        ),
+        // Ten years at 1m is a fine grid, but not for 40 series at once:
+        // 5.3 M buckets × 40 > 200 M.
+        (
+            "GET",
+            format!("/api/query?start={ten_years}&end=1700000060&m=sum:1m-avg:bomb.m"),
+            String::new(),
+            413,
+            "query_buckets",
+        ),
+    ];
+    let stats = &d.daemon.stats;
+    for (method, path, body, status, limit) in bombs {
+        let before = stats.query_refused_count(limit);
+        let started = std::time::Instant::now();
+        let (got, reply) = http(d.http(), method, &path, body.as_bytes()).await;
+        let took = started.elapsed();
+        eprintln!("{method} {path}: {got} in {took:?}");
+        assert_eq!(got, status, "{path}: {reply}");
+        let error: serde_json::Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(error["error"]["code"], status, "{reply}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains("longer downsample interval"), "{reply}");
+        assert!(took < Duration::from_secs(5), "{path} took {took:?}");
+        assert_eq!(stats.query_refused_count(limit), before + 1, "{path}");
+    }
+    // The same series over one day at 1m is answered.
+    let path = "/api/query?start=1699990000&end=1700000060&m=sum:1m-avg:bomb.m";
+    let (status, reply) = http(d.http(), "GET", path, b"").await;
+    assert_eq!(status, 200, "{reply}");
     d.stop().await;
+}
+
+/// A client that sends a query with a large answer and never reads it is
+/// disconnected after `request-timeout`; the thread writing the answer is
+/// freed, and other queries are answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answer_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Spawned::start_with(dir.path(), &["--request-timeout", "1s"], &[]).await;
+    let mut lines = String::new();
+    for host in 0..100 {
+        lines.push_str(&format!("put stuck.m 1700000000 1 host=h{host}\n"));
+    }
+    lines.push_str("version\n");
+    let mut telnet = TcpStream::connect(d.telnet).await.unwrap();
+    telnet.write_all(lines.as_bytes()).await.unwrap();
+    read_line(&mut telnet).await;
+    d.wait_stat("tsd.rtsd.points.stored", "", |n| n >= 100)
+        .await;
+    // 100 series of three hours of 1 s buckets filled with zeros: about
+    // 18 MB of JSON, far more than the socket buffers hold.
+    let request = "GET /api/query?start=1699995000&end=1700005800&m=none:1s-sum-zero:stuck.m \
+                   HTTP/1.1\r\nHost: x\r\n\r\n";
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = socket.connect(d.http).await.unwrap();
+    stuck.write_all(request.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    d.wait_stat("tsd.rtsd.query.answers", "streaming", |n| n == 1)
+        .await;
+    // Another query is answered while the stuck answer waits.
+    let (status, reply) = http(
+        d.http,
+        "GET",
+        "/api/query?start=1699995000&end=1700005800&m=sum:1h-sum:stuck.m",
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    d.wait_stat("tsd.rtsd.query.answers", "streaming", |n| n == 0)
+        .await;
+    let freed = started.elapsed();
+    eprintln!("the stuck answer's thread was freed after {freed:?}");
+    assert_eq!(d.stat("tsd.rtsd.query.answers", "abandoned").await, 1);
+    assert_eq!(
+        d.stat("tsd.connectionmgr.exceptions", "write_timeout")
+            .await,
+        1
+    );
+    // The server closed the connection: reading now ends, cut short.
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(DEADLINE, stuck.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "{read:?}");
+    assert!(!answer.ends_with(b"]"), "{} bytes", answer.len());
+    d.signal("-TERM");
+    assert!(d.wait().await.success());
 }
 
 /// A put beyond `max-concurrent-puts` gets 503 with Retry-After at once;

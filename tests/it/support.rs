@@ -324,6 +324,22 @@ impl Spawned {
             .unwrap_or_else(|| panic!("no stat {metric} {tag_value}"))
     }
 
+    /// Waits until the counter [`Spawned::stat`] reads satisfies `want`.
+    pub async fn wait_stat(&self, metric: &str, tag_value: &str, want: impl Fn(u64) -> bool) {
+        let start = Instant::now();
+        loop {
+            let value = self.stat(metric, tag_value).await;
+            if want(value) {
+                return;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{metric} {tag_value} stuck at {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub fn signal(&self, sig: &str) {
         let status = std::process::Command::new("kill")
             .args([sig, &self.child.id().to_string()])
