@@ -454,7 +454,7 @@ impl Settings {
             max_points: self.max_query_points,
             max_downsample_buckets: self.max_downsample_buckets,
             max_query_buckets: self.max_query_buckets,
-            deadline: None,
+            ..QueryLimits::default()
         }
     }
 

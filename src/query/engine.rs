@@ -77,6 +77,7 @@ pub fn execute(
         results,
         echoes,
         summary,
+        sweeps: budget.sweeps,
         arrays: req.arrays,
         show_tsuids: req.show_tsuids,
         show_stats: req.show_stats,

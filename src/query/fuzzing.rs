@@ -67,6 +67,7 @@ pub fn check_query_invariants(data: &[u8]) {
         max_query_buckets: 200_000,
         // Only a safety net: the limits above keep every query short.
         deadline: Some(Instant::now() + Duration::from_secs(10)),
+        ..QueryLimits::default()
     };
     let answer = match execute(&store(), &request, NOW_MS, &limits) {
         Ok(answer) => answer,

@@ -34,6 +34,10 @@ pub struct QueryLimits {
     pub max_query_buckets: u64,
     /// Give up (503) once this instant has passed.
     pub deadline: Option<Instant>,
+    /// Most buckets one group's grid sweep lays out (its memory is one fold
+    /// per bucket); a bigger group takes the general sweep, which visits
+    /// only timestamps with data. 0: every group takes the general sweep.
+    pub grid_max_slots: usize,
 }
 
 impl Default for QueryLimits {
@@ -47,6 +51,7 @@ impl Default for QueryLimits {
             // (about one bucket per pixel) reach `max_series` first.
             max_query_buckets: 200_000_000,
             deadline: None,
+            grid_max_slots: 1 << 20,
         }
     }
 }
@@ -101,6 +106,18 @@ pub(super) struct Budget<'a> {
     pub(super) series: usize,
     /// Points read and buckets filled.
     pub(super) points: usize,
+    pub(super) sweeps: Sweeps,
+}
+
+/// How the groups of one query were aggregated across their series: what
+/// tunes [`QueryLimits::grid_max_slots`] and what tests pin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sweeps {
+    /// Groups the grid sweep answered.
+    pub grid: usize,
+    /// Groups that started on the grid, proved too sparse for it and were
+    /// answered by the general sweep.
+    pub grid_fallbacks: usize,
 }
 
 impl<'a> Budget<'a> {
@@ -109,6 +126,7 @@ impl<'a> Budget<'a> {
             limits,
             series: 0,
             points: 0,
+            sweeps: Sweeps::default(),
         }
     }
 

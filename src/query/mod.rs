@@ -51,6 +51,6 @@ pub use aggregator::aggregator_names;
 pub use engine::execute;
 pub use error::QueryError;
 pub use filter::filter_descriptions;
-pub use limits::QueryLimits;
+pub use limits::{QueryLimits, Sweeps};
 pub use output::QueryResponse;
 pub use request::{QueryRequest, SubQuery};

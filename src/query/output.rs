@@ -37,7 +37,7 @@ use crate::java::double_text;
 use crate::model::Value;
 use crate::query::error::QueryError;
 use crate::query::filter::TagFilter;
-use crate::query::limits::Ticker;
+use crate::query::limits::{Sweeps, Ticker};
 use crate::query::request::SubQuery;
 
 /// The answer to a query, ready to serialise.
@@ -47,6 +47,8 @@ pub struct QueryResponse {
     /// Per sub-query echo JSON, when `showQuery` was asked for.
     pub(crate) echoes: Vec<String>,
     pub summary: Summary,
+    /// Not part of any answer.
+    pub sweeps: Sweeps,
     pub(crate) arrays: bool,
     pub(crate) show_tsuids: bool,
     pub(crate) show_stats: bool,
@@ -490,6 +492,7 @@ mod tests {
                 raw_points: 7,
                 emitted: 3,
             },
+            sweeps: Sweeps::default(),
             arrays: false,
             show_tsuids: false,
             show_stats: false,
