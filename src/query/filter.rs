@@ -16,6 +16,7 @@
 use regex::Regex;
 
 use crate::java::split::split;
+use crate::query::source::TagSelect;
 
 /// The registered filter types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -321,6 +322,25 @@ impl TagFilter {
         match (&self.matcher, self.filter_type) {
             (Matcher::Literals(l), FilterType::LiteralOr) => l,
             _ => &[],
+        }
+    }
+
+    /// A prefix of every value this filter accepts (often empty).
+    pub fn value_prefix(&self) -> &str {
+        match &self.matcher {
+            Matcher::Glob(Some(g)) if g.anchored_start && !self.case_insensitive => &g.pieces[0],
+            _ => "",
+        }
+    }
+
+    /// This filter as a store can use it to narrow a metric's series.
+    pub fn select<'a>(&'a self, matches: &'a dyn Fn(&str) -> bool) -> TagSelect<'a> {
+        let exact = self.literal_values();
+        TagSelect {
+            key: &self.tagk,
+            exact: (!exact.is_empty()).then_some(exact),
+            prefix: self.value_prefix(),
+            matches,
         }
     }
 

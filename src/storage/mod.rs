@@ -45,7 +45,10 @@
 //!
 //! Readers copy what they need out of the head under a short read lock,
 //! *then* read RocksDB. In that order a window sealed in between is seen
-//! twice (identical data, merged) rather than not at all.
+//! twice (identical data, merged) rather than not at all. Which series a
+//! query or lookup touches comes from the posting lists in memory
+//! (`series_index`), built at open from the `series` family and extended
+//! by the writer after each commit that creates series.
 //!
 //! # Retention
 //!
@@ -68,9 +71,6 @@
 //! |                    | `next_series_id`                           | u64 BE: the next id to hand out (ids start at 1) |
 //! |                    | `seal_watermark`                           | u64 BE log seq ‖ i64 window bound (see `log`) |
 //! | `series`           | series key                                 | series id, u64 BE |
-//! | `series_by_id`     | series id, u64 BE                          | series key |
-//! | `index`            | `'M' metric 0x00 id`                       | series key |
-//! |                    | `'T' tagk 0x00 tagv 0x00 id`               | empty |
 //! | `names`            | `'m'`/`'k'`/`'v'` ‖ name                   | empty |
 //! | `log`              | sequence number, u64 BE                    | log record |
 //! | `blocks_YYYYMMDD`  | id u64 BE ‖ window start i64               | block record |
@@ -81,7 +81,10 @@
 //! Blocks, hour rollups and day rollups are partitioned by the UTC day,
 //! month and year their key's start falls in, so retention drops whole
 //! families. Version 1 kept the rollups in single `rollup_1h`/`rollup_1d`
-//! families; it never shipped and is not read.
+//! families; it never shipped and is not read. Version 2 stores also had
+//! `series_by_id` (id → key) and `index` (posting lists from metrics and
+//! tags to ids) families; both are now kept in memory only and are dropped
+//! when such a store opens.
 //!
 //! A series key is `metric (0x00 tagk 0x00 tagv)*`, tags sorted by key
 //! ([`crate::model::SeriesKey`]). Every `i64` in a key is big-endian with
@@ -112,7 +115,8 @@
 //!   without a version bump: older stores gain it, empty, at open.
 //!
 //! Module map: `cf` names and tunes the families, `keys` builds every
-//! key, `index` the series index, `head` the in-memory windows, `log` the
+//! key, `index` the series index on disk and `series_index` its posting
+//! lists in memory, `head` the in-memory windows, `log` the
 //! log records, `blocks` the time-partitioned families (and the blocks in
 //! them), `rollup` the aggregates, `writer` and `reader` the two halves,
 //! `delete` what a delete rewrites, `annotation` the annotations (written
@@ -130,6 +134,7 @@ mod keys;
 mod log;
 mod reader;
 mod rollup;
+mod series_index;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -148,6 +153,7 @@ pub use writer::{AppendStats, StoreWriter, SEAL_WINDOWS_PER_CALL};
 use blocks::Partitions;
 use cf::Partitioned;
 use head::Head;
+use series_index::SeriesIndex;
 
 /// The on-disk format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 2;
@@ -243,6 +249,8 @@ impl StoreError {
 struct Shared {
     db: Db,
     head: RwLock<Head>,
+    /// Filled by the writer at open and with every new series.
+    series_index: RwLock<SeriesIndex>,
     blocks: Partitions,
     hours: Partitions,
     days: Partitions,
@@ -306,6 +314,11 @@ impl Store {
             .iter()
             .map(|n| ColumnFamilyDescriptor::new(n, cf::cf_options(n, &cache)));
         let db = Db::open_cf_descriptors(&cf::db_options(&opts), dir, descriptors)?;
+        for retired in cf::RETIRED {
+            if names.iter().any(|n| n == retired) {
+                db.drop_cf(retired)?;
+            }
+        }
         let periods = |kind| {
             let found = names.iter().filter_map(|n| cf::Partitioned::parse(n));
             let starts = found.filter(move |&(k, _)| k == kind).map(|(_, s)| s);
@@ -318,6 +331,7 @@ impl Store {
             retention: opts.retention,
             db,
             head: RwLock::new(Head::default()),
+            series_index: RwLock::new(SeriesIndex::default()),
             cache,
             cache_bytes: opts.block_cache_bytes,
             dir: dir.to_owned(),
