@@ -119,6 +119,11 @@ impl StoreWriter {
         })
     }
 
+    /// Every series the store holds.
+    pub fn series_keys(&self) -> impl Iterator<Item = &SeriesKey> {
+        self.ids.keys()
+    }
+
     /// Resolves series ids (new series get ids and index entries), appends
     /// to head chunks, and commits ONE RocksDB write batch holding the
     /// batch's log record plus any new index entries. When it returns Ok,

@@ -3,6 +3,7 @@
 
 mod annotations;
 mod auth;
+mod cardinality;
 mod clients;
 mod collectd;
 mod dashboard;

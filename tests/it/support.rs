@@ -261,6 +261,17 @@ pub struct Spawned {
     pub http: SocketAddr,
 }
 
+/// A test that fails before stopping its daemon must not leave it running
+/// (holding the test's output pipe open).
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Spawned {
     pub async fn start(dir: &Path) -> Spawned {
         Self::start_with_env(dir, &[]).await
@@ -322,6 +333,15 @@ impl Spawned {
             })
             .and_then(|l| l["value"].as_str()?.parse().ok())
             .unwrap_or_else(|| panic!("no stat {metric} {tag_value}"))
+    }
+
+    /// Polls an untagged counter from `/api/stats` until it reaches `n`.
+    pub async fn wait_stat(&self, metric: &str, n: u64) {
+        let start = Instant::now();
+        while self.stat(metric, "").await < n {
+            assert!(start.elapsed() < DEADLINE, "{metric} not at {n} in time");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub fn signal(&self, sig: &str) {
