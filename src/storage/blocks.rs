@@ -138,20 +138,15 @@ impl Partitions {
         self.create(db, Period::of(spans[spans.len() - 1], ts))
     }
 
-    /// `(name, family)` of the periods holding `ts` that have a family,
-    /// fine first.
-    pub fn holding<'a>(&self, db: &'a Db, ts: i64) -> Vec<(String, Family<'a>)> {
+    /// The families of the periods holding `ts`, fine first.
+    pub fn holding<'a>(&self, db: &'a Db, ts: i64) -> Vec<Family<'a>> {
         let periods = self.periods.read();
         self.kind
             .spans()
             .iter()
             .map(|&span| Period::of(span, ts))
             .filter(|p| periods.contains(p))
-            .filter_map(|p| {
-                let name = self.name(p);
-                let family = db.cf_handle(&name)?;
-                Some((name, family))
-            })
+            .filter_map(|p| db.cf_handle(&self.name(p)))
             .collect()
     }
 
@@ -289,7 +284,7 @@ pub fn find<'a>(
     start: i64,
 ) -> Result<Option<(Family<'a>, Vec<u8>)>, StoreError> {
     let key = keys::series_time(id, start);
-    for (_, family) in parts.holding(db, start) {
+    for family in parts.holding(db, start) {
         if let Some(value) = db.get_cf(&family, key)? {
             return Ok(Some((family, value)));
         }

@@ -132,7 +132,7 @@ fn store_rollup(
 ) {
     let key = keys::series_time(id, start);
     let mut agg = agg;
-    for (_, family) in parts.holding(&shared.db, start) {
+    for family in parts.holding(&shared.db, start) {
         match agg.take() {
             Some(agg) => batch.put_cf(&family, key, rollup::encode(&agg)),
             None => batch.delete_cf(&family, key),
