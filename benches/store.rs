@@ -85,7 +85,7 @@ fn report() {
     let append_s = started.elapsed().as_secs_f64();
     let logged = r.bytes_on_disk();
     let sealed = Instant::now();
-    w.seal_all().expect("seals");
+    w.seal_all(rtsd::model::now_ms()).expect("seals");
     w.flush().expect("flushes");
     let seal_s = sealed.elapsed().as_secs_f64();
     let n = samples.len() as f64;

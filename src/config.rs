@@ -347,6 +347,15 @@ settings! {
     ///
     /// Each future day would otherwise get its own partition.
     max_future: Span = Span(DAY_MS), "max-future", Flag::Value("DURATION");
+    /// Series the store may hold; a point of a new series beyond it is
+    /// refused with `too many series`. 0: no limit.
+    ///
+    /// Points of existing series always pass.
+    max_series: u64 = 0, "max-series", Flag::Value("N");
+    /// New series admitted per minute (a token bucket: a burst of N, then
+    /// one every 60/N s); a point of a new series beyond it is refused with
+    /// `too many series`. 0: no limit.
+    max_new_series_per_minute: u32 = 0, "max-new-series-per-minute", Flag::Value("N");
     /// Error replies a connection may have unsent before further ones are
     /// dropped (and counted): collectd and telegraf never read the socket.
     reply_buffer_bytes: usize = 64 * 1024, "reply-buffer-bytes", Flag::None;

@@ -13,6 +13,9 @@
 //! that asks without ever reading is paused (no more reads) once the buffer
 //! reaches four times its size, so memory stays bounded.
 //!
+//! A `put` of a new series beyond a cardinality limit gets its error reply
+//! here and is not queued (see `cardinality`).
+//!
 //! With auth on, `put` needs a `write` token given with `auth basic` on
 //! this connection, or a peer address in `write-networks`; other lines are
 //! answered as before.
@@ -38,6 +41,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Access, Auth, Scope};
+use crate::cardinality::SeriesGate;
 use crate::model::Sample;
 use crate::protocol::{self, Command, Credentials, LineError, ParseOptions};
 use crate::queue::{Batch, PushError, QueueSender};
@@ -53,6 +57,8 @@ pub struct TelnetContext {
     pub stats: Arc<Stats>,
     pub store: StoreReader,
     pub parse: ParseOptions,
+    /// The cardinality limits, if any are set.
+    pub series_gate: Option<Arc<SeriesGate>>,
     pub max_line_bytes: usize,
     pub reply_buffer_bytes: usize,
     /// Tokens and write networks; with auth on, `put` needs one or the other.
@@ -252,9 +258,17 @@ impl Connection<'_> {
                 self.error_reply(&err);
             }
             Ok(Command::Put(put)) => {
+                let series = put.series_key();
+                let gate = ctx.series_gate.as_deref();
+                if let Some(Err(limit)) = gate.map(|g| g.admit(&series)) {
+                    let err = protocol::too_many_series(limit);
+                    ctx.stats.rejected(err.kind());
+                    self.error_reply(&err);
+                    return false;
+                }
                 ctx.stats.telnet_points.fetch_add(1, Relaxed);
                 self.batch.push(Sample {
-                    series: put.series_key(),
+                    series,
                     point: crate::model::DataPoint {
                         timestamp_ms: put.timestamp_ms,
                         value: put.value,

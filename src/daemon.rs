@@ -84,6 +84,12 @@ impl Daemon {
         let (queue, queue_rx) =
             crate::queue::queue(settings.queue_capacity, settings.overflow, stats.clone());
         let shutdown = CancellationToken::new();
+        let series_gate = crate::cardinality::SeriesGate::new(
+            settings.max_series,
+            settings.max_new_series_per_minute,
+            store_writer.series_keys(),
+        )
+        .map(Arc::new);
         let writer = {
             let w = crate::ingest::Writer {
                 store: store_writer,
@@ -110,23 +116,27 @@ impl Daemon {
             allow_special_chars: settings.allow_special_chars.clone(),
             max_future_ms: Some(settings.max_future.0),
         };
-        let state = Arc::new(AppState::new(
-            store.clone(),
-            queue.clone(),
-            stats.clone(),
-            settings.clone(),
-            parse.clone(),
-            HttpLimits {
-                request_timeout: settings.request_timeout.duration(),
-                ..HttpLimits::default()
-            },
-        ));
+        let state = Arc::new(
+            AppState::new(
+                store.clone(),
+                queue.clone(),
+                stats.clone(),
+                settings.clone(),
+                parse.clone(),
+                HttpLimits {
+                    request_timeout: settings.request_timeout.duration(),
+                    ..HttpLimits::default()
+                },
+            )
+            .with_series_gate(series_gate.clone()),
+        );
         let app = http::router(state);
         let ctx = Arc::new(TelnetContext {
             queue,
             stats: stats.clone(),
             store: store.clone(),
             parse,
+            series_gate,
             max_line_bytes: settings.max_line_bytes,
             reply_buffer_bytes: settings.reply_buffer_bytes,
             auth: settings.auth.clone(),

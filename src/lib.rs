@@ -18,6 +18,8 @@
 //!   `main` only parses flags and waits for a signal.
 //! - `auth` holds the `[auth]` tokens and decides who may read, write or
 //!   delete, on both ports.
+//! - `cardinality` refuses points of new series beyond `max-series` and
+//!   `max-new-series-per-minute`, on both ports, before they are queued.
 //! - `health` says whether the store is writable and the writer alive
 //!   (`GET /health`, `/api/put`'s 503).
 //! - `config` turns flags and the TOML file into validated settings.
@@ -38,6 +40,7 @@
 
 pub mod activation;
 pub mod auth;
+pub mod cardinality;
 pub mod clickhouse;
 pub mod config;
 pub mod connection;

@@ -394,7 +394,7 @@ pub const FAMILIES: &[Family] = {
         family("tsd.rtsd.storage.log.records", Tag::None, "rtsd_storage_log_records", Gauge,
             "Head log records not yet deleted.", Read::Store(|s| s.log_records)),
         family("tsd.rtsd.storage.partitions", Tag::None, "rtsd_storage_partitions", Gauge,
-            "Day partitions holding blocks.", Read::Store(|s| s.partitions as u64)),
+            "Block families (per day, and per year for old data).", Read::Store(|s| s.partitions as u64)),
         family("tsd.rtsd.storage.disk.bytes", Tag::None, "rtsd_storage_disk_bytes", Gauge,
             "Bytes on disk: live SST files of every column family plus the WAL.",
             Read::Store(|s| s.bytes_on_disk)),

@@ -82,6 +82,7 @@ pub use error::ApiError;
 use gate::ReadGate;
 pub use metadata::MetadataStore;
 
+use crate::cardinality::SeriesGate;
 use crate::config::Settings;
 use crate::protocol::ParseOptions;
 use crate::query::QueryLimits;
@@ -138,6 +139,8 @@ pub struct AppState {
     reads: ReadGate,
     /// `/api/put` requests running, at most `max-concurrent-puts`.
     puts: tokio::sync::Semaphore,
+    /// The cardinality limits `/api/put` applies, if any are set.
+    series_gate: Option<Arc<SeriesGate>>,
 }
 
 impl AppState {
@@ -162,6 +165,16 @@ impl AppState {
             settings,
             parse,
             http,
+            series_gate: None,
+        }
+    }
+
+    /// The same state, `/api/put` applying the cardinality limits of
+    /// `gate` (shared with the telnet connections).
+    pub fn with_series_gate(self, gate: Option<Arc<SeriesGate>>) -> AppState {
+        AppState {
+            series_gate: gate,
+            ..self
         }
     }
 }

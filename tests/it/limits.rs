@@ -1,6 +1,7 @@
 //! Connection limits and timeouts (issue 9): idle connections give their
 //! slots back, so collectors are served again.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -122,6 +123,11 @@ async fn max_connections_covers_both_ports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn points_too_far_in_the_future_are_refused_and_create_no_partitions() {
     let d = TestDaemon::start().await;
+    let families = || -> BTreeSet<String> {
+        let stats = d.daemon.store.stats();
+        stats.column_families.into_iter().map(|c| c.name).collect()
+    };
+    let before = families();
     let now = rtsd::model::now_ms() / 1000;
     let day = 86_400;
     // 5,000 points one day apart, from two days ahead on.
@@ -129,7 +135,8 @@ async fn points_too_far_in_the_future_are_refused_and_create_no_partitions() {
         .map(|i| format!("put future.m {} 1 host=a\n", now + i * day))
         .collect();
     // Then one within `max-future`, which seals into a partition at once.
-    text.push_str(&format!("put future.m {} 1 host=a\n", now + day - 3600));
+    let allowed = now + day - 3600;
+    text.push_str(&format!("put future.m {allowed} 1 host=a\n"));
     let replies = String::from_utf8(exchange(d.telnet(), text.as_bytes()).await).unwrap();
     assert_eq!(
         replies.lines().next().unwrap(),
@@ -149,6 +156,19 @@ async fn points_too_far_in_the_future_are_refused_and_create_no_partitions() {
     assert_eq!(stats.rejected_count("future_timestamp"), 5001);
     poll(|| stats.chunks_sealed.load(Relaxed) == 1).await;
     assert_eq!(d.daemon.store.stats().partitions, 1);
+    // The only new families are the allowed point's block day, rollup
+    // month and rollup year.
+    let date = chrono::DateTime::from_timestamp(allowed, 0).unwrap();
+    let expected: BTreeSet<String> = [
+        date.format("blocks_%Y%m%d"),
+        date.format("rollup_1h_%Y%m"),
+        date.format("rollup_1d_%Y"),
+    ]
+    .iter()
+    .map(|n| n.to_string())
+    .collect();
+    let new: BTreeSet<String> = families().difference(&before).cloned().collect();
+    assert!(new.is_subset(&expected), "{new:?}");
     d.stop().await;
 }
 
