@@ -69,10 +69,7 @@ impl Daemon {
 
         // Certificate problems stop startup before anything listens.
         let tls = match (&settings.tls_cert, &settings.tls_key) {
-            (Some(cert), Some(key)) => Some((
-                (cert.clone(), key.clone()),
-                crate::tls::acceptor(cert, key)?,
-            )),
+            (Some(cert), Some(key)) => Some(Arc::new(crate::tls::Acceptor::load(cert, key)?)),
             _ => None,
         };
         let telnet = listen(inherited.telnet, settings.listen, "telnet").await?;
@@ -141,18 +138,14 @@ impl Daemon {
                         (ctx.clone(), app.clone(), permits.clone(), tracker.clone());
                     async move {
                         match tls {
-                            // https connections do not count against
-                            // max-connections; the handshake has its own
-                            // timeout.
-                            Some((files, acceptor)) => {
-                                let (shutdown, idle) = (ctx.shutdown.clone(), ctx.idle_timeout);
-                                crate::tls::serve(
+                            Some(tls) => {
+                                crate::server::https_accept_loop(
                                     http_listener,
-                                    files,
-                                    acceptor,
+                                    ctx,
                                     app,
-                                    shutdown,
-                                    idle,
+                                    tls,
+                                    permits,
+                                    tracker,
                                 )
                                 .await
                             }
