@@ -115,6 +115,7 @@ impl Daemon {
             parse.clone(),
             HttpLimits::default(),
         ));
+        let survey = state.survey.clone();
         let app = http::router(state);
         let ctx = Arc::new(TelnetContext {
             queue,
@@ -123,6 +124,7 @@ impl Daemon {
             parse,
             max_line_bytes: settings.max_line_bytes,
             reply_buffer_bytes: settings.reply_buffer_bytes,
+            survey,
             auth: settings.auth.clone(),
             idle_timeout: settings.idle_timeout.duration(),
             shutdown: shutdown.clone(),

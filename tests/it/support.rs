@@ -324,6 +324,18 @@ impl Spawned {
             .unwrap_or_else(|| panic!("no stat {metric} {tag_value}"))
     }
 
+    /// Polls [`Spawned::stat`] until it is `n`.
+    pub async fn wait_stat(&self, metric: &str, tag_value: &str, n: u64) {
+        let start = Instant::now();
+        while self.stat(metric, tag_value).await != n {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{metric} {tag_value} not at {n} in time"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub fn signal(&self, sig: &str) {
         let status = std::process::Command::new("kill")
             .args([sig, &self.child.id().to_string()])
@@ -342,5 +354,14 @@ impl Spawned {
             assert!(start.elapsed() < DEADLINE, "daemon did not exit");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+/// A failed test must not leave its daemon running: it would hold the
+/// test's output pipe open, so `cargo test | ...` never ends.
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
