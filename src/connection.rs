@@ -18,9 +18,10 @@
 //! one reply unsent and one read plus one line unread, however many
 //! `stats` it is sent.
 //!
-//! `stats` is built on the blocking pool, since it takes the head's lock,
-//! with the store's disk usage from the latest [`crate::survey`] rather
-//! than a walk of the store per line.
+//! `stats` and `dropcaches` run on the blocking pool, one at a time per
+//! connection and in line order: `stats` takes the head's lock (with the
+//! store's disk usage from the latest [`crate::survey`] rather than a walk
+//! of the store per line), `dropcaches` empties RocksDB's block cache.
 //!
 //! With auth on, `put` needs a `write` token given with `auth basic` on
 //! this connection, or a peer address in `write-networks`; other lines are
@@ -36,8 +37,8 @@
 //! idle timeout) the connection stops at a line boundary: every complete
 //! line already read is processed and its points queued, then the socket
 //! closes. Replies asked for by then are sent if they fit in
-//! `reply_buffer_bytes` and dropped and counted otherwise; `stats` is not
-//! answered any more.
+//! `reply_buffer_bytes` and dropped and counted otherwise; `stats` and
+//! `dropcaches` are not carried out any more (and counted as dropped).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -116,14 +117,14 @@ pub async fn serve(mut stream: TcpStream, ctx: &TelnetContext) -> std::io::Resul
         }
         match stop {
             Stop::Exit => break Ended::Exit,
-            Stop::Stats => {
+            Stop::Blocking(work) => {
                 tokio::select! {
                     biased;
                     _ = ctx.shutdown.cancelled() => {
                         ctx.stats.replies_dropped.fetch_add(1, Relaxed);
                         break Ended::Shutdown;
                     }
-                    text = stats_reply(ctx) => conn.reply(&text),
+                    text = answer(ctx, work) => conn.reply(&text),
                 }
                 continue;
             }
@@ -166,16 +167,27 @@ pub async fn serve(mut stream: TcpStream, ctx: &TelnetContext) -> std::io::Resul
     Ok(ended)
 }
 
-/// The `stats` reply. Built on the blocking pool: it takes the head's
-/// lock, which the writer holds while it appends.
-async fn stats_reply(ctx: &TelnetContext) -> String {
-    let findings = ctx.survey.findings().await;
-    let (stats, survey) = (ctx.stats.clone(), ctx.survey.clone());
-    tokio::task::spawn_blocking(move || {
-        crate::stats::stats_reply(&stats, &survey.storage_stats(&findings))
-    })
-    .await
-    .expect("building the stats reply never panics")
+/// Does `work` on the blocking pool and gives its reply.
+async fn answer(ctx: &TelnetContext, work: Blocking) -> String {
+    let done = match work {
+        Blocking::Stats => {
+            let findings = ctx.survey.findings().await;
+            let (stats, survey) = (ctx.stats.clone(), ctx.survey.clone());
+            tokio::task::spawn_blocking(move || {
+                crate::stats::stats_reply(&stats, &survey.storage_stats(&findings))
+            })
+            .await
+        }
+        Blocking::DropCaches => {
+            let store = ctx.store.clone();
+            tokio::task::spawn_blocking(move || {
+                store.drop_caches();
+                protocol::DROPCACHES_REPLY.to_string()
+            })
+            .await
+        }
+    };
+    done.expect("stats and dropcaches never panic")
 }
 
 async fn read_more(
@@ -253,10 +265,17 @@ enum Stop {
     /// Unsent replies are past `reply_buffer_bytes`: no line is handled
     /// until the client reads some.
     Full,
-    /// `stats`: its reply is built off this task.
-    Stats,
+    /// A command whose work runs off this task.
+    Blocking(Blocking),
     /// `exit`.
     Exit,
+}
+
+/// Commands that take locks the writer holds, or RocksDB's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Blocking {
+    Stats,
+    DropCaches,
 }
 
 struct Connection<'a> {
@@ -322,14 +341,8 @@ impl Connection<'_> {
             }
             Ok(Command::Version) => self.reply(&protocol::version_reply()),
             Ok(Command::Help) => self.reply(protocol::HELP_REPLY),
-            Ok(Command::Stats) if self.closing => {
-                ctx.stats.replies_dropped.fetch_add(1, Relaxed);
-            }
-            Ok(Command::Stats) => return Some(Stop::Stats),
-            Ok(Command::DropCaches) => {
-                ctx.store.drop_caches();
-                self.reply(protocol::DROPCACHES_REPLY);
-            }
+            Ok(Command::Stats) => return self.blocking(Blocking::Stats),
+            Ok(Command::DropCaches) => return self.blocking(Blocking::DropCaches),
             Ok(Command::DieDieDie) => self.reply(protocol::DIEDIEDIE_REPLY),
             Ok(Command::Exit) => return Some(Stop::Exit),
             Ok(Command::Auth(given)) => self.auth(given),
@@ -339,6 +352,15 @@ impl Connection<'_> {
             }
         }
         None
+    }
+
+    /// Hands `work` to the serving loop; while closing it is not done.
+    fn blocking(&mut self, work: Blocking) -> Option<Stop> {
+        if self.closing {
+            self.ctx.stats.replies_dropped.fetch_add(1, Relaxed);
+            return None;
+        }
+        Some(Stop::Blocking(work))
     }
 
     /// `auth basic`: a write token lets this connection put. With auth
