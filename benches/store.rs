@@ -99,14 +99,14 @@ fn report() {
         r.bytes_on_disk() as f64 / n,
         logged as f64 / n,
     );
-    let stats = r.stats();
-    let mut parts: Vec<String> = stats
+    let disk = r.disk_usage();
+    let mut parts: Vec<String> = disk
         .column_families
         .iter()
         .filter(|c| c.sst_bytes > 0)
         .map(|c| format!("{} {}", c.name, c.sst_bytes))
         .collect();
-    parts.push(format!("wal {}", stats.wal_bytes));
+    parts.push(format!("wal {}", disk.wal_bytes));
     eprintln!(
         "store report: bytes on disk by family: {}",
         parts.join(", ")

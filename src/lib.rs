@@ -24,7 +24,8 @@
 //!   (`GET /health`, `/api/put`'s 503).
 //! - `config` turns flags and the TOML file into validated settings.
 //! - `stats` counts what happens to every point and connection; `/api/stats`,
-//!   telnet `stats` and `/metrics` read it.
+//!   telnet `stats` and `/metrics` read it, with the store's disk usage and
+//!   stale series from the latest `survey`.
 //! - `model` holds the types every layer shares (value, point, series key,
 //!   series metadata).
 //! - `java` reproduces the Java/Jackson behaviours OpenTSDB's answers and
@@ -57,5 +58,6 @@ pub mod queue;
 pub mod server;
 pub mod stats;
 pub mod storage;
+pub mod survey;
 pub mod tls;
 pub mod tools;

@@ -60,7 +60,7 @@ mod put_body;
 mod put_check;
 mod query;
 mod series_expr;
-mod stale;
+pub(crate) mod stale;
 mod stall;
 mod suggest;
 mod uid;
@@ -89,6 +89,7 @@ use crate::query::QueryLimits;
 use crate::queue::QueueSender;
 use crate::stats::Stats;
 use crate::storage::StoreReader;
+use crate::survey::Survey;
 
 /// OpenTSDB's content type for every `/api/*` reply.
 pub const JSON: &str = "application/json; charset=UTF-8";
@@ -139,6 +140,9 @@ pub struct AppState {
     reads: ReadGate,
     /// `/api/put` requests running, at most `max-concurrent-puts`.
     puts: tokio::sync::Semaphore,
+    /// Disk usage and stale series for `/api/stats` and `/metrics`, shared
+    /// with telnet `stats`.
+    pub survey: Arc<Survey>,
     /// The cardinality limits `/api/put` applies, if any are set.
     series_gate: Option<Arc<SeriesGate>>,
 }
@@ -158,6 +162,12 @@ impl AppState {
             metadata: MetadataStore::open(&settings.data_dir),
             reads: ReadGate::new(http.max_concurrent_reads, http.max_queued_reads),
             puts: tokio::sync::Semaphore::new(settings.max_concurrent_puts),
+            survey: Arc::new(Survey::new(
+                store.clone(),
+                stats.clone(),
+                settings.stale_after_ms(),
+                settings.stats_refresh(),
+            )),
             store,
             queue,
             stats,

@@ -161,7 +161,7 @@ use rocksdb::{BoundColumnFamily, Cache, ColumnFamilyDescriptor, MultiThreaded, O
 use crate::model::MAX_TIMESTAMP_MS;
 
 pub use annotation::{Annotation, Annotations};
-pub use reader::{ColumnFamilySize, StorageStats, StoreReader};
+pub use reader::{ColumnFamilySize, DiskUsage, StorageStats, StoreReader};
 pub use writer::{AppendStats, StoreWriter, SEAL_WINDOWS_PER_CALL};
 
 use blocks::Partitions;

@@ -39,6 +39,16 @@ pub struct StorageStats {
     pub log_records: u64,
     /// Families holding blocks (day and year ones).
     pub partitions: usize,
+    /// Shared, since it is read once and shown many times (see
+    /// [`StoreReader::disk_usage`]).
+    pub disk: Arc<DiskUsage>,
+}
+
+/// What the store occupies on disk. Reading it costs a property read per
+/// column family, so per day partition, and a directory listing: callers
+/// that show it often keep one (`crate::survey`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DiskUsage {
     /// Live SST files of every family plus the WAL.
     pub bytes_on_disk: u64,
     pub wal_bytes: u64,
@@ -160,7 +170,31 @@ impl StoreReader {
             .sum()
     }
 
+    /// Every figure, disk usage read now.
     pub fn stats(&self) -> StorageStats {
+        self.stats_with(Arc::new(self.disk_usage()))
+    }
+
+    /// The figures kept in memory, read now, with `disk` as read earlier.
+    /// Costs the same whatever the number of series and partitions.
+    pub fn stats_with(&self, disk: Arc<DiskUsage>) -> StorageStats {
+        let (head_chunks, head_points, head_bytes) = {
+            let head = self.shared.head.read();
+            (head.windows(), head.points(), head.bytes())
+        };
+        StorageStats {
+            series: self.series_count(),
+            head_chunks,
+            head_points,
+            head_bytes,
+            sealed_blocks: self.shared.sealed_blocks.load(Relaxed),
+            log_records: self.shared.log_records.load(Relaxed),
+            partitions: self.shared.blocks.len(),
+            disk,
+        }
+    }
+
+    pub fn disk_usage(&self) -> DiskUsage {
         let db = &self.shared.db;
         let column_families: Vec<ColumnFamilySize> = self
             .shared
@@ -182,18 +216,7 @@ impl StoreReader {
             })
             .collect();
         let wal_bytes = self.wal_bytes();
-        let (head_chunks, head_points, head_bytes) = {
-            let head = self.shared.head.read();
-            (head.windows(), head.points(), head.bytes())
-        };
-        StorageStats {
-            series: self.series_count(),
-            head_chunks,
-            head_points,
-            head_bytes,
-            sealed_blocks: self.shared.sealed_blocks.load(Relaxed),
-            log_records: self.shared.log_records.load(Relaxed),
-            partitions: self.shared.blocks.len(),
+        DiskUsage {
             bytes_on_disk: wal_bytes + column_families.iter().map(|c| c.sst_bytes).sum::<u64>(),
             wal_bytes,
             column_families,
@@ -202,7 +225,7 @@ impl StoreReader {
 
     /// Bytes the store occupies on disk: live SST files plus the WAL.
     pub fn bytes_on_disk(&self) -> u64 {
-        self.stats().bytes_on_disk
+        self.disk_usage().bytes_on_disk
     }
 
     /// Empties the block cache (OpenTSDB's `/api/dropcaches`). The series

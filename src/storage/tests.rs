@@ -496,7 +496,7 @@ fn many_series_across_day_partitions() {
     let (_w, r) = open(dir.path());
     assert_eq!(r.series_count(), 200);
     let names: Vec<String> = r
-        .stats()
+        .disk_usage()
         .column_families
         .into_iter()
         .map(|c| c.name)
