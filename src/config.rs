@@ -312,10 +312,11 @@ settings! {
     allow_delete: bool = false, "allow-delete", Flag::Switch;
     /// Extra characters allowed in names, like `tsd.core.tag.allow_specialchars`.
     allow_special_chars: String = String::new(), "allow-special-chars", Flag::None;
-    /// Connections served at once on both ports together; more are refused
-    /// by closing them.
+    /// Connections served at once on both ports together, https included;
+    /// more are refused by closing them.
     max_connections: usize = 10_000, "max-connections", Flag::None;
-    /// Close a telnet connection that sent nothing for this long; on HTTP,
+    /// Close a telnet connection that sent nothing (nor read a reply) for
+    /// this long; on HTTP,
     /// the longest wait for a request header or the next kept-alive
     /// request, like OpenTSDB's tsd.core.socket.timeout.
     ///
@@ -347,8 +348,21 @@ settings! {
     ///
     /// Each future day would otherwise get its own partition.
     max_future: Span = Span(DAY_MS), "max-future", Flag::Value("DURATION");
-    /// Error replies a connection may have unsent before further ones are
-    /// dropped (and counted): collectd and telegraf never read the socket.
+    /// Series the store may hold; a point of a new series beyond it is
+    /// refused with `too many series`. 0: no limit.
+    ///
+    /// Points of existing series always pass.
+    max_series: u64 = 0, "max-series", Flag::Value("N");
+    /// New series admitted per minute (a token bucket: a burst of N, then
+    /// one every 60/N s); a point of a new series beyond it is refused with
+    /// `too many series`. 0: no limit.
+    max_new_series_per_minute: u32 = 0, "max-new-series-per-minute", Flag::Value("N");
+    /// Unsent replies a telnet connection may hold: error replies past it
+    /// are dropped (and counted), since collectd and telegraf never read
+    /// the socket.
+    ///
+    /// Replies asked for (`version`, `stats`...) are never dropped; past
+    /// this the connection reads nothing more until the client reads them.
     reply_buffer_bytes: usize = 64 * 1024, "reply-buffer-bytes", Flag::None;
     /// How long after an hour ends its head chunks stay open for late points.
     seal_grace_secs: u64 = 600, "seal-grace-secs", Flag::None;
@@ -361,6 +375,12 @@ settings! {
     /// A series without points for this long counts as stale in
     /// `/metrics` and is `/api/rtsd/stale`'s default period.
     stale_after_secs: u64 = 3600, "stale-after-secs", Flag::None;
+    /// Seconds between surveys of the store's disk usage and stale series
+    /// for `stats`, `/api/stats` and `/metrics`, which show the latest one.
+    ///
+    /// A survey reads every column family and seeks every series, so it
+    /// runs at most this often, off the request, and only while read.
+    stats_refresh_secs: u64 = 10, "stats-refresh-secs", Flag::None;
     /// The `[auth]` tokens and write networks; no token means auth off.
     auth: Auth = Auth::default(), "auth", Flag::None;
     /// PEM certificate chain: the HTTP port speaks https (with --tls-key).
@@ -463,6 +483,11 @@ impl Settings {
         i64::try_from(self.stale_after_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
     }
 
+    /// [`Settings::stats_refresh_secs`] as a duration.
+    pub fn stats_refresh(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.stats_refresh_secs)
+    }
+
     fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.queue_capacity == 0 {
@@ -480,6 +505,9 @@ impl Settings {
         }
         if self.stale_after_secs == 0 {
             out.push("stale-after-secs: must be at least 1".to_string());
+        }
+        if self.stats_refresh_secs == 0 {
+            out.push("stats-refresh-secs: must be at least 1".to_string());
         }
         if self.max_concurrent_puts == 0 {
             out.push("max-concurrent-puts: must be at least 1".to_string());

@@ -1,8 +1,9 @@
 //! The accept loops of both ports: the telnet-style listener (port 4242)
 //! tells HTTP from telnet by the first byte as OpenTSDB does; the HTTP port
-//! (4243) serves HTTP only. Each connection runs in its own task, and one
-//! `max-connections` limit covers both ports, so neither can starve the
-//! other of file descriptors unnoticed.
+//! (4243) serves HTTP only, or https when TLS is on. Each connection runs
+//! in its own task, and one `max-connections` limit covers both ports,
+//! https included, so neither can starve the other of file descriptors
+//! unnoticed.
 //!
 //! OpenTSDB's rule (`PipelineFactory.DetectHttpOrRpc`): an ASCII upper-case
 //! first byte means HTTP (`GET`, `POST`, ...), anything else is the line
@@ -53,6 +54,26 @@ pub async fn http_accept_loop(
         crate::http::serve_connection(stream, http.clone(), ctx.http_rules())
     };
     run(listener, &ctx, &permits, &tracker, serve_one).await;
+}
+
+/// Accepts https on the HTTP port until shutdown, under the same limit
+/// and timeouts as plain HTTP, and reloads the certificate on SIGHUP.
+pub async fn https_accept_loop(
+    listener: TcpListener,
+    ctx: Arc<TelnetContext>,
+    http: axum::Router,
+    tls: Arc<crate::tls::Acceptor>,
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+) {
+    let serve_one = |stream, ctx: &Arc<TelnetContext>| {
+        let (rules, http, tls) = (ctx.http_rules(), http.clone(), tls.clone());
+        async move { tls.serve_connection(stream, http, rules).await }
+    };
+    tokio::join!(
+        tls.reload_on_hangup(ctx.shutdown.clone()),
+        run(listener, &ctx, &permits, &tracker, serve_one),
+    );
 }
 
 /// Spawns `serve_one` for every connection accepted within the limit.

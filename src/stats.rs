@@ -5,9 +5,11 @@
 //! table, [`FAMILIES`], names every number for all three places it shows:
 //! the telnet `stats` command and `/api/stats` ([`Stats::lines`], in
 //! OpenTSDB's `tsd.*` naming) and `/metrics` (as Prometheus families).
-//! Counters only go up; the one gauge is open connections. Queue depth is deliberately not a gauge: pushed minus popped
-//! tells it without sampling artefacts. `/api/query` latency is a
-//! fixed-bucket [`Histogram`], exported only by `/metrics`.
+//! Counters only go up; the gauges are what is open, queued or stored now.
+//! The store's disk usage comes from the latest [`crate::survey`], so
+//! showing it costs the same however many series and partitions there
+//! are. `/api/query` latency is a fixed-bucket [`Histogram`], exported only
+//! by `/metrics`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -70,8 +72,10 @@ pub struct Stats {
     /// Points those requests removed.
     pub points_deleted: AtomicU64,
     pub store_errors: AtomicU64,
-    /// Error replies not sent because the client does not read its socket.
+    /// Replies not sent because the client does not read its socket.
     pub replies_dropped: AtomicU64,
+    /// Surveys of the store's disk usage and stale series taken.
+    pub surveys: AtomicU64,
     /// HTTP requests refused for a missing, wrong or too weak token (401, 403).
     pub auth_refused_http: AtomicU64,
     /// Telnet `auth` lines answered `AUTH_FAIL`.
@@ -258,6 +262,7 @@ impl Family {
             Read::Writable => vec![(None, stats.health.store_writable().into())],
             Read::Store(gauge) => vec![(None, gauge(store))],
             Read::ColumnFamilies => store
+                .disk
                 .column_families
                 .iter()
                 .map(|cf| labelled(&cf.name, cf.sst_bytes + cf.memtable_bytes))
@@ -372,7 +377,8 @@ pub const FAMILIES: &[Family] = {
             "HTTP connections closed because the client took nothing written to it for request-timeout.",
             Read::Counter(|s| &s.http_write_timeouts)),
         family("tsd.rpc.errors", Fixed("type", "socket_writes_blocked"), "rtsd_replies_dropped_total", Counter,
-            "Error replies not sent because the client does not read its socket.",
+            "Replies not sent because the client does not read its socket: error replies over \
+             reply-buffer-bytes, and asked-for ones still unhandled when the connection closed.",
             Read::Counter(|s| &s.replies_dropped)),
         family("tsd.rtsd.auth.refused", Label("protocol"), "rtsd_auth_refused_total", Counter,
             "HTTP requests refused with 401 or 403, and telnet auth lines answered AUTH_FAIL.",
@@ -394,14 +400,17 @@ pub const FAMILIES: &[Family] = {
         family("tsd.rtsd.storage.log.records", Tag::None, "rtsd_storage_log_records", Gauge,
             "Head log records not yet deleted.", Read::Store(|s| s.log_records)),
         family("tsd.rtsd.storage.partitions", Tag::None, "rtsd_storage_partitions", Gauge,
-            "Day partitions holding blocks.", Read::Store(|s| s.partitions as u64)),
+            "Block families (per day, and per year for old data).", Read::Store(|s| s.partitions as u64)),
         family("tsd.rtsd.storage.disk.bytes", Tag::None, "rtsd_storage_disk_bytes", Gauge,
             "Bytes on disk: live SST files of every column family plus the WAL.",
-            Read::Store(|s| s.bytes_on_disk)),
+            Read::Store(|s| s.disk.bytes_on_disk)),
         family("tsd.rtsd.storage.wal.bytes", Tag::None, "rtsd_storage_wal_bytes", Gauge,
-            "Bytes of RocksDB's write-ahead log.", Read::Store(|s| s.wal_bytes)),
+            "Bytes of RocksDB's write-ahead log.", Read::Store(|s| s.disk.wal_bytes)),
         family("tsd.rtsd.storage.cf.bytes", Label("cf"), "rtsd_storage_column_family_bytes", Gauge,
             "Bytes per RocksDB column family: live SST files plus memtables.", Read::ColumnFamilies),
+        family("tsd.rtsd.storage.surveys", Tag::None, "rtsd_storage_surveys_total", Counter,
+            "Surveys of the store's disk usage and stale series, at most one per stats-refresh-secs.",
+            Read::Counter(|s| &s.surveys)),
     ]
 };
 
@@ -482,14 +491,14 @@ impl Drop for HistogramTimer {
 
 /// The `stats` reply, one counter per line as OpenTSDB prints them:
 /// `tsd.<name> <unix-seconds> <value>[ tags] host=<hostname>`.
-pub fn stats_reply(stats: &Stats, store: &crate::storage::StoreReader) -> String {
+pub fn stats_reply(stats: &Stats, store: &StorageStats) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let host = hostname();
     let mut out = String::new();
-    for line in stats.lines(&store.stats()) {
+    for line in stats.lines(store) {
         out.push_str(&format!("{} {} {}", line.metric, now, line.value));
         for (k, v) in &line.tags {
             out.push_str(&format!(" {k}={v}"));

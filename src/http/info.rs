@@ -60,7 +60,12 @@ pub async fn stats(
     State(state): State<Arc<AppState>>,
 ) -> Result<Response, ApiError> {
     read_only(&method)?;
-    let lines = blocking(move || Ok(state.stats.lines(&state.store.stats()))).await?;
+    let findings = state.survey.findings().await;
+    let lines = blocking(move || {
+        let store = state.survey.storage_stats(&findings);
+        Ok(state.stats.lines(&store))
+    })
+    .await?;
     let now = crate::model::now_ms() / 1000;
     let host = crate::stats::hostname();
     let body: Vec<Value> = lines

@@ -60,7 +60,7 @@ mod put_body;
 mod put_check;
 mod query;
 mod series_expr;
-mod stale;
+pub(crate) mod stale;
 mod stall;
 mod suggest;
 mod uid;
@@ -82,12 +82,14 @@ pub use error::ApiError;
 use gate::ReadGate;
 pub use metadata::MetadataStore;
 
+use crate::cardinality::SeriesGate;
 use crate::config::Settings;
 use crate::protocol::ParseOptions;
 use crate::query::QueryLimits;
 use crate::queue::QueueSender;
 use crate::stats::Stats;
 use crate::storage::StoreReader;
+use crate::survey::Survey;
 
 /// OpenTSDB's content type for every `/api/*` reply.
 pub const JSON: &str = "application/json; charset=UTF-8";
@@ -138,6 +140,11 @@ pub struct AppState {
     reads: ReadGate,
     /// `/api/put` requests running, at most `max-concurrent-puts`.
     puts: tokio::sync::Semaphore,
+    /// Disk usage and stale series for `/api/stats` and `/metrics`, shared
+    /// with telnet `stats`.
+    pub survey: Arc<Survey>,
+    /// The cardinality limits `/api/put` applies, if any are set.
+    series_gate: Option<Arc<SeriesGate>>,
 }
 
 impl AppState {
@@ -155,6 +162,12 @@ impl AppState {
             metadata: MetadataStore::open(&settings.data_dir),
             reads: ReadGate::new(http.max_concurrent_reads, http.max_queued_reads),
             puts: tokio::sync::Semaphore::new(settings.max_concurrent_puts),
+            survey: Arc::new(Survey::new(
+                store.clone(),
+                stats.clone(),
+                settings.stale_after_ms(),
+                settings.stats_refresh(),
+            )),
             store,
             queue,
             stats,
@@ -162,6 +175,16 @@ impl AppState {
             settings,
             parse,
             http,
+            series_gate: None,
+        }
+    }
+
+    /// The same state, `/api/put` applying the cardinality limits of
+    /// `gate` (shared with the telnet connections).
+    pub fn with_series_gate(self, gate: Option<Arc<SeriesGate>>) -> AppState {
+        AppState {
+            series_gate: gate,
+            ..self
         }
     }
 }

@@ -261,6 +261,17 @@ pub struct Spawned {
     pub http: SocketAddr,
 }
 
+/// A test that fails before stopping its daemon must not leave it running
+/// (holding the test's output pipe open).
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Spawned {
     pub async fn start(dir: &Path) -> Spawned {
         Self::start_with_env(dir, &[]).await
