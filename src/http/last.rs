@@ -195,7 +195,7 @@ fn run(state: &AppState, q: &LastQuery, now_ms: i64) -> Result<Vec<Found>, ApiEr
                 resolve_names(state, metric, tags)?;
                 let series = state
                     .store
-                    .lookup(Some(metric), tags, state.limits.max_series)?;
+                    .lookup(Some(metric), tags, state.limits.max_series);
                 for s in series {
                     if let Some(point) = state.store.last_point(s.id)?.filter(recent) {
                         found.push(Found {

@@ -187,7 +187,7 @@ fn run(state: &AppState, q: &Lookup) -> Result<Vec<crate::model::SeriesMeta>, Ap
         .collect();
     Ok(state
         .store
-        .lookup(q.metric_filter(), &tags, q.result_limit())?)
+        .lookup(q.metric_filter(), &tags, q.result_limit()))
 }
 
 /// The store's spelling of a pattern: `*` for "any".

@@ -45,7 +45,7 @@ pub fn find(
     cutoff_ms: i64,
 ) -> Result<Vec<StaleSeries>, StoreError> {
     let mut out = Vec::new();
-    for meta in store.lookup(metric, &[], usize::MAX)? {
+    for meta in store.lookup(metric, &[], usize::MAX) {
         let last_ms = store.last_point(meta.id)?.map(|p| p.timestamp_ms);
         if last_ms.map_or(true, |t| t < cutoff_ms) {
             out.push(StaleSeries { meta, last_ms });

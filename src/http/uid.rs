@@ -138,8 +138,8 @@ fn answer(state: &AppState, kind: &str, name: &str) -> Result<String, ApiError> 
         ));
     }
     let first = match tag_pattern {
-        None => state.store.lookup(Some(name), &[], 1)?,
-        Some(tag) => state.store.lookup(None, &[tag], 1)?,
+        None => state.store.lookup(Some(name), &[], 1),
+        Some(tag) => state.store.lookup(None, &[tag], 1),
     };
     Ok(match first.first() {
         Some(series) => format!("Name already exists with UID: {}", tsuid(series.id)),

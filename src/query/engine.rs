@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use crate::model::SeriesKey;
 use crate::model::{NameKind, SeriesMeta};
 use crate::query::error::QueryError;
+use crate::query::filter::TagFilter;
 use crate::query::limits::{Budget, QueryLimits};
 use crate::query::output::{self, GroupResult, GroupStats, QueryResponse, Summary};
 use crate::query::pipeline::{Pipeline, Scratch};
@@ -95,9 +96,14 @@ fn resolve(source: &dyn Source, sub: &SubPlan) -> Result<Vec<SeriesMeta>, QueryE
     if !sub.tsuids.is_empty() {
         return resolve_tsuids(source, &sub.tsuids);
     }
-    let mut series = source
-        .series_of_metric(&sub.metric)?
-        .ok_or_else(|| no_such(NameKind::Metric, &sub.metric))?;
+    let series = match narrowest(&sub.filters) {
+        Some(f) => {
+            let matches = |v: &str| f.matches(Some(v));
+            source.series_selected(&sub.metric, &f.select(&matches))?
+        }
+        None => source.series_of_metric(&sub.metric)?,
+    };
+    let mut series = series.ok_or_else(|| no_such(NameKind::Metric, &sub.metric))?;
     for f in &sub.filters {
         if !source.name_exists(NameKind::TagKey, &f.tagk)? {
             return Err(no_such(NameKind::TagKey, &f.tagk));
@@ -121,6 +127,15 @@ fn resolve(source: &dyn Source, sub: &SubPlan) -> Result<Vec<SeriesMeta>, QueryE
     });
     series.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     Ok(series)
+}
+
+/// The filter that lets a store skip the most series: one naming literal
+/// values, else the one with the longest value prefix. Every filter
+/// needs its tag key, so any of them narrows.
+fn narrowest(filters: &[TagFilter]) -> Option<&TagFilter> {
+    filters
+        .iter()
+        .max_by_key(|f| (!f.literal_values().is_empty(), f.value_prefix().len()))
 }
 
 /// The series of a TSUID sub-query: every id must exist and all must share

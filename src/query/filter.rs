@@ -16,6 +16,7 @@
 use regex::Regex;
 
 use crate::java::split::split;
+use crate::query::source::TagSelect;
 
 /// The registered filter types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +137,9 @@ enum Matcher {
     NotLiterals(Vec<String>),
     /// `None` for a lone `*`; else the pieces between asterisks.
     Glob(Option<Glob>),
-    Regex(Regex),
+    /// The expression and, when it is anchored at the start, the literal
+    /// text every match begins with.
+    Regex(Regex, String),
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +187,27 @@ impl Glob {
             }
         }
         true
+    }
+}
+
+/// The text every match of `pattern` begins with, if it matches only at
+/// the start of a value (`^web0[1-4]` gives `web0`); else empty. The
+/// filter searches anywhere in the value, so without `^` no prefix holds.
+fn anchored_prefix(pattern: &str) -> String {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    use regex_syntax::hir::Look;
+    let Ok(hir) = regex_syntax::parse(pattern) else {
+        return String::new();
+    };
+    if !hir.properties().look_set_prefix().contains(Look::Start) {
+        return String::new();
+    }
+    let prefixes = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    let common = prefixes.longest_common_prefix().unwrap_or_default();
+    // A prefix cut inside a UTF-8 sequence keeps its whole characters.
+    match std::str::from_utf8(common) {
+        Ok(text) => text.to_string(),
+        Err(e) => String::from_utf8_lossy(&common[..e.valid_up_to()]).into_owned(),
     }
 }
 
@@ -253,6 +277,7 @@ impl TagFilter {
             FilterType::Regexp => Matcher::Regex(
                 Regex::new(filter)
                     .map_err(|e| format!("Invalid regular expression '{filter}': {e}"))?,
+                anchored_prefix(filter),
             ),
         };
         Ok(TagFilter {
@@ -311,7 +336,7 @@ impl TagFilter {
             Matcher::NotLiterals(l) => !l.iter().any(|x| x == value),
             Matcher::Glob(None) => true,
             Matcher::Glob(Some(g)) => g.matches(value),
-            Matcher::Regex(r) => r.is_match(value),
+            Matcher::Regex(r, _) => r.is_match(value),
         }
     }
 
@@ -321,6 +346,26 @@ impl TagFilter {
         match (&self.matcher, self.filter_type) {
             (Matcher::Literals(l), FilterType::LiteralOr) => l,
             _ => &[],
+        }
+    }
+
+    /// A prefix of every value this filter accepts (often empty).
+    pub fn value_prefix(&self) -> &str {
+        match &self.matcher {
+            Matcher::Glob(Some(g)) if g.anchored_start && !self.case_insensitive => &g.pieces[0],
+            Matcher::Regex(_, prefix) => prefix,
+            _ => "",
+        }
+    }
+
+    /// This filter as a store can use it to narrow a metric's series.
+    pub fn select<'a>(&'a self, matches: &'a dyn Fn(&str) -> bool) -> TagSelect<'a> {
+        let exact = self.literal_values();
+        TagSelect {
+            key: &self.tagk,
+            exact: (!exact.is_empty()).then_some(exact),
+            prefix: self.value_prefix(),
+            matches,
         }
     }
 
@@ -355,6 +400,37 @@ mod tests {
 
     /// A filter type, its expression, and (tag value, expected match) checks.
     type MatchCase<'a> = (&'a str, &'a str, &'a [(Option<&'a str>, bool)]);
+
+    /// What a store may skip: every value a filter accepts starts with its
+    /// prefix, and literal filters name their values.
+    #[test]
+    fn prefixes_and_literals_for_stores() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("wildcard", "web*", "web"),
+            ("wildcard", "*web", ""),
+            ("wildcard", "we*b*", "we"),
+            ("iwildcard", "web*", ""),
+            ("regexp", "^hc1234[0-9]*$", "hc1234"),
+            ("regexp", "^web0[1-4]", "web0"),
+            ("regexp", "^(web|wax)01", "w"),
+            ("regexp", "web0[1-4]", ""),
+            ("regexp", "(?m)^web", ""),
+            ("regexp", "(?i)^web", ""),
+            ("regexp", "^été.*", "été"),
+            ("regexp", "^.*", ""),
+            ("literal_or", "web01|web02", ""),
+            ("not_literal_or", "web01", ""),
+        ];
+        for &(kind, expr, prefix) in cases {
+            let f = TagFilter::new(kind, "host", expr, false).unwrap();
+            assert_eq!(f.value_prefix(), prefix, "{kind}({expr})");
+            let always = |_: &str| true;
+            let select = f.select(&always);
+            assert_eq!(select.prefix, prefix);
+            let literal = kind == "literal_or";
+            assert_eq!(select.exact.is_some(), literal, "{kind}({expr})");
+        }
+    }
 
     #[test]
     fn matching_table() {

@@ -15,6 +15,20 @@ pub trait Source {
     /// Every series of `metric`, or `None` if no such metric was ever written.
     fn series_of_metric(&self, metric: &str) -> Result<Option<Vec<SeriesMeta>>, SourceError>;
 
+    /// The series of `metric` that carry tag `select.key` with a value
+    /// `select` accepts, and possibly others: the caller applies its
+    /// filters to what comes back. `None` if no such metric was ever
+    /// written. A store with posting lists visits only the series that
+    /// can match; the default returns every series of the metric.
+    fn series_selected(
+        &self,
+        metric: &str,
+        select: &TagSelect<'_>,
+    ) -> Result<Option<Vec<SeriesMeta>>, SourceError> {
+        let _ = select;
+        self.series_of_metric(metric)
+    }
+
     /// The series with these ids (OpenTSDB's TSUIDs); unknown ids are
     /// left out.
     fn series_by_ids(&self, ids: &[u64]) -> Result<Vec<SeriesMeta>, SourceError>;
@@ -57,6 +71,17 @@ pub trait Source {
     /// Whether a name of this kind was ever written (OpenTSDB answers
     /// "No such name" for unknown ones).
     fn name_exists(&self, kind: NameKind, name: &str) -> Result<bool, SourceError>;
+}
+
+/// A tag a query's series must carry and a test on its value, with what
+/// the test implies about the values it can accept.
+pub struct TagSelect<'a> {
+    pub key: &'a str,
+    /// When `Some`, no value outside these can pass.
+    pub exact: Option<&'a [String]>,
+    /// Every value that can pass starts with this (often empty).
+    pub prefix: &'a str,
+    pub matches: &'a dyn Fn(&str) -> bool,
 }
 
 /// An open [`Source::scan_points`].

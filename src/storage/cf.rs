@@ -24,18 +24,11 @@ pub const META: &str = "meta";
 /// Value: series id, u64 big-endian.
 pub const SERIES: &str = "series";
 
-/// Series id → series key.
-///
-/// Key: series id, u64 big-endian. Value: canonical series key bytes.
-pub const SERIES_BY_ID: &str = "series_by_id";
-
-/// Inverted index from names to series ids.
-///
-/// Keys: `'M' ‖ metric ‖ 0x00 ‖ id` (value: the series key, so listing a
-/// metric's series needs no second lookup) and
-/// `'T' ‖ tagk ‖ 0x00 ‖ tagv ‖ 0x00 ‖ id` (value: empty). Ids are u64
-/// big-endian, so every posting list is sorted by id.
-pub const INDEX: &str = "index";
+/// Families of older stores that this build neither reads nor writes,
+/// dropped at open: `series_by_id` (id → key) and `index` (posting lists
+/// from metrics and tags to ids) are rebuilt in memory from [`SERIES`]
+/// instead (see `series_index`).
+pub const RETIRED: [&str; 2] = ["series_by_id", "index"];
 
 /// Every name ever written, for `/api/suggest` and "No such name".
 ///
@@ -59,7 +52,7 @@ pub const ANNOTATIONS: &str = "annotations";
 /// The families every store has, besides RocksDB's `default` (unused) and
 /// the time-partitioned ones ([`Partitioned`]). A store opened by an older
 /// build gains the ones it lacks at open.
-pub const FIXED: [&str; 7] = [META, SERIES, SERIES_BY_ID, INDEX, NAMES, LOG, ANNOTATIONS];
+pub const FIXED: [&str; 5] = [META, SERIES, NAMES, LOG, ANNOTATIONS];
 
 /// The families split by time, one per period, so that retention drops
 /// whole families (no tombstones, no compaction churn) and a query only
@@ -269,7 +262,7 @@ pub fn cf_options(name: &str, cache: &Cache) -> Options {
             o.set_compression_type(DBCompressionType::Zstd);
             o.set_block_based_table_factory(&table(cache, false));
         }
-        META | SERIES | SERIES_BY_ID | INDEX | NAMES | ANNOTATIONS => {
+        META | SERIES | NAMES | ANNOTATIONS => {
             o.set_write_buffer_size(16 << 20);
             o.set_compression_type(DBCompressionType::Lz4);
             o.set_block_based_table_factory(&table(cache, true));

@@ -22,10 +22,6 @@ pub const META_NEXT_SERIES_ID: &[u8] = b"next_series_id";
 /// `meta` key of the seal watermark (see `log`).
 pub const META_SEAL_WATERMARK: &[u8] = b"seal_watermark";
 
-/// Posting-list tags in the `index` column family.
-const POSTING_METRIC: u8 = b'M';
-const POSTING_TAG: u8 = b'T';
-
 /// Order-preserving encoding of a signed timestamp.
 pub fn timestamp(ts: i64) -> [u8; U64_LEN] {
     ((ts as u64) ^ (1 << 63)).to_be_bytes()
@@ -59,48 +55,6 @@ pub fn parse_series_time(key: &[u8]) -> Option<(u64, i64)> {
     let id = parse_u64(&key[..U64_LEN])?;
     let ts = parse_timestamp(key[U64_LEN..].try_into().ok()?);
     Some((id, ts))
-}
-
-/// `M ‖ metric ‖ 0x00`: every series of `metric`.
-pub fn metric_postings(metric: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(metric.len() + 2 + U64_LEN);
-    key.push(POSTING_METRIC);
-    key.extend_from_slice(metric.as_bytes());
-    key.push(0);
-    key
-}
-
-/// `M ‖ metric ‖ 0x00 ‖ id`.
-pub fn metric_posting(metric: &str, id: u64) -> Vec<u8> {
-    let mut key = metric_postings(metric);
-    key.extend_from_slice(&id.to_be_bytes());
-    key
-}
-
-/// `T ‖ tagk ‖ 0x00 [‖ tagv ‖ 0x00]`: every series carrying tag key `tagk`
-/// (with value `tagv` when given).
-pub fn tag_postings(tagk: &str, tagv: Option<&str>) -> Vec<u8> {
-    let mut key = Vec::with_capacity(tagk.len() + tagv.map_or(0, str::len) + 3 + U64_LEN);
-    key.push(POSTING_TAG);
-    key.extend_from_slice(tagk.as_bytes());
-    key.push(0);
-    if let Some(v) = tagv {
-        key.extend_from_slice(v.as_bytes());
-        key.push(0);
-    }
-    key
-}
-
-/// `T ‖ tagk ‖ 0x00 ‖ tagv ‖ 0x00 ‖ id`.
-pub fn tag_posting(tagk: &str, tagv: &str, id: u64) -> Vec<u8> {
-    let mut key = tag_postings(tagk, Some(tagv));
-    key.extend_from_slice(&id.to_be_bytes());
-    key
-}
-
-/// The series id at the end of any posting key.
-pub fn posting_id(key: &[u8]) -> Option<u64> {
-    parse_u64(key.get(key.len().checked_sub(U64_LEN)?..)?)
 }
 
 fn name_kind_byte(kind: NameKind) -> u8 {
@@ -159,15 +113,6 @@ mod tests {
         assert_eq!(parse_series_time(&key), Some((0x0102, 0)));
         assert!(series_time(1, i64::MAX) < series_time(2, i64::MIN));
         assert_eq!(parse_series_time(&key[1..]), None);
-    }
-
-    #[test]
-    fn posting_layouts() {
-        assert_eq!(metric_posting("cpu", 7), b"Mcpu\0\0\0\0\0\0\0\0\x07");
-        assert_eq!(tag_posting("host", "a", 7), b"Thost\0a\0\0\0\0\0\0\0\0\x07");
-        assert_eq!(tag_postings("host", None), b"Thost\0");
-        assert_eq!(posting_id(&tag_posting("host", "a", 258)), Some(258));
-        assert_eq!(posting_id(b"short"), None);
     }
 
     #[test]

@@ -45,7 +45,10 @@
 //!
 //! Readers copy what they need out of the head under a short read lock,
 //! *then* read RocksDB. In that order a window sealed in between is seen
-//! twice (identical data, merged) rather than not at all.
+//! twice (identical data, merged) rather than not at all. Which series a
+//! query or lookup touches comes from the posting lists in memory
+//! (`series_index`), built at open from the `series` family and extended
+//! by the writer after each commit that creates series.
 //!
 //! # Retention
 //!
@@ -79,9 +82,6 @@
 //! |                    | `next_series_id`                           | u64 BE: the next id to hand out (ids start at 1) |
 //! |                    | `seal_watermark`                           | u64 BE log seq ‖ i64 window bound (see `log`) |
 //! | `series`           | series key                                 | series id, u64 BE |
-//! | `series_by_id`     | series id, u64 BE                          | series key |
-//! | `index`            | `'M' metric 0x00 id`                       | series key |
-//! |                    | `'T' tagk 0x00 tagv 0x00 id`               | empty |
 //! | `names`            | `'m'`/`'k'`/`'v'` ‖ name                   | empty |
 //! | `log`              | sequence number, u64 BE                    | log record |
 //! | `blocks_YYYYMMDD`  | id u64 BE ‖ window start i64               | block record |
@@ -96,10 +96,13 @@
 //! families; blocks and hour rollups older than the horizon by the UTC
 //! year instead. A key is in one family of its kind; readers look in both
 //! lengths, and should a move leave a key in two, the finer copy counts.
-//! Version 3 added the year families of blocks and hour rollups; version 2
-//! stores (which lack them) open and are marked version 3 at once, so a
-//! version 2 build, which would not see them, refuses the store. Version
-//! 1 kept the rollups in single `rollup_1h`/`rollup_1d` families; it never
+//! Version 3 added the year families of blocks and hour rollups, and
+//! retired the `series_by_id` (id → key) and `index` (posting lists from
+//! metrics and tags to ids) families of version 2, which are now built in
+//! memory from `series` (see `series_index`). Version 2 stores open, lose
+//! those two families and are marked version 3 at once, so a version 2
+//! build, which would miss both changes, refuses the store. Version 1 kept
+//! the rollups in single `rollup_1h`/`rollup_1d` families; it never
 //! shipped and is not read.
 //!
 //! A series key is `metric (0x00 tagk 0x00 tagv)*`, tags sorted by key
@@ -131,7 +134,8 @@
 //!   without a version bump: older stores gain it, empty, at open.
 //!
 //! Module map: `cf` names and tunes the families, `keys` builds every
-//! key, `index` the series index, `head` the in-memory windows, `log` the
+//! key, `index` the series index on disk and `series_index` its posting
+//! lists in memory, `head` the in-memory windows, `log` the
 //! log records, `blocks` the time-partitioned families (and the blocks in
 //! them), `rollup` the aggregates, `writer` and `reader` the two halves,
 //! `delete` what a delete rewrites, `annotation` the annotations (written
@@ -149,6 +153,7 @@ mod keys;
 mod log;
 mod reader;
 mod rollup;
+mod series_index;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -167,12 +172,14 @@ pub use writer::{AppendStats, StoreWriter, SEAL_WINDOWS_PER_CALL};
 use blocks::Partitions;
 use cf::Partitioned;
 use head::Head;
+use series_index::SeriesIndex;
 
 /// The on-disk format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 3;
 
 /// The older format this build opens and marks as [`FORMAT_VERSION`]: a
-/// version 2 store is a version 3 store without year families.
+/// version 2 store is a version 3 store without year families, plus the
+/// two retired families.
 const UPGRADABLE_VERSION: u32 = 2;
 
 type Db = rocksdb::DBWithThreadMode<MultiThreaded>;
@@ -266,6 +273,8 @@ impl StoreError {
 struct Shared {
     db: Db,
     head: RwLock<Head>,
+    /// Filled by the writer at open and with every new series.
+    series_index: RwLock<SeriesIndex>,
     blocks: Partitions,
     hours: Partitions,
     days: Partitions,
@@ -341,6 +350,7 @@ impl Store {
             retention: opts.retention,
             db,
             head: RwLock::new(Head::default()),
+            series_index: RwLock::new(SeriesIndex::default()),
             cache,
             cache_bytes: opts.block_cache_bytes,
             dir: dir.to_owned(),
@@ -350,6 +360,13 @@ impl Store {
             annotation_writes: parking_lot::Mutex::new(()),
         };
         check_format(&shared)?;
+        // Only once the format is known: a newer store's families are not
+        // ours to drop.
+        for retired in cf::RETIRED {
+            if names.iter().any(|n| n == retired) {
+                shared.db.drop_cf(retired)?;
+            }
+        }
         let shared = Arc::new(shared);
         let mut writer = StoreWriter::open(Arc::clone(&shared), &opts)?;
         writer.expire(crate::model::now_ms())?;

@@ -18,7 +18,7 @@ use rocksdb::{BoundColumnFamily, DBRawIteratorWithThreadMode, ReadOptions};
 
 use crate::model::{DataPoint, RollupAgg, DAY_MS, MAX_TIMESTAMP_MS};
 use crate::model::{NameKind, RollupResolution, SeriesMeta};
-use crate::query::source::{PointScan, Source, SourceError};
+use crate::query::source::{PointScan, Source, SourceError, TagSelect};
 
 use super::cf::{self, Partitioned, Period};
 use super::head::{window_start, Window, WindowSnapshot, WINDOW_MS};
@@ -130,8 +130,8 @@ impl StoreReader {
         metric: Option<&str>,
         tags: &[(String, String)],
         limit: usize,
-    ) -> Result<Vec<SeriesMeta>, StoreError> {
-        index::lookup(&self.shared, metric, tags, limit)
+    ) -> Vec<SeriesMeta> {
+        self.shared.series_index.read().lookup(metric, tags, limit)
     }
 
     /// The newest point of series `id`.
@@ -346,20 +346,29 @@ fn merge(
         .map_err(|e| corrupt_block(id, head.start, e))
 }
 
-/// Joins sealed blocks and head windows (both sorted by start) window by
-/// window, the head winning over the block.
 fn source_error(e: StoreError) -> SourceError {
     SourceError(e.to_string())
 }
 
 impl Source for StoreReader {
     fn series_of_metric(&self, metric: &str) -> Result<Option<Vec<SeriesMeta>>, SourceError> {
-        let series = index::series_of_metric(&self.shared, metric).map_err(source_error)?;
-        Ok((!series.is_empty()).then_some(series))
+        Ok(self.shared.series_index.read().series_of_metric(metric))
+    }
+
+    fn series_selected(
+        &self,
+        metric: &str,
+        select: &TagSelect<'_>,
+    ) -> Result<Option<Vec<SeriesMeta>>, SourceError> {
+        Ok(self
+            .shared
+            .series_index
+            .read()
+            .series_selected(metric, select))
     }
 
     fn series_by_ids(&self, ids: &[u64]) -> Result<Vec<SeriesMeta>, SourceError> {
-        index::keys_of(&self.shared, ids).map_err(source_error)
+        Ok(self.shared.series_index.read().series_by_ids(ids))
     }
 
     fn points(&self, id: u64, start_ms: i64, end_ms: i64) -> Result<Vec<DataPoint>, SourceError> {

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::model::{DataPoint, RollupAgg, Sample, SeriesKey, Value};
-use crate::model::{NameKind, RollupResolution};
+use crate::model::{NameKind, RollupResolution, SeriesMeta};
 use crate::query::source::Source;
 
 use super::head::WINDOW_MS;
@@ -417,7 +417,7 @@ fn suggest_lookup_and_names() {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let hits = r.lookup(metric, &tags, limit).expect("reads");
+        let hits = r.lookup(metric, &tags, limit);
         hits.iter().map(|m| m.key.to_string()).collect()
     };
     assert_eq!(found(Some("sys.mem"), &[], 25), ["sys.mem{host=web01}"]);
@@ -464,6 +464,66 @@ fn series_of_metric_lists_every_series_once() {
     let keys: Vec<_> = found.iter().map(|m| (m.id, m.key.clone())).collect();
     assert_eq!(keys, vec![(1, a), (2, b)]);
     assert_eq!(r.series_of_metric("m3").expect("reads"), None);
+}
+
+#[test]
+fn posting_lists_are_rebuilt_at_open_and_retired_families_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let web = |n: u32| key("m", &[("host", &format!("web{n:02}")), ("dc", "lga")]);
+    {
+        let (mut w, _) = open(dir.path());
+        for n in [2, 1] {
+            w.append(&samples(&web(n), &[int(T0, 1)])).expect("appends");
+        }
+        w.append(&samples(&key("m", &[("host", "db01")]), &[int(T0, 1)]))
+            .expect("appends");
+    }
+    // Version 2 stores had these families on disk.
+    {
+        let names = families_on_disk(dir.path());
+        let db = Db::open_cf(&rocksdb::Options::default(), dir.path(), &names).expect("opens");
+        for name in cf::RETIRED {
+            db.create_cf(name, &rocksdb::Options::default())
+                .expect("creates");
+        }
+    }
+    let (mut w, r) = open(dir.path());
+    let on_disk = families_on_disk(dir.path());
+    assert!(cf::RETIRED.iter().all(|n| !on_disk.iter().any(|d| d == n)));
+    w.append(&samples(&web(3), &[int(T0, 1)])).expect("appends");
+
+    let web_only = |v: &str| v.starts_with("web");
+    let select = |exact, prefix| crate::query::source::TagSelect {
+        key: "host",
+        exact,
+        prefix,
+        matches: &web_only,
+    };
+    let keys = |found: Option<Vec<SeriesMeta>>| -> Vec<(u64, String)> {
+        let found = found.expect("metric exists");
+        found.iter().map(|m| (m.id, m.key.to_string())).collect()
+    };
+    let selected = r.series_selected("m", &select(None, "web")).expect("reads");
+    assert_eq!(
+        keys(selected),
+        [
+            (1, web(2).to_string()),
+            (2, web(1).to_string()),
+            (4, web(3).to_string())
+        ]
+    );
+    let exact = ["web03".to_string(), "db01".to_string()];
+    let selected = r
+        .series_selected("m", &select(Some(&exact), ""))
+        .expect("reads");
+    assert_eq!(keys(selected), [(4, web(3).to_string())]);
+    assert_eq!(
+        r.series_of_metric("m").expect("reads").map(|s| s.len()),
+        Some(4)
+    );
+    assert_eq!(r.series_by_ids(&[3, 9]).expect("reads").len(), 1);
+    let hits = r.lookup(None, &[("host".into(), "db01".into())], 10);
+    assert_eq!(hits.len(), 1);
 }
 
 #[test]

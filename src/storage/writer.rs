@@ -18,6 +18,7 @@ use super::chunk;
 use super::head::{window_start, Window, WINDOW_MS};
 use super::index::{self, IndexFamilies};
 use super::log::{self, Record, RecordEncoder, Watermark};
+use super::series_index::SeriesIndex;
 use super::{blocks, cf, delete, keys, rollup};
 use super::{Shared, StoreError, StoreOptions};
 
@@ -91,6 +92,7 @@ impl StoreWriter {
             })?),
             None => None,
         };
+        *shared.series_index.write() = SeriesIndex::build(ids.iter().map(|(k, &id)| (k, id)));
         let next_id = stored_next.max(max_id + 1);
         let replayed = replay(&shared, next_id, watermark)?;
         let next_seq = replayed.next_seq.max(watermark.map_or(0, |w| w.seq));
@@ -149,7 +151,13 @@ impl StoreWriter {
             }
         }
         let new_series = self.new_keys.len();
-        self.new_keys.clear();
+        if new_series > 0 {
+            // New series were numbered in the order of `new_keys`.
+            let mut index = self.shared.series_index.write();
+            for (id, key) in (first_new_id..).zip(self.new_keys.drain(..)) {
+                index.insert(id, key);
+            }
+        }
         self.shared.series.store(self.ids.len(), Relaxed);
         self.shared.log_records.fetch_add(1, Relaxed);
         Ok(AppendStats {
