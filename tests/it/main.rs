@@ -4,6 +4,7 @@
 mod annotations;
 mod auth;
 mod clickhouse;
+mod clickhouse_source;
 mod clickhouse_support;
 mod clients;
 mod collectd;
