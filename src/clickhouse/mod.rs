@@ -1,7 +1,10 @@
 //! ClickHouse as rtsd's scale-out store: the HTTP client, the row format of
-//! points and the versioned schema. The store itself (spool, shipping,
-//! `--store clickhouse`) builds on these and does not exist yet; today the
-//! `rtsd clickhouse-schema` command uses them.
+//! points, the versioned schema, a [`writer`] of series and points and the
+//! read side the query engine runs on ([`source::ClickHouseSource`], a
+//! `query::source::Source` whose answers are byte-identical to the
+//! embedded store's). The spool that ships ingest to ClickHouse and
+//! `serve --store clickhouse` do not exist yet; today the
+//! `rtsd clickhouse-schema` command and the tests use these.
 //!
 //! # Choices, and why
 //!

@@ -549,3 +549,92 @@ fn bad_answer(rest: &[u8], what: &str) -> SourceError {
     }
     SourceError(format!("clickhouse answer {what}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clickhouse::rowbinary::PutRow;
+
+    /// A finished answer of `bytes` for a statement over places `0..2`.
+    fn answer(bytes: Vec<u8>) -> Reading {
+        Reading {
+            pieces: mpsc::channel(1).1,
+            first: 0,
+            end: 2,
+            bytes,
+            at: 0,
+            last: None,
+            finished: true,
+        }
+    }
+
+    fn row(out: &mut Vec<u8>, series: u64, ts: i64, value: i64) {
+        out.put_u64(series);
+        out.put_i64(ts);
+        out.put_u8(1);
+        out.put_i64(value);
+        out.put_f64(0.0);
+    }
+
+    fn errors(bytes: Vec<u8>) -> Vec<String> {
+        let places = HashMap::from([(10, 0), (20, 1)]);
+        let mut reading = answer(bytes);
+        let mut seen = Vec::new();
+        loop {
+            match reading.next(&places, (0, 100)) {
+                Ok(Next::Row(row)) => reading.take(&row),
+                Ok(Next::End) => return seen,
+                Ok(Next::More) => panic!("a finished answer wants no more"),
+                Err(e) => {
+                    seen.push(e.to_string());
+                    return seen;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rows_that_do_not_belong_fail_the_read() {
+        let mut good = Vec::new();
+        row(&mut good, 10, 1, 5);
+        row(&mut good, 10, 2, 6);
+        row(&mut good, 20, 1, 7);
+        assert_eq!(errors(good.clone()), Vec::<String>::new());
+
+        // An error met after the first rows were sent follows them.
+        let mut failed = good.clone();
+        failed.extend_from_slice(
+            b"Code: 241, e.displayText() = DB::Exception: Memory limit exceeded, e.what() = DB::Exception\n",
+        );
+        let seen = errors(failed);
+        assert!(
+            seen[0].starts_with(
+                "storage error: clickhouse failed in the middle of its answer: Code: 241"
+            ),
+            "{seen:?}"
+        );
+
+        let mut cut = good.clone();
+        cut.truncate(good.len() - 1);
+        let rows = |rows: &[(u64, i64)]| {
+            let mut out = Vec::new();
+            for &(series, ts) in rows {
+                row(&mut out, series, ts, 5);
+            }
+            out
+        };
+        let disorder = "storage error: clickhouse answer is out of order or out of range";
+        for (bytes, error) in [
+            (cut, "storage error: clickhouse answer ends inside a row"),
+            (
+                rows(&[(30, 1)]),
+                "storage error: clickhouse answer holds a series not asked for",
+            ),
+            (rows(&[(20, 1), (10, 2)]), disorder),
+            (rows(&[(10, 2), (10, 2)]), disorder),
+            (rows(&[(10, 101)]), disorder),
+        ] {
+            assert_eq!(errors(bytes), [error]);
+        }
+    }
+}
