@@ -7,8 +7,9 @@
 //!
 //! # Reads
 //!
-//! * **Series** come from the `series` table: by metric (its sort key
-//!   leads with the metric) or by id. An id found with two keys is a hash
+//! * **Series** come from the `series` table: by metric through its sort
+//!   key, which leads with the metric, or by id (TSUID queries), which
+//!   reads the whole table. An id found with two keys is a hash
 //!   collision ([`super::writer`] refuses them, but two nodes can race);
 //!   the read fails rather than merge two series.
 //! * **Names**: a metric is found through the sort key; a tag key or value

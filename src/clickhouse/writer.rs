@@ -47,6 +47,9 @@ pub async fn write(
     first_version: u64,
     compression: Compression,
 ) -> Result<(), WriteError> {
+    if samples.is_empty() {
+        return Ok(());
+    }
     let keys: Vec<&SeriesKey> = samples.iter().map(|s| &s.series).collect();
     insert_series(client, database, &keys).await?;
     let rows: Vec<PointRow> = samples
