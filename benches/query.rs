@@ -76,7 +76,7 @@ fn load() -> (tempfile::TempDir, StoreWriter, StoreReader) {
     for batch in samples(true).chunks(4096) {
         w.append(batch).expect("appends");
     }
-    w.seal_all().expect("seals");
+    w.seal_all(rtsd::model::now_ms()).expect("seals");
     for batch in samples(false).chunks(4096) {
         w.append(batch).expect("appends");
     }

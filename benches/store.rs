@@ -85,7 +85,7 @@ fn report() {
     let append_s = started.elapsed().as_secs_f64();
     let logged = r.bytes_on_disk();
     let sealed = Instant::now();
-    w.seal_all().expect("seals");
+    w.seal_all(rtsd::model::now_ms()).expect("seals");
     w.flush().expect("flushes");
     let seal_s = sealed.elapsed().as_secs_f64();
     let n = samples.len() as f64;
@@ -99,14 +99,14 @@ fn report() {
         r.bytes_on_disk() as f64 / n,
         logged as f64 / n,
     );
-    let stats = r.stats();
-    let mut parts: Vec<String> = stats
+    let disk = r.disk_usage();
+    let mut parts: Vec<String> = disk
         .column_families
         .iter()
         .filter(|c| c.sst_bytes > 0)
         .map(|c| format!("{} {}", c.name, c.sst_bytes))
         .collect();
-    parts.push(format!("wal {}", stats.wal_bytes));
+    parts.push(format!("wal {}", disk.wal_bytes));
     eprintln!(
         "store report: bytes on disk by family: {}",
         parts.join(", ")

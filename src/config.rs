@@ -24,6 +24,7 @@ use serde::Deserialize;
 use crate::auth::{Auth, AuthFile};
 use crate::model::{DAY_MS, MINUTE_MS};
 use crate::query::time::{duration_text, parse_duration};
+use crate::query::QueryLimits;
 use crate::queue::OverflowPolicy;
 use crate::storage::Retention;
 
@@ -311,16 +312,34 @@ settings! {
     allow_delete: bool = false, "allow-delete", Flag::Switch;
     /// Extra characters allowed in names, like `tsd.core.tag.allow_specialchars`.
     allow_special_chars: String = String::new(), "allow-special-chars", Flag::None;
-    /// Connections served at once on both ports together; more are refused
-    /// by closing them.
+    /// Connections served at once on both ports together, https included;
+    /// more are refused by closing them.
     max_connections: usize = 10_000, "max-connections", Flag::None;
-    /// Close a telnet connection that sent nothing for this long; on HTTP,
+    /// Close a telnet connection that sent nothing (nor read a reply) for
+    /// this long; on HTTP,
     /// the longest wait for a request header or the next kept-alive
     /// request, like OpenTSDB's tsd.core.socket.timeout.
     ///
     /// Half-open connections of rebooted collector hosts must not hold
     /// `max-connections` slots.
     idle_timeout: Span = Span(5 * MINUTE_MS), "idle-timeout", Flag::Value("DURATION");
+    // Grafana's data source proxy gives up after 30 s, scollector after a
+    // minute: answer before either does.
+    /// An HTTP request still unanswered after this long gets 503, a query
+    /// stops working, and a client that takes none of its answer for
+    /// this long is disconnected.
+    request_timeout: Span = Span(30_000), "request-timeout", Flag::Value("DURATION");
+    /// Series one query may match, over all its sub-queries; more get 413.
+    max_query_series: usize = QueryLimits::default().max_series, "max-query-series", Flag::None;
+    /// Points one query may read (raw points, rollup intervals) and fill;
+    /// more get 413.
+    max_query_points: usize = QueryLimits::default().max_points, "max-query-points", Flag::None;
+    /// Buckets one downsample may lay over a query's time range (the range
+    /// divided by the interval); more get 400 before anything is read.
+    max_downsample_buckets: u64 = QueryLimits::default().max_downsample_buckets, "max-downsample-buckets", Flag::None;
+    /// Downsample buckets times the series each sub-query matched, summed
+    /// over the query; more get 413 before any point is read.
+    max_query_buckets: u64 = QueryLimits::default().max_query_buckets, "max-query-buckets", Flag::None;
     /// `/api/put` requests handled at once; more get 503 with Retry-After.
     ///
     /// Each holds its body (up to 32 MiB inflated) while it runs.
@@ -329,8 +348,21 @@ settings! {
     ///
     /// Each future day would otherwise get its own partition.
     max_future: Span = Span(DAY_MS), "max-future", Flag::Value("DURATION");
-    /// Error replies a connection may have unsent before further ones are
-    /// dropped (and counted): collectd and telegraf never read the socket.
+    /// Series the store may hold; a point of a new series beyond it is
+    /// refused with `too many series`. 0: no limit.
+    ///
+    /// Points of existing series always pass.
+    max_series: u64 = 0, "max-series", Flag::Value("N");
+    /// New series admitted per minute (a token bucket: a burst of N, then
+    /// one every 60/N s); a point of a new series beyond it is refused with
+    /// `too many series`. 0: no limit.
+    max_new_series_per_minute: u32 = 0, "max-new-series-per-minute", Flag::Value("N");
+    /// Unsent replies a telnet connection may hold: error replies past it
+    /// are dropped (and counted), since collectd and telegraf never read
+    /// the socket.
+    ///
+    /// Replies asked for (`version`, `stats`...) are never dropped; past
+    /// this the connection reads nothing more until the client reads them.
     reply_buffer_bytes: usize = 64 * 1024, "reply-buffer-bytes", Flag::None;
     /// How long after an hour ends its head chunks stay open for late points.
     seal_grace_secs: u64 = 600, "seal-grace-secs", Flag::None;
@@ -343,6 +375,12 @@ settings! {
     /// A series without points for this long counts as stale in
     /// `/metrics` and is `/api/rtsd/stale`'s default period.
     stale_after_secs: u64 = 3600, "stale-after-secs", Flag::None;
+    /// Seconds between surveys of the store's disk usage and stale series
+    /// for `stats`, `/api/stats` and `/metrics`, which show the latest one.
+    ///
+    /// A survey reads every column family and seeks every series, so it
+    /// runs at most this often, off the request, and only while read.
+    stats_refresh_secs: u64 = 10, "stats-refresh-secs", Flag::None;
     /// The `[auth]` tokens and write networks; no token means auth off.
     auth: Auth = Auth::default(), "auth", Flag::None;
     /// PEM certificate chain: the HTTP port speaks https (with --tls-key).
@@ -429,9 +467,25 @@ impl Settings {
         }
     }
 
+    /// The query limits these settings give; the deadline is per request.
+    pub fn query_limits(&self) -> QueryLimits {
+        QueryLimits {
+            max_series: self.max_query_series,
+            max_points: self.max_query_points,
+            max_downsample_buckets: self.max_downsample_buckets,
+            max_query_buckets: self.max_query_buckets,
+            ..QueryLimits::default()
+        }
+    }
+
     /// [`Settings::stale_after_secs`] in ms.
     pub fn stale_after_ms(&self) -> i64 {
         i64::try_from(self.stale_after_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+
+    /// [`Settings::stats_refresh_secs`] as a duration.
+    pub fn stats_refresh(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.stats_refresh_secs)
     }
 
     fn problems(&self) -> Vec<String> {
@@ -451,6 +505,9 @@ impl Settings {
         }
         if self.stale_after_secs == 0 {
             out.push("stale-after-secs: must be at least 1".to_string());
+        }
+        if self.stats_refresh_secs == 0 {
+            out.push("stats-refresh-secs: must be at least 1".to_string());
         }
         if self.max_concurrent_puts == 0 {
             out.push("max-concurrent-puts: must be at least 1".to_string());

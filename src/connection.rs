@@ -5,26 +5,43 @@
 //! and hands each line to the pure parser in `protocol`. Parsed points are
 //! gathered into a batch per read and pushed onto the ingest queue.
 //!
-//! Replies never block ingest. collectd, telegraf and potsdb never read
-//! their socket, so error replies go into a buffer of `reply_buffer_bytes`;
-//! what does not fit is dropped and counted (`socket_writes_blocked`).
-//! Replies a client asked for (`version`, `help`, `stats`) are always queued,
-//! because tcollector drops servers that do not answer `version`; a client
-//! that asks without ever reading is paused (no more reads) once the buffer
-//! reaches four times its size, so memory stays bounded.
+//! Error replies never block ingest. collectd, telegraf and potsdb never
+//! read their socket, so error replies go into a buffer of
+//! `reply_buffer_bytes`; what does not fit is dropped and counted
+//! (`socket_writes_blocked`). Replies a client asked for (`version`, `help`,
+//! `stats`, ...) are never dropped, because tcollector drops servers that
+//! do not answer `version`. Instead, once the unsent replies pass
+//! `reply_buffer_bytes`, the connection handles no further line and reads
+//! nothing until the client has read them back under it: TCP pushes back
+//! on a client that asks without reading, and `idle_timeout` closes it if
+//! it never does. So a connection holds at most `reply_buffer_bytes` plus
+//! one reply unsent and one read plus one line unread, however many
+//! `stats` it is sent.
+//!
+//! `stats` and `dropcaches` run on the blocking pool, one at a time per
+//! connection and in line order: `stats` takes the head's lock (with the
+//! store's disk usage from the latest [`crate::survey`] rather than a walk
+//! of the store per line), `dropcaches` empties RocksDB's block cache.
+//!
+//! A `put` of a new series beyond a cardinality limit gets its error reply
+//! here and is not queued (see `cardinality`).
 //!
 //! With auth on, `put` needs a `write` token given with `auth basic` on
 //! this connection, or a peer address in `write-networks`; other lines are
 //! answered as before.
 //!
-//! A connection that sends nothing for `idle_timeout` is closed, so the
-//! half-open connections of collector hosts that rebooted give their
-//! `max-connections` slots back (OpenTSDB's `tsd.core.socket.timeout`).
+//! A connection that neither sends nor reads for `idle_timeout` is closed,
+//! so the half-open connections of collector hosts that rebooted give
+//! their `max-connections` slots back (OpenTSDB's
+//! `tsd.core.socket.timeout`).
 //!
 //! An over-long line gets one error reply and is skipped up to its newline;
-//! the connection goes on (OpenTSDB closes it silently). On shutdown the
-//! connection stops at a line boundary: every complete line already read is
-//! processed and queued, then the socket closes.
+//! the connection goes on (OpenTSDB closes it silently). On shutdown (or
+//! idle timeout) the connection stops at a line boundary: every complete
+//! line already read is processed and its points queued, then the socket
+//! closes. Replies asked for by then are sent if they fit in
+//! `reply_buffer_bytes` and dropped and counted otherwise; `stats` and
+//! `dropcaches` are not carried out any more (and counted as dropped).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -38,11 +55,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Access, Auth, Scope};
+use crate::cardinality::SeriesGate;
 use crate::model::Sample;
 use crate::protocol::{self, Command, Credentials, LineError, ParseOptions};
 use crate::queue::{Batch, PushError, QueueSender};
 use crate::stats::Stats;
 use crate::storage::StoreReader;
+use crate::survey::Survey;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -53,13 +72,31 @@ pub struct TelnetContext {
     pub stats: Arc<Stats>,
     pub store: StoreReader,
     pub parse: ParseOptions,
+    /// The cardinality limits, if any are set.
+    pub series_gate: Option<Arc<SeriesGate>>,
     pub max_line_bytes: usize,
     pub reply_buffer_bytes: usize,
+    /// Disk usage for `stats`, shared with the HTTP API.
+    pub survey: Arc<Survey>,
     /// Tokens and write networks; with auth on, `put` needs one or the other.
     pub auth: Auth,
     /// A connection that sends nothing for this long is closed.
     pub idle_timeout: Duration,
+    /// An HTTP connection whose peer takes nothing for this long is closed.
+    pub http_write_timeout: Duration,
     pub shutdown: CancellationToken,
+}
+
+impl TelnetContext {
+    /// The rules of HTTP connections, which share this context's limits.
+    pub fn http_rules(&self) -> crate::http::ConnectionRules {
+        crate::http::ConnectionRules {
+            shutdown: self.shutdown.clone(),
+            idle_timeout: self.idle_timeout,
+            write_timeout: self.http_write_timeout,
+            stats: self.stats.clone(),
+        }
+    }
 }
 
 /// How a connection ended, for the connection span's log line.
@@ -86,38 +123,58 @@ pub async fn serve(mut stream: TcpStream, ctx: &TelnetContext) -> std::io::Resul
         framer: Framer::new(ctx.max_line_bytes),
         batch: Vec::new(),
         out: BytesMut::new(),
+        closing: false,
     };
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let (mut rd, mut wr) = stream.split();
     let idle = tokio::time::sleep(ctx.idle_timeout);
     tokio::pin!(idle);
+    let mut eof = false;
     let ended = loop {
-        let paused = conn.out.len() >= 4 * ctx.reply_buffer_bytes;
+        let stop = conn.lines(&mut buf);
+        if !conn.flush_batch().await {
+            break Ended::QueueClosed;
+        }
+        match stop {
+            Stop::Exit => break Ended::Exit,
+            Stop::Blocking(work) => {
+                tokio::select! {
+                    biased;
+                    _ = ctx.shutdown.cancelled() => {
+                        ctx.stats.replies_dropped.fetch_add(1, Relaxed);
+                        break Ended::Shutdown;
+                    }
+                    text = answer(ctx, work) => conn.reply(&text),
+                }
+                continue;
+            }
+            Stop::Drained if eof => break Ended::Eof,
+            Stop::Drained | Stop::Full => {}
+        }
         tokio::select! {
             biased;
             _ = ctx.shutdown.cancelled() => break Ended::Shutdown,
             _ = idle.as_mut() => break Ended::Idle,
-            w = wr.write_buf(&mut conn.out), if !conn.out.is_empty() => { w?; continue; }
-            r = read_more(&mut rd, &mut buf), if !paused => {
+            w = wr.write_buf(&mut conn.out), if !conn.out.is_empty() => {
+                // A client reading its replies is not idle, even while
+                // this side reads nothing from it.
+                if w? > 0 {
+                    idle.as_mut().reset(Instant::now() + ctx.idle_timeout);
+                }
+            }
+            r = read_more(&mut rd, &mut buf), if stop == Stop::Drained => {
                 idle.as_mut().reset(Instant::now() + ctx.idle_timeout);
                 if r? == 0 {
-                    if let Some(line) = conn.framer.finish(&mut buf) {
-                        if conn.line(&line) {
-                            break Ended::Exit;
-                        }
-                    }
-                    break Ended::Eof;
+                    eof = true;
+                    conn.framer.end(&mut buf);
                 }
             }
         }
-        let exit = conn.lines(&mut buf);
-        if !conn.flush_batch().await {
-            break Ended::QueueClosed;
-        }
-        if exit {
-            break Ended::Exit;
-        }
     };
+    if ended != Ended::Exit {
+        conn.closing = true;
+        conn.lines(&mut buf);
+    }
     if !conn.flush_batch().await && ended != Ended::QueueClosed {
         tracing::debug!("queue closed before the last batch");
     }
@@ -128,6 +185,29 @@ pub async fn serve(mut stream: TcpStream, ctx: &TelnetContext) -> std::io::Resul
     }
     let _ = wr.shutdown().await;
     Ok(ended)
+}
+
+/// Does `work` on the blocking pool and gives its reply.
+async fn answer(ctx: &TelnetContext, work: Blocking) -> String {
+    let done = match work {
+        Blocking::Stats => {
+            let findings = ctx.survey.findings().await;
+            let (stats, survey) = (ctx.stats.clone(), ctx.survey.clone());
+            tokio::task::spawn_blocking(move || {
+                crate::stats::stats_reply(&stats, &survey.storage_stats(&findings))
+            })
+            .await
+        }
+        Blocking::DropCaches => {
+            let store = ctx.store.clone();
+            tokio::task::spawn_blocking(move || {
+                store.drop_caches();
+                protocol::DROPCACHES_REPLY.to_string()
+            })
+            .await
+        }
+    };
+    done.expect("stats and dropcaches never panic")
 }
 
 async fn read_more(
@@ -188,11 +268,34 @@ impl Framer {
         None
     }
 
-    /// At end of input: a final line without a newline still counts.
-    fn finish(&mut self, buf: &mut BytesMut) -> Option<BytesMut> {
-        let rest = buf.split();
-        (!rest.is_empty() && !self.discarding).then_some(rest)
+    /// At end of input: a final line without a newline still counts, so
+    /// it gets one (which also ends an over-long line being skipped).
+    fn end(&mut self, buf: &mut BytesMut) {
+        if !buf.is_empty() {
+            buf.extend_from_slice(b"\n");
+        }
     }
+}
+
+/// Why [`Connection::lines`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// No whole line is left in the read buffer.
+    Drained,
+    /// Unsent replies are past `reply_buffer_bytes`: no line is handled
+    /// until the client reads some.
+    Full,
+    /// A command whose work runs off this task.
+    Blocking(Blocking),
+    /// `exit`.
+    Exit,
+}
+
+/// Commands that take locks the writer holds, or RocksDB's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Blocking {
+    Stats,
+    DropCaches,
 }
 
 struct Connection<'a> {
@@ -202,22 +305,31 @@ struct Connection<'a> {
     framer: Framer,
     batch: Vec<Sample>,
     out: BytesMut,
+    /// Shutting down: the lines left are handled without waiting for the
+    /// client to read, so asked-for replies can be dropped too.
+    closing: bool,
 }
 
 impl Connection<'_> {
-    /// Handles every complete line in `buf`; returns true on `exit`.
-    fn lines(&mut self, buf: &mut BytesMut) -> bool {
-        while let Some(frame) = self.framer.next(buf) {
-            match frame {
-                Frame::Line(line) => {
-                    if self.line(&line) {
-                        return true;
-                    }
+    /// Handles the complete lines in `buf` until one needs more than this
+    /// task can do at once, or there are no more.
+    fn lines(&mut self, buf: &mut BytesMut) -> Stop {
+        loop {
+            if !self.closing && self.out.len() > self.ctx.reply_buffer_bytes {
+                return Stop::Full;
+            }
+            let stop = match self.framer.next(buf) {
+                None => return Stop::Drained,
+                Some(Frame::Line(line)) => self.line(&line),
+                Some(Frame::TooLong) => {
+                    self.too_long();
+                    None
                 }
-                Frame::TooLong => self.too_long(),
+            };
+            if let Some(stop) = stop {
+                return stop;
             }
         }
-        false
     }
 
     fn too_long(&mut self) {
@@ -227,8 +339,8 @@ impl Connection<'_> {
         self.error_reply(&err);
     }
 
-    /// Handles one line (without `\n`); returns true on `exit`.
-    fn line(&mut self, line: &[u8]) -> bool {
+    /// Handles one line (without `\n`); says why to stop, if it must.
+    fn line(&mut self, line: &[u8]) -> Option<Stop> {
         let ctx = self.ctx;
         ctx.stats.lines_received.fetch_add(1, Relaxed);
         match protocol::parse_line(line, &ctx.parse) {
@@ -238,9 +350,17 @@ impl Connection<'_> {
                 self.error_reply(&err);
             }
             Ok(Command::Put(put)) => {
+                let series = put.series_key();
+                let gate = ctx.series_gate.as_deref();
+                if let Some(Err(limit)) = gate.map(|g| g.admit(&series)) {
+                    let err = protocol::too_many_series(limit);
+                    ctx.stats.rejected(err.kind());
+                    self.error_reply(&err);
+                    return None;
+                }
                 ctx.stats.telnet_points.fetch_add(1, Relaxed);
                 self.batch.push(Sample {
-                    series: put.series_key(),
+                    series,
                     point: crate::model::DataPoint {
                         timestamp_ms: put.timestamp_ms,
                         value: put.value,
@@ -249,20 +369,26 @@ impl Connection<'_> {
             }
             Ok(Command::Version) => self.reply(&protocol::version_reply()),
             Ok(Command::Help) => self.reply(protocol::HELP_REPLY),
-            Ok(Command::Stats) => self.reply(&crate::stats::stats_reply(&ctx.stats, &ctx.store)),
-            Ok(Command::DropCaches) => {
-                ctx.store.drop_caches();
-                self.reply(protocol::DROPCACHES_REPLY);
-            }
+            Ok(Command::Stats) => return self.blocking(Blocking::Stats),
+            Ok(Command::DropCaches) => return self.blocking(Blocking::DropCaches),
             Ok(Command::DieDieDie) => self.reply(protocol::DIEDIEDIE_REPLY),
-            Ok(Command::Exit) => return true,
+            Ok(Command::Exit) => return Some(Stop::Exit),
             Ok(Command::Auth(given)) => self.auth(given),
             Err(err) => {
                 ctx.stats.rejected(err.kind());
                 self.error_reply(&err);
             }
         }
-        false
+        None
+    }
+
+    /// Hands `work` to the serving loop; while closing it is not done.
+    fn blocking(&mut self, work: Blocking) -> Option<Stop> {
+        if self.closing {
+            self.ctx.stats.replies_dropped.fetch_add(1, Relaxed);
+            return None;
+        }
+        Some(Stop::Blocking(work))
     }
 
     /// `auth basic`: a write token lets this connection put. With auth
@@ -288,7 +414,14 @@ impl Connection<'_> {
         }
     }
 
+    /// Queues a reply the client asked for: [`Connection::lines`] keeps
+    /// the unsent ones bounded by handling no more lines, except while
+    /// closing, when one that does not fit is dropped.
     fn reply(&mut self, text: &str) {
+        if self.closing && self.out.len() + text.len() > self.ctx.reply_buffer_bytes {
+            self.ctx.stats.replies_dropped.fetch_add(1, Relaxed);
+            return;
+        }
         self.out.extend_from_slice(text.as_bytes());
     }
 
@@ -322,7 +455,7 @@ mod tests {
 
     /// Feeds `reads` one after the other, as separate socket reads, and
     /// lists every frame (a line as text, an over-long line as `None`),
-    /// then what `finish` gives at end of input.
+    /// then the line `end` makes of what is left at end of input.
     fn frames(max: usize, reads: &[&[u8]]) -> (Vec<Option<String>>, Option<String>) {
         let mut framer = Framer::new(max);
         let mut buf = BytesMut::new();
@@ -336,9 +469,11 @@ mod tests {
                 });
             }
         }
-        let last = framer
-            .finish(&mut buf)
-            .map(|l| String::from_utf8(l.to_vec()).unwrap());
+        framer.end(&mut buf);
+        let last = match framer.next(&mut buf) {
+            Some(Frame::Line(l)) => Some(String::from_utf8(l.to_vec()).unwrap()),
+            _ => None,
+        };
         (out, last)
     }
 

@@ -69,10 +69,7 @@ impl Daemon {
 
         // Certificate problems stop startup before anything listens.
         let tls = match (&settings.tls_cert, &settings.tls_key) {
-            (Some(cert), Some(key)) => Some((
-                (cert.clone(), key.clone()),
-                crate::tls::acceptor(cert, key)?,
-            )),
+            (Some(cert), Some(key)) => Some(Arc::new(crate::tls::Acceptor::load(cert, key)?)),
             _ => None,
         };
         let telnet = listen(inherited.telnet, settings.listen, "telnet").await?;
@@ -84,6 +81,12 @@ impl Daemon {
         let (queue, queue_rx) =
             crate::queue::queue(settings.queue_capacity, settings.overflow, stats.clone());
         let shutdown = CancellationToken::new();
+        let series_gate = crate::cardinality::SeriesGate::new(
+            settings.max_series,
+            settings.max_new_series_per_minute,
+            store_writer.series_keys(),
+        )
+        .map(Arc::new);
         let writer = {
             let w = crate::ingest::Writer {
                 store: store_writer,
@@ -110,24 +113,34 @@ impl Daemon {
             allow_special_chars: settings.allow_special_chars.clone(),
             max_future_ms: Some(settings.max_future.0),
         };
-        let state = Arc::new(AppState::new(
-            store.clone(),
-            queue.clone(),
-            stats.clone(),
-            settings.clone(),
-            parse.clone(),
-            HttpLimits::default(),
-        ));
+        let state = Arc::new(
+            AppState::new(
+                store.clone(),
+                queue.clone(),
+                stats.clone(),
+                settings.clone(),
+                parse.clone(),
+                HttpLimits {
+                    request_timeout: settings.request_timeout.duration(),
+                    ..HttpLimits::default()
+                },
+            )
+            .with_series_gate(series_gate.clone()),
+        );
+        let survey = state.survey.clone();
         let app = http::router(state);
         let ctx = Arc::new(TelnetContext {
             queue,
             stats: stats.clone(),
             store: store.clone(),
             parse,
+            series_gate,
             max_line_bytes: settings.max_line_bytes,
             reply_buffer_bytes: settings.reply_buffer_bytes,
+            survey,
             auth: settings.auth.clone(),
             idle_timeout: settings.idle_timeout.duration(),
+            http_write_timeout: settings.request_timeout.duration(),
             shutdown: shutdown.clone(),
         });
 
@@ -141,18 +154,14 @@ impl Daemon {
                         (ctx.clone(), app.clone(), permits.clone(), tracker.clone());
                     async move {
                         match tls {
-                            // https connections do not count against
-                            // max-connections; the handshake has its own
-                            // timeout.
-                            Some((files, acceptor)) => {
-                                let (shutdown, idle) = (ctx.shutdown.clone(), ctx.idle_timeout);
-                                crate::tls::serve(
+                            Some(tls) => {
+                                crate::server::https_accept_loop(
                                     http_listener,
-                                    files,
-                                    acceptor,
+                                    ctx,
                                     app,
-                                    shutdown,
-                                    idle,
+                                    tls,
+                                    permits,
+                                    tracker,
                                 )
                                 .await
                             }

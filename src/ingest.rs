@@ -159,20 +159,24 @@ pub fn run(w: Writer) -> Result<(), StoreError> {
             break;
         }
         if last_seal.elapsed() >= TICK {
-            seal(&stats, store.seal_due(now_ms()));
+            let now = now_ms();
+            seal(&stats, store.seal_due(now));
+            // Aged partitions stay readable where they are meanwhile.
+            retry_later(&stats, "moving aged partitions", store.migrate(now));
             last_seal = Instant::now();
         }
         if last_expiry.elapsed() >= EXPIRY_INTERVAL {
-            if let Err(e) = store.expire(now_ms()) {
-                // Expired data stays hidden from queries; the next run retries.
-                stats.store_errors.fetch_add(1, Relaxed);
-                tracing::error!(error = %e, "dropping expired partitions failed; will retry");
-            }
+            // Expired data stays hidden from queries meanwhile.
+            retry_later(
+                &stats,
+                "dropping expired partitions",
+                store.expire(now_ms()),
+            );
             last_expiry = Instant::now();
         }
     }
     tracing::info!("ingest queue closed; sealing head chunks");
-    seal(&stats, store.seal_all());
+    seal(&stats, store.seal_all(now_ms()));
     store.flush()
 }
 
@@ -262,6 +266,14 @@ fn run_delete(store: &mut StoreWriter, stats: &Stats, d: DeleteRequest) {
     let _ = d
         .ack
         .send(result.map_err(|e| format!("storage error: {e}")));
+}
+
+/// Counts and logs a failed upkeep step, which the next run retries.
+fn retry_later<T>(stats: &Stats, what: &str, result: Result<T, StoreError>) {
+    if let Err(e) = result {
+        stats.store_errors.fetch_add(1, Relaxed);
+        tracing::error!(error = %e, "{what} failed; will retry");
+    }
 }
 
 fn seal(stats: &Stats, result: Result<usize, StoreError>) {

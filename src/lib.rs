@@ -18,11 +18,14 @@
 //!   `main` only parses flags and waits for a signal.
 //! - `auth` holds the `[auth]` tokens and decides who may read, write or
 //!   delete, on both ports.
+//! - `cardinality` refuses points of new series beyond `max-series` and
+//!   `max-new-series-per-minute`, on both ports, before they are queued.
 //! - `health` says whether the store is writable and the writer alive
 //!   (`GET /health`, `/api/put`'s 503).
 //! - `config` turns flags and the TOML file into validated settings.
 //! - `stats` counts what happens to every point and connection; `/api/stats`,
-//!   telnet `stats` and `/metrics` read it.
+//!   telnet `stats` and `/metrics` read it, with the store's disk usage and
+//!   stale series from the latest `survey`.
 //! - `model` holds the types every layer shares (value, point, series key,
 //!   series metadata).
 //! - `java` reproduces the Java/Jackson behaviours OpenTSDB's answers and
@@ -40,6 +43,7 @@
 
 pub mod activation;
 pub mod auth;
+pub mod cardinality;
 pub mod clickhouse;
 pub mod config;
 pub mod connection;
@@ -56,5 +60,6 @@ pub mod queue;
 pub mod server;
 pub mod stats;
 pub mod storage;
+pub mod survey;
 pub mod tls;
 pub mod tools;

@@ -1,8 +1,9 @@
 //! The accept loops of both ports: the telnet-style listener (port 4242)
 //! tells HTTP from telnet by the first byte as OpenTSDB does; the HTTP port
-//! (4243) serves HTTP only. Each connection runs in its own task, and one
-//! `max-connections` limit covers both ports, so neither can starve the
-//! other of file descriptors unnoticed.
+//! (4243) serves HTTP only, or https when TLS is on. Each connection runs
+//! in its own task, and one `max-connections` limit covers both ports,
+//! https included, so neither can starve the other of file descriptors
+//! unnoticed.
 //!
 //! OpenTSDB's rule (`PipelineFactory.DetectHttpOrRpc`): an ASCII upper-case
 //! first byte means HTTP (`GET`, `POST`, ...), anything else is the line
@@ -50,10 +51,29 @@ pub async fn http_accept_loop(
     tracker: TaskTracker,
 ) {
     let serve_one = |stream, ctx: &Arc<TelnetContext>| {
-        let (shutdown, idle, http) = (ctx.shutdown.clone(), ctx.idle_timeout, http.clone());
-        crate::http::serve_connection(stream, http, shutdown, idle)
+        crate::http::serve_connection(stream, http.clone(), ctx.http_rules())
     };
     run(listener, &ctx, &permits, &tracker, serve_one).await;
+}
+
+/// Accepts https on the HTTP port until shutdown, under the same limit
+/// and timeouts as plain HTTP, and reloads the certificate on SIGHUP.
+pub async fn https_accept_loop(
+    listener: TcpListener,
+    ctx: Arc<TelnetContext>,
+    http: axum::Router,
+    tls: Arc<crate::tls::Acceptor>,
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+) {
+    let serve_one = |stream, ctx: &Arc<TelnetContext>| {
+        let (rules, http, tls) = (ctx.http_rules(), http.clone(), tls.clone());
+        async move { tls.serve_connection(stream, http, rules).await }
+    };
+    tokio::join!(
+        tls.reload_on_hangup(ctx.shutdown.clone()),
+        run(listener, &ctx, &permits, &tracker, serve_one),
+    );
 }
 
 /// Spawns `serve_one` for every connection accepted within the limit.
@@ -152,7 +172,7 @@ async fn serve(stream: TcpStream, ctx: &TelnetContext, http: axum::Router) {
         },
     };
     if is_http {
-        crate::http::serve_connection(stream, http, ctx.shutdown.clone(), ctx.idle_timeout).await;
+        crate::http::serve_connection(stream, http, ctx.http_rules()).await;
         return;
     }
     match connection::serve(stream, ctx).await {

@@ -5,9 +5,11 @@
 //! table, [`FAMILIES`], names every number for all three places it shows:
 //! the telnet `stats` command and `/api/stats` ([`Stats::lines`], in
 //! OpenTSDB's `tsd.*` naming) and `/metrics` (as Prometheus families).
-//! Counters only go up; the one gauge is open connections. Queue depth is deliberately not a gauge: pushed minus popped
-//! tells it without sampling artefacts. `/api/query` latency is a
-//! fixed-bucket [`Histogram`], exported only by `/metrics`.
+//! Counters only go up; the gauges are what is open, queued or stored now.
+//! The store's disk usage comes from the latest [`crate::survey`], so
+//! showing it costs the same however many series and partitions there
+//! are. `/api/query` latency is a fixed-bucket [`Histogram`], exported only
+//! by `/metrics`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -70,14 +72,30 @@ pub struct Stats {
     /// Points those requests removed.
     pub points_deleted: AtomicU64,
     pub store_errors: AtomicU64,
-    /// Error replies not sent because the client does not read its socket.
+    /// Replies not sent because the client does not read its socket.
     pub replies_dropped: AtomicU64,
+    /// Surveys of the store's disk usage and stale series taken.
+    pub surveys: AtomicU64,
     /// HTTP requests refused for a missing, wrong or too weak token (401, 403).
     pub auth_refused_http: AtomicU64,
     /// Telnet `auth` lines answered `AUTH_FAIL`.
     pub auth_refused_telnet: AtomicU64,
     /// `/api/put` requests refused because `max-concurrent-puts` ran.
     pub puts_refused: AtomicU64,
+    /// HTTP connections closed because the peer took nothing of what was
+    /// written to it for `request-timeout`.
+    pub http_write_timeouts: AtomicU64,
+    /// Queries refused by a limit, by limit (`QueryError::limit`).
+    refused_downsample_buckets: AtomicU64,
+    refused_query_buckets: AtomicU64,
+    refused_series: AtomicU64,
+    refused_points: AtomicU64,
+    refused_deadline: AtomicU64,
+    /// Query answers being written now, each holding a blocking thread.
+    pub answers_streaming: AtomicU64,
+    /// Query answers given up before their end: the client went away or
+    /// stopped reading, or writing outlasted `request-timeout`.
+    pub answers_abandoned: AtomicU64,
     dropped_queue_full: AtomicU64,
     dropped_rate_limited: AtomicU64,
     dropped_store_error: AtomicU64,
@@ -114,6 +132,21 @@ impl Stats {
             DropReason::RateLimited => &self.dropped_rate_limited,
             DropReason::StoreError => &self.dropped_store_error,
         }
+    }
+
+    /// Counts a query refused by the limit `limit` names
+    /// ([`crate::query::QueryError::limit`]).
+    pub fn query_refused(&self, limit: &str) {
+        if let Some((_, counter)) = QUERY_REFUSALS.iter().find(|(l, _)| *l == limit) {
+            counter(self).fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn query_refused_count(&self, limit: &str) -> u64 {
+        QUERY_REFUSALS
+            .iter()
+            .find(|(l, _)| *l == limit)
+            .map_or(0, |(_, counter)| counter(self).load(Relaxed))
     }
 
     /// Counts a rejected line or point under the parser's error kind.
@@ -229,6 +262,7 @@ impl Family {
             Read::Writable => vec![(None, stats.health.store_writable().into())],
             Read::Store(gauge) => vec![(None, gauge(store))],
             Read::ColumnFamilies => store
+                .disk
                 .column_families
                 .iter()
                 .map(|cf| labelled(&cf.name, cf.sst_bytes + cf.memtable_bytes))
@@ -267,6 +301,15 @@ const fn family(
     }
 }
 
+/// Refused queries by the limit they ran into.
+const QUERY_REFUSALS: &[(&str, CounterOf)] = &[
+    ("downsample_buckets", |s| &s.refused_downsample_buckets),
+    ("query_buckets", |s| &s.refused_query_buckets),
+    ("series", |s| &s.refused_series),
+    ("points", |s| &s.refused_points),
+    ("deadline", |s| &s.refused_deadline),
+];
+
 /// Every number `stats`, `/api/stats` and `/metrics` report, in their
 /// order. OpenTSDB's own names where it has one (`tsd.rpc.received
 /// type=put`), `tsd.rtsd.*` otherwise; Prometheus names with an `rtsd_`
@@ -289,6 +332,15 @@ pub const FAMILIES: &[Family] = {
             "Lines read on the telnet port, of any kind.", Read::Counter(|s| &s.lines_received)),
         family("tsd.http.query.received", Tag::None, "rtsd_queries_total", Counter,
             "Requests to /api/query.", Read::Counter(|s| &s.queries)),
+        family("tsd.rtsd.query.refused", Label("limit"), "rtsd_queries_refused_total", Counter,
+            "Queries refused by a limit: downsample or query buckets, series, points (413 or 400), deadline (503).",
+            Read::Counters(QUERY_REFUSALS)),
+        family("tsd.rtsd.query.answers", Fixed("state", "streaming"), "rtsd_query_answers_streaming", Gauge,
+            "Query answers being written now, each on a blocking thread.",
+            Read::Counter(|s| &s.answers_streaming)),
+        family("tsd.rtsd.query.answers", Fixed("state", "abandoned"), "rtsd_query_answers_abandoned_total", Counter,
+            "Query answers given up before their end: the client left or stopped reading, or writing outlasted request-timeout.",
+            Read::Counter(|s| &s.answers_abandoned)),
         family("tsd.http.requests", Tag::None, "rtsd_http_requests_total", Counter,
             "HTTP requests on either port.", Read::Counter(|s| &s.http_requests)),
         family("tsd.rtsd.points.received", Label("source"), "rtsd_points_received_total", Counter,
@@ -321,8 +373,12 @@ pub const FAMILIES: &[Family] = {
         family("tsd.rtsd.store.writable", Tag::None, "rtsd_store_writable", Gauge,
             "1 while commits succeed, 0 from a failed commit (disk full, I/O error) until one succeeds.",
             Read::Writable),
+        family("tsd.connectionmgr.exceptions", Fixed("type", "write_timeout"), "rtsd_http_write_timeouts_total", Counter,
+            "HTTP connections closed because the client took nothing written to it for request-timeout.",
+            Read::Counter(|s| &s.http_write_timeouts)),
         family("tsd.rpc.errors", Fixed("type", "socket_writes_blocked"), "rtsd_replies_dropped_total", Counter,
-            "Error replies not sent because the client does not read its socket.",
+            "Replies not sent because the client does not read its socket: error replies over \
+             reply-buffer-bytes, and asked-for ones still unhandled when the connection closed.",
             Read::Counter(|s| &s.replies_dropped)),
         family("tsd.rtsd.auth.refused", Label("protocol"), "rtsd_auth_refused_total", Counter,
             "HTTP requests refused with 401 or 403, and telnet auth lines answered AUTH_FAIL.",
@@ -344,14 +400,17 @@ pub const FAMILIES: &[Family] = {
         family("tsd.rtsd.storage.log.records", Tag::None, "rtsd_storage_log_records", Gauge,
             "Head log records not yet deleted.", Read::Store(|s| s.log_records)),
         family("tsd.rtsd.storage.partitions", Tag::None, "rtsd_storage_partitions", Gauge,
-            "Day partitions holding blocks.", Read::Store(|s| s.partitions as u64)),
+            "Block families (per day, and per year for old data).", Read::Store(|s| s.partitions as u64)),
         family("tsd.rtsd.storage.disk.bytes", Tag::None, "rtsd_storage_disk_bytes", Gauge,
             "Bytes on disk: live SST files of every column family plus the WAL.",
-            Read::Store(|s| s.bytes_on_disk)),
+            Read::Store(|s| s.disk.bytes_on_disk)),
         family("tsd.rtsd.storage.wal.bytes", Tag::None, "rtsd_storage_wal_bytes", Gauge,
-            "Bytes of RocksDB's write-ahead log.", Read::Store(|s| s.wal_bytes)),
+            "Bytes of RocksDB's write-ahead log.", Read::Store(|s| s.disk.wal_bytes)),
         family("tsd.rtsd.storage.cf.bytes", Label("cf"), "rtsd_storage_column_family_bytes", Gauge,
             "Bytes per RocksDB column family: live SST files plus memtables.", Read::ColumnFamilies),
+        family("tsd.rtsd.storage.surveys", Tag::None, "rtsd_storage_surveys_total", Counter,
+            "Surveys of the store's disk usage and stale series, at most one per stats-refresh-secs.",
+            Read::Counter(|s| &s.surveys)),
     ]
 };
 
@@ -432,14 +491,14 @@ impl Drop for HistogramTimer {
 
 /// The `stats` reply, one counter per line as OpenTSDB prints them:
 /// `tsd.<name> <unix-seconds> <value>[ tags] host=<hostname>`.
-pub fn stats_reply(stats: &Stats, store: &crate::storage::StoreReader) -> String {
+pub fn stats_reply(stats: &Stats, store: &StorageStats) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let host = hostname();
     let mut out = String::new();
-    for line in stats.lines(&store.stats()) {
+    for line in stats.lines(store) {
         out.push_str(&format!("{} {} {}", line.metric, now, line.value));
         for (k, v) in &line.tags {
             out.push_str(&format!(" {k}={v}"));

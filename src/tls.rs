@@ -2,9 +2,12 @@
 //! named by `tls-cert` and `tls-key`, so Grafana and HTTP collectors can
 //! send tokens without exposing them on the wire.
 //!
-//! The accept loop here replaces the plain HTTP server when TLS is on: each
-//! connection gets a bounded handshake, then the same router through
-//! [`crate::http::serve_connection`]. ALPN offers HTTP/2 and HTTP/1.1. The
+//! When TLS is on, the HTTP port's accept loop
+//! ([`crate::server::https_accept_loop`]) hands each connection to an
+//! [`Acceptor`]: a bounded handshake, then the same router through
+//! [`crate::http::serve_connection`]. A connection holds its
+//! `max-connections` slot from accept on, handshake included, as plain
+//! HTTP does. ALPN offers HTTP/2 and HTTP/1.1. The
 //! telnet port stays plain: collectors speak cleartext there, and its HTTP
 //! requests are answered as before. SIGHUP reloads the files, so a renewed
 //! certificate (certbot, cert-manager) takes effect without a restart.
@@ -16,12 +19,10 @@ use std::time::Duration;
 use anyhow::Context;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
+use tokio::net::TcpStream;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 /// A client that has not finished its handshake by then is dropped, so a
 /// stalled connection cannot hold a task forever.
@@ -57,62 +58,62 @@ pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves https on `listener` until shutdown, then waits for the
-/// connections to finish their requests. On SIGHUP the files are read
-/// again: new connections get the new certificate, open ones keep theirs,
-/// and a file that does not load leaves the old one in place.
-pub async fn serve(
-    listener: TcpListener,
+/// The acceptor in use and the files it came from; SIGHUP replaces it.
+pub struct Acceptor {
     files: (PathBuf, PathBuf),
-    mut acceptor: TlsAcceptor,
-    app: axum::Router,
-    shutdown: CancellationToken,
-    idle_timeout: std::time::Duration,
-) {
-    let tracker = TaskTracker::new();
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "no SIGHUP handler: certificates load at startup only");
-            None
-        }
-    };
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            Some(()) = async { hangup.as_mut()?.recv().await } => {
-                match self::acceptor(&files.0, &files.1) {
-                    Ok(reloaded) => {
-                        acceptor = reloaded;
-                        tracing::info!(cert = %files.0.display(), "tls certificate reloaded");
-                    }
-                    Err(e) => tracing::error!(error = %format!("{e:#}"), "tls reload failed; keeping the loaded certificate"),
-                }
-                continue;
-            }
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "https accept failed");
-                    continue;
-                }
-            },
-        };
-        let (acceptor, app, shutdown) = (acceptor.clone(), app.clone(), shutdown.clone());
-        let span = tracing::debug_span!("https", %peer);
-        tracker.spawn(
-            async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => {
-                        crate::http::serve_connection(tls, app, shutdown, idle_timeout).await
-                    }
-                    Ok(Err(e)) => tracing::debug!(error = %e, "tls handshake failed"),
-                    Err(_) => tracing::debug!("tls handshake timed out"),
-                }
-            }
-            .instrument(span),
-        );
+    current: parking_lot::RwLock<TlsAcceptor>,
+}
+
+impl Acceptor {
+    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Acceptor> {
+        Ok(Acceptor {
+            current: parking_lot::RwLock::new(acceptor(cert, key)?),
+            files: (cert.to_owned(), key.to_owned()),
+        })
     }
-    tracker.close();
-    tracker.wait().await;
+
+    /// Reads the files again on every SIGHUP until shutdown: new
+    /// connections get the new certificate, open ones keep theirs, and a
+    /// file that does not load leaves the old one in place.
+    pub async fn reload_on_hangup(&self, shutdown: CancellationToken) {
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGHUP handler: certificates load at startup only");
+                return;
+            }
+        };
+        let (cert, key) = (&self.files.0, &self.files.1);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                got = hangup.recv() => if got.is_none() { return },
+            }
+            match acceptor(cert, key) {
+                Ok(reloaded) => {
+                    *self.current.write() = reloaded;
+                    tracing::info!(cert = %cert.display(), "tls certificate reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "tls reload failed; keeping the loaded certificate")
+                }
+            }
+        }
+    }
+
+    /// Serves one accepted connection: the handshake, bounded in time,
+    /// then the router until the client closes or shutdown.
+    pub async fn serve_connection(
+        &self,
+        stream: TcpStream,
+        app: axum::Router,
+        rules: crate::http::ConnectionRules,
+    ) {
+        let acceptor = self.current.read().clone();
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => crate::http::serve_connection(tls, app, rules).await,
+            Ok(Err(e)) => tracing::debug!(error = %e, "tls handshake failed"),
+            Err(_) => tracing::debug!("tls handshake timed out"),
+        }
+    }
 }

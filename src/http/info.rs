@@ -60,7 +60,12 @@ pub async fn stats(
     State(state): State<Arc<AppState>>,
 ) -> Result<Response, ApiError> {
     read_only(&method)?;
-    let lines = blocking(move || Ok(state.stats.lines(&state.store.stats()))).await?;
+    let findings = state.survey.findings().await;
+    let lines = blocking(move || {
+        let store = state.survey.storage_stats(&findings);
+        Ok(state.stats.lines(&store))
+    })
+    .await?;
     let now = crate::model::now_ms() / 1000;
     let host = crate::stats::hostname();
     let body: Vec<Value> = lines
@@ -124,10 +129,6 @@ fn config_map(state: &AppState) -> BTreeMap<String, String> {
     ];
     let http = [
         ("max-body-bytes", state.http.max_body_bytes.to_string()),
-        (
-            "request-timeout-ms",
-            state.http.request_timeout.as_millis().to_string(),
-        ),
         (
             "max-concurrent-reads",
             state.http.max_concurrent_reads.to_string(),

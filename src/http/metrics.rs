@@ -7,7 +7,11 @@
 //! reason=queue_full` becomes `rtsd_points_dropped_total{reason="queue_full"}`).
 //! Added on top: the `/api/query` latency histogram, the count of stale
 //! series (see [`super::stale`]) for the configured period, and a
-//! build-info gauge.
+//! build-info gauge. Disk usage and stale series come from the latest
+//! [`crate::survey`], so a scrape reads no column family and no series: it
+//! costs the same whatever the store holds, and those figures are up to
+//! `stats-refresh-secs` (or one scrape interval) old. A stale count the
+//! store failed to give is left out rather than failing the scrape.
 //!
 //! The endpoint does not pass the read gate: a scrape must still succeed
 //! when queries are being shed, which is when an operator needs it most.
@@ -19,11 +23,10 @@ use axum::extract::State;
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::stale;
 use super::{allow, blocking, ApiError, AppState};
 use crate::query::time::duration_text;
 use crate::stats::{HistogramSnapshot, Kind, Stats, Tag, FAMILIES};
-use crate::storage::{StorageStats, StoreReader};
+use crate::storage::StorageStats;
 
 /// The exposition format's content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -33,29 +36,30 @@ pub async fn metrics(
     State(state): State<Arc<AppState>>,
 ) -> Result<Response, ApiError> {
     allow(&method, &[Method::GET])?;
+    let findings = state.survey.findings().await;
     let body = blocking(move || {
-        render(
+        let store = state.survey.storage_stats(&findings);
+        let stale_after_ms = state.settings.stale_after_ms();
+        Ok(render(
             &state.stats,
-            &state.store,
-            state.settings.stale_after_ms(),
-            crate::model::now_ms(),
-        )
+            &store,
+            findings.stale_series,
+            stale_after_ms,
+        ))
     })
     .await?;
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response())
 }
 
-/// The whole exposition at `now_ms`.
+/// The whole exposition.
 fn render(
     stats: &Stats,
-    store: &StoreReader,
+    store: &StorageStats,
+    stale_series: Option<usize>,
     stale_after_ms: i64,
-    now_ms: i64,
-) -> Result<String, ApiError> {
-    let cutoff = now_ms.saturating_sub(stale_after_ms);
-    let stale = stale::find(store, None, cutoff)?.len();
+) -> String {
     let mut out = String::new();
-    write_stats(&mut out, stats, &store.stats());
+    write_stats(&mut out, stats, store);
     write_histogram(
         &mut out,
         "rtsd_query_duration_seconds",
@@ -68,13 +72,15 @@ fn render(
         Kind::Gauge,
         "Series without a new point for the labelled period (stale-after-secs).",
     );
-    let period = duration_text(stale_after_ms);
-    sample(
-        &mut out,
-        "rtsd_stale_series",
-        &[("older_than", &period)],
-        stale,
-    );
+    if let Some(stale) = stale_series {
+        let period = duration_text(stale_after_ms);
+        sample(
+            &mut out,
+            "rtsd_stale_series",
+            &[("older_than", &period)],
+            stale,
+        );
+    }
     header_lines(
         &mut out,
         "rtsd_build_info",
@@ -87,7 +93,7 @@ fn render(
         &[("version", env!("CARGO_PKG_VERSION"))],
         1,
     );
-    Ok(out)
+    out
 }
 
 /// Writes every family of the table with its samples.

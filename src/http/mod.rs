@@ -44,6 +44,8 @@ mod annotation;
 mod body;
 mod dashboard;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gate;
 mod guard;
 mod info;
@@ -58,7 +60,8 @@ mod put_body;
 mod put_check;
 mod query;
 mod series_expr;
-mod stale;
+pub(crate) mod stale;
+mod stall;
 mod suggest;
 mod uid;
 
@@ -79,12 +82,14 @@ pub use error::ApiError;
 use gate::ReadGate;
 pub use metadata::MetadataStore;
 
+use crate::cardinality::SeriesGate;
 use crate::config::Settings;
 use crate::protocol::ParseOptions;
 use crate::query::QueryLimits;
 use crate::queue::QueueSender;
 use crate::stats::Stats;
 use crate::storage::StoreReader;
+use crate::survey::Survey;
 
 /// OpenTSDB's content type for every `/api/*` reply.
 pub const JSON: &str = "application/json; charset=UTF-8";
@@ -108,9 +113,7 @@ impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
             max_body_bytes: 32 << 20,
-            // Grafana's data source proxy gives up after 30 s, scollector
-            // after a minute: answer before either does.
-            request_timeout: Duration::from_secs(30),
+            request_timeout: Settings::default().request_timeout.duration(),
             // Reads are CPU-bound once the block cache is warm; more at
             // once than cores only slows ingest down.
             max_concurrent_reads: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -137,6 +140,11 @@ pub struct AppState {
     reads: ReadGate,
     /// `/api/put` requests running, at most `max-concurrent-puts`.
     puts: tokio::sync::Semaphore,
+    /// Disk usage and stale series for `/api/stats` and `/metrics`, shared
+    /// with telnet `stats`.
+    pub survey: Arc<Survey>,
+    /// The cardinality limits `/api/put` applies, if any are set.
+    series_gate: Option<Arc<SeriesGate>>,
 }
 
 impl AppState {
@@ -154,13 +162,29 @@ impl AppState {
             metadata: MetadataStore::open(&settings.data_dir),
             reads: ReadGate::new(http.max_concurrent_reads, http.max_queued_reads),
             puts: tokio::sync::Semaphore::new(settings.max_concurrent_puts),
+            survey: Arc::new(Survey::new(
+                store.clone(),
+                stats.clone(),
+                settings.stale_after_ms(),
+                settings.stats_refresh(),
+            )),
             store,
             queue,
             stats,
-            limits: QueryLimits::default(),
+            limits: settings.query_limits(),
             settings,
             parse,
             http,
+            series_gate: None,
+        }
+    }
+
+    /// The same state, `/api/put` applying the cardinality limits of
+    /// `gate` (shared with the telnet connections).
+    pub fn with_series_gate(self, gate: Option<Arc<SeriesGate>>) -> AppState {
+        AppState {
+            series_gate: gate,
+            ..self
         }
     }
 }
@@ -276,19 +300,36 @@ fn normalize(mut req: Request) -> Result<Request, ApiError> {
     Ok(req)
 }
 
+/// What every HTTP connection is held to, on either port and over TLS.
+#[derive(Clone)]
+pub struct ConnectionRules {
+    pub shutdown: CancellationToken,
+    /// The longest wait for a request's header or the next kept-alive
+    /// request.
+    pub idle_timeout: Duration,
+    /// The longest a write may wait for the peer to take bytes
+    /// ([`stall`]).
+    pub write_timeout: Duration,
+    pub stats: Arc<Stats>,
+}
+
 /// Serves HTTP on an accepted connection (a plain one on either port, or
 /// an https one) until the client closes it or shutdown. A request's
 /// header must arrive within `idle_timeout`, and a kept-alive connection
 /// waiting for its next request is closed after it too, so slow-loris
-/// clients and idle keep-alives give their slot back.
-pub async fn serve_connection<S>(
-    stream: S,
-    app: Router,
-    shutdown: CancellationToken,
-    idle_timeout: Duration,
-) where
+/// clients and idle keep-alives give their slot back; a client that stops
+/// reading its answer is dropped after `write_timeout`.
+pub async fn serve_connection<S>(stream: S, app: Router, rules: ConnectionRules)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let ConnectionRules {
+        shutdown,
+        idle_timeout,
+        write_timeout,
+        stats,
+    } = rules;
+    let stream = stall::StallTimeout::new(stream, write_timeout, stats);
     let io = hyper_util::rt::TokioIo::new(stream);
     let service = hyper_util::service::TowerToHyperService::new(app);
     let mut builder =

@@ -2,9 +2,11 @@
 //! array of points ([`super::put_body`] reads and checks them), gzip welcome.
 //!
 //! Valid points are queued even when others fail, as OpenTSDB stores the
-//! good points of a mixed batch. The answer follows OpenTSDB's table, which
-//! collectors depend on (scollector re-sends anything that is not 204,
-//! telegraf drops a batch on 4xx and retries on 5xx):
+//! good points of a mixed batch; a point of a new series beyond a
+//! cardinality limit (see `cardinality`) fails like an invalid one. The
+//! answer follows OpenTSDB's table, which collectors depend on (scollector
+//! re-sends anything that is not 204, telegraf drops a batch on 4xx and
+//! retries on 5xx):
 //!
 //! | request | all points valid | some invalid |
 //! |---|---|---|
@@ -139,8 +141,15 @@ fn decode(state: &AppState, bytes: &[u8], details: bool) -> Result<Decoded, ApiE
         failed: 0,
         errors: Vec::new(),
     };
+    let admit = |sample: Sample| match &state.series_gate {
+        Some(gate) => gate
+            .admit(&sample.series)
+            .map(|()| sample)
+            .map_err(Rejection::too_many_series),
+        None => Ok(sample),
+    };
     for point in &points {
-        match point.validate(&state.parse) {
+        match point.validate(&state.parse).and_then(admit) {
             Ok(sample) => out.samples.push(sample),
             Err(Rejection { message, kind }) => {
                 state.stats.rejected(kind);

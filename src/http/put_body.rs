@@ -32,7 +32,7 @@ use serde_json::value::RawValue;
 use super::put_check::{self, breaks_word, fits_tag};
 use super::{ApiError, TagsJson};
 use crate::model::Sample;
-use crate::protocol::{NameRole, ParseOptions, PutError};
+use crate::protocol::{NameRole, ParseOptions, PutError, SeriesLimit};
 
 /// One point of the body, fields coerced to their Java types.
 #[derive(Debug, Clone, PartialEq)]
@@ -301,6 +301,14 @@ impl IncomingPoint<'_> {
         };
         // Strings and integers only: serialising cannot fail.
         serde_json::to_string(&echo).unwrap_or_default()
+    }
+}
+
+impl Rejection {
+    /// A point of a new series that a cardinality limit refuses.
+    pub fn too_many_series(limit: SeriesLimit) -> Rejection {
+        let e = PutError::TooManySeries(limit);
+        Rejection::new(put_check::message(&e), kind_of(&e))
     }
 }
 

@@ -82,11 +82,15 @@ pub async fn query(
         deadline: Some(Instant::now() + state.http.request_timeout),
         ..state.limits.clone()
     };
-    let store = state.store.clone();
+    let (store, stats) = (state.store.clone(), state.stats.clone());
     let (response, notes, delete) = blocking(move || {
         let _permit = permit;
         let now = crate::model::now_ms();
-        let response = query::execute(&store, &request, now, &limits)?;
+        let response = query::execute(&store, &request, now, &limits).inspect_err(|e| {
+            if let Some(limit) = e.limit() {
+                stats.query_refused(limit);
+            }
+        })?;
         let notes = annotation::for_query(&store, &request, &response, now)?;
         let range = match request.delete {
             true => Some(request.plan(now).map(|p| (p.start_ms, p.end_ms))?),
@@ -107,7 +111,7 @@ pub async fn query(
             through_writer(&state, series, start_ms, end_ms).await?;
         }
     }
-    Ok(stream_json(response, notes))
+    Ok(stream_json(response, notes, &state))
 }
 
 /// Queues a delete behind every write queued so far and waits until the
@@ -141,14 +145,32 @@ async fn through_writer(
 /// Sends the answer as it is written, one result group per chunk, from the
 /// blocking pool: a large answer is never held whole as text, and writing
 /// it never stalls the async workers that carry ingest.
-fn stream_json(response: query::QueryResponse, notes: RenderedAnnotations) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel::<String>(4);
+///
+/// The thread waits while the client reads. It is freed when the client
+/// goes away, when the connection is dropped because the client took
+/// nothing for `request-timeout` (`stall`), or when writing the text
+/// itself outlasts `request-timeout`; the body then ends in an error, so
+/// the client sees a broken answer rather than a short one.
+fn stream_json(
+    response: query::QueryResponse,
+    notes: RenderedAnnotations,
+    state: &AppState,
+) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(4);
+    let deadline = Instant::now() + state.http.request_timeout;
+    let streaming = Streaming::start(state.stats.clone());
     tokio::task::spawn_blocking(move || {
-        for chunk in response.into_annotated_json_chunks(notes) {
-            // The client went away: stop writing.
-            if tx.blocking_send(chunk).is_err() {
-                break;
-            }
+        let stats = &streaming.0;
+        let mut chunks = response.into_annotated_json_chunks(notes, Some(deadline));
+        let sent_all = chunks
+            .by_ref()
+            .all(|chunk| tx.blocking_send(Ok(chunk)).is_ok());
+        if chunks.expired() {
+            let why = "the answer was not written within the request timeout";
+            let _ = tx.blocking_send(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, why)));
+        }
+        if !sent_all || chunks.expired() {
+            stats.answers_abandoned.fetch_add(1, Relaxed);
         }
     });
     let chunks = Chunks(rx);
@@ -158,6 +180,23 @@ fn stream_json(response: query::QueryResponse, notes: RenderedAnnotations) -> Re
         Body::from_stream(chunks),
     )
         .into_response()
+}
+
+/// One answer on `tsd.rtsd.query.answers state=streaming`, until dropped
+/// (by the writing thread, however it ends).
+struct Streaming(Arc<crate::stats::Stats>);
+
+impl Streaming {
+    fn start(stats: Arc<crate::stats::Stats>) -> Streaming {
+        stats.answers_streaming.fetch_add(1, Relaxed);
+        Streaming(stats)
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.0.answers_streaming.fetch_sub(1, Relaxed);
+    }
 }
 
 /// `QueryRpc.execute`'s method checks, shared by every `/api/query/*`:
@@ -177,15 +216,15 @@ fn delete_disabled() -> ApiError {
 
 /// The receiving end of [`stream_json`]'s chunks as a body stream; it may
 /// be polled again after its end (compression layers do).
-struct Chunks(tokio::sync::mpsc::Receiver<String>);
+struct Chunks(tokio::sync::mpsc::Receiver<std::io::Result<String>>);
 
 impl futures_util::Stream for Chunks {
-    type Item = Result<String, std::convert::Infallible>;
+    type Item = std::io::Result<String>;
 
     fn poll_next(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx).map(|chunk| chunk.map(Ok))
+        self.0.poll_recv(cx)
     }
 }

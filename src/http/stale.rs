@@ -6,7 +6,7 @@
 //! timestamp in milliseconds (as `/api/query/last` gives it). `older_than`
 //! takes OpenTSDB's duration syntax and defaults to the `stale-after-secs`
 //! setting, which also sets the period of the `rtsd_stale_series` gauge that
-//! [`super::metrics`] exports through [`find`].
+//! [`super::metrics`] exports, counted with [`find`] by [`crate::survey`].
 //!
 //! The scan visits every series (of `metric`, if given) and asks the store
 //! for its newest point: the head answers from memory and a sealed series

@@ -24,6 +24,8 @@ use crate::java::number::NumberError;
 /// | `illegal_character` | metric or tag with a character outside the allowed set |
 /// | `not_enabled` | `rollup` or `histogram`, which need storage rtsd does not have |
 /// | `not_authenticated` | a `put` before `auth` while auth is on (never returned by `parse_line`) |
+/// | `too_many_series` | a point of a new series beyond `max-series` (never returned by `parse_line`) |
+/// | `too_many_new_series` | a point of a new series beyond `max-new-series-per-minute` (never returned by `parse_line`) |
 pub const KINDS: &[&str] = &[
     "unknown_command",
     "line_too_long",
@@ -38,6 +40,8 @@ pub const KINDS: &[&str] = &[
     "illegal_character",
     "not_enabled",
     "not_authenticated",
+    "too_many_series",
+    "too_many_new_series",
 ];
 
 /// A refused line; `to_string()` is the reply to send, minus the `\n`.
@@ -107,6 +111,32 @@ pub fn not_authenticated() -> LineError {
     LineError::Rejected {
         command: DataCommand::Put,
         error: PutError::NotAuthenticated,
+    }
+}
+
+/// The reply to a `put` of a new series that a cardinality limit refuses.
+pub fn too_many_series(limit: SeriesLimit) -> LineError {
+    LineError::Rejected {
+        command: DataCommand::Put,
+        error: PutError::TooManySeries(limit),
+    }
+}
+
+/// The cardinality limit a new series ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeriesLimit {
+    /// `max-series`: the store holds this many series already.
+    Total(u64),
+    /// `max-new-series-per-minute`: this many were created just now.
+    PerMinute(u32),
+}
+
+impl fmt::Display for SeriesLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SeriesLimit::Total(n) => write!(f, "max-series {n} reached"),
+            SeriesLimit::PerMinute(n) => write!(f, "max-new-series-per-minute {n} reached"),
+        }
     }
 }
 
@@ -241,6 +271,11 @@ pub enum PutError {
     /// decides it, not the parser.
     #[error("illegal argument: not authenticated")]
     NotAuthenticated,
+    /// rtsd's own: a point of a series the store does not have yet, while
+    /// a cardinality limit is reached (see `crate::cardinality`). The
+    /// connection decides it, not the parser.
+    #[error("illegal argument: too many series: {0}")]
+    TooManySeries(SeriesLimit),
 }
 
 impl PutError {
@@ -260,6 +295,8 @@ impl PutError {
             PutError::IllegalCharacter { .. } => "illegal_character",
             PutError::RollupNotConfigured | PutError::HistogramNotEnabled => "not_enabled",
             PutError::NotAuthenticated => "not_authenticated",
+            PutError::TooManySeries(SeriesLimit::Total(_)) => "too_many_series",
+            PutError::TooManySeries(SeriesLimit::PerMinute(_)) => "too_many_new_series",
         }
     }
 

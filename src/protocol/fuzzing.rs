@@ -22,7 +22,9 @@ pub fn check_parse_invariants(data: &[u8]) {
     }
 }
 
-fn option_sets() -> [ParseOptions; 3] {
+/// Defaults, strict OpenTSDB-like, and permissive: the option sets every
+/// parser fuzz target checks under.
+pub(crate) fn option_sets() -> [ParseOptions; 3] {
     [
         ParseOptions::default(),
         ParseOptions {
@@ -62,7 +64,8 @@ fn check_with(data: &[u8], opts: &ParseOptions) {
     }
 }
 
-fn check_put(put: &Put<'_>, opts: &ParseOptions) {
+/// An accepted `put` is well-formed and its line parses back to it.
+pub(crate) fn check_put(put: &Put<'_>, opts: &ParseOptions) {
     assert!(
         put.timestamp_ms > 0 && put.timestamp_ms <= crate::model::MAX_TIMESTAMP_MS,
         "timestamp {} out of range",
@@ -94,4 +97,86 @@ fn check_put(put: &Put<'_>, opts: &ParseOptions) {
     let key = put.series_key();
     assert_eq!(key.metric(), put.metric);
     assert_eq!(key.tags().count(), put.tags.len());
+}
+
+/// Runs `check` on every file of `fuzz/corpus/<target>/`, as the fuzz
+/// target `target` would, and returns how many there were: the replay
+/// test of every fuzz target.
+#[cfg(test)]
+pub(crate) fn replay_corpus(target: &str, check: impl Fn(&[u8])) -> usize {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let mut replayed = 0;
+    for entry in entries {
+        let path = entry
+            .map(|e| e.path())
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        check(&data);
+        replayed += 1;
+    }
+    replayed
+}
+
+/// [`replay_corpus`], each file followed by some of the variants libFuzzer
+/// would try first from it ([`mutants`]), so a JSON target's invariants
+/// meet near-misses of every seed on stable Rust too.
+#[cfg(test)]
+pub(crate) fn replay_corpus_and_mutants(target: &str, check: fn(&[u8])) -> usize {
+    replay_corpus(target, |seed| {
+        check(seed);
+        for mutant in mutants(seed, 24) {
+            check(&mutant);
+        }
+    })
+}
+
+/// Variants of `data`: truncations, flipped and dropped bytes, and
+/// JSON-ish tokens spliced in, picked by a fixed pseudo-random sequence
+/// so every run tries the same ones.
+#[cfg(test)]
+fn mutants(data: &[u8], count: usize) -> Vec<Vec<u8>> {
+    const TOKENS: &[&[u8]] = &[
+        b"null",
+        b"-1",
+        b"1e400",
+        b"9223372036854775808",
+        b"\"\"",
+        b"[]",
+        b"{}",
+        b"\"\\u0000\"",
+        b"\"1dc-sum-zero\"",
+        b"\"1ms-sum\"",
+        b"\"*\"",
+        b"\"\xc3\xa9\"",
+        b",",
+        b"\"",
+    ];
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ data.len() as u64;
+    let mut next = move |bound: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % bound.max(1) as u64) as usize
+    };
+    (0..count)
+        .map(|_| {
+            let mut m = data.to_vec();
+            let at = next(m.len() + 1);
+            match next(4) {
+                0 => m.truncate(at),
+                1 if at < m.len() => m[at] ^= 1 << next(8),
+                2 if at < m.len() => {
+                    m.remove(at);
+                }
+                _ => {
+                    let token = TOKENS[next(TOKENS.len())];
+                    m.splice(at..at, token.iter().copied());
+                }
+            }
+            m
+        })
+        .collect()
 }

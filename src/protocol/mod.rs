@@ -33,8 +33,8 @@ mod proptests;
 mod tests;
 
 pub use error::{
-    line_too_long, not_authenticated, DataCommand, LineError, NameRole, PutError, KINDS,
-    MAX_REPLY_BYTES,
+    line_too_long, not_authenticated, too_many_series, DataCommand, LineError, NameRole, PutError,
+    SeriesLimit, KINDS, MAX_REPLY_BYTES,
 };
 pub use names::first_illegal_char;
 pub use put::Put;

@@ -174,17 +174,7 @@ fn vectors_satisfy_the_fuzz_invariants() {
 
 #[test]
 fn fuzz_corpus_replays_cleanly() {
-    let dir = repo_path("fuzz/corpus/parse_line");
-    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    let mut replayed = 0;
-    for entry in entries {
-        let path = entry
-            .map(|e| e.path())
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        fuzzing::check_parse_invariants(&data);
-        replayed += 1;
-    }
+    let replayed = fuzzing::replay_corpus("parse_line", fuzzing::check_parse_invariants);
     assert!(replayed >= 120, "only {replayed} corpus files");
 }
 

@@ -9,9 +9,10 @@
 //! This file holds the order of the steps and OpenTSDB's grouping and tag
 //! rules.
 //!
-//! **Limits** ([`QueryLimits`]) are checked as the query runs: matched
-//! series, points read or produced, and a deadline polled between series
-//! and every few thousand output timestamps.
+//! **Limits** ([`QueryLimits`]): the buckets the downsamples would make
+//! are checked from the plan, then times the matched series, before any
+//! point is read; matched series, points read or produced and the
+//! deadline are checked as the query runs.
 
 use std::collections::BTreeMap;
 
@@ -33,6 +34,7 @@ pub fn execute(
     limits: &QueryLimits,
 ) -> Result<QueryResponse, QueryError> {
     let plan = req.plan(now_ms)?;
+    limits.check_downsamples(&plan)?;
     let mut budget = Budget::new(limits);
     // Every name is resolved before any data is read: one unknown metric
     // fails the whole request, as in OpenTSDB.
@@ -42,6 +44,7 @@ pub fn execute(
         budget.add_series(series.len())?;
         matched.push(series);
     }
+    limits.check_query_buckets(&plan, &matched)?;
     let queries = req.queries.as_deref().unwrap_or_default();
     let echoes = if req.show_query {
         plan.subs
@@ -74,6 +77,7 @@ pub fn execute(
         results,
         echoes,
         summary,
+        sweeps: budget.sweeps,
         arrays: req.arrays,
         show_tsuids: req.show_tsuids,
         show_stats: req.show_stats,
@@ -153,7 +157,7 @@ fn run_sub(
     results: &mut Vec<GroupResult>,
 ) -> Result<(), QueryError> {
     let query = (plan.start_ms, plan.end_ms);
-    let pipeline = Pipeline::new(plan, sub, budget.limits.max_points)?;
+    let pipeline = Pipeline::new(plan, sub, budget.limits)?;
     let mut scratch = Scratch::default();
     for members in groups(sub, series) {
         let ids: Vec<u64> = members.iter().map(|&i| series[i].id).collect();

@@ -12,7 +12,8 @@
 //! |---|---|---|
 //! | `BadRequest` | 400 | malformed request; OpenTSDB's `BadRequestException` |
 //! | `NoSuchName` | 400 | unknown metric, tag key or literal tag value |
-//! | `TooManySeries`, `TooManyPoints` | 413 | OpenTSDB answers its own query limits with 413 |
+//! | `DownsampleTooFine` | 400 | the request alone asks for too many buckets, whatever is stored |
+//! | `TooManySeries`, `TooManyPoints`, `TooManyBuckets` | 413 | OpenTSDB answers its own query limits with 413 |
 //! | `DeadlineExceeded` | 503 | the server gave up; retrying later may work |
 //! | `Storage` | 500 | the store failed |
 
@@ -43,6 +44,27 @@ pub enum QueryError {
          Please try filtering using more tags or decrease your time range."
     )]
     TooManyPoints { limit: usize },
+    /// One downsample would lay more than
+    /// [`super::QueryLimits::max_downsample_buckets`] buckets over the
+    /// time range.
+    #[error(
+        "The downsample of sub-query {index} would make {buckets} buckets over the time range, \
+         more than the limit of {limit}. Please use a longer downsample interval or a shorter \
+         time range."
+    )]
+    DownsampleTooFine {
+        index: usize,
+        buckets: u64,
+        limit: u64,
+    },
+    /// Downsample buckets times matched series over
+    /// [`super::QueryLimits::max_query_buckets`].
+    #[error(
+        "Sorry, the query would make {buckets} buckets (downsample buckets times series), \
+         more than our limit of {limit}. Please use a longer downsample interval, a shorter \
+         time range or filter using more tags."
+    )]
+    TooManyBuckets { buckets: u64, limit: u64 },
     /// [`super::QueryLimits::deadline`] passed while the query ran.
     #[error("Query timeout exceeded")]
     DeadlineExceeded,
@@ -71,8 +93,12 @@ impl QueryError {
     /// The HTTP status OpenTSDB (or rtsd, for its own limits) answers with.
     pub fn status(&self) -> u16 {
         match self {
-            QueryError::BadRequest { .. } | QueryError::NoSuchName { .. } => 400,
-            QueryError::TooManySeries { .. } | QueryError::TooManyPoints { .. } => 413,
+            QueryError::BadRequest { .. }
+            | QueryError::NoSuchName { .. }
+            | QueryError::DownsampleTooFine { .. } => 400,
+            QueryError::TooManySeries { .. }
+            | QueryError::TooManyPoints { .. }
+            | QueryError::TooManyBuckets { .. } => 413,
             QueryError::DeadlineExceeded => 503,
             QueryError::Storage(_) => 500,
         }
@@ -84,12 +110,31 @@ impl QueryError {
     }
 
     /// The `details` of the error body, when there is one. OpenTSDB repeats
-    /// the message for unknown names.
+    /// the message for unknown names; a limit of rtsd's names the setting
+    /// an operator can raise.
     pub fn details(&self) -> Option<String> {
+        let setting = |key: &str| Some(format!("The limit is the {key} setting of rtsd"));
         match self {
             QueryError::BadRequest { details, .. } => details.clone(),
             QueryError::NoSuchName { .. } => Some(self.to_string()),
+            QueryError::DownsampleTooFine { .. } => setting("max-downsample-buckets"),
+            QueryError::TooManyBuckets { .. } => setting("max-query-buckets"),
             _ => None,
+        }
+    }
+
+    /// The limit a refused query ran into, as the `reason` of
+    /// `tsd.rtsd.query.refused`; `None` for other failures.
+    pub fn limit(&self) -> Option<&'static str> {
+        match self {
+            QueryError::DownsampleTooFine { .. } => Some("downsample_buckets"),
+            QueryError::TooManyBuckets { .. } => Some("query_buckets"),
+            QueryError::TooManySeries { .. } => Some("series"),
+            QueryError::TooManyPoints { .. } => Some("points"),
+            QueryError::DeadlineExceeded => Some("deadline"),
+            QueryError::BadRequest { .. }
+            | QueryError::NoSuchName { .. }
+            | QueryError::Storage(_) => None,
         }
     }
 

@@ -31,7 +31,10 @@ pub mod downsample;
 pub mod engine;
 pub mod error;
 pub mod filter;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
+mod memory;
 pub mod output;
 mod pipeline;
 mod query_string;
@@ -48,6 +51,6 @@ pub use aggregator::aggregator_names;
 pub use engine::execute;
 pub use error::QueryError;
 pub use filter::filter_descriptions;
-pub use limits::QueryLimits;
+pub use limits::{QueryLimits, Sweeps};
 pub use output::QueryResponse;
 pub use request::{QueryRequest, SubQuery};

@@ -31,10 +31,13 @@
 //! ([`RenderedAnnotations`]).
 
 use std::fmt::Write as _;
+use std::time::Instant;
 
 use crate::java::double_text;
 use crate::model::Value;
+use crate::query::error::QueryError;
 use crate::query::filter::TagFilter;
+use crate::query::limits::{Sweeps, Ticker};
 use crate::query::request::SubQuery;
 
 /// The answer to a query, ready to serialise.
@@ -44,6 +47,8 @@ pub struct QueryResponse {
     /// Per sub-query echo JSON, when `showQuery` was asked for.
     pub(crate) echoes: Vec<String>,
     pub summary: Summary,
+    /// Not part of any answer.
+    pub sweeps: Sweeps,
     pub(crate) arrays: bool,
     pub(crate) show_tsuids: bool,
     pub(crate) show_stats: bool,
@@ -165,7 +170,8 @@ impl QueryResponse {
                 out.push(',');
             }
             let own = notes.groups.get(i).map_or(&[][..], Vec::as_slice);
-            self.write_group(out, r, own, &notes.global);
+            // Without a deadline the writing never stops early.
+            let _ = self.write_group(out, r, own, &notes.global, &mut Ticker::new(None));
         }
         self.write_tail(out, !self.results.is_empty());
     }
@@ -174,19 +180,26 @@ impl QueryResponse {
     /// once it is written: a large answer is never held whole as text next
     /// to the results it was written from.
     pub fn into_json_chunks(self) -> JsonChunks {
-        self.into_annotated_json_chunks(RenderedAnnotations::default())
+        self.into_annotated_json_chunks(RenderedAnnotations::default(), None)
     }
 
-    /// [`QueryResponse::into_json_chunks`] with `notes`.
-    pub fn into_annotated_json_chunks(mut self, notes: RenderedAnnotations) -> JsonChunks {
+    /// [`QueryResponse::into_json_chunks`] with `notes`, stopping (see
+    /// [`JsonChunks::expired`]) once `deadline` has passed.
+    pub fn into_annotated_json_chunks(
+        mut self,
+        notes: RenderedAnnotations,
+        deadline: Option<Instant>,
+    ) -> JsonChunks {
         let groups = std::mem::take(&mut self.results).into_iter();
         JsonChunks {
             response: self,
             groups,
             notes: notes.groups.into_iter(),
             global: notes.global,
+            ticker: Ticker::new(deadline),
             wrote_group: false,
             done: false,
+            expired: false,
         }
     }
 
@@ -206,7 +219,15 @@ impl QueryResponse {
         out.push(']');
     }
 
-    fn write_group(&self, out: &mut String, r: &GroupResult, notes: &[String], global: &[String]) {
+    /// Writes one group; its points poll the deadline through `ticker`.
+    fn write_group(
+        &self,
+        out: &mut String,
+        r: &GroupResult,
+        notes: &[String],
+        global: &[String],
+        ticker: &mut Ticker,
+    ) -> Result<(), QueryError> {
         out.push_str("{\"metric\":");
         write_str(out, &r.metric);
         out.push_str(",\"tags\":{");
@@ -248,6 +269,7 @@ impl QueryResponse {
         if self.arrays {
             out.push_str(",\"dps\":[");
             for (i, &(t, v)) in r.dps.iter().enumerate() {
+                ticker.tick()?;
                 if i > 0 {
                     out.push(',');
                 }
@@ -259,6 +281,7 @@ impl QueryResponse {
         } else {
             out.push_str(",\"dps\":{");
             for (i, &(t, v)) in r.dps.iter().enumerate() {
+                ticker.tick()?;
                 if i > 0 {
                     out.push(',');
                 }
@@ -278,11 +301,14 @@ impl QueryResponse {
             );
         }
         out.push('}');
+        Ok(())
     }
 }
 
 /// [`QueryResponse::into_json_chunks`]: concatenated, the chunks are
-/// exactly what [`QueryResponse::write_json`] writes.
+/// exactly what [`QueryResponse::write_json`] writes, unless the deadline
+/// passed first: the chunks then end early and [`JsonChunks::expired`]
+/// says so.
 pub struct JsonChunks {
     /// The response without its groups (echoes, flags, summary).
     response: QueryResponse,
@@ -290,8 +316,18 @@ pub struct JsonChunks {
     /// Each group's annotations, in step with `groups`.
     notes: std::vec::IntoIter<Vec<String>>,
     global: Vec<String>,
+    ticker: Ticker,
     wrote_group: bool,
     done: bool,
+    expired: bool,
+}
+
+impl JsonChunks {
+    /// Whether the chunks ended early, the deadline having passed: the
+    /// JSON they make is cut short.
+    pub fn expired(&self) -> bool {
+        self.expired
+    }
 }
 
 impl Iterator for JsonChunks {
@@ -312,8 +348,18 @@ impl Iterator for JsonChunks {
                 }
                 out.reserve(group.dps.len() * 24 + 128);
                 let notes = self.notes.next().unwrap_or_default();
-                self.response
-                    .write_group(&mut out, &group, &notes, &self.global);
+                let written = self.response.write_group(
+                    &mut out,
+                    &group,
+                    &notes,
+                    &self.global,
+                    &mut self.ticker,
+                );
+                if written.is_err() {
+                    self.expired = true;
+                    self.done = true;
+                    return None;
+                }
                 self.wrote_group = true;
             }
             None => {
@@ -446,6 +492,7 @@ mod tests {
                 raw_points: 7,
                 emitted: 3,
             },
+            sweeps: Sweeps::default(),
             arrays: false,
             show_tsuids: false,
             show_stats: false,
@@ -515,7 +562,7 @@ mod tests {
                 group("")
             )
         );
-        let chunks: Vec<String> = r.clone().into_annotated_json_chunks(notes).collect();
+        let chunks: Vec<String> = r.clone().into_annotated_json_chunks(notes, None).collect();
         assert_eq!(chunks.len(), 3);
         assert_eq!(chunks.concat(), whole);
 

@@ -19,7 +19,7 @@ use crate::model::{DataPoint, Value};
 use crate::query::aggregator::Fold;
 use crate::query::downsample::{self, downsample_rollups, Doubles, Downsampler, Grid};
 use crate::query::error::QueryError;
-use crate::query::limits::Budget;
+use crate::query::limits::{Budget, QueryLimits, Ticker};
 use crate::query::rate::{rates, RatePoint};
 use crate::query::request::{Plan, SubPlan};
 use crate::query::source::{PointScan, Source};
@@ -57,11 +57,12 @@ pub(super) enum Loaded {
 impl<'a> Pipeline<'a> {
     /// The pipeline of `sub` within `plan`: the range it reads, its grid,
     /// and whether rollups can answer it. Fails when a calendar grid
-    /// would need more than `max_points` buckets.
+    /// would need more than `max_points` buckets, or its walk outlasts the
+    /// deadline.
     pub(super) fn new(
         plan: &Plan,
         sub: &'a SubPlan,
-        max_points: usize,
+        limits: &QueryLimits,
     ) -> Result<Pipeline<'a>, QueryError> {
         let query = (plan.start_ms, plan.end_ms);
         let read =
@@ -69,7 +70,7 @@ impl<'a> Pipeline<'a> {
         let grid = sub
             .downsample
             .as_ref()
-            .map(|spec| Grid::new(spec, plan.tz, query, read, max_points))
+            .map(|spec| Grid::new(spec, plan.tz, query, read, limits))
             .transpose()?;
         let rollups = match (&grid, &sub.downsample) {
             (Some(grid), Some(spec))
@@ -119,10 +120,11 @@ impl Pipeline<'_> {
                 if aggs.is_empty() {
                     return Ok(None);
                 }
-                scratch.series = spec
-                    .function
-                    .rollup_function()
-                    .map_or_else(Doubles::default, |f| downsample_rollups(&aggs, grid, f));
+                let ticker = &mut Ticker::new(budget.limits.deadline);
+                scratch.series = match spec.function.rollup_function() {
+                    Some(f) => downsample_rollups(&aggs, grid, f, ticker)?,
+                    None => Doubles::default(),
+                };
                 self.finish(&mut scratch.series, budget)?;
                 return Ok(Some((Loaded::Computed, aggs.len())));
             }
@@ -132,7 +134,12 @@ impl Pipeline<'_> {
             let out = &mut scratch.series;
             out.clear();
             let mut d = Downsampler::new(grid, spec.function, std::mem::take(&mut scratch.buf));
-            let read = scan.scan(id, &mut |points| d.push(points, out))?;
+            let ticker = &mut Ticker::new(budget.limits.deadline);
+            let read = scan.scan(id, &mut |points| {
+                d.push(points, out);
+                ticker.keep_going(points.len())
+            })?;
+            ticker.stopped()?;
             d.finish(out);
             scratch.buf = d.into_buf();
             budget.add_points(read as u64)?;
@@ -143,7 +150,12 @@ impl Pipeline<'_> {
             return Ok(Some((Loaded::Computed, read)));
         }
         let mut points = Vec::new();
-        scan.scan(id, &mut |p| points.extend_from_slice(p))?;
+        let ticker = &mut Ticker::new(budget.limits.deadline);
+        scan.scan(id, &mut |p| {
+            points.extend_from_slice(p);
+            ticker.keep_going(p.len())
+        })?;
+        ticker.stopped()?;
         budget.add_points(points.len() as u64)?;
         if points.is_empty() {
             return Ok(None);
@@ -158,7 +170,8 @@ impl Pipeline<'_> {
                     Value::Float(_) => None,
                 },
             });
-            scratch.series = rates(input, opts);
+            let ticker = &mut Ticker::new(budget.limits.deadline);
+            scratch.series = rates(input, opts, ticker)?;
             return Ok(Some((Loaded::Computed, read)));
         }
         Ok(Some((Loaded::Raw(points), read)))
@@ -169,9 +182,11 @@ impl Pipeline<'_> {
         let (Some(grid), Some(spec)) = (&self.grid, &self.sub.downsample) else {
             return Ok(());
         };
+        let ticker = &mut Ticker::new(budget.limits.deadline);
         if spec.fill != downsample::FillPolicy::None {
             budget.add_points(grid.fill_len(self.read.0, self.read.1))?;
-            *buckets = downsample::fill(std::mem::take(buckets), grid, spec.fill, self.read);
+            let sparse = std::mem::take(buckets);
+            *buckets = downsample::fill(sparse, grid, spec.fill, self.read, ticker)?;
         }
         if let Some(opts) = &self.sub.rate {
             let input = buckets
@@ -183,7 +198,7 @@ impl Pipeline<'_> {
                     value,
                     int: None,
                 });
-            *buckets = rates(input, opts);
+            *buckets = rates(input, opts, ticker)?;
         }
         Ok(())
     }

@@ -17,6 +17,8 @@ use serde::Deserialize;
 
 use crate::java::jackson;
 use crate::query::downsample::Doubles;
+use crate::query::error::QueryError;
+use crate::query::limits::Ticker;
 
 /// `rateOptions` of a sub-query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -55,14 +57,20 @@ pub(crate) struct RatePoint {
     pub int: Option<i64>,
 }
 
-/// The rate series of `points` (sorted, one per timestamp).
-pub(crate) fn rates(points: impl IntoIterator<Item = RatePoint>, opts: &RateOptions) -> Doubles {
+/// The rate series of `points` (sorted, one per timestamp), polling the
+/// deadline through `ticker`.
+pub(crate) fn rates(
+    points: impl IntoIterator<Item = RatePoint>,
+    opts: &RateOptions,
+    ticker: &mut Ticker,
+) -> Result<Doubles, QueryError> {
     let mut out = Doubles::default();
     let mut points = points.into_iter();
     let Some(mut prev) = points.next() else {
-        return out;
+        return Ok(out);
     };
     for next in points {
+        ticker.tick()?;
         let dt = (next.ts - prev.ts) as f64 / 1000.0;
         let ints = prev.int.zip(next.int);
         let difference = match ints {
@@ -91,7 +99,7 @@ pub(crate) fn rates(points: impl IntoIterator<Item = RatePoint>, opts: &RateOpti
         out.vals.push(rate);
         prev = next;
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -185,7 +193,7 @@ mod tests {
             ),
         ];
         for (name, opts, input, want) in cases {
-            let out = rates(ints(input), opts);
+            let out = rates(ints(input), opts, &mut Ticker::new(None)).unwrap();
             let got: Vec<(i64, f64)> = out.ts.into_iter().zip(out.vals).collect();
             assert_eq!(got, *want, "{name}");
         }
@@ -221,7 +229,9 @@ mod tests {
                 counter: true,
                 ..RateOptions::default()
             },
-        );
+            &mut Ticker::new(None),
+        )
+        .unwrap();
         assert_eq!(ts, [2_000, 4_000, 6_000]);
         assert_eq!(v[0], 0.5);
         assert!(v[1].is_nan() && v[2].is_nan());

@@ -178,6 +178,9 @@ pub(crate) struct SubPlan {
     pub filters: Vec<TagFilter>,
     pub explicit_tags: bool,
     pub downsample: Option<DownsampleSpec>,
+    /// The most buckets the downsample can make per series over the range
+    /// asked for (0 without one), counted before anything is built.
+    pub buckets: u64,
     pub rate: Option<RateOptions>,
     pub allow_rollups: bool,
 }
@@ -215,13 +218,15 @@ impl QueryRequest {
         };
         // A large `-ago` can reach before 1970; nothing is stored there.
         let start_ms = parse_time(start, now_ms, Some(tz))?.max(0);
-        // Nothing is stored after the store's last timestamp either; an end
-        // near i64::MAX would make calendar downsampling walk for minutes.
-        let end_ms = match self.end.as_deref() {
+        let asked_end_ms = match self.end.as_deref() {
             Some(e) if !e.is_empty() => parse_time(e, now_ms, Some(tz))?,
             _ => now_ms,
-        }
-        .min(crate::model::MAX_TIMESTAMP_MS);
+        };
+        // Nothing is stored after the store's last timestamp either. The
+        // buckets a downsample would make are counted over the range asked
+        // for, so an end near i64::MAX is refused rather than quietly
+        // shortened when it would make too many.
+        let end_ms = asked_end_ms.min(crate::model::MAX_TIMESTAMP_MS);
         if end_ms <= start_ms {
             return Err(bad(format!(
                 "End time [{end_ms}] must be greater than the start time [{start_ms}]"
@@ -234,7 +239,7 @@ impl QueryRequest {
         let subs = queries
             .iter()
             .enumerate()
-            .map(|(index, q)| q.validate(index, self.use_calendar))
+            .map(|(index, q)| q.validate(index, self.use_calendar, (start_ms, asked_end_ms)))
             .collect::<Result<_, _>>()?;
         Ok(Plan {
             start_ms,
@@ -275,7 +280,12 @@ impl QueryRequest {
 }
 
 impl SubQuery {
-    fn validate(&self, index: usize, use_calendar: bool) -> Result<SubPlan, QueryError> {
+    fn validate(
+        &self,
+        index: usize,
+        use_calendar: bool,
+        (start_ms, end_ms): (i64, i64),
+    ) -> Result<SubPlan, QueryError> {
         let name = match self.aggregator.as_deref() {
             Some(a) if !a.is_empty() => a,
             _ => return Err(bad("Missing the aggregation function")),
@@ -311,6 +321,9 @@ impl SubQuery {
             aggregator,
             filters: self.resolved_filters()?,
             explicit_tags: self.explicit_tags,
+            buckets: downsample
+                .as_ref()
+                .map_or(0, |d| d.interval.buckets_over(start_ms, end_ms)),
             downsample,
             rate: self.rate.then(|| self.rate_options.unwrap_or_default()),
             allow_rollups: !self

@@ -1,6 +1,8 @@
 //! What the query engine needs from storage, as a trait, so the engine stays
 //! pure and testable and the store (`storage::StoreReader`) implements it.
 
+use std::ops::ControlFlow;
+
 use crate::model::{DataPoint, NameKind, RollupAgg, RollupResolution, SeriesMeta};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,9 +63,14 @@ pub trait Source {
 pub trait PointScan {
     /// Calls `visit` with the points of series `id`, one of the ids the
     /// scan was opened for, in time order, in any number of non-empty
-    /// slices; returns how many points it passed. Each series may be
-    /// scanned once, in any order.
-    fn scan(&mut self, id: u64, visit: &mut dyn FnMut(&[DataPoint])) -> Result<usize, SourceError>;
+    /// slices, until `visit` breaks (a query past its deadline); returns
+    /// how many points it passed. Each series may be scanned once, in any
+    /// order.
+    fn scan(
+        &mut self,
+        id: u64,
+        visit: &mut dyn FnMut(&[DataPoint]) -> ControlFlow<()>,
+    ) -> Result<usize, SourceError>;
 }
 
 /// The default scan: one `points` call per series.
@@ -74,10 +81,15 @@ struct ByPoints<'a, S: ?Sized> {
 }
 
 impl<S: Source + ?Sized> PointScan for ByPoints<'_, S> {
-    fn scan(&mut self, id: u64, visit: &mut dyn FnMut(&[DataPoint])) -> Result<usize, SourceError> {
+    fn scan(
+        &mut self,
+        id: u64,
+        visit: &mut dyn FnMut(&[DataPoint]) -> ControlFlow<()>,
+    ) -> Result<usize, SourceError> {
         let points = self.source.points(id, self.start_ms, self.end_ms)?;
         if !points.is_empty() {
-            visit(&points);
+            // One slice: there is nothing left to stop.
+            let _ = visit(&points);
         }
         Ok(points.len())
     }

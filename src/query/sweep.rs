@@ -41,7 +41,7 @@ use crate::model::{DataPoint, Value};
 use crate::query::aggregator::{Aggregator, Fold, FoldOp, Interpolation, WithFold};
 use crate::query::downsample::{self, BucketSink, Doubles, Downsampler, Grid, Slots};
 use crate::query::error::QueryError;
-use crate::query::limits::{check_deadline, Budget};
+use crate::query::limits::{check_deadline, Budget, Ticker};
 use crate::query::pipeline::{Loaded, Pipeline, Scratch};
 use crate::query::source::{PointScan, Source, SourceError};
 
@@ -103,18 +103,17 @@ pub(super) fn aggregate(
         deadline: budget.limits.deadline,
     };
     let points_before = budget.points;
-    if let Some(mut grid_sweep) = GridSweep::new(pipeline, &sweep, ids.len(), scratch) {
+    let max_slots = budget.limits.grid_max_slots;
+    if let Some(mut grid_sweep) = GridSweep::new(pipeline, &sweep, ids.len(), max_slots, scratch) {
         let answer = grid_sweep.run(source, pipeline, ids, budget, scratch);
         grid_sweep.recycle(scratch);
         if let Some(done) = answer? {
-            #[cfg(test)]
-            tests::GRID_ANSWERS.with(|n| n.set(n.get() + 1));
+            budget.sweeps.grid += 1;
             return Ok(done);
         }
         // Too sparse for the grid: start over the general way.
         budget.points = points_before;
-        #[cfg(test)]
-        tests::GRID_FALLBACKS.with(|n| n.set(n.get() + 1));
+        budget.sweeps.grid_fallbacks += 1;
     }
     general(source, pipeline, &sweep, ids, budget, scratch)
 }
@@ -200,10 +199,10 @@ struct GridSweep<'g> {
 
 /// Groups whose grid has more buckets than this per series (and more
 /// than [`GRID_MIN_SLOTS`]) take the general sweep, which only visits
-/// timestamps that have data.
+/// timestamps that have data; so do those over
+/// [`QueryLimits::grid_max_slots`](super::QueryLimits::grid_max_slots).
 const GRID_SLOTS_PER_SERIES: usize = 64;
 const GRID_MIN_SLOTS: usize = 4096;
-const GRID_MAX_SLOTS: usize = 1 << 20;
 
 impl<'g> GridSweep<'g> {
     /// `None` unless every series of the group comes out of a downsampler
@@ -214,12 +213,9 @@ impl<'g> GridSweep<'g> {
         pipeline: &'g Pipeline,
         sweep: &Sweep,
         series: usize,
+        max_slots: usize,
         scratch: &mut Scratch,
     ) -> Option<GridSweep<'g>> {
-        #[cfg(test)]
-        if tests::GENERAL_ONLY.with(std::cell::Cell::get) {
-            return None;
-        }
         let grid = pipeline.grid.as_ref()?;
         if !sweep.aggregator.foldable() {
             return None;
@@ -228,7 +224,7 @@ impl<'g> GridSweep<'g> {
         let len = slots.len();
         let limit = GRID_MIN_SLOTS
             .max(series.saturating_mul(GRID_SLOTS_PER_SERIES))
-            .min(GRID_MAX_SLOTS);
+            .min(max_slots);
         if len == 0 || len > limit {
             return None;
         }
@@ -297,7 +293,10 @@ impl<'g> GridSweep<'g> {
             check_deadline(budget.limits.deadline)?;
             let (read_count, on_grid) = match stream {
                 Some((grid, function)) => {
-                    let (read, on_grid) = self.stream(&mut *scan, id, grid, function, scratch)?;
+                    let ticker = &mut Ticker::new(budget.limits.deadline);
+                    let (read, on_grid) =
+                        self.stream(&mut *scan, id, (grid, function), ticker, scratch)?;
+                    ticker.stopped()?;
                     budget.add_points(read as u64)?;
                     if read == 0 {
                         continue;
@@ -325,14 +324,15 @@ impl<'g> GridSweep<'g> {
         Ok(Some((self.points(), present, raw_points)))
     }
 
-    /// Reads series `id` through a downsampler into the folds; returns the
-    /// points read and whether every bucket was on the grid.
+    /// Reads series `id` through a downsampler into the folds, stopping
+    /// the scan when `ticker` finds the deadline passed; returns the points
+    /// read and whether every bucket was on the grid.
     fn stream(
         &mut self,
         scan: &mut dyn PointScan,
         id: u64,
-        grid: &Grid,
-        function: Aggregator,
+        (grid, function): (&Grid, Aggregator),
+        ticker: &mut Ticker,
         scratch: &mut Scratch,
     ) -> Result<(usize, bool), QueryError> {
         struct Stream<'a, 'g> {
@@ -340,15 +340,17 @@ impl<'g> GridSweep<'g> {
             scan: &'a mut dyn PointScan,
             id: u64,
             downsampler: Downsampler<'a>,
+            ticker: &'a mut Ticker,
         }
         impl WithFold for Stream<'_, '_> {
             type Output = (Result<usize, SourceError>, bool, Vec<f64>);
             fn run<F: FoldOp>(mut self, op: F) -> Self::Output {
                 let mut adding = self.sweep.adding(op);
-                let d = &mut self.downsampler;
-                let read = self
-                    .scan
-                    .scan(self.id, &mut |points| d.push(points, &mut adding));
+                let (d, ticker) = (&mut self.downsampler, &mut *self.ticker);
+                let read = self.scan.scan(self.id, &mut |points| {
+                    d.push(points, &mut adding);
+                    ticker.keep_going(points.len())
+                });
                 d.finish(&mut adding);
                 (read, adding.on_grid, self.downsampler.into_buf())
             }
@@ -360,6 +362,7 @@ impl<'g> GridSweep<'g> {
             scan,
             id,
             downsampler,
+            ticker,
         });
         scratch.buf = buf;
         Ok((read?, on_grid))
@@ -492,10 +495,10 @@ impl Sweep {
         let interpolation = self.aggregator.interpolation();
         // The output timestamps: each step's is the earliest unread point.
         let mut next = cols.iter().filter(|c| c.len() > 0).map(|c| c.ts(0)).min();
+        let mut ticker = Ticker::new(self.deadline);
         while let Some(t) = next {
-            if out.len() % 4096 == 4095 {
-                check_deadline(self.deadline)?;
-            }
+            // Each step visits every series.
+            ticker.tick_by(cols.len())?;
             next = None;
             buf.clear();
             let mut ints = !self.rates;
@@ -570,22 +573,11 @@ mod tests {
     //! The grid sweep against the general sweep: the same answers, bit for
     //! bit, on random series and queries.
 
-    use std::cell::Cell;
-
     use proptest::prelude::*;
 
     use super::*;
     use crate::query::tests::MemSource;
-    use crate::query::{execute, QueryLimits, QueryRequest};
-
-    thread_local! {
-        /// Set: every group takes the general sweep.
-        pub(super) static GENERAL_ONLY: Cell<bool> = const { Cell::new(false) };
-        /// Groups that tried the grid sweep and fell back.
-        pub(super) static GRID_FALLBACKS: Cell<usize> = const { Cell::new(0) };
-        /// Groups the grid sweep answered.
-        pub(super) static GRID_ANSWERS: Cell<usize> = const { Cell::new(0) };
-    }
+    use crate::query::{execute, QueryLimits, QueryRequest, Sweeps};
 
     /// Series in memory (no rollups, so every downsample reads points) of
     /// metric `m`; of points sharing a timestamp the first is kept.
@@ -598,14 +590,22 @@ mod tests {
     /// 2023-11-14T22:13:20Z: not on a whole hour.
     const T: i64 = 1_700_000_000_000;
 
-    /// Answers to `body` by both sweeps, with values as bits so that NaN
-    /// compares; errors as their messages.
-    fn both(src: &MemSource, body: &str) -> [Result<String, String>; 2] {
+    /// Answers to `body` by the general sweep alone and by the usual
+    /// choice (the grid sweep where it applies), with values as bits so
+    /// that NaN compares and errors as their messages; and how the usual
+    /// choice aggregated.
+    fn both(src: &MemSource, body: &str) -> ([Result<String, String>; 2], Sweeps) {
         let req = QueryRequest::from_json(body.as_bytes()).unwrap();
-        [true, false].map(|general| {
-            GENERAL_ONLY.with(|g| g.set(general));
-            let out = execute(src, &req, T + 10 * 86_400_000, &QueryLimits::default());
-            GENERAL_ONLY.with(|g| g.set(false));
+        let mut sweeps = Sweeps::default();
+        let answers = [0, QueryLimits::default().grid_max_slots].map(|grid_max_slots| {
+            let limits = QueryLimits {
+                grid_max_slots,
+                ..QueryLimits::default()
+            };
+            let out = execute(src, &req, T + 10 * 86_400_000, &limits);
+            if let Ok(r) = &out {
+                sweeps = r.sweeps;
+            }
             out.map(|r| {
                 let mut text = format!("{:?}", r.summary);
                 for g in &r.results {
@@ -626,12 +626,16 @@ mod tests {
                 text
             })
             .map_err(|e| e.message())
-        })
+        });
+        (answers, sweeps)
     }
 
-    fn assert_same(src: &MemSource, body: &str) {
-        let [general, grid] = both(src, body);
-        assert_eq!(grid, general, "{body}");
+    /// How the usual choice aggregated, once it is shown to answer as the
+    /// general sweep does.
+    fn assert_same(src: &MemSource, body: &str) -> Sweeps {
+        let ([general, usual], sweeps) = both(src, body);
+        assert_eq!(usual, general, "{body}");
+        sweeps
     }
 
     /// Edge cases by hand: series starting late and ending early, gaps of
@@ -708,7 +712,7 @@ mod tests {
             "1m-mult",
             "1mc-avg",
         ];
-        GRID_ANSWERS.with(|n| n.set(0));
+        let mut grid_answers = 0;
         for agg in aggs {
             for ds in downsamples {
                 for rate in [
@@ -722,14 +726,14 @@ mod tests {
                             T + 5 * m + 10,
                             T + 90 * m,
                         );
-                        assert_same(&src, &body);
+                        grid_answers += assert_same(&src, &body).grid;
                     }
                 }
             }
         }
         // Not every case could take the grid sweep, but most did.
         let cases = aggs.len() * downsamples.len() * 3 * 2;
-        assert!(GRID_ANSWERS.with(Cell::get) > cases, "{cases}");
+        assert!(grid_answers > cases, "{grid_answers} of {cases}");
     }
 
     /// Series much sparser than a fine grid: the grid sweep gives up and
@@ -752,14 +756,11 @@ mod tests {
             T,
             T + 7_000_000
         );
-        GRID_FALLBACKS.with(|n| n.set(0));
-        assert_same(&src, &body);
-        assert_eq!(GRID_FALLBACKS.with(Cell::get), 1);
+        assert_eq!(assert_same(&src, &body).grid_fallbacks, 1);
         // A dense one does not.
         let body = body.replace("1s-avg", "10m-avg");
-        GRID_FALLBACKS.with(|n| n.set(0));
-        assert_same(&src, &body);
-        assert_eq!(GRID_FALLBACKS.with(Cell::get), 0);
+        let dense = assert_same(&src, &body);
+        assert_eq!((dense.grid, dense.grid_fallbacks), (1, 0));
     }
 
     /// One random series: (offset, step, count, kind of values, seed).
@@ -848,8 +849,8 @@ mod tests {
                 T + start,
                 T + start + len,
             );
-            let [general, grid] = both(&src, &body);
-            prop_assert_eq!(grid, general, "{}", body);
+            let ([general, usual], _) = both(&src, &body);
+            prop_assert_eq!(usual, general, "{}", body);
         }
     }
 }

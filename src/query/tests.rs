@@ -6,154 +6,15 @@
 //! A test file, long because each case is a whole query and its expected
 //! answer; the unit tests of each part stay beside their code.
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use serde::Deserialize;
 
-use crate::model::{DataPoint, RollupAgg, SeriesKey, Value};
-use crate::model::{NameKind, RollupResolution, SeriesMeta};
-use crate::query::source::{Source, SourceError};
+use crate::model::Value;
+pub(crate) use crate::query::memory::MemSource;
+use crate::query::source::Source;
 use crate::query::{execute, QueryError, QueryLimits, QueryRequest};
-
-/// Series in memory. Rollups are computed from the points on demand, the
-/// way the store promises them, or refused (`None`) to force the raw path.
-#[derive(Default)]
-pub(crate) struct MemSource {
-    series: Vec<(SeriesMeta, Vec<DataPoint>)>,
-    rollups_enabled: bool,
-    rollup_reads: Cell<usize>,
-    point_reads: Cell<usize>,
-}
-
-impl MemSource {
-    fn new() -> Self {
-        MemSource::default()
-    }
-
-    fn with_rollups(mut self) -> Self {
-        self.rollups_enabled = true;
-        self
-    }
-
-    /// Adds a series; `points` are (epoch ms, value), any order.
-    fn add(&mut self, metric: &str, tags: &[(&str, &str)], points: &[(i64, Value)]) {
-        let pts = points
-            .iter()
-            .map(|&(t, v)| DataPoint {
-                timestamp_ms: t,
-                value: v,
-            })
-            .collect();
-        self.add_points(metric, tags, pts);
-    }
-
-    /// Adds a series of points in any order.
-    pub(crate) fn add_points(
-        &mut self,
-        metric: &str,
-        tags: &[(&str, &str)],
-        mut points: Vec<DataPoint>,
-    ) {
-        let key = SeriesKey::new(metric, tags.iter().copied());
-        let id = self.series.len() as u64 + 1;
-        points.sort_by_key(|p| p.timestamp_ms);
-        self.series.push((SeriesMeta { id, key }, points));
-    }
-
-    fn data(&self, id: u64) -> &[DataPoint] {
-        self.series
-            .iter()
-            .find(|(m, _)| m.id == id)
-            .map_or(&[], |(_, p)| p.as_slice())
-    }
-}
-
-impl Source for MemSource {
-    fn series_of_metric(&self, metric: &str) -> Result<Option<Vec<SeriesMeta>>, SourceError> {
-        let found: Vec<SeriesMeta> = self
-            .series
-            .iter()
-            .filter(|(m, _)| m.key.metric() == metric)
-            .map(|(m, _)| m.clone())
-            .collect();
-        Ok((!found.is_empty()).then_some(found))
-    }
-
-    fn series_by_ids(&self, ids: &[u64]) -> Result<Vec<SeriesMeta>, SourceError> {
-        Ok(self
-            .series
-            .iter()
-            .filter(|(m, _)| ids.contains(&m.id))
-            .map(|(m, _)| m.clone())
-            .collect())
-    }
-
-    fn points(&self, id: u64, start_ms: i64, end_ms: i64) -> Result<Vec<DataPoint>, SourceError> {
-        self.point_reads.set(self.point_reads.get() + 1);
-        Ok(self
-            .data(id)
-            .iter()
-            .filter(|p| start_ms <= p.timestamp_ms && p.timestamp_ms <= end_ms)
-            .copied()
-            .collect())
-    }
-
-    fn rollups(
-        &self,
-        id: u64,
-        resolution: RollupResolution,
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<Option<Vec<RollupAgg>>, SourceError> {
-        self.rollup_reads.set(self.rollup_reads.get() + 1);
-        if !self.rollups_enabled {
-            return Ok(None);
-        }
-        let width = match resolution {
-            RollupResolution::Hour => 3_600_000,
-            RollupResolution::Day => 86_400_000,
-        };
-        let mut out: Vec<RollupAgg> = Vec::new();
-        for p in self.data(id) {
-            let start = p.timestamp_ms - p.timestamp_ms.rem_euclid(width);
-            if start < start_ms || start >= end_ms {
-                continue;
-            }
-            let v = p.value.as_f64();
-            match out.last_mut() {
-                Some(a) if a.start_ms == start => {
-                    a.count += 1;
-                    a.sum += v;
-                    a.min = a.min.min(v);
-                    a.max = a.max.max(v);
-                    a.sum_sq += v * v;
-                    a.last = *p;
-                }
-                _ => out.push(RollupAgg {
-                    start_ms: start,
-                    count: 1,
-                    sum: v,
-                    min: v,
-                    max: v,
-                    sum_sq: v * v,
-                    first: *p,
-                    last: *p,
-                }),
-            }
-        }
-        Ok(Some(out))
-    }
-
-    fn name_exists(&self, kind: NameKind, name: &str) -> Result<bool, SourceError> {
-        Ok(self.series.iter().any(|(m, _)| match kind {
-            NameKind::Metric => m.key.metric() == name,
-            NameKind::TagKey => m.key.tags().any(|(k, _)| k == name),
-            NameKind::TagValue => m.key.tags().any(|(_, v)| v == name),
-        }))
-    }
-}
 
 /// 2013-01-01T00:00:00Z, on an hour.
 const T0: i64 = 1_356_998_400;
@@ -959,6 +820,47 @@ fn limits() {
     .unwrap_err();
     assert_eq!(e.status(), 413);
     assert!(run_with(&src, &q, &QueryLimits::default()).is_ok());
+}
+
+/// Issue 9's bombs: the buckets a downsample would make, alone and times
+/// the matched series, are refused before any name is resolved or point
+/// read.
+#[test]
+fn bucket_limits() {
+    let src = lerp_example();
+    let q = |metric: &str, downsample: &str| {
+        let sub =
+            format!(r#"{{"aggregator":"sum","metric":"{metric}","downsample":"{downsample}"}}"#);
+        body(0, 60, &sub)
+    };
+    let limits = |downsample: u64, query: u64| QueryLimits {
+        max_downsample_buckets: downsample,
+        max_query_buckets: query,
+        ..QueryLimits::default()
+    };
+    // 60 s at 10 ms: 6,000 buckets, and one more at each end.
+    let e = run_with(&src, &q("m", "10ms-sum-zero"), &limits(6001, u64::MAX)).unwrap_err();
+    assert_eq!(e.status(), 400);
+    assert_eq!(
+        e.message(),
+        "The downsample of sub-query 0 would make 6002 buckets over the time range, more than \
+         the limit of 6001. Please use a longer downsample interval or a shorter time range."
+    );
+    assert_eq!(e.limit(), Some("downsample_buckets"));
+    assert!(e.details().unwrap().contains("max-downsample-buckets"));
+    // Before names: an unknown metric does not matter yet.
+    let e = run_with(&src, &q("nope", "10ms-sum"), &limits(6001, u64::MAX)).unwrap_err();
+    assert_eq!(e.limit(), Some("downsample_buckets"));
+    assert!(run_with(&src, &q("m", "10ms-sum-zero"), &limits(6002, u64::MAX)).is_ok());
+    assert!(run_with(&src, &q("m", "0all-sum"), &limits(1, 2)).is_ok());
+    // Two series of 62 one-second buckets.
+    let e = run_with(&src, &q("m", "1s-avg"), &limits(u64::MAX, 123)).unwrap_err();
+    assert_eq!((e.status(), e.limit()), (413, Some("query_buckets")));
+    assert!(e.message().contains("make 124 buckets"), "{e}");
+    assert!(run_with(&src, &q("m", "1s-avg"), &limits(u64::MAX, 124)).is_ok());
+    // Without a downsample no bucket is counted.
+    let raw = body(0, 60, r#"{"aggregator":"sum","metric":"m"}"#);
+    assert!(run_with(&src, &raw, &limits(0, 0)).is_ok());
 }
 
 /// Deterministic pseudo-random integers (a linear congruential generator).

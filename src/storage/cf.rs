@@ -65,19 +65,86 @@ pub const FIXED: [&str; 7] = [META, SERIES, SERIES_BY_ID, INDEX, NAMES, LOG, ANN
 /// whole families (no tombstones, no compaction churn) and a query only
 /// opens the periods it asks for. Every one is keyed by
 /// `series id ‖ interval start` (u64 BE ‖ sign-flipped i64 BE ms).
+///
+/// Blocks and hour rollups have two period lengths: a fine one for recent
+/// data and a coarse one, a year, for data older than a horizon (see
+/// `blocks`), so that the number of families stays bounded whatever
+/// timestamps clients send and however long the store runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Partitioned {
-    /// `blocks_YYYYMMDD`, one per UTC day. Value: the chunk (see `chunk`;
-    /// it starts with its own version byte). A block lives in the family of
-    /// the day its window starts in; windows are hours, so a block never
-    /// straddles two days.
+    /// `blocks_YYYYMMDD` per UTC day, `blocks_YYYY` per UTC year. Value:
+    /// the chunk (see `chunk`; it starts with its own version byte). A
+    /// block lives in a family of the period its window starts in; windows
+    /// are hours, so a block never straddles two days.
     Blocks,
-    /// `rollup_1h_YYYYMM`, one per UTC month: hourly pre-aggregates. Value:
-    /// a rollup record (see `rollup`).
+    /// `rollup_1h_YYYYMM` per UTC month, `rollup_1h_YYYY` per UTC year:
+    /// hourly pre-aggregates. Value: a rollup record (see `rollup`).
     Hours,
     /// `rollup_1d_YYYY`, one per UTC year: daily pre-aggregates folded from
     /// the hourly ones. Value: a rollup record.
     Days,
+}
+
+/// How long a partition's period is. Ordered finest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Span {
+    Day,
+    Month,
+    Year,
+}
+
+impl Span {
+    fn digits(self) -> usize {
+        match self {
+            Span::Day => 8,
+            Span::Month => 6,
+            Span::Year => 4,
+        }
+    }
+
+    /// Start of the period holding `ts`.
+    pub fn start(self, ts: i64) -> i64 {
+        let date = date_of(ts);
+        let first = match self {
+            Span::Day => Some(date),
+            Span::Month => date.with_day(1),
+            Span::Year => date.with_day(1).and_then(|d| d.with_month(1)),
+        };
+        first.map_or(day_start(ts), midnight)
+    }
+
+    /// Start of the period after the one starting at `start`.
+    pub fn end(self, start: i64) -> i64 {
+        let date = date_of(start);
+        let next = match self {
+            Span::Day => date.checked_add_days(chrono::Days::new(1)),
+            Span::Month => date.checked_add_months(chrono::Months::new(1)),
+            Span::Year => date.checked_add_months(chrono::Months::new(12)),
+        };
+        next.map_or(i64::MAX, midnight)
+    }
+}
+
+/// One period of one length: what a partitioned family covers. Ordered
+/// by span, then start, so a sorted set lists the fine periods first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Period {
+    pub span: Span,
+    pub start: i64,
+}
+
+impl Period {
+    /// The period of length `span` holding `ts`.
+    pub fn of(span: Span, ts: i64) -> Period {
+        Period {
+            span,
+            start: span.start(ts),
+        }
+    }
+
+    pub fn end(self) -> i64 {
+        self.span.end(self.start)
+    }
 }
 
 impl Partitioned {
@@ -91,60 +158,38 @@ impl Partitioned {
         }
     }
 
-    fn date_format(self) -> &'static str {
+    /// The period lengths of the kind's families, fine first; the last
+    /// is the coarse one old data goes to.
+    pub fn spans(self) -> &'static [Span] {
         match self {
-            Partitioned::Blocks => "%Y%m%d",
-            Partitioned::Hours => "%Y%m",
-            Partitioned::Days => "%Y",
+            Partitioned::Blocks => &[Span::Day, Span::Year],
+            Partitioned::Hours => &[Span::Month, Span::Year],
+            Partitioned::Days => &[Span::Year],
         }
     }
 
-    /// Start of the period holding `ts`.
-    pub fn period_start(self, ts: i64) -> i64 {
-        let date = date_of(ts);
-        let first = match self {
-            Partitioned::Blocks => Some(date),
-            Partitioned::Hours => date.with_day(1),
-            Partitioned::Days => date.with_day(1).and_then(|d| d.with_month(1)),
+    /// The family name of `period`.
+    pub fn name(self, period: Period) -> String {
+        let format = match period.span {
+            Span::Day => "%Y%m%d",
+            Span::Month => "%Y%m",
+            Span::Year => "%Y",
         };
-        first.map_or(day_start(ts), midnight)
+        format!("{}{}", self.prefix(), date_of(period.start).format(format))
     }
 
-    /// Start of the period after the one starting at `start`.
-    pub fn period_end(self, start: i64) -> i64 {
-        let date = date_of(start);
-        let next = match self {
-            Partitioned::Blocks => date.checked_add_days(chrono::Days::new(1)),
-            Partitioned::Hours => date.checked_add_months(chrono::Months::new(1)),
-            Partitioned::Days => date.checked_add_months(chrono::Months::new(12)),
-        };
-        next.map_or(i64::MAX, midnight)
-    }
-
-    /// The family name of the period starting at `start`.
-    pub fn name(self, start: i64) -> String {
-        format!(
-            "{}{}",
-            self.prefix(),
-            date_of(start).format(self.date_format())
-        )
-    }
-
-    /// The kind and period start of a partitioned family name, `None` for
-    /// other names.
-    pub fn parse(name: &str) -> Option<(Partitioned, i64)> {
+    /// The kind and period of a partitioned family name, `None` for other
+    /// names.
+    pub fn parse(name: &str) -> Option<(Partitioned, Period)> {
         Partitioned::ALL.into_iter().find_map(|kind| {
             let digits = name.strip_prefix(kind.prefix())?;
-            let (len, padded) = match kind {
-                Partitioned::Blocks => (8, digits.to_owned()),
-                Partitioned::Hours => (6, format!("{digits}01")),
-                Partitioned::Days => (4, format!("{digits}0101")),
-            };
-            if digits.len() != len || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            let &span = kind.spans().iter().find(|s| s.digits() == digits.len())?;
+            if !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
+            let padded = format!("{digits}{}", &"0101"[..8 - digits.len()]);
             let date = chrono::NaiveDate::parse_from_str(&padded, "%Y%m%d").ok()?;
-            Some((kind, midnight(date)))
+            Some((kind, Period::of(span, midnight(date))))
         })
     }
 }
@@ -165,6 +210,9 @@ fn midnight(date: chrono::NaiveDate) -> i64 {
 pub fn day_start(ts: i64) -> i64 {
     ts.div_euclid(DAY_MS) * DAY_MS
 }
+
+/// SST files RocksDB keeps open at most.
+pub const MAX_OPEN_FILES: i32 = 1024;
 
 /// Database-wide options.
 pub fn db_options(opts: &StoreOptions) -> Options {
@@ -187,6 +235,11 @@ pub fn db_options(opts: &StoreOptions) -> Options {
     o.set_wal_bytes_per_sync(1 << 20);
     // Keep `open` fast with many SST files.
     o.set_skip_stats_update_on_db_open(true);
+    // Unbounded (-1), RocksDB opens every SST file at `open` and keeps it
+    // open; bounded, it opens them on demand through its table cache. The
+    // service allows 65536 descriptors and 10000 connections; this leaves
+    // the connections plenty.
+    o.set_max_open_files(MAX_OPEN_FILES);
     o
 }
 
@@ -244,35 +297,40 @@ mod tests {
         // 2026-11-23T00:00:00Z
         let day = 1_795_392_000_000;
         let blocks = Partitioned::Blocks;
-        assert_eq!(blocks.name(day), "blocks_20261123");
-        assert_eq!(Partitioned::parse("blocks_20261123"), Some((blocks, day)));
-        assert_eq!(blocks.period_start(day + DAY_MS - 1), day);
-        assert_eq!(blocks.period_end(day), day + DAY_MS);
+        let fine = Period::of(Span::Day, day + DAY_MS - 1);
+        assert_eq!(fine.start, day);
+        assert_eq!(fine.end(), day + DAY_MS);
+        assert_eq!(blocks.name(fine), "blocks_20261123");
+        assert_eq!(Partitioned::parse("blocks_20261123"), Some((blocks, fine)));
         assert_eq!(day_start(day + DAY_MS - 1), day);
 
         // 2026-11-01 and 2026-12-01
         let (nov, dec) = (1_793_491_200_000, 1_796_083_200_000);
-        assert_eq!(Partitioned::Hours.period_start(day), nov);
-        assert_eq!(Partitioned::Hours.period_end(nov), dec);
-        assert_eq!(Partitioned::Hours.name(day), "rollup_1h_202611");
+        let month = Period::of(Span::Month, day);
+        assert_eq!((month.start, month.end()), (nov, dec));
+        assert_eq!(Partitioned::Hours.name(month), "rollup_1h_202611");
         assert_eq!(
             Partitioned::parse("rollup_1h_202611"),
-            Some((Partitioned::Hours, nov))
+            Some((Partitioned::Hours, month))
         );
 
         // 2026-01-01 and 2027-01-01
         let (y26, y27) = (1_767_225_600_000, 1_798_761_600_000);
-        assert_eq!(Partitioned::Days.period_start(day), y26);
-        assert_eq!(Partitioned::Days.period_end(y26), y27);
-        assert_eq!(Partitioned::Days.name(day), "rollup_1d_2026");
-        assert_eq!(
-            Partitioned::parse("rollup_1d_2026"),
-            Some((Partitioned::Days, y26))
-        );
+        let year = Period::of(Span::Year, day);
+        assert_eq!((year.start, year.end()), (y26, y27));
+        for (kind, name) in [
+            (Partitioned::Days, "rollup_1d_2026"),
+            (Partitioned::Hours, "rollup_1h_2026"),
+            (Partitioned::Blocks, "blocks_2026"),
+        ] {
+            assert_eq!(kind.name(year), name);
+            assert_eq!(Partitioned::parse(name), Some((kind, year)));
+        }
 
         assert_eq!(Partitioned::parse("blocks_2026112"), None);
+        assert_eq!(Partitioned::parse("blocks_202611"), None);
         assert_eq!(Partitioned::parse("blocks_20261341"), None);
-        assert_eq!(Partitioned::parse("rollup_1h_2026"), None);
+        assert_eq!(Partitioned::parse("rollup_1d_202611"), None);
         assert_eq!(Partitioned::parse("rollup_1d_+026"), None);
         assert_eq!(Partitioned::parse(LOG), None);
     }

@@ -55,10 +55,11 @@ pub(super) fn rewrite(
     }
     let mut deleted = 0;
     let mut hours: BTreeMap<i64, Option<RollupAgg>> = BTreeMap::new();
-    for (start, bytes) in blocks::scan(&shared.db, &shared.blocks, id, first, last)? {
+    for block in blocks::scan(&shared.db, &shared.blocks, id, first, last)? {
+        let start = block.start;
         let key = keys::series_time(id, start);
-        let points = chunk::decode(&bytes)
-            .map_err(|e| StoreError::corrupt(&Partitioned::Blocks.name(start), &key, e))?;
+        let points =
+            chunk::decode(&block.bytes).map_err(|e| StoreError::corrupt(&block.family, &key, e))?;
         let (gone, kept): (Vec<_>, Vec<_>) =
             points.into_iter().partition(|p| doomed(p.timestamp_ms));
         let mut gone: Vec<i64> = gone.iter().map(|p| p.timestamp_ms).collect();
@@ -72,7 +73,7 @@ pub(super) fn rewrite(
         if from_block == 0 {
             continue;
         }
-        let family = shared.blocks.create(&shared.db, start)?;
+        let family = shared.cf(&block.family)?;
         if kept.is_empty() {
             batch.delete_cf(&family, key);
         } else {
@@ -118,8 +119,9 @@ pub(super) fn rewrite(
     Ok(deleted as u64)
 }
 
-/// Writes or (`None`) deletes the rollup of `id` at `start`, if its
-/// family exists.
+/// Writes or (`None`) deletes the rollup of `id` at `start` in the
+/// families that exist for it: written to the finest, whose copy readers
+/// take, and deleted from the others.
 fn store_rollup(
     shared: &Shared,
     batch: &mut WriteBatch,
@@ -128,12 +130,12 @@ fn store_rollup(
     start: i64,
     agg: Option<RollupAgg>,
 ) {
-    let Some(family) = parts.existing(&shared.db, start) else {
-        return;
-    };
     let key = keys::series_time(id, start);
-    match agg {
-        Some(agg) => batch.put_cf(&family, key, rollup::encode(&agg)),
-        None => batch.delete_cf(&family, key),
+    let mut agg = agg;
+    for family in parts.holding(&shared.db, start) {
+        match agg.take() {
+            Some(agg) => batch.put_cf(&family, key, rollup::encode(&agg)),
+            None => batch.delete_cf(&family, key),
+        }
     }
 }

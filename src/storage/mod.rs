@@ -54,8 +54,19 @@
 //! every time-partitioned family whose whole period is older than now minus
 //! the retention, so disk space comes back without tombstones. Until then
 //! readers filter by the same cutoff, so expired data is never returned.
+//! A seal writes nothing of a day already wholly past a kind's retention.
 //!
-//! # On-disk format, version 2
+//! # Bounded families
+//!
+//! Recent blocks live in day families and recent hour rollups in month
+//! families; data older than a horizon (the kind's retention, at least 32
+//! and at most 400 days) goes to, and `migrate` later moves aged fine
+//! families into, one family per year (see `blocks`). Whatever timestamps
+//! clients send, a store has the 7 fixed families, at most about 400 day
+//! and 14 month families (34 and 3 without retention), and three per year
+//! holding data. RocksDB keeps at most [`cf::MAX_OPEN_FILES`] files open.
+//!
+//! # On-disk format, version 3
 //!
 //! `meta["format_version"]` holds the version as a u32 big-endian; open
 //! refuses any other. Values that hold encoded data (log, block, rollup)
@@ -74,14 +85,22 @@
 //! | `names`            | `'m'`/`'k'`/`'v'` ‖ name                   | empty |
 //! | `log`              | sequence number, u64 BE                    | log record |
 //! | `blocks_YYYYMMDD`  | id u64 BE ‖ window start i64               | block record |
+//! | `blocks_YYYY`      | id u64 BE ‖ window start i64               | block record |
 //! | `rollup_1h_YYYYMM` | id u64 BE ‖ hour start i64                 | rollup record |
+//! | `rollup_1h_YYYY`   | id u64 BE ‖ hour start i64                 | rollup record |
 //! | `rollup_1d_YYYY`   | id u64 BE ‖ UTC day start i64              | rollup record |
 //! | `annotations`      | id u64 BE (0: global) ‖ start i64 ms       | annotation record |
 //!
 //! Blocks, hour rollups and day rollups are partitioned by the UTC day,
 //! month and year their key's start falls in, so retention drops whole
-//! families. Version 1 kept the rollups in single `rollup_1h`/`rollup_1d`
-//! families; it never shipped and is not read.
+//! families; blocks and hour rollups older than the horizon by the UTC
+//! year instead. A key is in one family of its kind; readers look in both
+//! lengths, and should a move leave a key in two, the finer copy counts.
+//! Version 3 added the year families of blocks and hour rollups; version 2
+//! stores (which lack them) open and are marked version 3 at once, so a
+//! version 2 build, which would not see them, refuses the store. Version
+//! 1 kept the rollups in single `rollup_1h`/`rollup_1d` families; it never
+//! shipped and is not read.
 //!
 //! A series key is `metric (0x00 tagk 0x00 tagv)*`, tags sorted by key
 //! ([`crate::model::SeriesKey`]). Every `i64` in a key is big-endian with
@@ -100,7 +119,7 @@
 //!   whose log still holds one (after a clean shutdown the log is empty).
 //! * **Block record** = a chunk ([`chunk`] format), whose first byte is its
 //!   own format version. Windows are one hour aligned to epoch hours and
-//!   live in the family of the UTC day they start in.
+//!   live in the family of the UTC day or year they start in.
 //! * **Rollup record** = `0x01 ‖ count u64 ‖ sum f64 ‖ min f64 ‖ max f64 ‖
 //!   sum_sq f64 ‖ first ‖ last`, point = `ts i64 ‖ kind (0 int, 1 float) ‖
 //!   8 value bytes`, all big-endian (75 bytes). Day rollups are folded from
@@ -142,7 +161,7 @@ use rocksdb::{BoundColumnFamily, Cache, ColumnFamilyDescriptor, MultiThreaded, O
 use crate::model::MAX_TIMESTAMP_MS;
 
 pub use annotation::{Annotation, Annotations};
-pub use reader::{ColumnFamilySize, StorageStats, StoreReader};
+pub use reader::{ColumnFamilySize, DiskUsage, StorageStats, StoreReader};
 pub use writer::{AppendStats, StoreWriter, SEAL_WINDOWS_PER_CALL};
 
 use blocks::Partitions;
@@ -150,7 +169,11 @@ use cf::Partitioned;
 use head::Head;
 
 /// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The older format this build opens and marks as [`FORMAT_VERSION`]: a
+/// version 2 store is a version 3 store without year families.
+const UPGRADABLE_VERSION: u32 = 2;
 
 type Db = rocksdb::DBWithThreadMode<MultiThreaded>;
 
@@ -308,8 +331,8 @@ impl Store {
         let db = Db::open_cf_descriptors(&cf::db_options(&opts), dir, descriptors)?;
         let periods = |kind| {
             let found = names.iter().filter_map(|n| cf::Partitioned::parse(n));
-            let starts = found.filter(move |&(k, _)| k == kind).map(|(_, s)| s);
-            Partitions::new(kind, starts, cache.clone())
+            let periods = found.filter(move |&(k, _)| k == kind).map(|(_, p)| p);
+            Partitions::new(kind, periods, opts.retention.of(kind), cache.clone())
         };
         let shared = Shared {
             blocks: periods(Partitioned::Blocks),
@@ -335,16 +358,17 @@ impl Store {
 }
 
 fn check_format(shared: &Shared) -> Result<(), StoreError> {
+    let mark = || -> Result<(), StoreError> {
+        let meta = shared.cf(cf::META)?;
+        shared.db.put_cf(
+            &meta,
+            keys::META_FORMAT_VERSION,
+            FORMAT_VERSION.to_be_bytes(),
+        )?;
+        Ok(())
+    };
     match shared.meta(keys::META_FORMAT_VERSION)? {
-        None => {
-            let meta = shared.cf(cf::META)?;
-            shared.db.put_cf(
-                &meta,
-                keys::META_FORMAT_VERSION,
-                FORMAT_VERSION.to_be_bytes(),
-            )?;
-            Ok(())
-        }
+        None => mark(),
         Some(v) => {
             let found = <[u8; 4]>::try_from(v.as_slice())
                 .map(u32::from_be_bytes)
@@ -357,6 +381,10 @@ fn check_format(shared: &Shared) -> Result<(), StoreError> {
                 })?;
             if found == FORMAT_VERSION {
                 Ok(())
+            } else if found == UPGRADABLE_VERSION {
+                // Before anything is written, so that an older build that
+                // would not see year families refuses the store instead.
+                mark()
             } else {
                 Err(StoreError::FormatVersion { found })
             }
@@ -364,5 +392,7 @@ fn check_format(shared: &Shared) -> Result<(), StoreError> {
     }
 }
 
+#[cfg(test)]
+mod history_tests;
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,7 @@
 //! refolded from its hours, with the same code the writer uses.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ use crate::model::{DataPoint, RollupAgg, DAY_MS, MAX_TIMESTAMP_MS};
 use crate::model::{NameKind, RollupResolution, SeriesMeta};
 use crate::query::source::{PointScan, Source, SourceError};
 
-use super::cf::{self, Partitioned};
+use super::cf::{self, Partitioned, Period};
 use super::head::{window_start, Window, WindowSnapshot, WINDOW_MS};
 use super::{blocks, chunk, index, keys, rollup};
 use super::{Db, Shared, StoreError};
@@ -36,8 +37,18 @@ pub struct StorageStats {
     pub sealed_blocks: u64,
     /// Log records not yet deleted.
     pub log_records: u64,
-    /// Day families holding blocks.
+    /// Families holding blocks (day and year ones).
     pub partitions: usize,
+    /// Shared, since it is read once and shown many times (see
+    /// [`StoreReader::disk_usage`]).
+    pub disk: Arc<DiskUsage>,
+}
+
+/// What the store occupies on disk. Reading it costs a property read per
+/// column family, so per day partition, and a directory listing: callers
+/// that show it often keep one (`crate::survey`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DiskUsage {
     /// Live SST files of every family plus the WAL.
     pub bytes_on_disk: u64,
     pub wal_bytes: u64,
@@ -79,7 +90,8 @@ pub(super) fn stored_rollups(
             let (_, start) = keys::parse_series_time(k)
                 .ok_or_else(|| StoreError::corrupt(&name, k, "malformed rollup key"))?;
             let agg = rollup::decode(start, v).map_err(|e| StoreError::corrupt(&name, k, e))?;
-            out.insert(start, agg);
+            // Fine families come first: their copy wins (see `blocks`).
+            out.entry(start).or_insert(agg);
             it.next();
         }
         it.status()?;
@@ -128,10 +140,10 @@ impl StoreReader {
         let from = head.as_ref().map_or(0, |w| w.start);
         let block = blocks::newest(&self.shared.db, &self.shared.blocks, id, from)?;
         let points = match (head, block) {
-            (Some(h), Some((start, b))) if start > h.start => decode(id, start, &b)?,
-            (Some(h), Some((_, b))) => merge(id, &h, Some(&b))?,
+            (Some(h), Some(b)) if b.start > h.start => decode(id, b.start, &b.bytes)?,
+            (Some(h), Some(b)) => merge(id, &h, Some(&b.bytes))?,
             (Some(h), None) => merge(id, &h, None)?,
-            (None, Some((start, b))) => decode(id, start, &b)?,
+            (None, Some(b)) => decode(id, b.start, &b.bytes)?,
             (None, None) => return Ok(None),
         };
         let cutoff = self.cutoff(Partitioned::Blocks);
@@ -158,7 +170,31 @@ impl StoreReader {
             .sum()
     }
 
+    /// Every figure, disk usage read now.
     pub fn stats(&self) -> StorageStats {
+        self.stats_with(Arc::new(self.disk_usage()))
+    }
+
+    /// The figures kept in memory, read now, with `disk` as read earlier.
+    /// Costs the same whatever the number of series and partitions.
+    pub fn stats_with(&self, disk: Arc<DiskUsage>) -> StorageStats {
+        let (head_chunks, head_points, head_bytes) = {
+            let head = self.shared.head.read();
+            (head.windows(), head.points(), head.bytes())
+        };
+        StorageStats {
+            series: self.series_count(),
+            head_chunks,
+            head_points,
+            head_bytes,
+            sealed_blocks: self.shared.sealed_blocks.load(Relaxed),
+            log_records: self.shared.log_records.load(Relaxed),
+            partitions: self.shared.blocks.len(),
+            disk,
+        }
+    }
+
+    pub fn disk_usage(&self) -> DiskUsage {
         let db = &self.shared.db;
         let column_families: Vec<ColumnFamilySize> = self
             .shared
@@ -180,18 +216,7 @@ impl StoreReader {
             })
             .collect();
         let wal_bytes = self.wal_bytes();
-        let (head_chunks, head_points, head_bytes) = {
-            let head = self.shared.head.read();
-            (head.windows(), head.points(), head.bytes())
-        };
-        StorageStats {
-            series: self.series_count(),
-            head_chunks,
-            head_points,
-            head_bytes,
-            sealed_blocks: self.shared.sealed_blocks.load(Relaxed),
-            log_records: self.shared.log_records.load(Relaxed),
-            partitions: self.shared.blocks.len(),
+        DiskUsage {
             bytes_on_disk: wal_bytes + column_families.iter().map(|c| c.sst_bytes).sum::<u64>(),
             wal_bytes,
             column_families,
@@ -200,7 +225,7 @@ impl StoreReader {
 
     /// Bytes the store occupies on disk: live SST files plus the WAL.
     pub fn bytes_on_disk(&self) -> u64 {
-        self.stats().bytes_on_disk
+        self.disk_usage().bytes_on_disk
     }
 
     /// Empties the block cache (OpenTSDB's `/api/dropcaches`). The series
@@ -215,7 +240,10 @@ impl StoreReader {
     fn points_in(&self, id: u64, start: i64, end: i64) -> Result<Vec<DataPoint>, StoreError> {
         let mut out = Vec::new();
         self.scan(&[id], start, end)
-            .scan_series(id, &mut |points| out.extend_from_slice(points))?;
+            .scan_series(id, &mut |points| {
+                out.extend_from_slice(points);
+                ControlFlow::Continue(())
+            })?;
         Ok(out)
     }
 
@@ -298,8 +326,9 @@ impl StoreReader {
 }
 
 fn corrupt_block(id: u64, start: i64, e: chunk::ChunkError) -> StoreError {
-    let family = Partitioned::Blocks.name(start);
-    StoreError::corrupt(&family, &keys::series_time(id, start), e)
+    // The key names the block; which family of its period held it does
+    // not matter to whoever reads the error.
+    StoreError::corrupt("blocks", &keys::series_time(id, start), e)
 }
 
 fn decode(id: u64, start: i64, chunk: &[u8]) -> Result<Vec<DataPoint>, StoreError> {
@@ -364,12 +393,13 @@ impl Source for StoreReader {
 }
 
 /// The store's points (`points_in`, [`Source::scan_points`]): read with one
-/// RocksDB iterator per day family for all the series (seeking from one
+/// RocksDB iterator per block family for all the series (seeking from one
 /// series to the next), each block decoded into one reused buffer.
 ///
 /// Opened on the first scan: the head windows of every series are copied
-/// first, under one lock, and the iterators created after, so that a
-/// window sealed meanwhile shows up in both, never in neither.
+/// first, under one lock, and the iterators created after, fine families
+/// before coarse ones, so that a window sealed or moved meanwhile shows up
+/// twice, never not at all (see `blocks`).
 struct Scan<'a> {
     reader: &'a StoreReader,
     ids: Vec<u64>,
@@ -382,16 +412,84 @@ struct Scan<'a> {
 struct Open<'a> {
     /// Head windows by series, taken by the first scan of each.
     heads: std::collections::HashMap<u64, Vec<WindowSnapshot>>,
-    families: Vec<Family<'a>>,
+    /// One stream per period length, fine first.
+    streams: Vec<Stream<'a>>,
 }
 
-/// One day family of blocks. The iterator is declared before the handle it
-/// reads through, so it is dropped first.
+/// The block families of one period length, oldest first: their periods
+/// do not overlap, so a series' blocks come out in time order.
+struct Stream<'a> {
+    families: Vec<Family<'a>>,
+    /// The family the next block comes from.
+    at: usize,
+}
+
+/// One block family. The iterator is declared before the handle it reads
+/// through, so it is dropped first.
 struct Family<'a> {
-    day: i64,
+    period: Period,
     name: String,
+    /// The first key past the current series' windows.
+    upper: Vec<u8>,
     it: DBRawIteratorWithThreadMode<'a, Db>,
     _family: Arc<BoundColumnFamily<'a>>,
+}
+
+impl Family<'_> {
+    fn seek(&mut self, id: u64, from: i64, to: i64) {
+        let (lower, upper) = blocks::window_keys(id, self.period, from, to);
+        self.upper = upper;
+        self.it.seek(lower);
+    }
+
+    /// Start and chunk of the block under the iterator; `None` past the
+    /// current series' windows.
+    fn block(&self) -> Result<Option<(i64, &[u8])>, StoreError> {
+        let Some((key, value)) = self.it.item() else {
+            self.it.status()?;
+            return Ok(None);
+        };
+        if key >= &self.upper[..] {
+            return Ok(None);
+        }
+        let (_, start) = keys::parse_series_time(key)
+            .ok_or_else(|| StoreError::corrupt(&self.name, key, "malformed block key"))?;
+        Ok(Some((start, value)))
+    }
+}
+
+impl Stream<'_> {
+    fn seek(&mut self, id: u64, from: i64, to: i64) {
+        self.at = 0;
+        for f in &mut self.families {
+            f.seek(id, from, to);
+        }
+    }
+
+    /// Moves past families with no block left for the current series.
+    fn settle(&mut self) -> Result<(), StoreError> {
+        while let Some(f) = self.families.get(self.at) {
+            if f.block()?.is_some() {
+                break;
+            }
+            self.at += 1;
+        }
+        Ok(())
+    }
+
+    /// The next block, once settled.
+    fn block(&self) -> Result<Option<(i64, &[u8])>, StoreError> {
+        match self.families.get(self.at) {
+            Some(f) => f.block(),
+            None => Ok(None),
+        }
+    }
+
+    fn advance(&mut self) {
+        if let Some(f) = self.families.get_mut(self.at) {
+            f.it.next();
+        }
+    }
 }
 
 impl<'a> Scan<'a> {
@@ -406,26 +504,36 @@ impl<'a> Scan<'a> {
                     .filter(|(_, w)| !w.is_empty())
                     .collect()
             };
-            let families = shared
-                .blocks
-                .covering(&shared.db, from, to)
-                .into_iter()
-                .map(|(day, name, family)| Family {
-                    day,
+            let mut streams: Vec<Stream> = Vec::new();
+            for (period, name, family) in shared.blocks.covering(&shared.db, from, to) {
+                let family = Family {
+                    period,
                     name,
+                    upper: Vec::new(),
                     it: shared
                         .db
                         .raw_iterator_cf_opt(&family, ReadOptions::default()),
                     _family: family,
-                })
-                .collect();
-            Open { heads, families }
+                };
+                match streams.last_mut() {
+                    Some(s) if s.families[0].period.span == period.span => s.families.push(family),
+                    _ => streams.push(Stream {
+                        families: vec![family],
+                        at: 0,
+                    }),
+                }
+            }
+            Open { heads, streams }
         })
     }
 }
 
 impl PointScan for Scan<'_> {
-    fn scan(&mut self, id: u64, visit: &mut dyn FnMut(&[DataPoint])) -> Result<usize, SourceError> {
+    fn scan(
+        &mut self,
+        id: u64,
+        visit: &mut dyn FnMut(&[DataPoint]) -> ControlFlow<()>,
+    ) -> Result<usize, SourceError> {
         self.scan_series(id, visit).map_err(source_error)
     }
 }
@@ -434,7 +542,7 @@ impl Scan<'_> {
     fn scan_series(
         &mut self,
         id: u64,
-        visit: &mut dyn FnMut(&[DataPoint]),
+        visit: &mut dyn FnMut(&[DataPoint]) -> ControlFlow<()>,
     ) -> Result<usize, StoreError> {
         let Some((start, end)) = self.range else {
             return Ok(0);
@@ -449,43 +557,67 @@ impl Scan<'_> {
             .into_iter()
             .peekable();
         let mut count = 0;
-        // The points of one window, cut to `[start, end]`.
+        // The points of one window, cut to `[start, end]`; a break from
+        // `visit` ends the scan.
         let mut emit = |points: &[DataPoint]| {
             let lo = points.partition_point(|p| p.timestamp_ms < start);
             let hi = points.partition_point(|p| p.timestamp_ms <= end);
             if lo < hi {
                 count += hi - lo;
-                visit(&points[lo..hi]);
+                return visit(&points[lo..hi]);
             }
+            ControlFlow::Continue(())
         };
-        for f in &mut open.families {
-            // As `blocks::scan`: windows of `id` in `[from, to]` in this day.
-            let lower = keys::series_time(id, from.max(f.day));
-            let upper = keys::series_time(id, to.min(f.day + DAY_MS - 1) + 1);
-            f.it.seek(lower);
-            while let Some((key, value)) = f.it.item() {
-                if key >= &upper[..] {
-                    break;
-                }
-                let (_, block_start) = keys::parse_series_time(key)
-                    .ok_or_else(|| StoreError::corrupt(&f.name, key, "malformed block key"))?;
-                while let Some(h) = heads.next_if(|h| h.start < block_start) {
-                    emit(&merge(id, &h, None)?);
-                }
-                match heads.next_if(|h| h.start == block_start) {
-                    Some(h) => emit(&merge(id, &h, Some(value))?),
-                    None => {
-                        chunk::decode_into(value, &mut buf)
-                            .map_err(|e| corrupt_block(id, block_start, e))?;
-                        emit(&buf);
+        let streams = &mut open.streams;
+        for s in streams.iter_mut() {
+            s.seek(id, from, to);
+        }
+        'scan: {
+            loop {
+                // The stream whose next block starts first, the finer on a tie.
+                let mut next: Option<(usize, i64)> = None;
+                for (i, s) in streams.iter_mut().enumerate() {
+                    s.settle()?;
+                    if let Some((block_start, _)) = s.block()? {
+                        if next.map_or(true, |(_, n)| block_start < n) {
+                            next = Some((i, block_start));
+                        }
                     }
                 }
-                f.it.next();
+                let Some((i, block_start)) = next else {
+                    break;
+                };
+                // A block caught mid-move shows in a coarser stream too.
+                for s in &mut streams[i + 1..] {
+                    if s.block()?.is_some_and(|(b, _)| b == block_start) {
+                        s.advance();
+                    }
+                }
+                if let Some((_, value)) = streams[i].block()? {
+                    while let Some(h) = heads.next_if(|h| h.start < block_start) {
+                        if emit(&merge(id, &h, None)?).is_break() {
+                            break 'scan;
+                        }
+                    }
+                    let flow = match heads.next_if(|h| h.start == block_start) {
+                        Some(h) => emit(&merge(id, &h, Some(value))?),
+                        None => {
+                            chunk::decode_into(value, &mut buf)
+                                .map_err(|e| corrupt_block(id, block_start, e))?;
+                            emit(&buf)
+                        }
+                    };
+                    if flow.is_break() {
+                        break 'scan;
+                    }
+                }
+                streams[i].advance();
             }
-            f.it.status()?;
-        }
-        for h in heads {
-            emit(&merge(id, &h, None)?);
+            for h in heads {
+                if emit(&merge(id, &h, None)?).is_break() {
+                    break 'scan;
+                }
+            }
         }
         self.buf = buf;
         Ok(count)
@@ -537,7 +669,7 @@ mod tests {
         let sealed: Vec<DataPoint> = (0..6 * 360).map(|i| point(i * 10_000, i)).collect();
         put(&mut w, "a", &sealed);
         put(&mut w, "c", &sealed[..900]);
-        w.seal_all().expect("seals");
+        w.seal_all(T0 + 30 * 24 * WINDOW_MS).expect("seals");
         // Head over blocks: late points in sealed hours, some rewriting a
         // timestamp; a new hour; a head-only series.
         put(
@@ -593,6 +725,7 @@ mod tests {
                         .scan(id, &mut |p| {
                             assert!(!p.is_empty());
                             got.extend_from_slice(p);
+                            ControlFlow::Continue(())
                         })
                         .expect("scans");
                     let want = r.points(id, start, end).expect("reads");
@@ -600,6 +733,19 @@ mod tests {
                     assert_eq!(got, want, "{id} in [{start}, {end}]");
                 }
             }
+        }
+        // A visitor that breaks (a query past its deadline) gets no more.
+        let mut scan = r.scan_points(&ids, i64::MIN, i64::MAX);
+        for &id in &ids {
+            let mut slices = 0;
+            let n = scan
+                .scan(id, &mut |_| {
+                    slices += 1;
+                    ControlFlow::Break(())
+                })
+                .expect("scans");
+            assert_eq!(slices, 1);
+            assert!(n < r.points(id, i64::MIN, i64::MAX).unwrap().len(), "{id}");
         }
     }
 }

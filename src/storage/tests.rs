@@ -19,11 +19,11 @@ const DAY: i64 = crate::model::DAY_MS;
 /// Far past every window used here: `seal_due(LATER)` seals everything.
 const LATER: i64 = T0 + 30 * DAY;
 
-fn key(metric: &str, tags: &[(&str, &str)]) -> SeriesKey {
+pub(super) fn key(metric: &str, tags: &[(&str, &str)]) -> SeriesKey {
     SeriesKey::new(metric, tags.iter().copied())
 }
 
-fn int(ts: i64, v: i64) -> DataPoint {
+pub(super) fn int(ts: i64, v: i64) -> DataPoint {
     DataPoint {
         timestamp_ms: ts,
         value: Value::Int(v),
@@ -37,7 +37,7 @@ fn float(ts: i64, v: f64) -> DataPoint {
     }
 }
 
-fn samples(series: &SeriesKey, points: &[DataPoint]) -> Vec<Sample> {
+pub(super) fn samples(series: &SeriesKey, points: &[DataPoint]) -> Vec<Sample> {
     points
         .iter()
         .map(|&point| Sample {
@@ -47,11 +47,11 @@ fn samples(series: &SeriesKey, points: &[DataPoint]) -> Vec<Sample> {
         .collect()
 }
 
-fn open(dir: &Path) -> (StoreWriter, StoreReader) {
+pub(super) fn open(dir: &Path) -> (StoreWriter, StoreReader) {
     Store::open(dir, StoreOptions::default()).expect("store opens")
 }
 
-fn id_of(r: &StoreReader, k: &SeriesKey) -> u64 {
+pub(super) fn id_of(r: &StoreReader, k: &SeriesKey) -> u64 {
     let all = r
         .series_of_metric(k.metric())
         .expect("reads")
@@ -62,11 +62,11 @@ fn id_of(r: &StoreReader, k: &SeriesKey) -> u64 {
         .id
 }
 
-fn all_points(r: &StoreReader, id: u64) -> Vec<DataPoint> {
+pub(super) fn all_points(r: &StoreReader, id: u64) -> Vec<DataPoint> {
     r.points(id, 0, i64::MAX).expect("reads")
 }
 
-fn rollups(
+pub(super) fn rollups(
     r: &StoreReader,
     id: u64,
     res: RollupResolution,
@@ -159,7 +159,7 @@ fn duplicates_last_write_wins_and_out_of_order_is_accepted() {
     let expected = vec![int(T0 + 5, 4), int(T0 + 10, 5), int(T0 + 20, 3)];
     assert_eq!(all_points(&r, id), expected);
     // The same answer from the sealed block.
-    assert_eq!(w.seal_all().expect("seals"), 1);
+    assert_eq!(w.seal_all(LATER).expect("seals"), 1);
     assert_eq!(r.stats().head_points, 0);
     assert_eq!(all_points(&r, id), expected);
 }
@@ -319,7 +319,7 @@ fn replay_skips_windows_the_watermark_proves_sealed() {
 }
 
 /// Hour and day aggregates computed straight from the raw points.
-fn raw_rollups(points: &[DataPoint], interval: i64) -> Vec<RollupAgg> {
+pub(super) fn raw_rollups(points: &[DataPoint], interval: i64) -> Vec<RollupAgg> {
     let mut out = Vec::new();
     for group in points
         .chunk_by(|a, b| a.timestamp_ms.div_euclid(interval) == b.timestamp_ms.div_euclid(interval))
@@ -380,7 +380,7 @@ fn rollups_equal_raw_aggregates_sealed_head_and_mixed() {
         rollups(&r, id, RollupResolution::Day, T0 + 1, T0 + DAY).len(),
         0
     );
-    w.seal_all().expect("seals");
+    w.seal_all(LATER).expect("seals");
     check(&r, "sealed");
     assert_eq!(r.stats().head_chunks, 0);
 }
@@ -484,7 +484,7 @@ fn many_series_across_day_partitions() {
                 .collect();
             w.append(&batch).expect("appends");
         }
-        assert_eq!(w.seal_all().expect("seals"), 200 * 12);
+        assert_eq!(w.seal_all(LATER).expect("seals"), 200 * 12);
         let stats = r.stats();
         assert_eq!(
             (stats.partitions, stats.sealed_blocks, stats.log_records),
@@ -496,7 +496,7 @@ fn many_series_across_day_partitions() {
     let (_w, r) = open(dir.path());
     assert_eq!(r.series_count(), 200);
     let names: Vec<String> = r
-        .stats()
+        .disk_usage()
         .column_families
         .into_iter()
         .map(|c| c.name)
@@ -598,7 +598,7 @@ fn last_point_prefers_the_newest_window_anywhere() {
         Some(int(T0 + 2 * HOUR + 5, 2)),
         "head only"
     );
-    w.seal_all().expect("seals");
+    w.seal_all(LATER).expect("seals");
     assert_eq!(
         r.last_point(id).expect("reads"),
         Some(int(T0 + 2 * HOUR + 5, 2)),
@@ -689,24 +689,46 @@ fn a_rejected_batch_stores_nothing() {
     assert_eq!(id_of(&r, &fresh), 1);
 }
 
+fn set_format_version(dir: &Path, version: u32) {
+    let (w, _r) = open(dir);
+    let meta = w.shared.cf(cf::META).expect("meta family");
+    w.shared
+        .db
+        .put_cf(&meta, keys::META_FORMAT_VERSION, version.to_be_bytes())
+        .expect("writes");
+}
+
 #[test]
 fn other_format_versions_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let (w, _r) = open(dir.path());
-        let meta = w.shared.cf(cf::META).expect("meta family");
-        w.shared
-            .db
-            .put_cf(&meta, keys::META_FORMAT_VERSION, 1u32.to_be_bytes())
-            .expect("writes");
-    }
+    set_format_version(dir.path(), 1);
     let err = Store::open(dir.path(), StoreOptions::default())
         .err()
         .expect("refused");
     assert_eq!(
         err.to_string(),
-        "store has format version 1, this build supports version 2"
+        "store has format version 1, this build supports version 3"
     );
+}
+
+/// Version 2 stored only day, month and year families, which version 3
+/// names the same: such a store opens, with its data, and is marked 3 so
+/// that version 2 builds, blind to year families of blocks, refuse it.
+#[test]
+fn version_2_stores_open_and_become_version_3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = key("m", &[]);
+    {
+        let (mut w, _r) = open(dir.path());
+        w.append(&samples(&k, &[int(T0, 1)])).expect("appends");
+        w.seal_all(LATER).expect("seals");
+        w.flush().expect("flushes");
+    }
+    set_format_version(dir.path(), 2);
+    let (w, r) = open(dir.path());
+    assert_eq!(all_points(&r, id_of(&r, &k)), vec![int(T0, 1)]);
+    let version = w.shared.meta(keys::META_FORMAT_VERSION).expect("reads");
+    assert_eq!(version, Some(FORMAT_VERSION.to_be_bytes().to_vec()));
 }
 
 #[test]
@@ -715,14 +737,14 @@ fn drop_caches_keeps_data_readable() {
     let (mut w, r) = open(dir.path());
     let k = key("m", &[]);
     w.append(&samples(&k, &[int(T0, 1)])).expect("appends");
-    w.seal_all().expect("seals");
+    w.seal_all(LATER).expect("seals");
     w.flush().expect("flushes");
     r.drop_caches();
     assert_eq!(all_points(&r, id_of(&r, &k)), vec![int(T0, 1)]);
 }
 
 /// Names of the store's families on disk, as RocksDB lists them.
-fn families_on_disk(dir: &Path) -> Vec<String> {
+pub(super) fn families_on_disk(dir: &Path) -> Vec<String> {
     Db::list_cf(&rocksdb::Options::default(), dir).expect("lists families")
 }
 
@@ -751,12 +773,14 @@ fn expired_partitions_are_hidden_then_dropped() {
     let k = key("m", &[]);
     let points = [int(old, 1), int(recent, 2), int(new, 3)];
     w.append(&samples(&k, &points)).expect("appends");
-    w.seal_all().expect("seals");
+    // Sealed as if long ago, when none of it was expired (nor old enough
+    // for a year's family).
+    w.seal_all(now - 1000 * DAY).expect("seals");
     w.flush().expect("flushes");
     let id = id_of(&r, &k);
-    let blocks = |ts| Partitioned::Blocks.name(ts);
-    let hours = |ts| Partitioned::Hours.name(ts);
-    let days = |ts| Partitioned::Days.name(ts);
+    let blocks = |ts| Partitioned::Blocks.name(cf::Period::of(cf::Span::Day, ts));
+    let hours = |ts| Partitioned::Hours.name(cf::Period::of(cf::Span::Month, ts));
+    let days = |ts| Partitioned::Days.name(cf::Period::of(cf::Span::Year, ts));
     assert!(families_on_disk(dir.path()).contains(&blocks(old)));
 
     // Before expiry runs, reads already stop at each kind's cutoff.
@@ -806,15 +830,17 @@ fn expiry_runs_when_the_store_opens() {
         let (mut w, _r) = open(dir.path());
         w.append(&samples(&k, &[int(old, 1), int(now, 2)]))
             .expect("appends");
-        w.seal_all().expect("seals");
+        w.seal_all(now).expect("seals");
         w.flush().expect("flushes");
     }
+    let old_blocks = Partitioned::Blocks.name(cf::Period::of(cf::Span::Year, old));
+    assert!(families_on_disk(dir.path()).contains(&old_blocks));
     let opts = StoreOptions {
         retention: retention(),
         ..StoreOptions::default()
     };
     let (_w, r) = Store::open(dir.path(), opts).expect("store opens");
-    assert!(!families_on_disk(dir.path()).contains(&Partitioned::Blocks.name(old)));
+    assert!(!families_on_disk(dir.path()).contains(&old_blocks));
     assert_eq!(all_points(&r, id_of(&r, &k)), vec![int(now, 2)]);
 }
 
@@ -866,7 +892,7 @@ fn delete_in_the_head_only() {
     assert_reads(&r, a, &kept, "head");
     assert_reads(&r, b, &points, "other series");
     assert_eq!(r.stats().head_points, kept.len() + points.len());
-    w.seal_all().expect("seals");
+    w.seal_all(LATER).expect("seals");
     assert_reads(&r, a, &kept, "sealed afterwards");
     assert_reads(&r, b, &points, "other series sealed");
 }
@@ -878,7 +904,7 @@ fn delete_in_sealed_blocks_only() {
     let points = {
         let (mut w, r) = open(dir.path());
         let (a, b, points) = two_series(&mut w, &r);
-        w.seal_all().expect("seals");
+        w.seal_all(LATER).expect("seals");
         // 23:30 to 01:10: three hours, two of them partial, across days.
         assert_eq!(w.delete(&[a], from, to).expect("deletes"), 3 + 6 + 2);
         assert_eq!(r.stats().head_points, 0);
@@ -928,7 +954,7 @@ fn delete_spanning_blocks_and_head_replays_after_a_crash() {
     let (mut w, r) = open(dir.path());
     let id = id_of(&r, &key("m", &[("host", "a")]));
     assert_reads(&r, id, &expected, "replayed");
-    w.seal_all().expect("seals");
+    w.seal_all(LATER).expect("seals");
     assert_reads(&r, id, &expected, "replayed and sealed");
 }
 
@@ -937,7 +963,7 @@ fn deleting_a_whole_day_drops_its_rollups() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut w, r) = open(dir.path());
     let (a, b, points) = two_series(&mut w, &r);
-    w.seal_all().expect("seals");
+    w.seal_all(LATER).expect("seals");
     let (from, to) = (T0 + DAY, T0 + 2 * DAY - 1);
     assert_eq!(w.delete(&[a, b], from, to).expect("deletes"), 2 * 18);
     let kept = without(&points, from, to);
@@ -960,7 +986,7 @@ fn a_delete_orders_with_writes_across_a_reopen() {
         // `y` is sealed, rewritten in the head, deleted, then written anew.
         w.append(&samples(&k, &[int(x, 1), int(y, 1)]))
             .expect("appends");
-        w.seal_all().expect("seals");
+        w.seal_all(LATER).expect("seals");
         w.append(&samples(&k, &[int(x, 2), int(y, 2)]))
             .expect("appends");
         let id = id_of(&r, &k);
@@ -972,7 +998,7 @@ fn a_delete_orders_with_writes_across_a_reopen() {
     let (mut w, r) = open(dir.path());
     let id = id_of(&r, &k);
     assert_reads(&r, id, &[int(y, 3)], "reopened");
-    w.seal_all().expect("seals");
+    w.seal_all(LATER).expect("seals");
     assert_reads(&r, id, &[int(y, 3)], "sealed");
     assert_eq!(
         live_log_records(&r),
@@ -1003,7 +1029,7 @@ fn deleting_where_raw_data_expired_still_clears_whole_rollups() {
     // Hours 0, 1 and 2 of an old day, two points each.
     let points: Vec<DataPoint> = (0..6).map(|i| int(old + i * 30 * MIN, i)).collect();
     w.append(&samples(&k, &points)).expect("appends");
-    w.seal_all().expect("seals");
+    w.seal_all(LATER).expect("seals");
     w.expire(now).expect("expires");
     let id = id_of(&r, &k);
     assert_eq!(all_points(&r, id), vec![], "raw data expired");

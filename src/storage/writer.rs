@@ -119,6 +119,11 @@ impl StoreWriter {
         })
     }
 
+    /// Every series the store holds.
+    pub fn series_keys(&self) -> impl Iterator<Item = &SeriesKey> {
+        self.ids.keys()
+    }
+
     /// Resolves series ids (new series get ids and index entries), appends
     /// to head chunks, and commits ONE RocksDB write batch holding the
     /// batch's log record plus any new index entries. When it returns Ok,
@@ -265,29 +270,36 @@ impl StoreWriter {
             }
             targets
         };
-        self.seal(targets, bound)
+        self.seal(targets, bound, now_ms)
     }
 
-    /// Seals every open window, for shutdown.
-    pub fn seal_all(&mut self) -> Result<usize, StoreError> {
+    /// Seals every open window into the families due at `now_ms`, for
+    /// shutdown.
+    pub fn seal_all(&mut self, now_ms: i64) -> Result<usize, StoreError> {
         let targets = self
             .shared
             .head
             .read()
             .outside(i64::MAX, i64::MAX, usize::MAX);
-        self.seal(targets, i64::MAX)
+        self.seal(targets, i64::MAX, now_ms)
     }
 
-    /// Seals `targets`, then truncates the log, recording a watermark at
-    /// `bound` if no window starting before it is left open.
-    fn seal(&mut self, mut targets: Vec<(u64, i64)>, bound: i64) -> Result<usize, StoreError> {
+    /// Seals `targets` into the families due at `now_ms`, then truncates
+    /// the log, recording a watermark at `bound` if no window starting
+    /// before it is left open.
+    fn seal(
+        &mut self,
+        mut targets: Vec<(u64, i64)>,
+        bound: i64,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
         targets.sort_unstable();
         targets.dedup();
         let mut sealed = 0;
         // A series' windows of one day may be split between commits: each
         // commit refolds the day from what the previous ones stored.
         for batch in targets.chunks(SEAL_BATCH_WINDOWS) {
-            sealed += self.seal_batch(batch)?;
+            sealed += self.seal_batch(batch, now_ms)?;
         }
         let all_sealed = self
             .shared
@@ -307,7 +319,7 @@ impl StoreWriter {
 
     /// Seals `targets` (sorted) in one commit, then drops them from the
     /// head.
-    fn seal_batch(&self, targets: &[(u64, i64)]) -> Result<usize, StoreError> {
+    fn seal_batch(&self, targets: &[(u64, i64)], now_ms: i64) -> Result<usize, StoreError> {
         let shared = &*self.shared;
         let mut batch = WriteBatch::default();
         let mut sealed = Vec::with_capacity(targets.len());
@@ -318,29 +330,48 @@ impl StoreWriter {
             let same_day = |a: &(u64, i64), b: &(u64, i64)| {
                 a.0 == b.0 && cf::day_start(a.1) == cf::day_start(b.1)
             };
+            // The family a day's data of `kind` goes to; none when the
+            // whole day is past the kind's retention: writing it would only
+            // create families (a year's, for old data) that nobody reads.
+            let home = |kind, day: i64| {
+                if day + DAY_MS <= shared.retention.cutoff(kind, now_ms) {
+                    return Ok(None);
+                }
+                shared
+                    .partitions(kind)
+                    .target(&shared.db, day, now_ms)
+                    .map(Some)
+            };
             for group in targets.chunk_by(same_day) {
                 let id = group[0].0;
                 let day = cf::day_start(group[0].1);
-                let blocks_cf = shared.blocks.create(&shared.db, day)?;
-                let hour_cf = shared.hours.create(&shared.db, day)?;
+                let blocks_cf = home(Partitioned::Blocks, day)?;
+                let hour_cf = home(Partitioned::Hours, day)?;
                 let mut hours = Vec::with_capacity(group.len());
                 for &(_, start) in group {
                     let Some(window) = head.window(id, start) else {
                         continue;
                     };
-                    let (chunk, agg) = seal_window(shared, id, window)?;
+                    let (chunk, agg, old_home) = seal_window(shared, id, window)?;
                     let key = keys::series_time(id, start);
-                    batch.put_cf(&blocks_cf, key, &chunk);
-                    batch.put_cf(&hour_cf, key, rollup::encode(&agg));
+                    if let Some(family) = &blocks_cf {
+                        // A clock that jumped back can make the target
+                        // differ from where the block was; a key lives in
+                        // one family.
+                        if let Some(old) = old_home.filter(|f| !blocks::same(f, family)) {
+                            batch.delete_cf(&old, key);
+                        }
+                        batch.put_cf(family, key, &chunk);
+                    }
+                    if let Some(family) = &hour_cf {
+                        batch.put_cf(family, key, rollup::encode(&agg));
+                    }
                     hours.push(agg);
                     sealed.push((id, start));
                 }
-                if let Some(day_agg) = fold_day(shared, id, day, hours)? {
-                    batch.put_cf(
-                        &shared.days.create(&shared.db, day)?,
-                        keys::series_time(id, day),
-                        rollup::encode(&day_agg),
-                    );
+                let day_agg = fold_day(shared, id, day, hours)?;
+                if let (Some(agg), Some(family)) = (day_agg, home(Partitioned::Days, day)?) {
+                    batch.put_cf(&family, keys::series_time(id, day), rollup::encode(&agg));
                 }
             }
         }
@@ -413,6 +444,34 @@ impl StoreWriter {
         Ok(dropped)
     }
 
+    /// Moves up to [`blocks::MIGRATE_KEYS_PER_CALL`] keys of fine
+    /// partitions that have aged past their horizon at `now_ms` into their
+    /// year's family (see `blocks`), dropping each once empty; returns the
+    /// keys moved. Readers see every key throughout.
+    pub fn migrate(&mut self, now_ms: i64) -> Result<usize, StoreError> {
+        let shared = &*self.shared;
+        let mut moved = 0;
+        for kind in Partitioned::ALL {
+            while moved < blocks::MIGRATE_KEYS_PER_CALL {
+                let budget = blocks::MIGRATE_KEYS_PER_CALL - moved;
+                let cutoff = shared.retention.cutoff(kind, now_ms);
+                let (keys, dropped) = shared.partitions(kind).migrate(
+                    &shared.db,
+                    now_ms,
+                    cutoff,
+                    budget,
+                    &self.write_opts,
+                )?;
+                moved += keys;
+                match dropped {
+                    Some(family) => tracing::info!(family, "moved aged partition into its year"),
+                    None => break,
+                }
+            }
+        }
+        Ok(moved)
+    }
+
     /// Flushes memtables and the WAL, so the next open replays nothing,
     /// and compacts the log away. For shutdown, after `seal_all`.
     pub fn flush(&self) -> Result<(), StoreError> {
@@ -434,22 +493,24 @@ impl StoreWriter {
     }
 }
 
-/// The chunk to store for `window` of series `id` and its hour's rollup:
-/// the head's chunk as is when nothing needs merging, otherwise the head
-/// laid over the block already sealed for that hour.
-fn seal_window(
-    shared: &Shared,
+/// The chunk to store for `window` of series `id`, its hour's rollup, and
+/// the family the block sealed before lives in, if any: the head's chunk
+/// as is when nothing needs merging, otherwise the head laid over that
+/// block.
+fn seal_window<'a>(
+    shared: &'a Shared,
     id: u64,
     window: &Window,
-) -> Result<(Vec<u8>, RollupAgg), StoreError> {
+) -> Result<(Vec<u8>, RollupAgg, Option<blocks::Family<'a>>), StoreError> {
     let start = window.start();
-    let old = match blocks::get(&shared.db, &shared.blocks, id, start) {
-        Ok(old) => old,
+    let (home, old) = match blocks::find(&shared.db, &shared.blocks, id, start) {
+        Ok(Some((family, old))) => (Some(family), Some(old)),
+        Ok(None) => (None, None),
         Err(e @ StoreError::Corrupt { .. }) => {
             // Refusing to seal would keep the window (and the log) forever;
             // the unreadable block is lost either way.
             tracing::error!(error = %e, id, start, "replacing unreadable block");
-            None
+            (None, None)
         }
         Err(e) => return Err(e),
     };
@@ -471,7 +532,7 @@ fn seal_window(
     let agg = rollup::aggregate(start, &points).ok_or_else(|| {
         StoreError::corrupt("head", &keys::series_time(id, start), "empty window")
     })?;
-    Ok((chunk, agg))
+    Ok((chunk, agg, home))
 }
 
 /// The rollup of the day starting at `day` for `id`, given the hours being

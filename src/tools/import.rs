@@ -92,7 +92,7 @@ pub fn run(args: &ImportArgs, report: &mut impl Write) -> Result<ImportSummary, 
     import.commit()?;
     let dir = import.dir.clone();
     let store_err = |e| ToolError::store(&dir, e);
-    import.store.seal_all().map_err(store_err)?;
+    import.store.seal_all(now_ms()).map_err(store_err)?;
     import.store.flush().map_err(store_err)?;
     let summary = ImportSummary {
         elapsed: started.elapsed(),

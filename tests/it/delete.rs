@@ -4,11 +4,9 @@
 //! deletes apply in request order, a GET never deletes, and kill -9 after
 //! the answer keeps it.
 
-use std::time::{Duration, Instant};
-
 use serde_json::{json, Value};
 
-use crate::support::{exchange, http, Spawned, DEADLINE};
+use crate::support::{exchange, http, Spawned};
 
 /// 2026-01-02T00:00:00Z in seconds: old enough to seal at once.
 const T: i64 = 1_767_312_000;
@@ -30,15 +28,7 @@ async fn seed(d: &Spawned) -> u64 {
 }
 
 async fn wait_stored(d: &Spawned, n: u64) {
-    wait_stat(d, "tsd.rtsd.points.stored", n).await;
-}
-
-async fn wait_stat(d: &Spawned, metric: &str, n: u64) {
-    let start = Instant::now();
-    while d.stat(metric, "").await < n {
-        assert!(start.elapsed() < DEADLINE, "{metric} not at {n} in time");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    d.wait_stat("tsd.rtsd.points.stored", "", |v| v >= n).await;
 }
 
 async fn query(d: &Spawned, body: Value) -> Value {
@@ -107,7 +97,7 @@ async fn allowed_delete_removes_one_series_range_and_survives_kill_9() {
     let d = Spawned::start_with(dir.path(), &["--allow-delete"], &[]).await;
     let mut stored = seed(&d).await;
     // Six hours of two series, sealed: the delete rewrites blocks.
-    wait_stat(&d, "tsd.rtsd.chunks.sealed", 12).await;
+    d.wait_stat("tsd.rtsd.chunks.sealed", "", |v| v >= 12).await;
     let b_before = raw(&d, "b", T, T + 6 * HOUR).await;
 
     // 01:00 to 02:59:59 of host a; the answer is the query's, as OpenTSDB's.

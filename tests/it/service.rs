@@ -199,6 +199,50 @@ async fn metrics_export_counters_storage_latency_and_stale_series() {
     assert!(!text.contains("untyped"), "{text}");
 }
 
+/// Issue 9: `/metrics` loaded every series and opened an iterator per day
+/// partition on every scrape. Now scrapes, `/api/stats` and telnet `stats`
+/// show the latest survey of the store; with hundreds of series over a
+/// month of day partitions, many reads within `stats-refresh-secs` walk
+/// the store once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrapes_of_a_big_store_share_one_survey() {
+    const SERIES: i64 = 300;
+    const DAYS: i64 = 30;
+    let d = TestDaemon::start_with(|s| s.stats_refresh_secs = 3600).await;
+    let first = rtsd::model::now_ms() / 1000 - (DAYS + 2) * 86_400;
+    let mut lines = String::new();
+    for day in 0..DAYS {
+        for host in 0..SERIES {
+            let ts = first + day * 86_400;
+            lines.push_str(&format!("put big.m {ts} {day} host=h{host}\n"));
+        }
+    }
+    exchange(d.telnet(), lines.as_bytes()).await;
+    d.wait_stored((SERIES * DAYS) as u64).await;
+    let stats = &d.daemon.stats;
+    poll(|| d.daemon.store.stats().partitions == DAYS as usize).await;
+
+    let scrape = || async {
+        let (status, text) = http(d.http(), "GET", "/metrics", b"").await;
+        assert_eq!(status, 200, "{text}");
+        parse_exposition(&text)
+    };
+    let m = scrape().await;
+    assert_eq!(m["rtsd_storage_series"], SERIES as f64);
+    assert_eq!(m["rtsd_storage_partitions"], DAYS as f64);
+    assert_eq!(m[r#"rtsd_stale_series{older_than="1h"}"#], SERIES as f64);
+    assert_eq!(m["rtsd_storage_surveys_total"], 1.0);
+    for _ in 0..20 {
+        assert_eq!(scrape().await["rtsd_storage_surveys_total"], 1.0);
+        let (status, _) = http(d.http(), "GET", "/api/stats", b"").await;
+        assert_eq!(status, 200);
+        let reply = String::from_utf8(exchange(d.telnet(), b"stats\n").await).unwrap();
+        assert!(reply.contains("tsd.rtsd.storage.surveys "), "{reply}");
+    }
+    assert_eq!(stats.surveys.load(std::sync::atomic::Ordering::Relaxed), 1);
+    d.stop().await;
+}
+
 #[tokio::test]
 async fn stale_lists_series_older_than_the_period_oldest_first() {
     let d = TestDaemon::start().await;

@@ -261,6 +261,17 @@ pub struct Spawned {
     pub http: SocketAddr,
 }
 
+/// A test that fails before stopping its daemon must not leave it running
+/// (holding the test's output pipe open).
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Spawned {
     pub async fn start(dir: &Path) -> Spawned {
         Self::start_with_env(dir, &[]).await
@@ -322,6 +333,22 @@ impl Spawned {
             })
             .and_then(|l| l["value"].as_str()?.parse().ok())
             .unwrap_or_else(|| panic!("no stat {metric} {tag_value}"))
+    }
+
+    /// Waits until the counter [`Spawned::stat`] reads satisfies `want`.
+    pub async fn wait_stat(&self, metric: &str, tag_value: &str, want: impl Fn(u64) -> bool) {
+        let start = Instant::now();
+        loop {
+            let value = self.stat(metric, tag_value).await;
+            if want(value) {
+                return;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{metric} {tag_value} stuck at {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub fn signal(&self, sig: &str) {

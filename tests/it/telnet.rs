@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use rtsd::model::{SeriesKey, Value};
 use rtsd::protocol::{DIEDIEDIE_REPLY, HELP_REPLY};
 use serde_json::Value as Json;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::*;
@@ -237,6 +237,36 @@ async fn unread_error_replies_are_dropped_and_counted_not_blocking_ingest() {
     assert!(d.daemon.stats.replies_dropped.load(Relaxed) > 0);
     assert_eq!(d.daemon.stats.rejected_total(), 200_000);
     drop(s);
+    d.stop().await;
+}
+
+/// Asked-for replies are never dropped: far more of them than
+/// reply-buffer-bytes, sent in one go and read only meanwhile, all arrive
+/// in order, and the put behind them is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_asked_reply_arrives_past_the_reply_buffer() {
+    const ASKED: usize = 20_000;
+    let d = TestDaemon::start_with(|s| s.reply_buffer_bytes = 1024).await;
+    let s = TcpStream::connect(d.telnet()).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let mut text = "version\nhelp\n".repeat(ASKED);
+    text.push_str("put after.asked 1700000000 1 host=a\nexit\n");
+    let writer = tokio::spawn(async move { wr.write_all(text.as_bytes()).await });
+    let mut out = Vec::new();
+    tokio::time::timeout(DEADLINE, rd.read_to_end(&mut out))
+        .await
+        .expect("the server answers everything and closes")
+        .unwrap();
+    writer.await.unwrap().unwrap();
+    let reply = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = reply.lines().collect();
+    assert_eq!(lines.len(), 3 * ASKED, "version is two lines, help one");
+    for asked in lines.chunks(3) {
+        assert!(asked[0].starts_with("rtsd "), "{asked:?}");
+        assert!(asked[2].starts_with("available commands:"), "{asked:?}");
+    }
+    d.wait_stored(1).await;
+    assert_eq!(d.daemon.stats.replies_dropped.load(Relaxed), 0);
     d.stop().await;
 }
 

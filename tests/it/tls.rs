@@ -189,3 +189,51 @@ async fn sighup_reloads_the_certificate() {
     d.signal("-TERM");
     assert!(d.wait().await.success());
 }
+
+/// Issue 9: https connections were not counted against max-connections.
+/// Now one limit covers the telnet port and the https port, handshake
+/// included: over it, an https client is closed before its handshake and
+/// counted as refused, like a plain one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_connections_count_against_max_connections() {
+    let cert = SelfSigned::new();
+    let d = TestDaemon::start_with(|s| {
+        s.tls_cert = Some(cert.cert());
+        s.tls_key = Some(cert.key());
+        s.max_connections = 2;
+    })
+    .await;
+    let tls = cert.connector();
+    let stats = &d.daemon.stats;
+    let open = || {
+        stats
+            .connections_open
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let refused = || {
+        stats
+            .connections_refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+
+    let name = ServerName::try_from("localhost").unwrap();
+    let tcp = TcpStream::connect(d.http()).await.unwrap();
+    let held = tls.connect(name, tcp).await.expect("tls handshake");
+    let _telnet = TcpStream::connect(d.telnet()).await.unwrap();
+    poll(|| open() == 2).await;
+
+    assert!(!handshakes(&tls, d.http()).await);
+    assert_eq!(refused(), 1);
+    let mut over = TcpStream::connect(d.telnet()).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(DEADLINE, over.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    assert_eq!(refused(), 2);
+
+    // A slot given back serves https again.
+    drop(held);
+    poll(|| open() == 1).await;
+    let reply = https(&tls, d.http(), "/api/version", "").await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    d.stop().await;
+}

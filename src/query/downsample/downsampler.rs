@@ -8,6 +8,8 @@ use super::grid::Grid;
 use super::spec::FillPolicy;
 use crate::model::{DataPoint, RollupAgg, Value};
 use crate::query::aggregator::{Aggregator, Fold, FoldOp, RollupFunction, WithFold};
+use crate::query::error::QueryError;
+use crate::query::limits::Ticker;
 
 /// A series of doubles: bucket starts (or rate times) and values.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -235,16 +237,19 @@ impl<'g> Downsampler<'g> {
 }
 
 /// One value per non-empty bucket, from hourly or daily rollups whose
-/// intervals never straddle a bucket boundary.
+/// intervals never straddle a bucket boundary, polling the deadline
+/// through `ticker`.
 pub(crate) fn downsample_rollups(
     aggs: &[RollupAgg],
     grid: &Grid,
     function: RollupFunction,
-) -> Doubles {
+    ticker: &mut Ticker,
+) -> Result<Doubles, QueryError> {
     let mut out = Doubles::default();
     let mut hint = 0;
     let mut current: Option<((i64, i64), RollupAgg)> = None;
     for a in aggs {
+        ticker.tick()?;
         if let Some(((start, end), acc)) = current.as_mut() {
             if a.start_ms < *end {
                 acc.count += a.count;
@@ -264,7 +269,7 @@ pub(crate) fn downsample_rollups(
     if let Some(((start, _), acc)) = current {
         out.push(start, rollup_value(&acc, function));
     }
-    out
+    Ok(out)
 }
 
 fn rollup_value(a: &RollupAgg, function: RollupFunction) -> f64 {
@@ -282,27 +287,30 @@ fn rollup_value(a: &RollupAgg, function: RollupFunction) -> f64 {
     }
 }
 
-/// The downsampled series with missing buckets filled per `fill`.
+/// The downsampled series with missing buckets filled per `fill`, polling
+/// the deadline through `ticker`.
 pub(crate) fn fill(
     buckets: Doubles,
     grid: &Grid,
     fill: FillPolicy,
     (read_start, read_end): (i64, i64),
-) -> Doubles {
+    ticker: &mut Ticker,
+) -> Result<Doubles, QueryError> {
     let Some(fill_value) = fill.value().filter(|_| !matches!(grid, Grid::All { .. })) else {
-        return buckets;
+        return Ok(buckets);
     };
     let starts = grid.fill_starts(read_start, read_end);
     let mut vals = Vec::with_capacity(starts.len());
     let mut data = buckets.ts.iter().zip(&buckets.vals).peekable();
     for &b in &starts {
+        ticker.tick()?;
         while data.next_if(|&(&t, _)| t < b).is_some() {}
         vals.push(
             data.next_if(|&(&t, _)| t == b)
                 .map_or(fill_value, |(_, &v)| v),
         );
     }
-    Doubles { ts: starts, vals }
+    Ok(Doubles { ts: starts, vals })
 }
 
 #[cfg(test)]
@@ -344,17 +352,20 @@ mod tests {
             ts: vec![100, 300],
             vals: vec![4.0, 24.0],
         };
-        let out = fill(sparse.clone(), &grid, FillPolicy::Zero, (0, 500));
+        let ticker = &mut Ticker::new(None);
+        let out = fill(sparse.clone(), &grid, FillPolicy::Zero, (0, 500), ticker).unwrap();
         assert_eq!(out.ts, [0, 100, 200, 300, 400]);
         assert_eq!(out.vals, [0.0, 4.0, 0.0, 24.0, 0.0]);
         for policy in [FillPolicy::Nan, FillPolicy::Null] {
-            let v = fill(sparse.clone(), &grid, policy, (0, 500)).vals;
+            let v = fill(sparse.clone(), &grid, policy, (0, 500), ticker)
+                .unwrap()
+                .vals;
             assert_eq!(v.len(), 5);
             assert!(v[0].is_nan() && v[2].is_nan() && v[4].is_nan());
             assert_eq!((v[1], v[3]), (4.0, 24.0));
         }
         assert_eq!(
-            fill(sparse.clone(), &grid, FillPolicy::None, (0, 500)),
+            fill(sparse.clone(), &grid, FillPolicy::None, (0, 500), ticker).unwrap(),
             sparse
         );
     }

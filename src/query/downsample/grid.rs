@@ -13,6 +13,7 @@ use chrono_tz::Tz;
 
 use super::spec::{DownsampleSpec, Interval};
 use crate::query::error::QueryError;
+use crate::query::limits::{QueryLimits, Ticker};
 use crate::query::time::{add_calendar, previous_interval, CalendarUnit};
 
 pub(super) fn floor_to(ts: i64, step: i64, offset: i64) -> i64 {
@@ -69,14 +70,15 @@ pub(crate) enum Grid {
 }
 
 impl Grid {
-    /// The grid of `spec` over the read range. `max_buckets` bounds the
-    /// boundaries materialised for calendar grids.
+    /// The grid of `spec` over the read range. `limits` bound the
+    /// boundaries materialised for calendar grids (`max_points`) and the
+    /// time spent walking the calendar (`deadline`).
     pub(crate) fn new(
         spec: &DownsampleSpec,
         tz: Tz,
         (query_start, query_end): (i64, i64),
         (read_start, read_end): (i64, i64),
-        max_buckets: usize,
+        limits: &QueryLimits,
     ) -> Result<Grid, QueryError> {
         let (n, unit) = match spec.interval {
             Interval::All => {
@@ -98,13 +100,17 @@ impl Grid {
         }
         let mut bounds = vec![first];
         let mut b = first;
+        let mut ticker = Ticker::new(limits.deadline);
         while b <= read_end {
+            ticker.tick()?;
             let next = add_calendar(b, n, unit, tz);
             if next <= b {
                 break;
             }
-            if bounds.len() >= max_buckets {
-                return Err(QueryError::TooManyPoints { limit: max_buckets });
+            if bounds.len() >= limits.max_points {
+                return Err(QueryError::TooManyPoints {
+                    limit: limits.max_points,
+                });
             }
             bounds.push(next);
             b = next;
@@ -285,7 +291,7 @@ mod tests {
         let range = read_range(Some(&spec), start, end, ny);
         // Midnight EST on the 9th; midnight EDT on the 12th.
         assert_eq!(range, (1_709_960_400_000, 1_710_216_000_000));
-        let grid = Grid::new(&spec, ny, (start, end), range, 1000).unwrap();
+        let grid = Grid::new(&spec, ny, (start, end), range, &QueryLimits::default()).unwrap();
         let Grid::Bounds(b) = &grid else {
             panic!("{grid:?}")
         };
@@ -295,6 +301,22 @@ mod tests {
         assert!(!grid.aligned_to(86_400_000));
     }
 
+    #[test]
+    fn a_calendar_walk_polls_the_deadline() {
+        let spec = DownsampleSpec::parse("1dc-sum").unwrap();
+        let range = (0, crate::model::MAX_TIMESTAMP_MS);
+        let limits = QueryLimits {
+            max_points: usize::MAX,
+            deadline: Some(std::time::Instant::now()),
+            ..QueryLimits::default()
+        };
+        let walked = Grid::new(&spec, Tz::UTC, range, range, &limits);
+        assert!(
+            matches!(walked, Err(QueryError::DeadlineExceeded)),
+            "{walked:?}"
+        );
+    }
+
     proptest::proptest! {
         #[test]
         fn spec_parsing_never_panics(s in "[0-9a-z-]{0,16}") {
@@ -302,7 +324,7 @@ mod tests {
                 let _ = spec.clone().with_calendar();
                 let ny: Tz = "America/New_York".parse().unwrap();
                 let range = read_range(Some(&spec), 1_700_000_000_000, 1_700_100_000_000, ny);
-                let _ = Grid::new(&spec, ny, range, range, 10_000);
+                let _ = Grid::new(&spec, ny, range, range, &QueryLimits::default());
             }
         }
     }

@@ -8,6 +8,7 @@
 //! rtsd rejects it with a 400 instead.
 
 use crate::java::split::split;
+use crate::model::{DAY_MS, HOUR_MS};
 use crate::query::aggregator::Aggregator;
 use crate::query::error::QueryError;
 use crate::query::time::{parse_duration, CalendarUnit};
@@ -64,6 +65,33 @@ pub enum Interval {
     Fixed(i64),
     /// `n` calendar units in the query timezone.
     Calendar { n: u32, unit: CalendarUnit },
+}
+
+impl Interval {
+    /// How many buckets of this interval `[start, end]` can touch, at most:
+    /// arithmetic only, so a range of centuries costs no calendar walk.
+    /// Wall-clock units count at their shortest (a day across a DST change
+    /// is 23 hours, a month 28 days), so the count is never too low.
+    pub(crate) fn buckets_over(self, start: i64, end: i64) -> u64 {
+        let step = match self {
+            Interval::All => return 1,
+            Interval::Fixed(ms) => ms,
+            Interval::Calendar { n, unit } => {
+                let shortest = match unit {
+                    CalendarUnit::Day => DAY_MS - HOUR_MS,
+                    CalendarUnit::Week => 7 * DAY_MS - HOUR_MS,
+                    CalendarUnit::Month => 28 * DAY_MS - HOUR_MS,
+                    CalendarUnit::Year => 365 * DAY_MS - HOUR_MS,
+                    fixed => fixed.fixed_ms().unwrap_or(1),
+                };
+                shortest.saturating_mul(i64::from(n))
+            }
+        };
+        let span = (i128::from(end) - i128::from(start)).max(0);
+        // The first and last buckets may stick out of the range.
+        let buckets = span / i128::from(step.max(1)) + 2;
+        u64::try_from(buckets).unwrap_or(u64::MAX)
+    }
 }
 
 /// A parsed downsample spec.
@@ -225,6 +253,25 @@ mod tests {
                 unit: CalendarUnit::Week
             }
         );
+    }
+
+    #[test]
+    fn buckets_are_counted_without_walking_the_calendar() {
+        let buckets = |spec: &str, start: i64, end: i64| {
+            let s = DownsampleSpec::parse(spec).unwrap();
+            s.interval.buckets_over(start, end)
+        };
+        let year = 365 * DAY_MS;
+        assert_eq!(buckets("1m-avg", 0, year), 525_602);
+        assert_eq!(buckets("0all-sum", 0, 100 * year), 1);
+        assert_eq!(buckets("1ms-sum-zero", 0, 0), 2);
+        // The shortest day is 23 hours: never fewer than the real count.
+        assert_eq!(buckets("1dc-sum", 0, 23 * DAY_MS), 26);
+        assert_eq!(buckets("1nc-sum", 0, year), 15);
+        // From 1970 to `i64::MAX` ms at once.
+        assert_eq!(buckets("1dc-sum", 0, i64::MAX), 111_393_382_089);
+        assert_eq!(buckets("1ms-sum", i64::MIN, i64::MAX), u64::MAX);
+        assert_eq!(buckets("1h-sum", 10, 0), 2);
     }
 
     #[test]

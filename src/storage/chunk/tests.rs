@@ -395,14 +395,7 @@ fn compression_of_typical_series() {
 
 #[test]
 fn corpus_replays() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/chunk_codec");
-    let mut files = 0;
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.expect("directory entry").path();
-        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        check_codec_invariants(&data);
-        files += 1;
-    }
+    let files = crate::protocol::fuzzing::replay_corpus("chunk_codec", check_codec_invariants);
     assert!(files >= 3, "only {files} corpus files");
 }
 
