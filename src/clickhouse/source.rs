@@ -59,6 +59,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::ops::ControlFlow;
 
 use bytes::Bytes;
 use tokio::runtime::{Handle, Runtime};
@@ -209,8 +210,10 @@ impl Source for ClickHouseSource {
 
     fn points(&self, id: u64, start_ms: i64, end_ms: i64) -> Result<Vec<DataPoint>, SourceError> {
         let mut out = Vec::new();
-        self.scan(&[id], start_ms, end_ms)
-            .scan(id, &mut |points| out.extend_from_slice(points))?;
+        self.scan(&[id], start_ms, end_ms).scan(id, &mut |points| {
+            out.extend_from_slice(points);
+            ControlFlow::Continue(())
+        })?;
         Ok(out)
     }
 
@@ -383,12 +386,12 @@ impl Reading {
 
 impl Scan<'_> {
     /// Reads the open statement up to the rows of `place`: rows before it
-    /// are kept in `early`, rows of it go to `visit` in slices. Returns how
-    /// many points `visit` got.
+    /// are kept in `early`, rows of it go to `visit` in slices until it
+    /// breaks. Returns how many points `visit` got.
     fn read_until(
         &mut self,
         place: usize,
-        visit: &mut dyn FnMut(&[DataPoint]),
+        visit: &mut dyn FnMut(&[DataPoint]) -> ControlFlow<()>,
     ) -> Result<usize, SourceError> {
         let Some(reading) = self.reading.as_mut() else {
             return Ok(0);
@@ -401,8 +404,10 @@ impl Scan<'_> {
                 Next::More => {
                     // Hand over what is here before waiting for more.
                     if !self.points.is_empty() {
-                        visit(&self.points);
                         handed += self.points.len();
+                        if visit(&self.points).is_break() {
+                            return Ok(handed);
+                        }
                         self.points.clear();
                     }
                     reading.receive()?;
@@ -420,20 +425,26 @@ impl Scan<'_> {
             }
         }
         if !self.points.is_empty() {
-            visit(&self.points);
             handed += self.points.len();
+            // The series is done either way.
+            let _ = visit(&self.points);
         }
         Ok(handed)
     }
 }
 
 impl PointScan for Scan<'_> {
-    fn scan(&mut self, id: u64, visit: &mut dyn FnMut(&[DataPoint])) -> Result<usize, SourceError> {
+    fn scan(
+        &mut self,
+        id: u64,
+        visit: &mut dyn FnMut(&[DataPoint]) -> ControlFlow<()>,
+    ) -> Result<usize, SourceError> {
         let Some(&place) = self.places.get(&id) else {
             return Ok(0);
         };
         if let Some(points) = self.early.remove(&id) {
-            visit(&points);
+            // One slice: there is nothing left to stop.
+            let _ = visit(&points);
             return Ok(points.len());
         }
         let chunk = place / IDS_PER_STATEMENT;
@@ -445,7 +456,7 @@ impl PointScan for Scan<'_> {
             // Asked past the open statement: the rest of it is kept for
             // the series not yet asked for.
             if let Some(end) = self.reading.as_ref().map(|r| r.end) {
-                self.read_until(end, &mut |_| {})?;
+                self.read_until(end, &mut |_| ControlFlow::Continue(()))?;
             }
             let next = self
                 .source

@@ -8,6 +8,7 @@
 //! threads outside any runtime, so a small runtime here only starts the
 //! server and writes the data.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use rtsd::clickhouse::schema::{self, Identifier};
@@ -147,7 +148,7 @@ fn every_query_case_answers_byte_identically_on_clickhouse_and_rocksdb() {
         writer.append(&samples).expect("appended");
         // As the daemon does with points this old: sealed into blocks,
         // with rollups.
-        writer.seal_all().expect("sealed");
+        writer.seal_all(NOW_MS).expect("sealed");
         let on_rocksdb = answer(&reader, case);
 
         // Refusing a delete (allow-delete off) is the HTTP layer's job,
@@ -208,7 +209,10 @@ fn scan_in_order(source: &dyn Source, ids: &[u64], order: &[usize]) {
     for &i in order {
         let mut got = Vec::new();
         let n = scan
-            .scan(ids[i], &mut |p| got.extend_from_slice(p))
+            .scan(ids[i], &mut |p| {
+                got.extend_from_slice(p);
+                ControlFlow::Continue(())
+            })
             .unwrap_or_else(|e| panic!("series {i}: {e}"));
         assert_eq!(n, got.len());
         assert_eq!(got, expected_points(i), "series {i}");
@@ -303,9 +307,17 @@ fn scans_stream_many_series_in_any_order_from_any_thread() {
             .expect("scanned");
         });
     }
-    // Abandoned halfway: the statement is dropped, the source goes on.
+    // Stopped by the engine (a deadline): the next series still comes
+    // whole; abandoned, the statement is dropped and the source goes on.
     let mut scan = source.scan_points(&ids, 0, i64::MAX);
-    scan.scan(ids[0], &mut |_| {}).unwrap();
+    scan.scan(ids[0], &mut |_| ControlFlow::Break(())).unwrap();
+    let mut next = Vec::new();
+    scan.scan(ids[1], &mut |p| {
+        next.extend_from_slice(p);
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(next, expected_points(1));
     drop(scan);
     assert_eq!(
         source.points(ids[1], 0, i64::MAX).unwrap(),
