@@ -36,8 +36,10 @@
 //!   are set.
 //! - `tools` are the offline `import` and `export` commands and
 //!   `clickhouse-schema`.
-//! - `clickhouse` is the ClickHouse store's foundation: an HTTP client, the
-//!   rows of points and the versioned schema (the store itself is to come).
+//! - `clickhouse` is the ClickHouse store: an HTTP client, the rows of
+//!   points, the versioned schema, a writer and the query engine's
+//!   `Source` over it (the spool and `serve --store clickhouse` are to
+//!   come).
 
 pub mod activation;
 pub mod auth;

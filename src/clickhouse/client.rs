@@ -18,6 +18,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING};
 use hyper::{Method, Request, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -177,12 +178,51 @@ impl Client {
         self.send(uri, Bytes::from(body), encoding).await.map(drop)
     }
 
+    /// Runs a `SELECT` and hands its answer over as it arrives, for
+    /// answers too big to hold whole. ClickHouse has said 200 before the
+    /// first piece arrives, so an error it meets later comes as text
+    /// appended to the rows: the reader must check what it decodes.
+    pub async fn select_stream(&self, sql: &str) -> Result<Answer, ClickHouseError> {
+        let uri = format!("{}/", self.base);
+        let body = Bytes::copy_from_slice(sql.as_bytes());
+        let body = tokio::time::timeout(REQUEST_TIMEOUT, self.open(uri, body, None))
+            .await
+            .map_err(|_| self.timeout())??;
+        Ok(Answer {
+            body,
+            url: self.base.clone(),
+        })
+    }
+
+    fn timeout(&self) -> ClickHouseError {
+        ClickHouseError::Timeout {
+            url: self.base.clone(),
+        }
+    }
+
     async fn send(
         &self,
         uri: String,
         body: Bytes,
         encoding: Option<HeaderValue>,
     ) -> Result<Bytes, ClickHouseError> {
+        let exchange = async {
+            let answer = self.open(uri, body, encoding).await?;
+            collect(&self.base, answer).await
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| self.timeout())?
+    }
+
+    /// Sends a request; the answer's body when its status is a success,
+    /// else the error its body describes.
+    async fn open(
+        &self,
+        uri: String,
+        body: Bytes,
+        encoding: Option<HeaderValue>,
+    ) -> Result<Incoming, ClickHouseError> {
         let mut request = Request::builder().method(Method::POST).uri(uri);
         if let Some(auth) = &self.authorization {
             request = request.header(AUTHORIZATION, auth.clone());
@@ -196,40 +236,71 @@ impl Client {
                 url: self.base.clone(),
                 reason: "does not make a request URI",
             })?;
-        let exchange =
-            async {
-                let response = self.http.request(request).await.map_err(|source| {
-                    ClickHouseError::Transport {
-                        url: self.base.clone(),
-                        source,
-                    }
+        let response =
+            self.http
+                .request(request)
+                .await
+                .map_err(|source| ClickHouseError::Transport {
+                    url: self.base.clone(),
+                    source,
                 })?;
-                let status = response.status();
-                let bytes = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|source| ClickHouseError::Body {
-                        url: self.base.clone(),
-                        source,
-                    })?
-                    .to_bytes();
-                Ok::<_, ClickHouseError>((status, bytes))
-            };
-        let (status, bytes) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
-            .await
-            .map_err(|_| ClickHouseError::Timeout {
-                url: self.base.clone(),
-            })??;
+        let status = response.status();
         if status.is_success() {
-            return Ok(bytes);
+            return Ok(response.into_body());
         }
+        let bytes = collect(&self.base, response.into_body()).await?;
         let text = String::from_utf8_lossy(&bytes);
         Err(parse_error(&text).unwrap_or_else(|| ClickHouseError::Http {
             url: self.base.clone(),
             status: status.as_u16(),
             body: text.trim().chars().take(500).collect(),
         }))
+    }
+}
+
+async fn collect(url: &str, body: Incoming) -> Result<Bytes, ClickHouseError> {
+    Ok(body
+        .collect()
+        .await
+        .map_err(|source| ClickHouseError::Body {
+            url: url.to_owned(),
+            source,
+        })?
+        .to_bytes())
+}
+
+/// An answer of [`Client::select_stream`], read as it arrives.
+pub struct Answer {
+    body: Incoming,
+    url: String,
+}
+
+impl Answer {
+    /// The next piece of the answer, `None` after the last. Each must
+    /// arrive within the request timeout of asking for it, so a server
+    /// that stalls is noticed while one that streams a long answer is not
+    /// cut off.
+    pub async fn next_piece(&mut self) -> Result<Option<Bytes>, ClickHouseError> {
+        loop {
+            let frame = tokio::time::timeout(REQUEST_TIMEOUT, self.body.frame())
+                .await
+                .map_err(|_| ClickHouseError::Timeout {
+                    url: self.url.clone(),
+                })?;
+            let Some(frame) = frame else {
+                return Ok(None);
+            };
+            let frame = frame.map_err(|source| ClickHouseError::Body {
+                url: self.url.clone(),
+                source,
+            })?;
+            // Trailers carry no rows.
+            if let Ok(data) = frame.into_data() {
+                if !data.is_empty() {
+                    return Ok(Some(data));
+                }
+            }
+        }
     }
 }
 

@@ -1,7 +1,10 @@
 //! ClickHouse as rtsd's scale-out store: the HTTP client, the row format of
-//! points and the versioned schema. The store itself (spool, shipping,
-//! `--store clickhouse`) builds on these and does not exist yet; today the
-//! `rtsd clickhouse-schema` command uses them.
+//! points, the versioned schema, a [`writer`] of series and points and the
+//! read side the query engine runs on ([`source::ClickHouseSource`], a
+//! `query::source::Source` whose answers are byte-identical to the
+//! embedded store's). The spool that ships ingest to ClickHouse and
+//! `serve --store clickhouse` do not exist yet; today the
+//! `rtsd clickhouse-schema` command and the tests use these.
 //!
 //! # Choices, and why
 //!
@@ -43,6 +46,10 @@ pub mod client;
 pub mod points;
 pub mod rowbinary;
 pub mod schema;
+pub mod source;
+pub mod writer;
+
+use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
 
@@ -50,6 +57,8 @@ use crate::model::SeriesKey;
 
 pub use client::{ClickHouseError, Client, Compression};
 pub use schema::{Layout, SchemaError, SCHEMA_VERSION};
+pub use source::ClickHouseSource;
+pub use writer::WriteError;
 
 /// The global id of a series: SHA-256 of its canonical key bytes, first 8
 /// bytes big-endian. Stable across nodes, builds and platforms.
@@ -58,4 +67,54 @@ pub fn series_id(key: &SeriesKey) -> u64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     u64::from_be_bytes(first)
+}
+
+/// Most series ids one statement names. 18.16 parses at most 256 KiB of a
+/// statement (`max_query_size`) and 50 000 AST elements
+/// (`max_ast_elements`, which counts every element of an `IN` list); a
+/// scan names each id twice at up to 21 bytes, so 4096 stay well inside
+/// both.
+const IDS_PER_STATEMENT: usize = 4096;
+
+/// `ids` as a comma-separated list of SQL literals.
+fn id_list(ids: &[u64]) -> String {
+    let mut out = String::with_capacity(ids.len() * 21);
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // Writing into a String cannot fail.
+        let _ = write!(out, "{id}");
+    }
+    out
+}
+
+/// `text` as a ClickHouse string literal: a name from a query must stay a
+/// value whatever it holds, and 18.16 has no query parameters.
+fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('\'');
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\0' => out.push_str("\\0"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_names_cannot_end_their_literal() {
+        assert_eq!(quoted("sys.cpu"), "'sys.cpu'");
+        assert_eq!(quoted(r"a'b\c"), r"'a\'b\\c'");
+        assert_eq!(quoted("x\0y"), r"'x\0y'");
+        assert_eq!(id_list(&[1, u64::MAX]), "1,18446744073709551615");
+    }
 }

@@ -1,6 +1,7 @@
 //! ClickHouse's RowBinary format, for the column types rtsd's rows use:
-//! fixed-width integers and floats little-endian, one after another, row
-//! after row, with no framing.
+//! fixed-width integers and floats little-endian, a `String` as its length
+//! (LEB128) and its bytes, an `Array` as its length and its elements, one
+//! field after another, row after row, with no framing.
 
 /// Writes RowBinary fields into a buffer.
 pub trait PutRow {
@@ -9,6 +10,10 @@ pub trait PutRow {
     fn put_i64(&mut self, v: i64);
     /// The IEEE bits as they are, NaN payloads included.
     fn put_f64(&mut self, v: f64);
+    /// A `String`: any bytes, not only UTF-8.
+    fn put_bytes(&mut self, v: &[u8]);
+    /// An `Array(String)`.
+    fn put_strings(&mut self, v: &[&str]);
 }
 
 impl PutRow for Vec<u8> {
@@ -24,6 +29,27 @@ impl PutRow for Vec<u8> {
     fn put_f64(&mut self, v: f64) {
         self.put_u64(v.to_bits());
     }
+    fn put_bytes(&mut self, v: &[u8]) {
+        put_len(self, v.len());
+        self.extend_from_slice(v);
+    }
+    fn put_strings(&mut self, v: &[&str]) {
+        put_len(self, v.len());
+        for s in v {
+            self.put_bytes(s.as_bytes());
+        }
+    }
+}
+
+/// A length as LEB128: seven bits a byte, low bits first, the high bit set
+/// on every byte but the last.
+fn put_len(out: &mut Vec<u8>, len: usize) {
+    let mut rest = len as u64;
+    while rest >= 0x80 {
+        out.push((rest & 0x7f) as u8 | 0x80);
+        rest >>= 7;
+    }
+    out.push(rest as u8);
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -32,6 +58,8 @@ pub enum RowError {
     Truncated { at: usize },
     #[error("RowBinary answer holds {value} at byte {at} where a 0 or 1 flag belongs")]
     Flag { at: usize, value: u8 },
+    #[error("RowBinary answer holds a length that does not fit in 64 bits at byte {at}")]
+    Length { at: usize },
 }
 
 /// Reads RowBinary fields off an answer, in order.
@@ -48,6 +76,11 @@ impl<'a> RowReader<'a> {
     /// Whether every row has been read.
     pub fn is_done(&self) -> bool {
         self.at == self.bytes.len()
+    }
+
+    /// Where the next field starts.
+    pub fn position(&self) -> usize {
+        self.at
     }
 
     fn take<const N: usize>(&mut self) -> Result<[u8; N], RowError> {
@@ -82,6 +115,25 @@ impl<'a> RowReader<'a> {
     pub fn f64(&mut self) -> Result<f64, RowError> {
         self.u64().map(f64::from_bits)
     }
+
+    /// A `String`'s bytes.
+    pub fn bytes(&mut self) -> Result<&'a [u8], RowError> {
+        let start = self.at;
+        let mut len = 0u64;
+        for shift in (0..64).step_by(7) {
+            let [byte] = self.take::<1>()?;
+            len |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                let field = usize::try_from(len)
+                    .ok()
+                    .and_then(|len| self.bytes.get(self.at..self.at.checked_add(len)?))
+                    .ok_or(RowError::Truncated { at: start })?;
+                self.at += field.len();
+                return Ok(field);
+            }
+        }
+        Err(RowError::Length { at: start })
+    }
 }
 
 #[cfg(test)]
@@ -106,5 +158,31 @@ mod tests {
             RowReader::new(&[2]).flag(),
             Err(RowError::Flag { at: 0, value: 2 })
         );
+    }
+
+    #[test]
+    fn strings_carry_their_length_and_arrays_their_count() {
+        let long = vec![b'x'; 300];
+        let mut buf = Vec::new();
+        buf.put_bytes(b"m\0host\0a");
+        buf.put_bytes(&long);
+        // 300 is 0b10_0101100: two LEB128 bytes, low seven bits first.
+        assert_eq!(buf[9..11], [0xac, 0x02]);
+        let mut r = RowReader::new(&buf);
+        assert_eq!(r.bytes(), Ok(&b"m\0host\0a"[..]));
+        assert_eq!(r.bytes(), Ok(&long[..]));
+        assert!(r.is_done());
+        assert_eq!(
+            RowReader::new(&[5, b'a']).bytes(),
+            Err(RowError::Truncated { at: 0 })
+        );
+        assert_eq!(
+            RowReader::new(&[0xff; 11]).bytes(),
+            Err(RowError::Length { at: 0 })
+        );
+
+        let mut array = Vec::new();
+        array.put_strings(&["dc", ""]);
+        assert_eq!(array, [2, 2, b'd', b'c', 0]);
     }
 }

@@ -5,6 +5,7 @@ mod annotations;
 mod auth;
 mod cardinality;
 mod clickhouse;
+mod clickhouse_source;
 mod clickhouse_support;
 mod clients;
 mod collectd;

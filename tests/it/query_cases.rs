@@ -8,7 +8,8 @@ use tokio::io::AsyncWriteExt;
 
 use crate::support::*;
 
-fn cases() -> Vec<(String, Json)> {
+/// Every case, with the name of its file, files in name order.
+pub(crate) fn cases() -> Vec<(String, Json)> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/protocol/queries");
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()

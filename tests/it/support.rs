@@ -371,3 +371,15 @@ impl Spawned {
         }
     }
 }
+
+/// The series of a JSON object with `metric` and `tags`, as the protocol
+/// vectors and query cases write one.
+pub fn series_key(v: &serde_json::Value) -> SeriesKey {
+    let tags: Vec<(&str, &str)> = v["tags"]
+        .as_object()
+        .expect("tags")
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str().expect("tag value")))
+        .collect();
+    SeriesKey::new(v["metric"].as_str().expect("metric"), tags)
+}

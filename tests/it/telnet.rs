@@ -102,13 +102,7 @@ async fn check_vector(d: &TestDaemon, v: &Json) {
             assert_eq!(reply, "", "vector {name}: {line:?} must be silent");
             d.wait_stored(stored_before + 1).await;
             let p = &v["point"];
-            let tags: Vec<(&str, &str)> = p["tags"]
-                .as_object()
-                .expect("tags")
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str().expect("tag value")))
-                .collect();
-            let key = SeriesKey::new(p["metric"].as_str().expect("metric"), tags);
+            let key = series_key(p);
             let ts = p["timestamp_ms"].as_i64().expect("timestamp_ms");
             let stored = d.points(&key);
             let point = stored
