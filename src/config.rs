@@ -294,6 +294,13 @@ settings! {
     queue_capacity: usize = 262_144, "queue-capacity", Flag::Value("N");
     /// What a full queue does: drop-oldest (count and shed) or block (push back on TCP).
     overflow: OverflowPolicy = OverflowPolicy::DropOldest, "overflow", Flag::Value("POLICY");
+    /// Under drop-oldest, how long a telnet connection waits for room in a
+    /// full queue (not reading, so TCP pushes back) before the oldest
+    /// points are shed; 0 sheds at once.
+    ///
+    /// A burst that only outpaces the writer for a moment loses nothing;
+    /// a store that cannot keep up (a stalled or full disk) still sheds.
+    shed_after: Span = Span(1000), "shed-after", Flag::Value("DURATION");
     /// Points per second the writer stores at most; 0 means unlimited.
     mps: u32 = 0, "mps", Flag::Value("N");
     /// Most tags a point may carry.

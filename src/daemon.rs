@@ -78,8 +78,12 @@ impl Daemon {
         let http_addr = http_listener.local_addr()?;
 
         let stats = Arc::new(Stats::default());
-        let (queue, queue_rx) =
-            crate::queue::queue(settings.queue_capacity, settings.overflow, stats.clone());
+        let (queue, queue_rx) = crate::queue::queue(
+            settings.queue_capacity,
+            settings.overflow,
+            settings.shed_after.duration(),
+            stats.clone(),
+        );
         let shutdown = CancellationToken::new();
         let series_gate = crate::cardinality::SeriesGate::new(
             settings.max_series,

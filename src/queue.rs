@@ -19,13 +19,21 @@
 //!   collectors that matter (collectd, telegraf telnet, potsdb) never read
 //!   replies, so refusing new points would lose data silently at the source
 //!   anyway. Every shed point is counted, under `rate_limited` while the
-//!   writer is held back by `--mps`, else `queue_full`.
+//!   writer is held back by `--mps`, else `queue_full`. A waiting producer
+//!   ([`QueueSender::push`]) first waits up to `shed_after` for room, as
+//!   under `Block`: on a machine whose cores the parser and the writer
+//!   share, a burst fills the queue faster than the writer gets CPU to
+//!   drain it, and shedding points the writer would store a few
+//!   milliseconds later loses data for nothing. Room that does not come
+//!   within `shed_after` means the store truly cannot keep up (a stalled
+//!   disk, a full one): then it sheds. While `--mps` holds the writer back
+//!   it sheds at once, since the limit is the point.
 //! - `Block` makes the producer wait for space, so a connection stops reading
 //!   and TCP pushes back on the client. Nothing is lost; a slow store slows
 //!   every collector instead.
 //!
-//! Under `Block`, producers wait on a [`Notify`] that the consumer fires
-//! after every pop, so a blocked producer never polls.
+//! Waiting producers wait on a [`Notify`] that the consumer fires after
+//! every pop, so a waiting producer never polls.
 //!
 //! A [`DeleteRequest`] travels the same channel, so it is ordered with the
 //! batches around it: points queued before it are committed first (and
@@ -146,8 +154,10 @@ struct Shared {
     /// Points the queue holds before the policy applies.
     capacity: u64,
     batch_limit: usize,
-    /// Fired by the consumer after each pop (under `Block`) so blocked
-    /// producers retry.
+    /// How long a producer waits for room under `DropOldest` before it
+    /// sheds.
+    shed_after: Duration,
+    /// Fired by the consumer after each pop so waiting producers retry.
     space: Notify,
     /// Set by the writer while it waits for the `--mps` limiter.
     throttled: AtomicBool,
@@ -175,10 +185,12 @@ pub struct QueueReceiver {
     shared: Arc<Shared>,
 }
 
-/// Builds a queue holding about `capacity` points.
+/// Builds a queue holding about `capacity` points; under `DropOldest` a
+/// waiting producer sheds only after `shed_after` without room.
 pub fn queue(
     capacity: usize,
     policy: OverflowPolicy,
+    shed_after: Duration,
     stats: Arc<Stats>,
 ) -> (QueueSender, QueueReceiver) {
     let capacity = capacity.max(1);
@@ -189,6 +201,7 @@ pub fn queue(
         policy,
         capacity: capacity as u64,
         batch_limit,
+        shed_after,
         space: Notify::new(),
         throttled: AtomicBool::new(false),
         closed: AtomicBool::new(false),
@@ -232,9 +245,10 @@ impl QueueSender {
         self.shared.policy
     }
 
-    /// Enqueues `batch`, applying the overflow policy; waits only under
-    /// `Block`. A batch larger than the capacity is taken when the queue is
-    /// empty, so it cannot wait forever.
+    /// Enqueues `batch`, applying the overflow policy: waits for room
+    /// under `Block`, and under `DropOldest` for at most `shed_after`
+    /// before it sheds. A batch larger than the capacity is taken when the
+    /// queue is empty, so it cannot wait forever.
     pub async fn push(&self, batch: Batch) -> Result<(), PushError> {
         self.push_item(Item::Batch(batch)).await
     }
@@ -246,31 +260,44 @@ impl QueueSender {
     }
 
     async fn push_item(&self, item: Item) -> Result<(), PushError> {
+        let shared = &*self.shared;
         let mut item = item;
+        // Under `DropOldest`, when shedding starts: set at the first
+        // refusal, so a push that finds room reads no clock.
+        let mut shed_at: Option<Instant> = None;
         loop {
-            match self.try_push_inner(item) {
+            let may_shed = shared.policy == OverflowPolicy::DropOldest
+                && shed_at.map_or(shared.shed_after.is_zero(), |t| Instant::now() >= t);
+            match self.try_push_inner(item, may_shed) {
                 Ok(()) => return Ok(()),
                 Err(PushOutcome::Closed) => return Err(PushError::Closed),
                 Err(PushOutcome::Full(i)) => item = i,
             }
-            let notified = self.shared.space.notified();
+            let notified = shared.space.notified();
             tokio::pin!(notified);
             // Register before retrying so a pop between the retry and the
             // await still wakes us.
             notified.as_mut().enable();
-            match self.try_push_inner(item) {
+            match self.try_push_inner(item, may_shed) {
                 Ok(()) => return Ok(()),
                 Err(PushOutcome::Closed) => return Err(PushError::Closed),
                 Err(PushOutcome::Full(i)) => item = i,
             }
-            notified.await;
+            if shared.policy == OverflowPolicy::Block {
+                notified.await;
+                continue;
+            }
+            let deadline = *shed_at.get_or_insert_with(|| Instant::now() + shared.shed_after);
+            // Either room or the deadline: the loop retries, shedding once
+            // the deadline has passed.
+            let _ = tokio::time::timeout_at(deadline.into(), notified).await;
         }
     }
 
     /// Enqueues without waiting: under `Block` a full queue gives
     /// `PushError::Full` (HTTP answers 503 so the client retries).
     pub fn try_push(&self, batch: Batch) -> Result<(), PushError> {
-        match self.try_push_inner(Item::Batch(batch)) {
+        match self.try_push_inner(Item::Batch(batch), true) {
             Ok(()) => Ok(()),
             Err(PushOutcome::Closed) => Err(PushError::Closed),
             Err(PushOutcome::Full(i)) => {
@@ -280,7 +307,10 @@ impl QueueSender {
         }
     }
 
-    fn try_push_inner(&self, item: Item) -> Result<(), PushOutcome> {
+    /// Enqueues `item` if it fits; else sheds to make room when `may_shed`
+    /// (or while `--mps` holds the writer back) under `DropOldest`, and
+    /// gives it back otherwise.
+    fn try_push_inner(&self, item: Item, may_shed: bool) -> Result<(), PushOutcome> {
         let shared = &*self.shared;
         if shared.closed.load(Relaxed) {
             item.reject("the daemon is shutting down");
@@ -288,24 +318,23 @@ impl QueueSender {
         }
         let n = item.points();
         let depth = &shared.stats.queue_points;
-        match shared.policy {
-            OverflowPolicy::Block => {
-                let fits = |held: u64| held == 0 || held + n <= shared.capacity;
-                if depth
-                    .fetch_update(Relaxed, Relaxed, |held| fits(held).then_some(held + n))
-                    .is_err()
-                {
-                    return Err(PushOutcome::Full(item));
-                }
+        let shed = shared.policy == OverflowPolicy::DropOldest
+            && (may_shed || shared.throttled.load(Relaxed));
+        if shed {
+            // Room is made before the item goes in, so it never sheds
+            // itself. Producers racing here may shed a batch more than
+            // needed; the count stays exact.
+            let held = depth.fetch_add(n, Relaxed) + n;
+            if held > shared.capacity {
+                while depth.load(Relaxed) > shared.capacity && self.shed_oldest() {}
             }
-            OverflowPolicy::DropOldest => {
-                // Room is made before the item goes in, so it never sheds
-                // itself. Producers racing here may shed a batch more than
-                // needed; the count stays exact.
-                let held = depth.fetch_add(n, Relaxed) + n;
-                if held > shared.capacity {
-                    while depth.load(Relaxed) > shared.capacity && self.shed_oldest() {}
-                }
+        } else {
+            let fits = |held: u64| held == 0 || held + n <= shared.capacity;
+            if depth
+                .fetch_update(Relaxed, Relaxed, |held| fits(held).then_some(held + n))
+                .is_err()
+            {
+                return Err(PushOutcome::Full(item));
             }
         }
         shared.stats.queue_batches.fetch_add(1, Relaxed);
@@ -405,10 +434,7 @@ impl QueueReceiver {
             Err(TryRecvError::Disconnected) => return Received::Closed,
         };
         stats.queue_batches.fetch_sub(1, Relaxed);
-        // Only a blocked producer waits for room.
-        if self.shared.policy == OverflowPolicy::Block {
-            self.shared.space.notify_waiters();
-        }
+        self.shared.space.notify_waiters();
         received
     }
 
@@ -463,7 +489,7 @@ mod tests {
     #[tokio::test]
     async fn drop_oldest_sheds_the_oldest_batch_and_counts_it() {
         let stats = Arc::new(Stats::default());
-        let (tx, rx) = queue(2, OverflowPolicy::DropOldest, stats.clone());
+        let (tx, rx) = queue(2, OverflowPolicy::DropOldest, Duration::ZERO, stats.clone());
         assert_eq!(tx.batch_limit(), 2);
         tx.push(batch(&[1, 2])).await.unwrap();
         tx.push(batch(&[3, 4])).await.unwrap();
@@ -491,7 +517,7 @@ mod tests {
     async fn drop_oldest_never_sheds_a_delete_nor_reorders_it() {
         let stats = Arc::new(Stats::default());
         // Room for two points.
-        let (tx, rx) = queue(2, OverflowPolicy::DropOldest, stats.clone());
+        let (tx, rx) = queue(2, OverflowPolicy::DropOldest, Duration::ZERO, stats.clone());
         tx.push(batch(&[1])).await.unwrap();
         let (d, mut answer) = delete(7);
         tx.push_delete(d).await.unwrap();
@@ -517,7 +543,12 @@ mod tests {
     #[tokio::test]
     async fn a_delete_left_queued_at_shutdown_is_answered() {
         let stats = Arc::new(Stats::default());
-        let (tx, rx) = queue(MAX_BATCH_POINTS, OverflowPolicy::DropOldest, stats);
+        let (tx, rx) = queue(
+            MAX_BATCH_POINTS,
+            OverflowPolicy::DropOldest,
+            Duration::ZERO,
+            stats,
+        );
         let (d, answer) = delete(1);
         tx.push_delete(d).await.unwrap();
         tx.push(batch(&[2])).await.unwrap();
@@ -531,7 +562,7 @@ mod tests {
     #[tokio::test]
     async fn overflow_while_throttled_counts_as_rate_limited() {
         let stats = Arc::new(Stats::default());
-        let (tx, rx) = queue(1, OverflowPolicy::DropOldest, stats.clone());
+        let (tx, rx) = queue(1, OverflowPolicy::DropOldest, Duration::ZERO, stats.clone());
         rx.set_throttled(true);
         tx.push(batch(&[1])).await.unwrap();
         tx.push(batch(&[2])).await.unwrap();
@@ -542,7 +573,7 @@ mod tests {
     #[tokio::test]
     async fn block_waits_for_the_consumer_and_loses_nothing() {
         let stats = Arc::new(Stats::default());
-        let (tx, rx) = queue(1, OverflowPolicy::Block, stats.clone());
+        let (tx, rx) = queue(1, OverflowPolicy::Block, Duration::ZERO, stats.clone());
         tx.push(batch(&[1])).await.unwrap();
         assert_eq!(tx.try_push(batch(&[9])), Err(PushError::Full));
         let producer = tokio::spawn({
@@ -563,10 +594,50 @@ mod tests {
         assert_eq!(stats.dropped_count(DropReason::QueueFull), 0);
     }
 
+    /// A burst that the writer drains in time loses nothing; a writer that
+    /// takes nothing for `shed_after` gets the oldest points shed.
+    #[tokio::test(start_paused = true)]
+    async fn drop_oldest_waits_for_room_then_sheds() {
+        let stats = Arc::new(Stats::default());
+        let shed_after = Duration::from_secs(1);
+        let (tx, rx) = queue(1, OverflowPolicy::DropOldest, shed_after, stats.clone());
+        tx.push(batch(&[1])).await.unwrap();
+        let waiting = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.push(batch(&[2])).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        let Received::Batch(first) = rx.try_recv() else {
+            panic!("expected a batch")
+        };
+        waiting.await.unwrap().unwrap();
+        assert_eq!(timestamps(&first), vec![1]);
+        assert_eq!(stats.dropped_count(DropReason::QueueFull), 0);
+
+        // Nobody takes [2]: after `shed_after` (of paused time) it goes.
+        let started = tokio::time::Instant::now();
+        tx.push(batch(&[3])).await.unwrap();
+        assert!(started.elapsed() >= shed_after);
+        assert_eq!(stats.dropped_count(DropReason::QueueFull), 1);
+        let Received::Batch(kept) = rx.try_recv() else {
+            panic!("expected a batch")
+        };
+        assert_eq!(timestamps(&kept), vec![3]);
+
+        // While `--mps` holds the writer back, shedding is at once.
+        rx.set_throttled(true);
+        let started = tokio::time::Instant::now();
+        tx.push(batch(&[4])).await.unwrap();
+        tx.push(batch(&[5])).await.unwrap();
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(stats.dropped_count(DropReason::RateLimited), 1);
+    }
+
     #[tokio::test]
     async fn closed_queue_rejects_and_acks_the_error() {
         let stats = Arc::new(Stats::default());
-        let (tx, rx) = queue(4, OverflowPolicy::Block, stats);
+        let (tx, rx) = queue(4, OverflowPolicy::Block, Duration::ZERO, stats);
         drop(rx);
         let (ack, result) = oneshot::channel();
         let b = Batch {
@@ -583,7 +654,12 @@ mod tests {
     #[tokio::test]
     async fn capacity_counts_points_not_batches() {
         let stats = Arc::new(Stats::default());
-        let (tx, rx) = queue(1000, OverflowPolicy::DropOldest, stats.clone());
+        let (tx, rx) = queue(
+            1000,
+            OverflowPolicy::DropOldest,
+            Duration::ZERO,
+            stats.clone(),
+        );
         for t in 0..1000 {
             tx.push(batch(&[t])).await.unwrap();
         }
@@ -605,7 +681,7 @@ mod tests {
     #[tokio::test]
     async fn block_is_full_at_capacity_in_points_and_takes_a_big_batch_when_empty() {
         let stats = Arc::new(Stats::default());
-        let (tx, rx) = queue(3, OverflowPolicy::Block, stats.clone());
+        let (tx, rx) = queue(3, OverflowPolicy::Block, Duration::ZERO, stats.clone());
         for t in 0..3 {
             tx.try_push(batch(&[t])).unwrap();
         }
@@ -620,7 +696,7 @@ mod tests {
     #[test]
     fn batches_split_at_the_limit_and_pass_small_inputs_whole() {
         let stats = Arc::new(Stats::default());
-        let (tx, _rx) = queue(3, OverflowPolicy::Block, stats);
+        let (tx, _rx) = queue(3, OverflowPolicy::Block, Duration::ZERO, stats);
         let sizes = |n: i64| {
             let samples = batch(&(0..n).collect::<Vec<_>>()).samples;
             tx.batches(samples).map(|b| b.len()).collect::<Vec<_>>()

@@ -438,7 +438,12 @@ fn bench(capacity: usize, http: HttpLimits) -> Bench {
     let dir = tempfile::tempdir().unwrap();
     let (writer, store) = Store::open(dir.path(), StoreOptions::default()).unwrap();
     let stats = Arc::new(Stats::default());
-    let (tx, rx) = queue(capacity, OverflowPolicy::Block, stats.clone());
+    let (tx, rx) = queue(
+        capacity,
+        OverflowPolicy::Block,
+        Duration::ZERO,
+        stats.clone(),
+    );
     let settings = loopback_settings(dir.path());
     let state = AppState::new(
         store,
