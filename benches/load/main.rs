@@ -38,7 +38,8 @@
 //! equal the number of points sent. rtsd runs with `--overflow block` so a
 //! fast sender is pushed back over TCP instead of shedding points, which is
 //! what VictoriaMetrics does too; VictoriaMetrics otherwise keeps every
-//! default but its listen addresses.
+//! default but its listen addresses and the number of series one query may
+//! touch (the count above reads them all).
 //!
 //! **Figures.** *points/s* is points sent divided by the wall time from time
 //! zero to all-queryable. *Server CPU* is the growth of `utime + stime` in

@@ -209,7 +209,10 @@ impl Target for VictoriaMetrics {
         let mut cmd = Command::new(&self.bin);
         cmd.arg(format!("-storageDataPath={}", data_dir.display()))
             .arg(format!("-httpListenAddr={http}"))
-            .arg(format!("-opentsdbListenAddr={telnet}"));
+            .arg(format!("-opentsdbListenAddr={telnet}"))
+            // The count over every series must run at a million series;
+            // by default a query may touch 300,000.
+            .arg("-search.maxUniqueTimeseries=100000000");
         cmd
     }
 
