@@ -104,7 +104,7 @@ impl Survey {
     /// Walks the store; the caller holds the turn.
     fn take(&self) -> Arc<Findings> {
         let cutoff = crate::model::now_ms().saturating_sub(self.stale_after_ms);
-        let stale_series = match crate::http::stale::find(&self.store, None, cutoff) {
+        let stale_series = match self.store.stale_series(None, cutoff) {
             Ok(found) => Some(found.len()),
             Err(e) => {
                 tracing::warn!(error = %e, "counting stale series failed");

@@ -60,7 +60,7 @@ mod put_body;
 mod put_check;
 mod query;
 mod series_expr;
-pub(crate) mod stale;
+mod stale;
 mod stall;
 mod suggest;
 mod uid;

@@ -6,11 +6,9 @@
 //! timestamp in milliseconds (as `/api/query/last` gives it). `older_than`
 //! takes OpenTSDB's duration syntax and defaults to the `stale-after-secs`
 //! setting, which also sets the period of the `rtsd_stale_series` gauge that
-//! [`super::metrics`] exports, counted with [`find`] by [`crate::survey`].
-//!
-//! The scan visits every series (of `metric`, if given) and asks the store
-//! for its newest point: the head answers from memory and a sealed series
-//! costs one RocksDB seek. It runs on the blocking pool.
+//! [`super::metrics`] exports, counted by [`crate::survey`] with the same
+//! [`StoreReader::stale_series`](crate::storage::StoreReader::stale_series).
+//! The scan runs on the blocking pool.
 
 use std::sync::Arc;
 
@@ -21,39 +19,11 @@ use serde::Serialize;
 
 use super::params::Params;
 use super::{allow, blocking, json_reply, tsuid, ApiError, AppState, TagsJson};
-use crate::model::SeriesMeta;
 use crate::query::time::parse_duration;
-use crate::storage::{StoreError, StoreReader};
+use crate::storage::StaleSeries;
 
 /// Results listed when the request gives no `limit`.
 const DEFAULT_LIMIT: usize = 1000;
-
-/// A series that received nothing since the cutoff.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StaleSeries {
-    pub meta: SeriesMeta,
-    /// The newest point's timestamp in ms; `None` if the series has no
-    /// point at all (a crash between creating it and writing one).
-    pub last_ms: Option<i64>,
-}
-
-/// Series (of `metric`, if given) whose newest point is before
-/// `cutoff_ms`, oldest first.
-pub fn find(
-    store: &StoreReader,
-    metric: Option<&str>,
-    cutoff_ms: i64,
-) -> Result<Vec<StaleSeries>, StoreError> {
-    let mut out = Vec::new();
-    for meta in store.lookup(metric, &[], usize::MAX) {
-        let last_ms = store.last_point(meta.id)?.map(|p| p.timestamp_ms);
-        if last_ms.map_or(true, |t| t < cutoff_ms) {
-            out.push(StaleSeries { meta, last_ms });
-        }
-    }
-    out.sort_by_key(|s| (s.last_ms, s.meta.id));
-    Ok(out)
-}
 
 pub async fn stale(
     method: Method,
@@ -83,7 +53,7 @@ pub async fn stale(
     let permit = state.reads.enter().await?;
     let body = blocking(move || {
         let _permit = permit;
-        let mut found = find(&state.store, metric.as_deref(), cutoff)?;
+        let mut found = state.store.stale_series(metric.as_deref(), cutoff)?;
         found.truncate(limit);
         Ok(render(&found))
     })
@@ -117,7 +87,7 @@ fn render(found: &[StaleSeries]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::SeriesKey;
+    use crate::model::{SeriesKey, SeriesMeta};
 
     #[test]
     fn entries_carry_metric_tags_tsuid_and_timestamp() {

@@ -16,7 +16,8 @@
 //! - [`engine`]: resolving, grouping, and the order of the steps, within
 //!   [`limits`]; each series goes through its sub-query's pipeline
 //!   (`pipeline`: read, downsample, fill, rate) and each group through a
-//!   cross-series sweep (`sweep`);
+//!   cross-series sweep (`sweep`); every long loop polls the deadline
+//!   (`deadline`);
 //! - [`downsample`], [`rate`], [`aggregator`]: the per-series and
 //!   per-timestamp functions;
 //! - [`output`]: the response and its JSON.
@@ -27,6 +28,7 @@
 //! Each module's doc lists its own deviations.
 
 pub mod aggregator;
+mod deadline;
 pub mod downsample;
 pub mod engine;
 pub mod error;

@@ -35,9 +35,10 @@ use std::time::Instant;
 
 use crate::java::double_text;
 use crate::model::Value;
+use crate::query::deadline::Ticker;
 use crate::query::error::QueryError;
 use crate::query::filter::TagFilter;
-use crate::query::limits::{Sweeps, Ticker};
+use crate::query::limits::Sweeps;
 use crate::query::request::SubQuery;
 
 /// The answer to a query, ready to serialise.

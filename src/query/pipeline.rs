@@ -17,9 +17,10 @@
 use crate::model::RollupResolution;
 use crate::model::{DataPoint, Value};
 use crate::query::aggregator::Fold;
+use crate::query::deadline::Ticker;
 use crate::query::downsample::{self, downsample_rollups, Doubles, Downsampler, Grid};
 use crate::query::error::QueryError;
-use crate::query::limits::{Budget, QueryLimits, Ticker};
+use crate::query::limits::{Budget, QueryLimits};
 use crate::query::rate::{rates, RatePoint};
 use crate::query::request::{Plan, SubPlan};
 use crate::query::source::{PointScan, Source};

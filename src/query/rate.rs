@@ -16,9 +16,9 @@
 use serde::Deserialize;
 
 use crate::java::jackson;
+use crate::query::deadline::Ticker;
 use crate::query::downsample::Doubles;
 use crate::query::error::QueryError;
-use crate::query::limits::Ticker;
 
 /// `rateOptions` of a sub-query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

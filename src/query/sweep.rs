@@ -39,9 +39,10 @@ use std::time::Instant;
 
 use crate::model::{DataPoint, Value};
 use crate::query::aggregator::{Aggregator, Fold, FoldOp, Interpolation, WithFold};
+use crate::query::deadline::{check_deadline, Ticker};
 use crate::query::downsample::{self, BucketSink, Doubles, Downsampler, Grid, Slots};
 use crate::query::error::QueryError;
-use crate::query::limits::{check_deadline, Budget, Ticker};
+use crate::query::limits::Budget;
 use crate::query::pipeline::{Loaded, Pipeline, Scratch};
 use crate::query::source::{PointScan, Source, SourceError};
 

@@ -166,7 +166,7 @@ use rocksdb::{BoundColumnFamily, Cache, ColumnFamilyDescriptor, MultiThreaded, O
 use crate::model::MAX_TIMESTAMP_MS;
 
 pub use annotation::{Annotation, Annotations};
-pub use reader::{ColumnFamilySize, DiskUsage, StorageStats, StoreReader};
+pub use reader::{ColumnFamilySize, DiskUsage, StaleSeries, StorageStats, StoreReader};
 pub use writer::{AppendStats, StoreWriter, SEAL_WINDOWS_PER_CALL};
 
 use blocks::Partitions;

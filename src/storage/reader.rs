@@ -25,6 +25,16 @@ use super::head::{window_start, Window, WindowSnapshot, WINDOW_MS};
 use super::{blocks, chunk, index, keys, rollup};
 use super::{Db, Shared, StoreError};
 
+/// A series that received nothing since a cutoff
+/// ([`StoreReader::stale_series`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaleSeries {
+    pub meta: SeriesMeta,
+    /// The newest point's timestamp in ms; `None` if the series has no
+    /// point at all (a crash between creating it and writing one).
+    pub last_ms: Option<i64>,
+}
+
 /// A snapshot of the store's size and state, for `/api/stats`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StorageStats {
@@ -132,6 +142,25 @@ impl StoreReader {
         limit: usize,
     ) -> Vec<SeriesMeta> {
         self.shared.series_index.read().lookup(metric, tags, limit)
+    }
+
+    /// Series (of `metric`, if given) whose newest point is before
+    /// `cutoff_ms`, oldest first. Visits every such series: the head
+    /// answers from memory, a sealed series costs one RocksDB seek.
+    pub fn stale_series(
+        &self,
+        metric: Option<&str>,
+        cutoff_ms: i64,
+    ) -> Result<Vec<StaleSeries>, StoreError> {
+        let mut out = Vec::new();
+        for meta in self.lookup(metric, &[], usize::MAX) {
+            let last_ms = self.last_point(meta.id)?.map(|p| p.timestamp_ms);
+            if last_ms.map_or(true, |t| t < cutoff_ms) {
+                out.push(StaleSeries { meta, last_ms });
+            }
+        }
+        out.sort_by_key(|s| (s.last_ms, s.meta.id));
+        Ok(out)
     }
 
     /// The newest point of series `id`.

@@ -8,8 +8,8 @@ use super::grid::Grid;
 use super::spec::FillPolicy;
 use crate::model::{DataPoint, RollupAgg, Value};
 use crate::query::aggregator::{Aggregator, Fold, FoldOp, RollupFunction, WithFold};
+use crate::query::deadline::Ticker;
 use crate::query::error::QueryError;
-use crate::query::limits::Ticker;
 
 /// A series of doubles: bucket starts (or rate times) and values.
 #[derive(Debug, Clone, Default, PartialEq)]

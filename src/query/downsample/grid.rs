@@ -12,8 +12,9 @@
 use chrono_tz::Tz;
 
 use super::spec::{DownsampleSpec, Interval};
+use crate::query::deadline::Ticker;
 use crate::query::error::QueryError;
-use crate::query::limits::{QueryLimits, Ticker};
+use crate::query::limits::QueryLimits;
 use crate::query::time::{add_calendar, previous_interval, CalendarUnit};
 
 pub(super) fn floor_to(ts: i64, step: i64, offset: i64) -> i64 {
