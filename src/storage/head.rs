@@ -70,6 +70,12 @@ impl Window {
         self.start
     }
 
+    /// Whether the window holds a point at or after `ts`.
+    pub fn has_point_since(&self, ts: i64) -> bool {
+        self.chunk.last_timestamp().is_some_and(|t| t >= ts)
+            || self.late.iter().any(|p| p.timestamp_ms >= ts)
+    }
+
     /// The encoded chunk, if it alone is the window's content (no late
     /// points to merge in); sealing then stores it as is.
     pub fn in_order_chunk(&self) -> Option<Vec<u8>> {

@@ -145,22 +145,43 @@ impl StoreReader {
     }
 
     /// Series (of `metric`, if given) whose newest point is before
-    /// `cutoff_ms`, oldest first. Visits every such series: the head
-    /// answers from memory, a sealed series costs one RocksDB seek.
+    /// `cutoff_ms`, oldest first. A series with a point since the cutoff
+    /// in its open head window is passed over from memory, so in the
+    /// usual store, where most series are live, only the stale ones cost a
+    /// RocksDB seek (and only they have their keys copied).
     pub fn stale_series(
         &self,
         metric: Option<&str>,
         cutoff_ms: i64,
     ) -> Result<Vec<StaleSeries>, StoreError> {
-        let mut out = Vec::new();
-        for meta in self.lookup(metric, &[], usize::MAX) {
-            let last_ms = self.last_point(meta.id)?.map(|p| p.timestamp_ms);
+        let ids = self.shared.series_index.read().ids(metric);
+        let mut stale = Vec::new();
+        for id in ids {
+            let live = self
+                .shared
+                .head
+                .read()
+                .newest(id)
+                .is_some_and(|w| w.has_point_since(cutoff_ms));
+            if live {
+                continue;
+            }
+            let last_ms = self.last_point(id)?.map(|p| p.timestamp_ms);
             if last_ms.map_or(true, |t| t < cutoff_ms) {
-                out.push(StaleSeries { meta, last_ms });
+                stale.push((id, last_ms));
             }
         }
-        out.sort_by_key(|s| (s.last_ms, s.meta.id));
-        Ok(out)
+        stale.sort_by_key(|&(id, last_ms)| (last_ms, id));
+        let index = self.shared.series_index.read();
+        Ok(stale
+            .into_iter()
+            .filter_map(|(id, last_ms)| {
+                Some(StaleSeries {
+                    meta: index.meta(id)?,
+                    last_ms,
+                })
+            })
+            .collect())
     }
 
     /// The newest point of series `id`.

@@ -76,12 +76,23 @@ impl SeriesIndex {
         self.keys[slot] = Some(key);
     }
 
-    fn meta(&self, id: u64) -> Option<SeriesMeta> {
+    pub(super) fn meta(&self, id: u64) -> Option<SeriesMeta> {
         let key = self.keys.get(usize::try_from(id).ok()?)?.as_ref()?;
         Some(SeriesMeta {
             id,
             key: key.clone(),
         })
+    }
+
+    /// The ids of `metric`'s series, or of every series; ascending.
+    pub(super) fn ids(&self, metric: Option<&str>) -> Vec<u64> {
+        match metric {
+            Some(m) => self.metrics.get(m).cloned().unwrap_or_default(),
+            None => (0u64..)
+                .zip(&self.keys)
+                .filter_map(|(id, key)| key.as_ref().map(|_| id))
+                .collect(),
+        }
     }
 
     /// The series with these ids, in the order given; unknown ids left out.

@@ -527,6 +527,37 @@ fn posting_lists_are_rebuilt_at_open_and_retired_families_dropped() {
 }
 
 #[test]
+fn stale_series_from_the_head_and_from_blocks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut w, r) = open(dir.path());
+    let old = key("m", &[("host", "old")]);
+    let live = key("m", &[("host", "live")]);
+    w.append(&samples(&old, &[int(T0 - 2 * DAY, 1)]))
+        .expect("appends");
+    w.seal_all(LATER).expect("seals");
+    w.append(&samples(&live, &[int(T0, 1), int(T0 + 10, 2)]))
+        .expect("appends");
+    let stale = |cutoff| -> Vec<(String, Option<i64>)> {
+        let found = r.stale_series(Some("m"), cutoff).expect("reads");
+        found
+            .iter()
+            .map(|s| (s.meta.key.to_string(), s.last_ms))
+            .collect()
+    };
+    // The live series answers from its head window.
+    assert_eq!(stale(T0 - HOUR), [(old.to_string(), Some(T0 - 2 * DAY))]);
+    // Past its newest point it is stale too, oldest first.
+    assert_eq!(
+        stale(T0 + 11),
+        [
+            (old.to_string(), Some(T0 - 2 * DAY)),
+            (live.to_string(), Some(T0 + 10))
+        ]
+    );
+    assert_eq!(r.stale_series(Some("nope"), T0).expect("reads"), []);
+}
+
+#[test]
 fn many_series_across_day_partitions() {
     let dir = tempfile::tempdir().expect("tempdir");
     let series: Vec<SeriesKey> = (0..200)
