@@ -46,7 +46,9 @@ pub mod client;
 pub mod points;
 pub mod rowbinary;
 pub mod schema;
+mod shipper;
 pub mod source;
+pub mod spool;
 pub mod writer;
 
 use std::fmt::Write as _;
