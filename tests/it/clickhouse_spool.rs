@@ -11,16 +11,18 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtsd::clickhouse::schema::{self, Identifier};
 use rtsd::clickhouse::source::ClickHouseSource;
 use rtsd::clickhouse::spool::{Spool, SpoolMonitor, SpoolOptions, SpoolStats, Target};
 use rtsd::clickhouse::{Client, Compression};
-use rtsd::ingest::Sink;
+use rtsd::ingest::{self, Sink, Writer};
 use rtsd::model::{DataPoint, Sample, SeriesKey, Value};
 use rtsd::query::source::Source;
-use rtsd::queue::OverflowPolicy;
+use rtsd::queue::{self, Batch, OverflowPolicy};
+use rtsd::stats::Stats;
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -73,6 +75,12 @@ fn options() -> SpoolOptions {
 
 fn open(dir: &Path, target: Target, options: SpoolOptions) -> Spool {
     Spool::open(dir, target, options, CancellationToken::new()).expect("spool opens")
+}
+
+/// A client of a port nobody listens on: every shipment fails.
+fn nowhere() -> Target {
+    let url = format!("http://127.0.0.1:{}", free_port());
+    target(Client::new(&url, None, None).expect("client"))
 }
 
 /// `n` points over [`SERIES`] series, a value per point that says which.
@@ -225,17 +233,84 @@ fn a_spool_reopened_while_the_server_is_down_ships_once_it_is_back() {
 }
 
 #[test]
+fn ingest_through_the_spool_answers_sync_once_clickhouse_has_the_points() {
+    let setup = Runtime::new().expect("runtime");
+    let server = start(&setup);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spool = open(dir.path(), target(server.client()), options());
+    let stats = Arc::new(Stats::default());
+    let (tx, rx) = queue::queue(
+        1 << 20,
+        OverflowPolicy::Block,
+        Duration::ZERO,
+        stats.clone(),
+    );
+    let writer = Writer {
+        store: spool,
+        queue: rx,
+        stats: stats.clone(),
+        shutdown: CancellationToken::new(),
+        mps: 0,
+    };
+    let ingest = std::thread::spawn(move || ingest::run(writer));
+    let samples = stream(20_000);
+    let mut acks = Vec::new();
+    for commit in samples.chunks(COMMIT) {
+        let (ack, heard) = oneshot::channel();
+        let batch = Batch {
+            samples: commit.to_vec(),
+            ack: Some(ack),
+        };
+        tx.try_push(batch).expect("queued");
+        acks.push(heard);
+    }
+    for heard in acks {
+        assert_eq!(heard.blocking_recv(), Ok(Ok(())));
+    }
+    // Every requester heard, so every point is in ClickHouse already.
+    stored_once(&setup, &server, &samples);
+    drop(tx);
+    ingest
+        .join()
+        .expect("ingest thread")
+        .expect("ingest ends cleanly");
+}
+
+#[test]
+fn a_blocked_append_keeps_its_points_once_shutdown_begins() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = SpoolOptions {
+        max_bytes: 64 * 1024,
+        overflow: OverflowPolicy::Block,
+        ..options()
+    };
+    let shutdown = CancellationToken::new();
+    let mut spool =
+        Spool::open(dir.path(), nowhere(), options.clone(), shutdown.clone()).expect("opens");
+    let monitor = spool.monitor();
+    let samples = stream(20_000);
+    let appender = {
+        let samples = samples.clone();
+        std::thread::spawn(move || append(&mut spool, &samples))
+    };
+    wait(&monitor, "an append blocked", |s| s.appends_blocked >= 1);
+    shutdown.cancel();
+    appender.join().expect("appends end");
+    let stats = monitor.stats();
+    assert_eq!(stats.points, samples.len() as u64);
+    assert!(stats.bytes > options.max_bytes, "{stats:?}");
+    assert_eq!(stats.points_dropped, 0);
+}
+
+#[test]
 fn a_full_spool_drops_the_oldest_and_counts_them() {
     let dir = tempfile::tempdir().expect("temp dir");
-    // Nobody listens there: every shipment fails.
-    let nowhere =
-        Client::new(&format!("http://127.0.0.1:{}", free_port()), None, None).expect("client");
     // Room for a few dozen records, more than one batch in flight holds.
     let options = SpoolOptions {
         max_bytes: 256 * 1024,
         ..options()
     };
-    let mut spool = open(dir.path(), target(nowhere), options.clone());
+    let mut spool = open(dir.path(), nowhere(), options.clone());
     let samples = stream(100_000);
     let mut acks = Vec::new();
     for commit in samples.chunks(COMMIT) {
