@@ -116,14 +116,14 @@ pub trait Sink {
     /// how many went.
     fn delete(&mut self, ids: &[u64], from: i64, to: i64) -> Result<u64, StoreError>;
 
-    /// Periodic work every [`TICK`]: seals what is due; returns how many
+    /// Periodic work every `TICK` (500 ms): seals what is due; returns how many
     /// chunks were sealed.
     fn seal_due(&mut self, now_ms: i64) -> Result<usize, StoreError>;
 
-    /// Periodic work every [`TICK`] after sealing: moves aged partitions.
+    /// Periodic work every `TICK` after sealing: moves aged partitions.
     fn migrate(&mut self, now_ms: i64) -> Result<usize, StoreError>;
 
-    /// Periodic work every [`EXPIRY_INTERVAL`]: drops data past retention.
+    /// Periodic work every `EXPIRY_INTERVAL` (a minute): drops data past retention.
     fn expire(&mut self, now_ms: i64) -> Result<(), StoreError>;
 
     /// At shutdown, once the queue is drained: seals everything still open.

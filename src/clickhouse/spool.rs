@@ -2,7 +2,7 @@
 //! [`Sink`] when points go to ClickHouse. [`Spool::append`] commits each
 //! batch as one record to a local RocksDB, WAL on (the embedded store's
 //! durability: a point acknowledged survives a crash), and returns; the
-//! [`shipper`] thread sends the records to ClickHouse in large batches and
+//! `shipper` thread sends the records to ClickHouse in large batches and
 //! deletes them only once ClickHouse has accepted them. An outage or a
 //! restart of either side leaves the records on disk; they are shipped
 //! when ClickHouse answers again, at least once each.

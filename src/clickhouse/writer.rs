@@ -1,5 +1,5 @@
 //! Writing samples to the ClickHouse store: the rows of their series, then
-//! their points. The spool's shipper ([`super::shipper`]) calls this with
+//! their points. The spool's shipper (`super::shipper`) calls this with
 //! batches from the local spool, replayed after failures.
 //!
 //! **Series rows** carry the metric, the tags as two parallel arrays and
