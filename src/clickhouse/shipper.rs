@@ -7,7 +7,8 @@
 //! takes whole records up to that many points, turns them into series
 //! rows and point rows (versions from the record's sequence, see
 //! [`super::spool`]) and inserts them with [`writer::write_rows`],
-//! compressed as the target says. A failure (ClickHouse down, slow,
+//! compressed as the target says; series it has already written or found
+//! stored are not asked about again ([`Known`]). A failure (ClickHouse down, slow,
 //! refusing) is counted and the same batch is tried again after a backoff
 //! that grows to [`RETRY_MAX`], as long as the spool is open. After the
 //! insert, one RocksDB write deletes the records and moves
@@ -18,6 +19,9 @@
 //! own: shipping never waits on, nor stalls, the Tokio workers serving
 //! clients.
 
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -51,13 +55,55 @@ pub(super) fn start(shared: Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
 
 fn run(shared: &Shared, runtime: &tokio::runtime::Runtime) {
     let interval = shared.options.flush_interval;
+    let mut known = Known::default();
     // The first records after an idle spell go at once.
     let mut last_ship = Instant::now().checked_sub(interval);
     while let Some(batch) = next_batch(shared, last_ship.map(|t| t + interval)) {
-        if !ship(shared, runtime, &batch) {
+        if !ship(shared, runtime, &mut known, &batch) {
             return;
         }
         last_ship = Some(Instant::now());
+    }
+}
+
+/// Series ids this shipper has written or found stored, each with a
+/// fingerprint of its key. Without it every batch would ask ClickHouse
+/// about all its series again (a statement per 4096), though after the
+/// first minutes nearly all are stored. The fingerprint keeps a colliding
+/// key (same id, other key) out of the shortcut, so `insert_series` still
+/// finds the collision. A server that loses its tables while rtsd runs
+/// gets no series rows for known series until rtsd restarts.
+#[derive(Default)]
+struct Known(HashMap<u64, u64>);
+
+/// Entries [`Known`] holds before it starts over: about 64 MB at most,
+/// and starting over costs only a few lookups per series once.
+const KNOWN_MAX: usize = 4 << 20;
+
+impl Known {
+    fn fingerprint(key: &SeriesKey) -> u64 {
+        // SipHash with fixed keys: stable for the life of the process,
+        // which is all the cache lives.
+        let mut h = DefaultHasher::new();
+        key.as_bytes().hash(&mut h);
+        h.finish()
+    }
+
+    /// The keys of `keys` not known to be stored.
+    fn unknown<'a>(&self, keys: &'a [SeriesKey]) -> Vec<&'a SeriesKey> {
+        keys.iter()
+            .filter(|k| self.0.get(&series_id(k)) != Some(&Self::fingerprint(k)))
+            .collect()
+    }
+
+    /// Remembers `keys` as stored.
+    fn learn(&mut self, keys: &[&SeriesKey]) {
+        if self.0.len() + keys.len() > KNOWN_MAX {
+            self.0.clear();
+        }
+        for key in keys {
+            self.0.insert(series_id(key), Self::fingerprint(key));
+        }
     }
 }
 
@@ -108,10 +154,15 @@ struct Rows {
 
 /// Ships `batch` until ClickHouse takes it, then deletes it from the
 /// spool; false if the spool closed first.
-fn ship(shared: &Shared, runtime: &tokio::runtime::Runtime, batch: &[RecordInfo]) -> bool {
+fn ship(
+    shared: &Shared,
+    runtime: &tokio::runtime::Runtime,
+    known: &mut Known,
+    batch: &[RecordInfo],
+) -> bool {
     let mut delay = RETRY_MIN;
     loop {
-        match attempt(shared, runtime, batch) {
+        match attempt(shared, runtime, known, batch) {
             Ok(()) => return true,
             Err(e) => {
                 let mut state = shared.state.lock();
@@ -150,6 +201,7 @@ enum ShipError {
 fn attempt(
     shared: &Shared,
     runtime: &tokio::runtime::Runtime,
+    known: &mut Known,
     batch: &[RecordInfo],
 ) -> Result<(), ShipError> {
     let records = shared.cf(RECORDS)?;
@@ -172,7 +224,7 @@ fn attempt(
         }
     }
     let t = &shared.target;
-    let keys: Vec<&SeriesKey> = rows.keys.iter().collect();
+    let keys = known.unknown(&rows.keys);
     runtime.block_on(writer::write_rows(
         &t.client,
         &t.database,
@@ -180,6 +232,7 @@ fn attempt(
         &rows.points,
         t.compression,
     ))?;
+    known.learn(&keys);
     let below = batch.last().map_or(0, |r| r.seq + 1);
     let mut done = WriteBatch::default();
     if let Some(first) = batch.first() {
@@ -204,4 +257,24 @@ fn attempt(
     drop(state);
     shared.changed.notify_all();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_series_are_not_asked_about_again() {
+        let keys: Vec<SeriesKey> = ["a", "b", "a"]
+            .iter()
+            .map(|h| SeriesKey::new("m", [("host", *h)]))
+            .collect();
+        let mut known = Known::default();
+        assert_eq!(known.unknown(&keys).len(), 3);
+        known.learn(&known.unknown(&keys[..1]));
+        let left = known.unknown(&keys);
+        assert_eq!(left, vec![&keys[1]]);
+        known.learn(&left);
+        assert!(known.unknown(&keys).is_empty());
+    }
 }
