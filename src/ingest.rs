@@ -1,6 +1,9 @@
 //! The ingest thread: the only code that writes points to the store. It
-//! drives [`StoreWriter`], which turns points into RocksDB writes; this
-//! module decides what goes into each commit and when the store seals.
+//! drives a [`Sink`], the write side of a store: [`StoreWriter`], which
+//! turns points into RocksDB writes, or the ClickHouse spool
+//! ([`crate::clickhouse::spool::Spool`]), which logs them locally and
+//! ships them; this module decides what goes into each commit and when
+//! the store seals.
 //!
 //! It takes batches off the ingest queue, gathers whatever else is already
 //! waiting into one commit (up to [`MAX_COMMIT_POINTS`]), honours the `--mps`
@@ -37,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use crate::model::{now_ms, Sample};
 use crate::queue::{Ack, Batch, DeleteRequest, QueueReceiver, Received};
 use crate::stats::{DropReason, Stats};
-use crate::storage::{StoreError, StoreWriter};
+use crate::storage::{AppendStats, StoreError, StoreWriter};
 
 /// Most points committed in one RocksDB write batch. Large enough to
 /// amortise the commit, small enough to keep `?sync` latency and the
@@ -96,9 +99,81 @@ impl Limiter {
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
+/// The write side of a store, as the ingest thread drives it: the one
+/// boundary both stores implement, so ingest never knows which it feeds.
+/// Every call comes from the ingest thread, one at a time.
+pub trait Sink {
+    /// Makes `samples` durable as one commit. A `StoreError::Rocks` is
+    /// retried with backoff by the caller; any other error drops them.
+    fn append(&mut self, samples: &[Sample]) -> Result<AppendStats, StoreError>;
+
+    /// Answers the `?sync` requesters of the last `append` with `outcome`,
+    /// draining `acks`. A store may keep successful acks until the points
+    /// are where `?sync` promises them (the spool: in ClickHouse).
+    fn acknowledge(&mut self, acks: &mut Vec<Ack>, outcome: Result<(), String>);
+
+    /// Deletes the points of series `ids` with `from <= ts <= to`; returns
+    /// how many went.
+    fn delete(&mut self, ids: &[u64], from: i64, to: i64) -> Result<u64, StoreError>;
+
+    /// Periodic work every `TICK` (500 ms): seals what is due; returns how many
+    /// chunks were sealed.
+    fn seal_due(&mut self, now_ms: i64) -> Result<usize, StoreError>;
+
+    /// Periodic work every `TICK` after sealing: moves aged partitions.
+    fn migrate(&mut self, now_ms: i64) -> Result<usize, StoreError>;
+
+    /// Periodic work every `EXPIRY_INTERVAL` (a minute): drops data past retention.
+    fn expire(&mut self, now_ms: i64) -> Result<(), StoreError>;
+
+    /// At shutdown, once the queue is drained: seals everything still open.
+    fn seal_all(&mut self, now_ms: i64) -> Result<usize, StoreError>;
+
+    /// At shutdown, last: makes everything appended durable on disk.
+    fn flush(&mut self) -> Result<(), StoreError>;
+}
+
+impl Sink for StoreWriter {
+    fn append(&mut self, samples: &[Sample]) -> Result<AppendStats, StoreError> {
+        StoreWriter::append(self, samples)
+    }
+
+    fn acknowledge(&mut self, acks: &mut Vec<Ack>, outcome: Result<(), String>) {
+        // The commit is the promise: a committed point survives a crash.
+        for ack in acks.drain(..) {
+            // A requester that went away no longer needs the answer.
+            let _ = ack.send(outcome.clone());
+        }
+    }
+
+    fn delete(&mut self, ids: &[u64], from: i64, to: i64) -> Result<u64, StoreError> {
+        StoreWriter::delete(self, ids, from, to)
+    }
+
+    fn seal_due(&mut self, now_ms: i64) -> Result<usize, StoreError> {
+        StoreWriter::seal_due(self, now_ms)
+    }
+
+    fn migrate(&mut self, now_ms: i64) -> Result<usize, StoreError> {
+        StoreWriter::migrate(self, now_ms)
+    }
+
+    fn expire(&mut self, now_ms: i64) -> Result<(), StoreError> {
+        StoreWriter::expire(self, now_ms).map(drop)
+    }
+
+    fn seal_all(&mut self, now_ms: i64) -> Result<usize, StoreError> {
+        StoreWriter::seal_all(self, now_ms)
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        StoreWriter::flush(self)
+    }
+}
+
 /// What the ingest thread works with.
-pub struct Writer {
-    pub store: StoreWriter,
+pub struct Writer<S: Sink> {
+    pub store: S,
     pub queue: QueueReceiver,
     pub stats: Arc<Stats>,
     /// Cancelled when shutdown begins: a commit the store refuses is then
@@ -110,7 +185,7 @@ pub struct Writer {
 
 /// Runs the writer until the queue closes; returns the store's last error
 /// from the final seal and flush, if any.
-pub fn run(w: Writer) -> Result<(), StoreError> {
+pub fn run<S: Sink>(w: Writer<S>) -> Result<(), StoreError> {
     let Writer {
         mut store,
         queue,
@@ -192,7 +267,7 @@ fn take(b: Batch, samples: &mut Vec<Sample>, acks: &mut Vec<Ack>) {
 /// overflow policy applying as usual. Only shutdown, or an error no retry
 /// can fix, drops the batch.
 fn commit(
-    store: &mut StoreWriter,
+    store: &mut impl Sink,
     stats: &Stats,
     shutdown: &CancellationToken,
     samples: &mut Vec<Sample>,
@@ -235,13 +310,10 @@ fn commit(
             Err(format!("storage error: {e}"))
         }
     };
-    for ack in acks.drain(..) {
-        // A requester that went away no longer needs the answer.
-        let _ = ack.send(outcome.clone());
-    }
+    store.acknowledge(acks, outcome);
 }
 
-fn run_delete(store: &mut StoreWriter, stats: &Stats, d: DeleteRequest) {
+fn run_delete(store: &mut impl Sink, stats: &Stats, d: DeleteRequest) {
     let result = store.delete(&d.series, d.start_ms, d.end_ms);
     match &result {
         // No series: a barrier, answered once everything before it is in.

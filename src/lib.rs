@@ -8,7 +8,8 @@
 //! protocol    the pure line parser: bytes → Command or reply-ready error
 //! http        /api/* on :4243 (and HTTP arriving on :4242); /api/put feeds the queue too
 //! queue       bounded ingest queue: drop-oldest or block, counted
-//! ingest      the ingest thread: gathers batches into commits, --mps, sealing, retention
+//! ingest      the ingest thread: gathers batches into commits, --mps, sealing, retention,
+//!             through `Sink`, the write side both stores implement
 //! storage     RocksDB column families: series index, log, head chunks, blocks, rollups
 //! query       the /api/query engine over storage's `Source` trait, no I/O of its own
 //! ```
@@ -37,9 +38,9 @@
 //! - `tools` are the offline `import` and `export` commands and
 //!   `clickhouse-schema`.
 //! - `clickhouse` is the ClickHouse store: an HTTP client, the rows of
-//!   points, the versioned schema, a writer and the query engine's
-//!   `Source` over it (the spool and `serve --store clickhouse` are to
-//!   come).
+//!   points, the versioned schema, a writer, the durable spool and
+//!   shipper the ingest thread feeds through `ingest::Sink`, and the query
+//!   engine's `Source` over it (`serve --store clickhouse` is to come).
 
 pub mod activation;
 pub mod auth;

@@ -2,9 +2,11 @@
 //! points, the versioned schema, a [`writer`] of series and points and the
 //! read side the query engine runs on ([`source::ClickHouseSource`], a
 //! `query::source::Source` whose answers are byte-identical to the
-//! embedded store's). The spool that ships ingest to ClickHouse and
-//! `serve --store clickhouse` do not exist yet; today the
-//! `rtsd clickhouse-schema` command and the tests use these.
+//! embedded store's), and the durable [`spool`] through which the ingest
+//! thread's points reach ClickHouse (its `shipper` sends them in big
+//! batches, replayed after outages and restarts). `serve --store
+//! clickhouse` does not exist yet; today the `rtsd clickhouse-schema`
+//! command and the tests use these.
 //!
 //! # Choices, and why
 //!
@@ -46,7 +48,9 @@ pub mod client;
 pub mod points;
 pub mod rowbinary;
 pub mod schema;
+mod shipper;
 pub mod source;
+pub mod spool;
 pub mod writer;
 
 use std::fmt::Write as _;

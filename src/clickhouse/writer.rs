@@ -1,6 +1,6 @@
 //! Writing samples to the ClickHouse store: the rows of their series, then
-//! their points. The spool that will call this (batches from the local
-//! log, shipped and replayed) is still to come.
+//! their points. The spool's shipper (`super::shipper`) calls this with
+//! batches from the local spool, replayed after failures.
 //!
 //! **Series rows** carry the metric, the tags as two parallel arrays and
 //! the full canonical key beside the id ([`super::series_id`]). Before
@@ -17,7 +17,9 @@
 //! whose series it cannot name. Each carries a `version` (see [`super`]):
 //! [`write`] numbers a batch's samples from `first_version` in order, so
 //! a later sample of the same point in one batch wins, and a replay of the
-//! batch with the same `first_version` changes nothing.
+//! batch with the same `first_version` changes nothing; [`write_rows`]
+//! takes rows whose versions the caller chose (the shipper's come from
+//! the spool's sequence).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -47,11 +49,7 @@ pub async fn write(
     first_version: u64,
     compression: Compression,
 ) -> Result<(), WriteError> {
-    if samples.is_empty() {
-        return Ok(());
-    }
     let keys: Vec<&SeriesKey> = samples.iter().map(|s| &s.series).collect();
-    insert_series(client, database, &keys).await?;
     let rows: Vec<PointRow> = samples
         .iter()
         .zip(first_version..)
@@ -61,7 +59,23 @@ pub async fn write(
             version,
         })
         .collect();
-    points::insert(client, database, &rows, compression).await?;
+    write_rows(client, database, &keys, &rows, compression).await
+}
+
+/// Writes the rows of the series of `keys` not yet stored (keys may
+/// repeat), then `rows`, whose series must all be among `keys`.
+pub async fn write_rows(
+    client: &Client,
+    database: &Identifier,
+    keys: &[&SeriesKey],
+    rows: &[PointRow],
+    compression: Compression,
+) -> Result<(), WriteError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    insert_series(client, database, keys).await?;
+    points::insert(client, database, rows, compression).await?;
     Ok(())
 }
 

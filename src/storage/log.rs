@@ -19,6 +19,9 @@
 //! a window still open), so replay skips points the [`Watermark`] says are
 //! already in blocks; points it cannot rule out are replayed and merged into
 //! their block again on the next seal, which is idempotent.
+//!
+//! The ClickHouse spool ([`crate::clickhouse::spool`]) reuses the points
+//! record for its own records, its ids indexing a per-record series list.
 
 use crate::model::{DataPoint, Value, MAX_EXACT_F64_INT};
 

@@ -150,7 +150,7 @@ mod delete;
 mod head;
 mod index;
 mod keys;
-mod log;
+pub(crate) mod log;
 mod reader;
 mod rollup;
 mod series_index;
@@ -257,6 +257,15 @@ pub enum StoreError {
     TimestampOutOfRange(i64),
     #[error("series id space exhausted at id {0}")]
     SeriesIdsExhausted(u64),
+    /// What a store cannot do (the ClickHouse store deletes nothing yet).
+    #[error("{0} is not supported yet")]
+    Unsupported(&'static str),
+    #[error("starting {what}: {source}")]
+    Start {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl StoreError {

@@ -1,7 +1,8 @@
 //! Real `clickhouse-server` processes for the ClickHouse tests: each in its
 //! own temp dir with a generated config (the one `clickhouse.md` verified),
 //! on free loopback ports, ready once `GET /?query=SELECT 1` answers, and
-//! killed when dropped. Missing binaries fail the test, naming `.ci/deps`.
+//! killed when dropped. A test can kill one and restart it on the same
+//! data dir and ports, as an outage would. Missing binaries fail the test, naming `.ci/deps`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -80,6 +81,24 @@ fn installed(name: &str) -> String {
         })
 }
 
+/// Runs the server configured in `dir`, its output appended to the log
+/// there (a restart keeps the earlier run's lines).
+fn launch(dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .expect("log file");
+    Command::new(installed("clickhouse-server"))
+        .arg(format!("--config-file={}/config.xml", dir.display()))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .spawn()
+        .expect("clickhouse-server starts")
+}
+
 impl ClickHouse {
     fn spawn(http_port: u16, tcp_port: u16, remote_servers: &str) -> ClickHouse {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -109,21 +128,25 @@ impl ClickHouse {
              </yandex>\n";
         std::fs::write(dir.path().join("config.xml"), config).expect("config.xml");
         std::fs::write(dir.path().join("users.xml"), users).expect("users.xml");
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let child = Command::new(installed("clickhouse-server"))
-            .arg(format!("--config-file={root}/config.xml"))
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("clickhouse-server starts");
         ClickHouse {
-            child,
+            child: launch(dir.path()),
             http: SocketAddr::from(([127, 0, 0, 1], http_port)),
             tcp_port,
             dir,
         }
+    }
+
+    /// Kills the server as a crash would; its data dir stays for
+    /// [`ClickHouse::restart`].
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the killed server again on the same data dir and ports.
+    pub async fn restart(&mut self) {
+        self.child = launch(self.dir.path());
+        self.wait_ready().await;
     }
 
     /// Polls the HTTP interface until it answers `1`; fails with the

@@ -6,6 +6,7 @@ mod auth;
 mod cardinality;
 mod clickhouse;
 mod clickhouse_source;
+mod clickhouse_spool;
 mod clickhouse_support;
 mod clients;
 mod collectd;

@@ -1,0 +1,280 @@
+//! The shipper: one OS thread per [`super::spool::Spool`] that sends its
+//! records to ClickHouse, oldest first, and deletes them once ClickHouse
+//! has accepted them.
+//!
+//! It waits until [`SpoolOptions::batch_points`] points are waiting or
+//! [`SpoolOptions::flush_interval`] has passed since the last shipment,
+//! takes whole records up to that many points, turns them into series
+//! rows and point rows (versions from the record's sequence, see
+//! [`super::spool`]) and inserts them with [`writer::write_rows`],
+//! compressed as the target says; series it has already written or found
+//! stored are not asked about again ([`Known`]). A failure (ClickHouse down, slow,
+//! refusing) is counted and the same batch is tried again after a backoff
+//! that grows to [`RETRY_MAX`], as long as the spool is open. After the
+//! insert, one RocksDB write deletes the records and moves
+//! `shipped_below` past them; were rtsd to stop in between, the batch
+//! ships again after the restart and the duplicates vanish in `FINAL`.
+//!
+//! The HTTP client is async, so the thread drives it on a runtime of its
+//! own: shipping never waits on, nor stalls, the Tokio workers serving
+//! clients.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rocksdb::WriteBatch;
+
+use crate::model::SeriesKey;
+use crate::storage::StoreError;
+
+use super::points::PointRow;
+use super::series_id;
+#[cfg(doc)]
+use super::spool::SpoolOptions;
+use super::spool::{self, RecordInfo, Shared, META, META_SHIPPED_BELOW, RECORDS};
+use super::writer;
+
+/// First wait before shipping a failed batch again, doubled per failure.
+const RETRY_MIN: Duration = Duration::from_millis(50);
+/// Longest wait between attempts: a server back is noticed within it.
+pub const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Starts the shipper of `shared`; it runs until the spool closes.
+pub(super) fn start(shared: Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("rtsd-shipper".to_owned())
+        .spawn(move || run(&shared, &runtime))
+}
+
+fn run(shared: &Shared, runtime: &tokio::runtime::Runtime) {
+    let interval = shared.options.flush_interval;
+    let mut known = Known::default();
+    // The first records after an idle spell go at once.
+    let mut last_ship = Instant::now().checked_sub(interval);
+    while let Some(batch) = next_batch(shared, last_ship.map(|t| t + interval)) {
+        if !ship(shared, runtime, &mut known, &batch) {
+            return;
+        }
+        last_ship = Some(Instant::now());
+    }
+}
+
+/// Series ids this shipper has written or found stored, each with a
+/// fingerprint of its key. Without it every batch would ask ClickHouse
+/// about all its series again (a statement per 4096), though after the
+/// first minutes nearly all are stored. The fingerprint keeps a colliding
+/// key (same id, other key) out of the shortcut, so `insert_series` still
+/// finds the collision. A server that loses its tables while rtsd runs
+/// gets no series rows for known series until rtsd restarts.
+#[derive(Default)]
+struct Known(HashMap<u64, u64>);
+
+/// Entries [`Known`] holds before it starts over: about 64 MB at most,
+/// and starting over costs only a few lookups per series once.
+const KNOWN_MAX: usize = 4 << 20;
+
+impl Known {
+    fn fingerprint(key: &SeriesKey) -> u64 {
+        // SipHash with fixed keys: stable for the life of the process,
+        // which is all the cache lives.
+        let mut h = DefaultHasher::new();
+        key.as_bytes().hash(&mut h);
+        h.finish()
+    }
+
+    /// The keys of `keys` not known to be stored.
+    fn unknown<'a>(&self, keys: &'a [SeriesKey]) -> Vec<&'a SeriesKey> {
+        keys.iter()
+            .filter(|k| self.0.get(&series_id(k)) != Some(&Self::fingerprint(k)))
+            .collect()
+    }
+
+    /// Remembers `keys` as stored.
+    fn learn(&mut self, keys: &[&SeriesKey]) {
+        if self.0.len() + keys.len() > KNOWN_MAX {
+            self.0.clear();
+        }
+        for key in keys {
+            self.0.insert(series_id(key), Self::fingerprint(key));
+        }
+    }
+}
+
+/// Waits until a batch is due and marks it as being shipped; `None` once
+/// the spool closes.
+fn next_batch(shared: &Shared, due: Option<Instant>) -> Option<Vec<RecordInfo>> {
+    let mut state = shared.state.lock();
+    loop {
+        if state.closing {
+            return None;
+        }
+        let waiting = state.stats.points;
+        let now = Instant::now();
+        if waiting > 0 {
+            match due {
+                Some(due) if waiting < shared.options.batch_points as u64 && now < due => {
+                    shared.changed.wait_until(&mut state, due);
+                }
+                _ => break,
+            }
+        } else if state.records.is_empty() {
+            shared.changed.wait(&mut state);
+        } else {
+            // Only records without points (corrupt headers): ship them to
+            // find out and count them.
+            break;
+        }
+    }
+    let mut batch = Vec::new();
+    let mut points = 0;
+    for r in &state.records {
+        if !batch.is_empty() && points + r.points > shared.options.batch_points as u64 {
+            break;
+        }
+        points += r.points;
+        batch.push(*r);
+    }
+    state.shipping_below = batch.last().map_or(0, |r| r.seq + 1);
+    Some(batch)
+}
+
+/// What one insert carries.
+#[derive(Default)]
+struct Rows {
+    keys: Vec<SeriesKey>,
+    points: Vec<PointRow>,
+}
+
+/// Ships `batch` until ClickHouse takes it, then deletes it from the
+/// spool; false if the spool closed first.
+fn ship(
+    shared: &Shared,
+    runtime: &tokio::runtime::Runtime,
+    known: &mut Known,
+    batch: &[RecordInfo],
+) -> bool {
+    let mut delay = RETRY_MIN;
+    loop {
+        match attempt(shared, runtime, known, batch) {
+            Ok(()) => return true,
+            Err(e) => {
+                let mut state = shared.state.lock();
+                if state.stats.ship_errors == 0 || delay == RETRY_MIN {
+                    tracing::warn!(error = %e, records = batch.len(), "shipping to clickhouse failed; retrying");
+                } else {
+                    tracing::debug!(error = %e, "shipping to clickhouse failed again");
+                }
+                state.stats.ship_errors += 1;
+                let until = Instant::now() + delay;
+                while !state.closing && Instant::now() < until {
+                    shared.changed.wait_until(&mut state, until);
+                }
+                if state.closing {
+                    return false;
+                }
+                state.stats.ship_retries += 1;
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Why an attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum ShipError {
+    #[error(transparent)]
+    Spool(#[from] StoreError),
+    #[error("spool: rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error(transparent)]
+    ClickHouse(#[from] writer::WriteError),
+}
+
+/// One try: read, insert, delete.
+fn attempt(
+    shared: &Shared,
+    runtime: &tokio::runtime::Runtime,
+    known: &mut Known,
+    batch: &[RecordInfo],
+) -> Result<(), ShipError> {
+    let records = shared.cf(RECORDS)?;
+    let mut rows = Rows::default();
+    let mut corrupt = Vec::new();
+    for r in batch {
+        let value = shared.db.get_pinned_cf(records, r.seq.to_be_bytes())?;
+        match value.as_deref().and_then(spool::decode) {
+            Some(d) => {
+                let ids: Vec<u64> = d.keys.iter().map(series_id).collect();
+                rows.points
+                    .extend(d.points.iter().enumerate().map(|(i, (k, p))| PointRow {
+                        series: ids[*k],
+                        point: *p,
+                        version: spool::version(r.seq, i),
+                    }));
+                rows.keys.extend(d.keys);
+            }
+            None => corrupt.push(*r),
+        }
+    }
+    let t = &shared.target;
+    let keys = known.unknown(&rows.keys);
+    runtime.block_on(writer::write_rows(
+        &t.client,
+        &t.database,
+        &keys,
+        &rows.points,
+        t.compression,
+    ))?;
+    known.learn(&keys);
+    let below = batch.last().map_or(0, |r| r.seq + 1);
+    let mut done = WriteBatch::default();
+    if let Some(first) = batch.first() {
+        done.delete_range_cf(records, first.seq.to_be_bytes(), below.to_be_bytes());
+    }
+    done.put_cf(shared.cf(META)?, META_SHIPPED_BELOW, below.to_be_bytes());
+    shared.db.write_opt(done, &shared.write_opts)?;
+    let mut state = shared.state.lock();
+    for r in corrupt {
+        tracing::error!(
+            seq = r.seq,
+            points = r.points,
+            "spool record does not decode; dropped"
+        );
+        if let Some(at) = state.records.iter().position(|x| x.seq == r.seq) {
+            state.records.remove(at);
+            state.dropped(r);
+        }
+    }
+    state.stats.ship_batches += 1;
+    state.shipped(below);
+    drop(state);
+    shared.changed.notify_all();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_series_are_not_asked_about_again() {
+        let keys: Vec<SeriesKey> = ["a", "b", "a"]
+            .iter()
+            .map(|h| SeriesKey::new("m", [("host", *h)]))
+            .collect();
+        let mut known = Known::default();
+        assert_eq!(known.unknown(&keys).len(), 3);
+        known.learn(&known.unknown(&keys[..1]));
+        let left = known.unknown(&keys);
+        assert_eq!(left, vec![&keys[1]]);
+        known.learn(&left);
+        assert!(known.unknown(&keys).is_empty());
+    }
+}
