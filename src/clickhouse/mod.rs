@@ -48,7 +48,6 @@ pub mod client;
 pub mod points;
 pub mod rowbinary;
 pub mod schema;
-mod shipper;
 pub mod source;
 pub mod spool;
 pub mod writer;

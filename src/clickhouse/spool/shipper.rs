@@ -1,4 +1,4 @@
-//! The shipper: one OS thread per [`super::spool::Spool`] that sends its
+//! The shipper: one OS thread per [`super::Spool`] that sends its
 //! records to ClickHouse, oldest first, and deletes them once ClickHouse
 //! has accepted them.
 //!
@@ -6,7 +6,7 @@
 //! [`SpoolOptions::flush_interval`] has passed since the last shipment,
 //! takes whole records up to that many points, turns them into series
 //! rows and point rows (versions from the record's sequence, see
-//! [`super::spool`]) and inserts them with [`writer::write_rows`],
+//! [`super`]) and inserts them with [`writer::write_rows`],
 //! compressed as the target says; series it has already written or found
 //! stored are not asked about again ([`Known`]). A failure (ClickHouse down, slow,
 //! refusing) is counted and the same batch is tried again after a backoff
@@ -31,12 +31,11 @@ use rocksdb::WriteBatch;
 use crate::model::SeriesKey;
 use crate::storage::StoreError;
 
-use super::points::PointRow;
-use super::series_id;
 #[cfg(doc)]
-use super::spool::SpoolOptions;
-use super::spool::{self, RecordInfo, Shared, META, META_SHIPPED_BELOW, RECORDS};
-use super::writer;
+use super::shared::SpoolOptions;
+use super::shared::{self, RecordInfo, Shared, META, META_SHIPPED_BELOW, RECORDS};
+use crate::clickhouse::points::PointRow;
+use crate::clickhouse::{series_id, writer};
 
 /// First wait before shipping a failed batch again, doubled per failure.
 const RETRY_MIN: Duration = Duration::from_millis(50);
@@ -209,14 +208,14 @@ fn attempt(
     let mut corrupt = Vec::new();
     for r in batch {
         let value = shared.db.get_pinned_cf(records, r.seq.to_be_bytes())?;
-        match value.as_deref().and_then(spool::decode) {
+        match value.as_deref().and_then(shared::decode) {
             Some(d) => {
                 let ids: Vec<u64> = d.keys.iter().map(series_id).collect();
                 rows.points
                     .extend(d.points.iter().enumerate().map(|(i, (k, p))| PointRow {
                         series: ids[*k],
                         point: *p,
-                        version: spool::version(r.seq, i),
+                        version: shared::version(r.seq, i),
                     }));
                 rows.keys.extend(d.keys);
             }
