@@ -26,7 +26,7 @@ use crate::model::{DAY_MS, MINUTE_MS};
 use crate::query::time::{duration_text, parse_duration};
 use crate::query::QueryLimits;
 use crate::queue::OverflowPolicy;
-use crate::storage::Retention;
+use crate::storage::{Retention, StoreOptions};
 
 /// A type a setting can have: what a flag or the file gives for it, and
 /// how it is shown.
@@ -303,6 +303,16 @@ settings! {
     shed_after: Span = Span(1000), "shed-after", Flag::Value("DURATION");
     /// Points per second the writer stores at most; 0 means unlimited.
     mps: u32 = 0, "mps", Flag::Value("N");
+    /// Bytes of open head chunks beyond which the oldest windows seal early.
+    head_memory_bytes: usize = StoreOptions::default().head_memory_limit, "head-memory-bytes", Flag::None;
+    /// Bytes of RocksDB's block cache, shared by every column family.
+    block_cache_bytes: usize = StoreOptions::default().block_cache_bytes, "block-cache-bytes", Flag::None;
+    /// Bytes of all RocksDB memtables together; beyond it the largest is
+    /// flushed.
+    ///
+    /// Most of the log's records are range-deleted before a flush while
+    /// they fit; a smaller budget trades resident memory for log writes.
+    write_buffer_bytes: usize = StoreOptions::default().write_buffer_bytes, "write-buffer-bytes", Flag::None;
     /// Most tags a point may carry.
     max_tags: usize = 8, "max-tags", Flag::Value("N");
     /// Longest accepted line in bytes; longer lines get an error reply.
@@ -591,6 +601,34 @@ mod tests {
         assert_eq!(s.overflow, OverflowPolicy::DropOldest);
         assert_eq!((s.mps, s.max_tags), (0, 8));
         assert!(!s.allow_delete);
+    }
+
+    #[test]
+    fn memory_budgets_from_the_file() {
+        let s = from_toml("", ServeArgs::default()).unwrap();
+        let d = StoreOptions::default();
+        assert_eq!(
+            (
+                s.head_memory_bytes,
+                s.block_cache_bytes,
+                s.write_buffer_bytes
+            ),
+            (
+                d.head_memory_limit,
+                d.block_cache_bytes,
+                d.write_buffer_bytes
+            )
+        );
+        let text = "head-memory-bytes = 1000\nblock-cache-bytes = 2000\nwrite-buffer-bytes = 3000";
+        let s = from_toml(text, ServeArgs::default()).unwrap();
+        assert_eq!(
+            (
+                s.head_memory_bytes,
+                s.block_cache_bytes,
+                s.write_buffer_bytes
+            ),
+            (1000, 2000, 3000)
+        );
     }
 
     #[test]

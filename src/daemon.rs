@@ -59,7 +59,9 @@ impl Daemon {
             sync_writes: settings.sync_writes,
             seal_grace_ms: settings.seal_grace_secs as i64 * 1000,
             retention: settings.store_retention(),
-            ..StoreOptions::default()
+            head_memory_limit: settings.head_memory_bytes,
+            block_cache_bytes: settings.block_cache_bytes,
+            write_buffer_bytes: settings.write_buffer_bytes,
         };
         let data_dir = settings.data_dir.clone();
         let (store_writer, store) =
