@@ -15,6 +15,7 @@ use crate::java::number::NumberError;
 /// | `line_too_long` | the line exceeded the connection's limit (never returned by `parse_line`) |
 /// | `not_enough_arguments` | too few words after `put`/`rollup` |
 /// | `invalid_timestamp` | timestamp not a Java long, ≤ 0, or beyond 13-digit milliseconds |
+/// | `future_timestamp` | timestamp further ahead of now than `max_future_ms` |
 /// | `invalid_tag` | a tag word that is not `key=value` |
 /// | `duplicate_tag` | the same tag key twice with different values |
 /// | `invalid_value` | value is not a number Java would parse |
@@ -31,6 +32,7 @@ pub const KINDS: &[&str] = &[
     "line_too_long",
     "not_enough_arguments",
     "invalid_timestamp",
+    "future_timestamp",
     "invalid_tag",
     "duplicate_tag",
     "invalid_value",
