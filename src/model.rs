@@ -193,6 +193,37 @@ pub struct RollupAgg {
     pub last: DataPoint,
 }
 
+impl RollupAgg {
+    /// Aggregates of `points` (sorted by time) for the interval starting
+    /// at `start_ms`; `None` when there are no points. Sealed hours, hours
+    /// still in the head and test sources all fold through here, so their
+    /// answers agree bit for bit.
+    pub fn of_points(start_ms: i64, points: &[DataPoint]) -> Option<RollupAgg> {
+        let (&first, rest) = points.split_first()?;
+        let v = first.value.as_f64();
+        let mut agg = RollupAgg {
+            start_ms,
+            count: 1,
+            sum: v,
+            min: v,
+            max: v,
+            sum_sq: v * v,
+            first,
+            last: first,
+        };
+        for p in rest {
+            let v = p.value.as_f64();
+            agg.count += 1;
+            agg.sum += v;
+            agg.min = agg.min.min(v);
+            agg.max = agg.max.max(v);
+            agg.sum_sq += v * v;
+            agg.last = *p;
+        }
+        Some(agg)
+    }
+}
+
 /// A series known to the store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesMeta {

@@ -113,34 +113,18 @@ impl Source for MemSource {
             RollupResolution::Hour => 3_600_000,
             RollupResolution::Day => 86_400_000,
         };
-        let mut out: Vec<RollupAgg> = Vec::new();
-        for p in self.data(id) {
+        let in_range = |p: &&DataPoint| {
             let start = p.timestamp_ms - p.timestamp_ms.rem_euclid(width);
-            if start < start_ms || start >= end_ms {
-                continue;
-            }
-            let v = p.value.as_f64();
-            match out.last_mut() {
-                Some(a) if a.start_ms == start => {
-                    a.count += 1;
-                    a.sum += v;
-                    a.min = a.min.min(v);
-                    a.max = a.max.max(v);
-                    a.sum_sq += v * v;
-                    a.last = *p;
-                }
-                _ => out.push(RollupAgg {
-                    start_ms: start,
-                    count: 1,
-                    sum: v,
-                    min: v,
-                    max: v,
-                    sum_sq: v * v,
-                    first: *p,
-                    last: *p,
-                }),
-            }
-        }
+            start_ms <= start && start < end_ms
+        };
+        let points: Vec<DataPoint> = self.data(id).iter().filter(in_range).copied().collect();
+        let out = points
+            .chunk_by(|a, b| a.timestamp_ms.div_euclid(width) == b.timestamp_ms.div_euclid(width))
+            .filter_map(|group| {
+                let first = group[0].timestamp_ms;
+                RollupAgg::of_points(first - first.rem_euclid(width), group)
+            })
+            .collect();
         Ok(Some(out))
     }
 

@@ -79,7 +79,7 @@ pub(super) fn rewrite(
         } else {
             batch.put_cf(&family, key, chunk::encode(&kept));
         }
-        hours.insert(start, rollup::aggregate(start, &kept));
+        hours.insert(start, RollupAgg::of_points(start, &kept));
     }
     deleted += head_gone.values().map(Vec::len).sum::<usize>();
 

@@ -319,7 +319,7 @@ impl StoreReader {
         let mut hours = stored_rollups(&self.shared, Partitioned::Hours, id, from, to)?;
         for h in heads {
             let block = blocks::get(&self.shared.db, &self.shared.blocks, id, h.start)?;
-            if let Some(agg) = rollup::aggregate(h.start, &merge(id, &h, block.as_deref())?) {
+            if let Some(agg) = RollupAgg::of_points(h.start, &merge(id, &h, block.as_deref())?) {
                 hours.insert(h.start, agg);
             }
         }

@@ -4,8 +4,8 @@
 //! The writer computes an hour's aggregate when it seals that hour's block
 //! (a head window is exactly one rollup hour) and refolds the day from its
 //! hours; the reader computes the same aggregates on the fly for hours that
-//! still have unsealed data. Both go through [`aggregate`] and [`fold`], so
-//! sealed and unsealed answers agree bit for bit.
+//! still have unsealed data. Both go through [`RollupAgg::of_points`] and
+//! [`fold`], so sealed and unsealed answers agree bit for bit.
 
 use crate::model::{DataPoint, RollupAgg, Value};
 
@@ -25,33 +25,6 @@ pub enum RollupError {
     Version(u8),
     #[error("unknown value kind {0} in rollup record")]
     ValueKind(u8),
-}
-
-/// Aggregates of `points` (sorted by time) for the interval starting at
-/// `start_ms`; `None` when there are no points.
-pub fn aggregate(start_ms: i64, points: &[DataPoint]) -> Option<RollupAgg> {
-    let (&first, rest) = points.split_first()?;
-    let v = first.value.as_f64();
-    let mut agg = RollupAgg {
-        start_ms,
-        count: 1,
-        sum: v,
-        min: v,
-        max: v,
-        sum_sq: v * v,
-        first,
-        last: first,
-    };
-    for p in rest {
-        let v = p.value.as_f64();
-        agg.count += 1;
-        agg.sum += v;
-        agg.min = agg.min.min(v);
-        agg.max = agg.max.max(v);
-        agg.sum_sq += v * v;
-        agg.last = *p;
-    }
-    Some(agg)
 }
 
 /// Folds aggregates of consecutive, disjoint intervals (in time order) into
@@ -162,7 +135,7 @@ mod tests {
             p(20, Value::Float(-1.5)),
             p(30, Value::Int(4)),
         ];
-        let agg = aggregate(0, &pts).expect("points");
+        let agg = RollupAgg::of_points(0, &pts).expect("points");
         assert_eq!(agg.count, 3);
         assert_eq!(agg.sum, 5.5);
         assert_eq!(agg.min, -1.5);
@@ -170,7 +143,7 @@ mod tests {
         assert_eq!(agg.sum_sq, 9.0 + 2.25 + 16.0);
         assert_eq!(agg.first, pts[0]);
         assert_eq!(agg.last, pts[2]);
-        assert_eq!(aggregate(0, &[]), None);
+        assert_eq!(RollupAgg::of_points(0, &[]), None);
     }
 
     #[test]
@@ -178,14 +151,17 @@ mod tests {
         let pts: Vec<_> = (0..10)
             .map(|i| p(i * 100, Value::Int(i * i - 20)))
             .collect();
-        let whole = aggregate(0, &pts).expect("points");
-        let parts = [aggregate(0, &pts[..4]), aggregate(400, &pts[4..])];
+        let whole = RollupAgg::of_points(0, &pts).expect("points");
+        let parts = [
+            RollupAgg::of_points(0, &pts[..4]),
+            RollupAgg::of_points(400, &pts[4..]),
+        ];
         assert_eq!(fold(0, parts.into_iter().flatten()), Some(whole));
     }
 
     #[test]
     fn record_round_trips_and_rejects_garbage() {
-        let agg = aggregate(
+        let agg = RollupAgg::of_points(
             7_200_000,
             &[
                 p(7_200_001, Value::Int(-9)),

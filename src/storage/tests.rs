@@ -325,7 +325,7 @@ pub(super) fn raw_rollups(points: &[DataPoint], interval: i64) -> Vec<RollupAgg>
         .chunk_by(|a, b| a.timestamp_ms.div_euclid(interval) == b.timestamp_ms.div_euclid(interval))
     {
         let start = group[0].timestamp_ms.div_euclid(interval) * interval;
-        out.extend(rollup::aggregate(start, group));
+        out.extend(RollupAgg::of_points(start, group));
     }
     out
 }

@@ -537,7 +537,7 @@ fn seal_window<'a>(
             (chunk::encode(&points), points)
         }
     };
-    let agg = rollup::aggregate(start, &points).ok_or_else(|| {
+    let agg = RollupAgg::of_points(start, &points).ok_or_else(|| {
         StoreError::corrupt("head", &keys::series_time(id, start), "empty window")
     })?;
     Ok((chunk, agg, home))
