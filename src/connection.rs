@@ -55,12 +55,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Access, Auth, Scope};
+use crate::backend::SharedBackend;
 use crate::cardinality::SeriesGate;
 use crate::model::Sample;
 use crate::protocol::{self, Command, Credentials, LineError, ParseOptions};
 use crate::queue::{Batch, PushError, QueueSender};
 use crate::stats::Stats;
-use crate::storage::StoreReader;
 use crate::survey::Survey;
 
 /// Bytes read from the socket at a time.
@@ -70,7 +70,7 @@ const READ_CHUNK: usize = 64 * 1024;
 pub struct TelnetContext {
     pub queue: QueueSender,
     pub stats: Arc<Stats>,
-    pub store: StoreReader,
+    pub store: SharedBackend,
     pub parse: ParseOptions,
     /// The cardinality limits, if any are set.
     pub series_gate: Option<Arc<SeriesGate>>,

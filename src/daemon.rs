@@ -25,20 +25,21 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::activation::Inherited;
+use crate::backend::SharedBackend;
 use crate::config::Settings;
 use crate::connection::TelnetContext;
 use crate::health::WriterGuard;
 use crate::http::{self, AppState, HttpLimits};
 use crate::protocol::ParseOptions;
 use crate::stats::Stats;
-use crate::storage::{Store, StoreOptions, StoreReader};
+use crate::storage::{Store, StoreOptions};
 
 /// A running daemon.
 pub struct Daemon {
     pub telnet_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub stats: Arc<Stats>,
-    pub store: StoreReader,
+    pub store: SharedBackend,
     shutdown: CancellationToken,
     tasks: tokio::task::JoinHandle<()>,
     writer: std::thread::JoinHandle<Result<(), crate::storage::StoreError>>,
@@ -68,6 +69,7 @@ impl Daemon {
             tokio::task::spawn_blocking(move || Store::open(&data_dir, opts))
                 .await?
                 .with_context(|| format!("opening store in {}", settings.data_dir.display()))?;
+        let store: SharedBackend = Arc::new(store);
 
         // Certificate problems stop startup before anything listens.
         let tls = match (&settings.tls_cert, &settings.tls_key) {

@@ -44,6 +44,7 @@
 
 pub mod activation;
 pub mod auth;
+pub mod backend;
 pub mod cardinality;
 pub mod clickhouse;
 pub mod config;

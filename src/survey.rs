@@ -22,8 +22,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::backend::SharedBackend;
 use crate::stats::Stats;
-use crate::storage::{DiskUsage, StorageStats, StoreReader};
+use crate::storage::{DiskUsage, StorageStats};
 
 /// What one survey found.
 #[derive(Debug)]
@@ -37,7 +38,7 @@ pub struct Findings {
 
 /// The latest survey and the means to take the next.
 pub struct Survey {
-    store: StoreReader,
+    store: SharedBackend,
     stats: Arc<Stats>,
     stale_after_ms: i64,
     refresh: Duration,
@@ -48,7 +49,7 @@ pub struct Survey {
 
 impl Survey {
     pub fn new(
-        store: StoreReader,
+        store: SharedBackend,
         stats: Arc<Stats>,
         stale_after_ms: i64,
         refresh: Duration,
@@ -131,7 +132,7 @@ mod tests {
     /// A store with `series` series, each with one point a day for `days`
     /// days ending a day ago, sealed: that many day partitions (the data is
     /// recent enough to stay in day families), and every series stale.
-    fn store_with(dir: &std::path::Path, series: usize, days: i64) -> StoreReader {
+    fn store_with(dir: &std::path::Path, series: usize, days: i64) -> crate::storage::StoreReader {
         let (mut w, r) = Store::open(dir, StoreOptions::default()).expect("store opens");
         let first = crate::model::now_ms() - (days + 1) * DAY_MS;
         for day in 0..days {
@@ -157,7 +158,7 @@ mod tests {
         assert_eq!(store.stats().partitions, 20);
         let stats = Arc::new(Stats::default());
         let hour = Duration::from_secs(3600);
-        let survey = Arc::new(Survey::new(store, stats.clone(), 3_600_000, hour));
+        let survey = Arc::new(Survey::new(Arc::new(store), stats.clone(), 3_600_000, hour));
 
         let first = survey.findings().await;
         assert_eq!(first.stale_series, Some(100));
@@ -176,7 +177,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with(dir.path(), 3, 2);
         let stats = Arc::new(Stats::default());
-        let survey = Arc::new(Survey::new(store, stats.clone(), 3_600_000, Duration::ZERO));
+        let survey = Arc::new(Survey::new(
+            Arc::new(store),
+            stats.clone(),
+            3_600_000,
+            Duration::ZERO,
+        ));
         let first = survey.findings().await;
         // Every later read finds it due: it gets the latest at once, and
         // one survey at a time runs behind it.

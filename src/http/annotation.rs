@@ -45,13 +45,13 @@ use serde_json::Value as Json;
 use super::input::{ApiRequest, Input};
 use super::params::Params;
 use super::{allow, blocking, body, json_reply, parse_tsuid, tsuid, ApiError, AppState};
+use crate::backend::Backend;
 use crate::java::jackson::scalar_text;
 use crate::model::epoch_ms;
 use crate::query::output::RenderedAnnotations;
-use crate::query::source::Source;
 use crate::query::time::parse_time;
 use crate::query::{QueryRequest, QueryResponse};
-use crate::storage::{Annotation, StoreReader};
+use crate::storage::Annotation;
 
 /// `/api/annotation` and `/api/annotations`.
 pub async fn single(
@@ -71,12 +71,12 @@ pub async fn single(
         .await?;
     let method = req.method;
     blocking(move || match method {
-        Method::GET => get(&state.store, &given),
+        Method::GET => get(&*state.store, &given),
         Method::DELETE => {
             deletes_allowed(&state)?;
-            delete(&state.store, &given)
+            delete(&*state.store, &given)
         }
-        _ => write(&state.store, given, method == Method::PUT),
+        _ => write(&*state.store, given, method == Method::PUT),
     })
     .await
 }
@@ -101,14 +101,14 @@ pub async fn nested(
                 object(body::json(bytes)?)
             })
             .await?;
-        return blocking(move || bulk_delete(&state.store, request, crate::model::now_ms())).await;
+        return blocking(move || bulk_delete(&*state.store, request, crate::model::now_ms())).await;
     }
     let replace = req.method == Method::PUT;
     let posted = body::json::<Vec<JsonObject>>(&req.body().await?)?
         .into_iter()
         .map(object)
         .collect::<Result<Vec<Posted>, _>>()?;
-    blocking(move || bulk_write(&state.store, posted, replace)).await
+    blocking(move || bulk_write(&*state.store, posted, replace)).await
 }
 
 type JsonObject = serde_json::Map<String, Json>;
@@ -244,11 +244,11 @@ fn no_start() -> String {
     "The start timestamp has not been set".to_string()
 }
 
-fn get(store: &StoreReader, given: &Annotation) -> Result<Response, ApiError> {
+fn get(store: &dyn Backend, given: &Annotation) -> Result<Response, ApiError> {
     if given.start_time < 1 {
         return Err(ApiError::bad_request("Missing start time"));
     }
-    match store.annotations().get(given.series, given.start_ms())? {
+    match store.notes().get(given.series, given.start_ms())? {
         Some(found) => Ok(json_reply(StatusCode::OK, render(&found))),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -267,18 +267,18 @@ fn deletes_allowed(state: &AppState) -> Result<(), ApiError> {
     }
 }
 
-fn delete(store: &StoreReader, given: &Annotation) -> Result<Response, ApiError> {
+fn delete(store: &dyn Backend, given: &Annotation) -> Result<Response, ApiError> {
     if given.start_time < 1 {
         return Err(
             ApiError::bad_request("Unable to delete Annotation information")
                 .with_details(no_start()),
         );
     }
-    store.annotations().delete(given.series, given.start_ms())?;
+    store.notes().delete(given.series, given.start_ms())?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn write(store: &StoreReader, given: Annotation, replace: bool) -> Result<Response, ApiError> {
+fn write(store: &dyn Backend, given: Annotation, replace: bool) -> Result<Response, ApiError> {
     if given.start_time < 1 {
         return Err(ApiError::bad_request(no_start()).with_details(no_start()));
     }
@@ -290,13 +290,13 @@ fn write(store: &StoreReader, given: Annotation, replace: bool) -> Result<Respon
         return Err(ApiError::bad_request(&message).with_details(message));
     }
     let stored = store
-        .annotations()
-        .upsert(vec![given], |s, g| merge(s, g, replace))?;
+        .notes()
+        .upsert(vec![given], &|s, g| merge(s, g, replace))?;
     Ok(json_reply(StatusCode::OK, render(&stored[0])))
 }
 
 /// The first of `ids` no series has.
-fn unknown_series(store: &StoreReader, ids: &[u64]) -> Result<Option<u64>, ApiError> {
+fn unknown_series(store: &dyn Backend, ids: &[u64]) -> Result<Option<u64>, ApiError> {
     if ids.is_empty() {
         return Ok(None);
     }
@@ -308,7 +308,7 @@ fn unknown_series(store: &StoreReader, ids: &[u64]) -> Result<Option<u64>, ApiEr
 }
 
 fn bulk_write(
-    store: &StoreReader,
+    store: &dyn Backend,
     posted: Vec<Posted>,
     replace: bool,
 ) -> Result<Response, ApiError> {
@@ -329,9 +329,7 @@ fn bulk_write(
         }
         notes.push(note);
     }
-    let stored = store
-        .annotations()
-        .upsert(notes, |s, g| merge(s, g, replace))?;
+    let stored = store.notes().upsert(notes, &|s, g| merge(s, g, replace))?;
     let mut out = String::from("[");
     for (i, n) in stored.iter().enumerate() {
         if i > 0 {
@@ -382,7 +380,7 @@ struct Deleted<'a> {
     total_deleted: usize,
 }
 
-fn bulk_delete(store: &StoreReader, req: BulkDelete, now_ms: i64) -> Result<Response, ApiError> {
+fn bulk_delete(store: &dyn Backend, req: BulkDelete, now_ms: i64) -> Result<Response, ApiError> {
     let start = scalar_text(&req.start_time).filter(|s| !s.is_empty());
     let Some(start) = start else {
         return Err(ApiError::bad_request("Missing the start time value"));
@@ -418,7 +416,7 @@ fn bulk_delete(store: &StoreReader, req: BulkDelete, now_ms: i64) -> Result<Resp
     for text in tsuids {
         scopes.push(Some(parse_tsuid(text).ok_or_else(|| invalid_tsuid(text))?));
     }
-    let notes = store.annotations();
+    let notes = store.notes();
     let mut total_deleted = 0;
     for series in scopes {
         total_deleted += notes.delete_range(series, start_ms, end_ms)?;
@@ -472,7 +470,7 @@ fn render(n: &Annotation) -> String {
 /// without a group). Runs after [`crate::query::execute`] so the engine
 /// stays free of storage.
 pub fn for_query(
-    store: &StoreReader,
+    store: &dyn Backend,
     request: &QueryRequest,
     response: &QueryResponse,
     now_ms: i64,
@@ -484,7 +482,7 @@ pub fn for_query(
     // The same `now` as the query's, so the same range.
     let plan = request.plan(now_ms)?;
     let (start, end) = (plan.start_ms, plan.end_ms);
-    let notes = store.annotations();
+    let notes = store.notes();
     if request.global_annotations {
         out.global = notes.range(None, start, end)?.iter().map(render).collect();
     }

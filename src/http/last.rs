@@ -40,7 +40,6 @@ use super::{
 use crate::java::jackson::int_field;
 use crate::java::number::parse_int;
 use crate::model::{DataPoint, NameKind, SeriesKey, Value, HOUR_MS};
-use crate::query::source::Source;
 
 /// One sub-query.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,7 +194,7 @@ fn run(state: &AppState, q: &LastQuery, now_ms: i64) -> Result<Vec<Found>, ApiEr
                 resolve_names(state, metric, tags)?;
                 let series = state
                     .store
-                    .lookup(Some(metric), tags, state.limits.max_series);
+                    .lookup(Some(metric), tags, state.limits.max_series)?;
                 for s in series {
                     if let Some(point) = state.store.last_point(s.id)?.filter(recent) {
                         found.push(Found {

@@ -26,7 +26,6 @@ use super::{blocking, body, json_reply, tsuid, ApiError, AppState, TagsJson};
 use crate::java::jackson::int_field;
 use crate::java::number::parse_int;
 use crate::model::NameKind;
-use crate::query::source::Source;
 
 /// SearchQuery's default limit.
 const DEFAULT_LIMIT: i32 = 25;
@@ -187,7 +186,7 @@ fn run(state: &AppState, q: &Lookup) -> Result<Vec<crate::model::SeriesMeta>, Ap
         .collect();
     Ok(state
         .store
-        .lookup(q.metric_filter(), &tags, q.result_limit()))
+        .lookup(q.metric_filter(), &tags, q.result_limit())?)
 }
 
 /// The store's spelling of a pattern: `*` for "any".

@@ -82,13 +82,13 @@ pub use error::ApiError;
 use gate::ReadGate;
 pub use metadata::MetadataStore;
 
+use crate::backend::SharedBackend;
 use crate::cardinality::SeriesGate;
 use crate::config::Settings;
 use crate::protocol::ParseOptions;
 use crate::query::QueryLimits;
 use crate::queue::QueueSender;
 use crate::stats::Stats;
-use crate::storage::StoreReader;
 use crate::survey::Survey;
 
 /// OpenTSDB's content type for every `/api/*` reply.
@@ -125,7 +125,7 @@ impl Default for HttpLimits {
 
 /// What handlers share.
 pub struct AppState {
-    pub store: StoreReader,
+    pub store: SharedBackend,
     pub queue: QueueSender,
     pub stats: Arc<Stats>,
     pub limits: QueryLimits,
@@ -151,7 +151,7 @@ impl AppState {
     /// Opens the metadata file in `settings.data_dir` (a missing or corrupt
     /// one starts empty, with a warning).
     pub fn new(
-        store: StoreReader,
+        store: SharedBackend,
         queue: QueueSender,
         stats: Arc<Stats>,
         settings: Settings,

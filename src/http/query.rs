@@ -86,12 +86,12 @@ pub async fn query(
     let (response, notes, delete) = blocking(move || {
         let _permit = permit;
         let now = crate::model::now_ms();
-        let response = query::execute(&store, &request, now, &limits).inspect_err(|e| {
+        let response = query::execute(&*store, &request, now, &limits).inspect_err(|e| {
             if let Some(limit) = e.limit() {
                 stats.query_refused(limit);
             }
         })?;
-        let notes = annotation::for_query(&store, &request, &response, now)?;
+        let notes = annotation::for_query(&*store, &request, &response, now)?;
         let range = match request.delete {
             true => Some(request.plan(now).map(|p| (p.start_ms, p.end_ms))?),
             false => None,

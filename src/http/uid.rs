@@ -37,7 +37,6 @@ use super::params::Params;
 use super::put_check::first_illegal;
 use super::{allow, blocking, body, json_reply, tsuid, ApiError, AppState};
 use crate::model::NameKind;
-use crate::query::source::Source;
 
 pub async fn assign(
     State(state): State<Arc<AppState>>,
@@ -138,8 +137,8 @@ fn answer(state: &AppState, kind: &str, name: &str) -> Result<String, ApiError> 
         ));
     }
     let first = match tag_pattern {
-        None => state.store.lookup(Some(name), &[], 1),
-        Some(tag) => state.store.lookup(None, &[tag], 1),
+        None => state.store.lookup(Some(name), &[], 1)?,
+        Some(tag) => state.store.lookup(None, &[tag], 1)?,
     };
     Ok(match first.first() {
         Some(series) => format!("Name already exists with UID: {}", tsuid(series.id)),

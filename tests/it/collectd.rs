@@ -5,7 +5,6 @@
 use std::process::{Child, Command, Stdio};
 
 use rtsd::model::NameKind;
-use rtsd::query::source::Source;
 
 use crate::support::*;
 

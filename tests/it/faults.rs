@@ -158,7 +158,7 @@ async fn a_full_disk_stops_acknowledging_loses_nothing_and_recovers() {
         .expect("ingest resumed");
     assert_eq!(after.len(), 10);
     acked.extend(after);
-    let stored = read_points(&d.store, &acked_series());
+    let stored = read_points(&*d.store, &acked_series());
     assert_eq!(lost(&acked, &stored), 0, "of {}", acked.len());
     d.stop().await.expect("clean shutdown");
 }

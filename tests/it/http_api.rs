@@ -446,7 +446,7 @@ fn bench(capacity: usize, http: HttpLimits) -> Bench {
     );
     let settings = loopback_settings(dir.path());
     let state = AppState::new(
-        store,
+        Arc::new(store),
         tx,
         stats.clone(),
         settings,

@@ -64,7 +64,7 @@ impl TestDaemon {
 
     /// All points of one series, read through the store's query interface.
     pub fn points(&self, key: &SeriesKey) -> Vec<DataPoint> {
-        read_points(&self.daemon.store, key)
+        read_points(&*self.daemon.store, key)
     }
 
     /// Stops the daemon and returns its data dir for a restart.
@@ -74,7 +74,7 @@ impl TestDaemon {
     }
 }
 
-pub fn read_points(store: &impl Source, key: &SeriesKey) -> Vec<DataPoint> {
+pub fn read_points(store: &(impl Source + ?Sized), key: &SeriesKey) -> Vec<DataPoint> {
     let series = store
         .series_of_metric(key.metric())
         .expect("store readable")
