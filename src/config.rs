@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::auth::{Auth, AuthFile};
+use crate::clickhouse::settings::{ClickHouseFile, ClickHouseSettings};
 use crate::model::{DAY_MS, MINUTE_MS};
 use crate::query::time::{duration_text, parse_duration};
 use crate::query::QueryLimits;
@@ -106,15 +107,46 @@ impl Setting for SocketAddr {
     }
 }
 
-impl Setting for OverflowPolicy {
-    type Given = OverflowPolicy;
-    fn parse(given: OverflowPolicy) -> Result<OverflowPolicy, &'static str> {
-        Ok(given)
+/// Enums given and shown by their flag value names.
+macro_rules! value_enum_settings {
+    ($($t:ty),*) => {$(
+        impl Setting for $t {
+            type Given = $t;
+            fn parse(given: $t) -> Result<$t, &'static str> {
+                Ok(given)
+            }
+            fn show(&self) -> String {
+                clap::ValueEnum::to_possible_value(self)
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default()
+            }
+        }
+    )*};
+}
+
+value_enum_settings!(OverflowPolicy, StoreKind);
+
+/// Which store holds the points.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreKind {
+    /// RocksDB in `data-dir`.
+    #[default]
+    Embedded,
+    /// A ClickHouse server or cluster (`[clickhouse]`), fed through a
+    /// spool in `data-dir`.
+    Clickhouse,
+}
+
+/// The `[clickhouse]` table; its problems matter only with
+/// `store = "clickhouse"` ([`Settings::problems`]).
+impl Setting for ClickHouseSettings {
+    type Given = ClickHouseFile;
+    fn parse(given: ClickHouseFile) -> Result<ClickHouseSettings, &'static str> {
+        Ok(ClickHouseSettings::from_file(given))
     }
     fn show(&self) -> String {
-        clap::ValueEnum::to_possible_value(self)
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default()
+        ClickHouseSettings::show(self)
     }
 }
 
@@ -284,8 +316,16 @@ macro_rules! settings {
 // Keys and flag names are a contract with scripts, the systemd unit and
 // config files; `systemd/rtsd.toml` documents every key with its default.
 settings! {
-    /// Directory holding the RocksDB store.
+    /// Directory holding the RocksDB store (with --store clickhouse, the
+    /// spool of points not yet in ClickHouse).
     data_dir: PathBuf = PathBuf::from("./rtsd-data"), "data-dir", Flag::Value("DIR");
+    /// Where points are stored: embedded (RocksDB in --data-dir) or
+    /// clickhouse (the [clickhouse] server or cluster).
+    store: StoreKind = StoreKind::Embedded, "store", Flag::Value("STORE");
+    /// The `[clickhouse]` table: url, database, cluster, user, password and
+    /// the spool's settings; --clickhouse-url, --clickhouse-database and
+    /// --clickhouse-cluster override its fields.
+    clickhouse: ClickHouseSettings = ClickHouseSettings::default(), "clickhouse", Flag::None;
     /// Telnet-style listener (also answers HTTP ingest).
     listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 4242)), "listen", Flag::Value("ADDR");
     /// HTTP API listener.
@@ -414,10 +454,43 @@ pub struct ServeArgs {
     /// TOML config file; flags given on the command line override it.
     pub config: Option<PathBuf>,
     pub given: Given,
+    /// Fields of the `[clickhouse]` table given as flags.
+    pub clickhouse: ClickHouseFile,
 }
+
+/// The `--clickhouse-*` flags: a flag per field of `[clickhouse]` an
+/// operator changes per node.
+const CLICKHOUSE_FLAGS: [(&str, &str, &str); 3] = [
+    (
+        "clickhouse-url",
+        "URL",
+        "ClickHouse server of --store clickhouse, http://HOST:8123",
+    ),
+    (
+        "clickhouse-database",
+        "NAME",
+        "ClickHouse database of rtsd's tables [default: rtsd]",
+    ),
+    (
+        "clickhouse-cluster",
+        "NAME",
+        "ClickHouse cluster (remote_servers) the tables span; none: one server",
+    ),
+];
 
 impl clap::Args for ServeArgs {
     fn augment_args(cmd: Command) -> Command {
+        let cmd = CLICKHOUSE_FLAGS
+            .iter()
+            .fold(cmd, |cmd, &(key, value, help)| {
+                cmd.arg(
+                    Arg::new(key)
+                        .long(key)
+                        .value_name(value)
+                        .action(ArgAction::Set)
+                        .help(help),
+                )
+            });
         Given::flags(
             cmd.arg(
                 Arg::new("config")
@@ -440,6 +513,12 @@ impl clap::FromArgMatches for ServeArgs {
         Ok(ServeArgs {
             config: flag_value(m, "config"),
             given: Given::from_flags(m),
+            clickhouse: ClickHouseFile {
+                url: flag_value(m, "clickhouse-url"),
+                database: flag_value(m, "clickhouse-database"),
+                cluster: flag_value(m, "clickhouse-cluster"),
+                ..ClickHouseFile::default()
+            },
         })
     }
 
@@ -466,7 +545,13 @@ impl Settings {
 
     fn merge(args: &ServeArgs, file: Given) -> Result<Settings, ConfigError> {
         let mut errors = Vec::new();
-        let s = args.given.clone().over(file).settings(&mut errors);
+        let mut given = args.given.clone().over(file);
+        given.clickhouse = Some(
+            args.clickhouse
+                .clone()
+                .over(given.clickhouse.unwrap_or_default()),
+        );
+        let s = given.settings(&mut errors);
         errors.extend(s.problems());
         if errors.is_empty() {
             Ok(s)
@@ -539,6 +624,9 @@ impl Settings {
             ));
         }
         out.extend(self.auth.problems().iter().cloned());
+        if self.store == StoreKind::Clickhouse {
+            out.extend(self.clickhouse.problems());
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             out.push("tls-cert and tls-key: give both or neither".to_string());
         }
@@ -581,8 +669,8 @@ mod tests {
 
     fn flags(given: Given) -> ServeArgs {
         ServeArgs {
-            config: None,
             given,
+            ..ServeArgs::default()
         }
     }
 
@@ -687,7 +775,9 @@ mod tests {
         let help = cmd.render_help().to_string();
         for text in [
             "--data-dir <DIR>",
-            "Directory holding the RocksDB store [default: ./rtsd-data]",
+            "not yet in ClickHouse) [default: ./rtsd-data]",
+            "--store <STORE>",
+            "--clickhouse-url <URL>",
             "[default: forever]",
             "--require-tags",
             "Reject points without tags, as OpenTSDB does",
@@ -824,6 +914,67 @@ mod tests {
         };
         let s = from_toml("tls-cert = \"/c.pem\"", args).unwrap();
         assert_eq!(s.tls_key, Some(PathBuf::from("/k.pem")));
+    }
+
+    #[test]
+    fn clickhouse_table_and_flags() {
+        let text = "store = \"clickhouse\"\n[clickhouse]\nurl = \"http://10.0.0.1:8123\"\n\
+                    database = \"tsdb\"\nuser = \"rtsd\"\npassword = \"secret\"\n\
+                    batch-points = 1000\nflush-interval = \"250ms\"";
+        let s = from_toml(text, ServeArgs::default()).unwrap();
+        assert_eq!(s.store, StoreKind::Clickhouse);
+        let c = &s.clickhouse;
+        assert_eq!(c.url.as_deref(), Some("http://10.0.0.1:8123"));
+        assert_eq!(
+            (c.database.to_string(), c.cluster.clone()),
+            ("tsdb".to_string(), None)
+        );
+        assert_eq!((c.batch_points, c.flush_interval_ms), (1000, 250));
+        assert!(!format!("{s:?}").contains("secret"));
+        assert!(!s.shown().iter().any(|(_, v)| v.contains("secret")));
+
+        // A flag overrides its field only.
+        let args = parse_flags(&[
+            "--clickhouse-url",
+            "http://10.0.0.2:8123",
+            "--clickhouse-cluster",
+            "two",
+        ])
+        .unwrap();
+        let s = from_toml(text, args).unwrap();
+        let c = &s.clickhouse;
+        assert_eq!(c.url.as_deref(), Some("http://10.0.0.2:8123"));
+        assert_eq!(c.database.to_string(), "tsdb");
+        assert_eq!(
+            c.cluster.as_ref().map(ToString::to_string).as_deref(),
+            Some("two")
+        );
+
+        let args = parse_flags(&[
+            "--store",
+            "clickhouse",
+            "--clickhouse-url",
+            "http://127.0.0.1:8123",
+        ])
+        .unwrap();
+        let s = from_toml("", args).unwrap();
+        assert_eq!(s.clickhouse.database.to_string(), "rtsd");
+    }
+
+    #[test]
+    fn clickhouse_problems_count_only_for_that_store() {
+        let err = from_toml("store = \"clickhouse\"", ServeArgs::default()).unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert!(err.0[0].contains("--clickhouse-url"), "{err}");
+        let bad = "[clickhouse]\nurl = \"https://x:8443\"\ndatabase = \"1x\"\nbatch-points = 0";
+        assert!(from_toml(bad, ServeArgs::default()).is_ok());
+        let err = from_toml(
+            &format!("store = \"clickhouse\"\n{bad}"),
+            ServeArgs::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+        assert!(toml::from_str::<Given>("[clickhouse]\nurls = \"x\"").is_err());
     }
 
     #[test]

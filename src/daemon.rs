@@ -54,6 +54,9 @@ impl Daemon {
     /// Like [`Daemon::start`], serving on the sockets systemd passed where
     /// there are some instead of binding the configured addresses.
     pub async fn start_with(settings: Settings, inherited: Inherited) -> anyhow::Result<Daemon> {
+        if settings.store == crate::config::StoreKind::Clickhouse {
+            anyhow::bail!("store = \"clickhouse\" cannot serve in this build yet");
+        }
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
         let opts = StoreOptions {

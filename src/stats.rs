@@ -16,7 +16,68 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::storage::StorageStats;
+/// A snapshot of the store's size and state, for `/api/stats`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StorageStats {
+    pub series: usize,
+    /// Open head windows (one chunk each).
+    pub head_chunks: usize,
+    pub head_points: usize,
+    pub head_bytes: usize,
+    /// Blocks written since the store was opened.
+    pub sealed_blocks: u64,
+    /// Log records not yet deleted.
+    pub log_records: u64,
+    /// Families holding blocks (day and year ones).
+    pub partitions: usize,
+    /// Shared, since it is read once and shown many times (see
+    /// [`crate::storage::StoreReader::disk_usage`]).
+    pub disk: Arc<DiskUsage>,
+    /// The ClickHouse store's spool; `None` for the embedded store.
+    pub spool: Option<SpoolStats>,
+}
+
+/// What the store occupies on disk. Reading it costs a property read per
+/// column family, so per day partition, and a directory listing: callers
+/// that show it often keep one (`crate::survey`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DiskUsage {
+    /// Live SST files of every family plus the WAL.
+    pub bytes_on_disk: u64,
+    pub wal_bytes: u64,
+    pub column_families: Vec<ColumnFamilySize>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ColumnFamilySize {
+    pub name: String,
+    pub sst_bytes: u64,
+    pub memtable_bytes: u64,
+}
+
+/// What the spool has done since it opened, and holds now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpoolStats {
+    /// Records in the spool, waiting or being shipped.
+    pub records: u64,
+    /// Their encoded size.
+    pub bytes: u64,
+    /// Their points.
+    pub points: u64,
+    /// Points ClickHouse accepted (a re-shipped point counts again).
+    pub points_shipped: u64,
+    /// Inserts ClickHouse accepted.
+    pub ship_batches: u64,
+    /// Attempts that failed: ClickHouse down, slow or refusing, or a
+    /// spool read or delete failing.
+    pub ship_errors: u64,
+    /// Attempts repeated after a failure.
+    pub ship_retries: u64,
+    /// Points shed by drop-oldest, or in records that no longer decode.
+    pub points_dropped: u64,
+    /// Appends that waited for room under the block policy.
+    pub appends_blocked: u64,
+}
 
 /// Why a point that was parsed never reached the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -223,6 +284,8 @@ enum Read {
     Store(fn(&StorageStats) -> u64),
     /// Bytes per column family: live SST files plus memtables.
     ColumnFamilies,
+    /// One of the spool's numbers; no line for the embedded store.
+    Spool(fn(&SpoolStats) -> u64),
 }
 
 /// One reading: its label value (for [`Tag::Label`] families) and number.
@@ -267,6 +330,7 @@ impl Family {
                 .iter()
                 .map(|cf| labelled(&cf.name, cf.sst_bytes + cf.memtable_bytes))
                 .collect(),
+            Read::Spool(number) => store.spool.iter().map(|s| (None, number(s))).collect(),
         }
     }
 
@@ -411,6 +475,28 @@ pub const FAMILIES: &[Family] = {
         family("tsd.rtsd.storage.surveys", Tag::None, "rtsd_storage_surveys_total", Counter,
             "Surveys of the store's disk usage and stale series, at most one per stats-refresh-secs.",
             Read::Counter(|s| &s.surveys)),
+        family("tsd.rtsd.spool.records", Tag::None, "rtsd_spool_records", Gauge,
+            "Records in the ClickHouse spool, waiting or being shipped.", Read::Spool(|s| s.records)),
+        family("tsd.rtsd.spool.bytes", Tag::None, "rtsd_spool_bytes", Gauge,
+            "Encoded bytes of the spool's records.", Read::Spool(|s| s.bytes)),
+        family("tsd.rtsd.spool.points", Tag::None, "rtsd_spool_points", Gauge,
+            "Points in the spool, not yet in ClickHouse.", Read::Spool(|s| s.points)),
+        family("tsd.rtsd.spool.shipped", Tag::None, "rtsd_spool_shipped_points_total", Counter,
+            "Points ClickHouse accepted from the spool (a re-shipped point counts again).",
+            Read::Spool(|s| s.points_shipped)),
+        family("tsd.rtsd.spool.batches", Tag::None, "rtsd_spool_batches_total", Counter,
+            "Inserts ClickHouse accepted from the spool.", Read::Spool(|s| s.ship_batches)),
+        family("tsd.rtsd.spool.errors", Tag::None, "rtsd_spool_errors_total", Counter,
+            "Shipping attempts that failed: ClickHouse down, slow or refusing, or the spool failing.",
+            Read::Spool(|s| s.ship_errors)),
+        family("tsd.rtsd.spool.retries", Tag::None, "rtsd_spool_retries_total", Counter,
+            "Shipping attempts repeated after a failure.", Read::Spool(|s| s.ship_retries)),
+        family("tsd.rtsd.spool.dropped", Tag::None, "rtsd_spool_dropped_points_total", Counter,
+            "Points the spool shed (spool-overflow drop-oldest beyond spool-max-bytes) or found corrupt.",
+            Read::Spool(|s| s.points_dropped)),
+        family("tsd.rtsd.spool.blocked", Tag::None, "rtsd_spool_blocked_appends_total", Counter,
+            "Appends that waited for room in a full spool (spool-overflow block).",
+            Read::Spool(|s| s.appends_blocked)),
     ]
 };
 

@@ -48,6 +48,7 @@ pub mod client;
 pub mod points;
 pub mod rowbinary;
 pub mod schema;
+pub mod settings;
 pub mod source;
 pub mod spool;
 pub mod writer;

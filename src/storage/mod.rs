@@ -165,8 +165,9 @@ use rocksdb::{BoundColumnFamily, Cache, ColumnFamilyDescriptor, MultiThreaded, O
 
 use crate::model::MAX_TIMESTAMP_MS;
 
+pub use crate::stats::{ColumnFamilySize, DiskUsage, StorageStats};
 pub use annotation::{Annotation, Annotations};
-pub use reader::{ColumnFamilySize, DiskUsage, StaleSeries, StorageStats, StoreReader};
+pub use reader::{StaleSeries, StoreReader};
 pub use writer::{AppendStats, StoreWriter, SEAL_WINDOWS_PER_CALL};
 
 use blocks::Partitions;

@@ -24,6 +24,7 @@ use super::cf::{self, Partitioned, Period};
 use super::head::{window_start, Window, WindowSnapshot, WINDOW_MS};
 use super::{blocks, chunk, index, keys, rollup};
 use super::{Db, Shared, StoreError};
+use crate::stats::{ColumnFamilySize, DiskUsage, StorageStats};
 
 /// A series that received nothing since a cutoff
 /// ([`StoreReader::stale_series`]).
@@ -33,43 +34,6 @@ pub struct StaleSeries {
     /// The newest point's timestamp in ms; `None` if the series has no
     /// point at all (a crash between creating it and writing one).
     pub last_ms: Option<i64>,
-}
-
-/// A snapshot of the store's size and state, for `/api/stats`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct StorageStats {
-    pub series: usize,
-    /// Open head windows (one chunk each).
-    pub head_chunks: usize,
-    pub head_points: usize,
-    pub head_bytes: usize,
-    /// Blocks written since the store was opened.
-    pub sealed_blocks: u64,
-    /// Log records not yet deleted.
-    pub log_records: u64,
-    /// Families holding blocks (day and year ones).
-    pub partitions: usize,
-    /// Shared, since it is read once and shown many times (see
-    /// [`StoreReader::disk_usage`]).
-    pub disk: Arc<DiskUsage>,
-}
-
-/// What the store occupies on disk. Reading it costs a property read per
-/// column family, so per day partition, and a directory listing: callers
-/// that show it often keep one (`crate::survey`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DiskUsage {
-    /// Live SST files of every family plus the WAL.
-    pub bytes_on_disk: u64,
-    pub wal_bytes: u64,
-    pub column_families: Vec<ColumnFamilySize>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ColumnFamilySize {
-    pub name: String,
-    pub sst_bytes: u64,
-    pub memtable_bytes: u64,
 }
 
 /// Cheap to clone; `Send + Sync`.
@@ -241,6 +205,7 @@ impl StoreReader {
             log_records: self.shared.log_records.load(Relaxed),
             partitions: self.shared.blocks.len(),
             disk,
+            spool: None,
         }
     }
 

@@ -93,6 +93,7 @@ async fn https_with_a_self_signed_certificate() {
             tls_key: Some(cert.key()),
             ..Default::default()
         },
+        ..Default::default()
     };
     let loaded = Settings::load(&args).expect("valid settings");
     let d = TestDaemon::start_with(|s| {

@@ -75,7 +75,8 @@ use crate::storage::{AppendStats, StoreError};
 mod shared;
 mod shipper;
 
-pub use shared::{SpoolOptions, SpoolStats, Target, SPOOL_FORMAT_VERSION};
+pub use crate::stats::SpoolStats;
+pub use shared::{SpoolOptions, Target, SPOOL_FORMAT_VERSION};
 
 use shared::{corrupt, encode, u32_value, u64_value, RecordInfo, Shared, State};
 use shared::{META, META_FORMAT_VERSION, META_SHIPPED_BELOW, RECORDS, RECORD_POINTS};

@@ -12,6 +12,7 @@ use crate::clickhouse::client::{Client, Compression};
 use crate::clickhouse::schema::Identifier;
 use crate::model::{DataPoint, Sample, SeriesKey};
 use crate::queue::{Ack, OverflowPolicy};
+use crate::stats::SpoolStats;
 use crate::storage::log::{self, Record, RecordEncoder};
 use crate::storage::StoreError;
 
@@ -66,30 +67,6 @@ pub struct Target {
     pub client: Client,
     pub database: Identifier,
     pub compression: Compression,
-}
-
-/// What the spool has done since it opened, and holds now.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SpoolStats {
-    /// Records in the spool, waiting or being shipped.
-    pub records: u64,
-    /// Their encoded size.
-    pub bytes: u64,
-    /// Their points.
-    pub points: u64,
-    /// Points ClickHouse accepted (a re-shipped point counts again).
-    pub points_shipped: u64,
-    /// Inserts ClickHouse accepted.
-    pub ship_batches: u64,
-    /// Attempts that failed: ClickHouse down, slow or refusing, or a
-    /// spool read or delete failing.
-    pub ship_errors: u64,
-    /// Attempts repeated after a failure.
-    pub ship_retries: u64,
-    /// Points shed by drop-oldest, or in records that no longer decode.
-    pub points_dropped: u64,
-    /// Appends that waited for room under the block policy.
-    pub appends_blocked: u64,
 }
 
 /// A record's place in the spool, kept in memory to account and shed
