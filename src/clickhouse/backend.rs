@@ -257,12 +257,15 @@ impl Backend for ClickHouseBackend {
             metric.map_or_else(|| "1".to_owned(), |m| format!("metric = {}", quoted(m)));
         // `has` is 0 where the join found no point (18.16 fills missing
         // right-hand columns with defaults, and `last` may be 0 for real).
+        // `GLOBAL IN`: through a cluster's `Distributed` tables a plain
+        // `IN` over another one is refused (`distributed_product_mode`);
+        // on plain tables it is an `IN`.
         let answer = self.source.execute(format!(
             "SELECT series, key, has, last FROM \
              (SELECT DISTINCT series, key FROM {db}.series WHERE {condition}) \
              ANY LEFT JOIN \
              (SELECT series, max(ts) AS last, toUInt8(1) AS has FROM {db}.points \
-              WHERE series IN (SELECT series FROM {db}.series WHERE {condition}) \
+              WHERE series GLOBAL IN (SELECT series FROM {db}.series WHERE {condition}) \
               GROUP BY series) \
              USING series \
              WHERE has = 0 OR last < {cutoff_ms} \

@@ -12,15 +12,17 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use rtsd::backend::{Backend, Notes};
-use rtsd::clickhouse::schema::{self, Identifier};
+use rtsd::clickhouse::schema::{self, Identifier, Layout};
 use rtsd::clickhouse::spool::{Spool, SpoolOptions, Target};
 use rtsd::clickhouse::{series_id, writer, ClickHouseBackend, Client, Compression};
 use rtsd::ingest::Sink;
 use rtsd::model::{DataPoint, NameKind, Sample, SeriesKey, SeriesMeta, Value};
 use rtsd::storage::{Annotation, StaleSeries};
+use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
-use crate::clickhouse_support::{embedded, load, name, source, start};
+use crate::clickhouse_support::{self, embedded, load, name, poll_until, source, start};
+use crate::clickhouse_support::{Embedded, CLUSTER};
 use crate::support::free_port;
 
 /// The newest point of the data; "now" for sealing.
@@ -176,17 +178,10 @@ fn combine(stored: Annotation, given: Annotation) -> Annotation {
     }
 }
 
-#[test]
-fn every_backend_method_answers_as_the_embedded_store_does() {
-    let (setup, server, client) = start();
-    let db = name("backend");
-    let keys = keys();
-    let samples = samples(&keys);
-    load(&setup, &client, &db, &samples);
-    let mut local = embedded(&samples, NOW_MS);
-    // Newer writes of two newest points (and a stale-by-version one on
-    // ClickHouse): the newest write of a timestamp is what both read.
-    let rewrites = vec![
+/// Newer writes of two newest points: the newest write of a timestamp is
+/// what both stores read.
+fn rewrites(keys: &[SeriesKey]) -> Vec<Sample> {
+    vec![
         Sample {
             series: keys[0].clone(),
             point: DataPoint {
@@ -201,16 +196,77 @@ fn every_backend_method_answers_as_the_embedded_store_does() {
                 value: Value::Int(i64::MIN),
             },
         },
-    ];
-    local.writer.append(&rewrites).expect("rewritten");
+    ]
+}
+
+/// The embedded store holding [`samples`] then [`rewrites`].
+fn local_store() -> Embedded {
+    let keys = keys();
+    let mut local = embedded(&samples(&keys), NOW_MS);
+    local.writer.append(&rewrites(&keys)).expect("rewritten");
+    local
+}
+
+/// Writes [`samples`], [`rewrites`] (versions from 2^40) and a write of a
+/// point older by version than the one stored (which must lose) into `db`.
+fn write_clickhouse(setup: &Runtime, client: &Client, db: &Identifier) {
+    let keys = keys();
+    let (samples, rewrites) = (samples(&keys), rewrites(&keys));
     setup.block_on(async {
-        writer::write(&client, &db, &rewrites, 1 << 40, Compression::None)
+        writer::write(client, db, &samples, 1, Compression::Gzip)
+            .await
+            .expect("written");
+        writer::write(client, db, &rewrites, 1 << 40, Compression::None)
             .await
             .expect("rewritten");
-        writer::write(&client, &db, &samples[..1], 0, Compression::None)
+        writer::write(client, db, &samples[..1], 0, Compression::None)
             .await
             .expect("stale write");
     });
+}
+
+/// Each key with its embedded id and its ClickHouse id.
+fn both<'a>(local: &'a Embedded, clickhouse: &'a ClickHouseBackend) -> Both<'a> {
+    let embedded_series = local.reader.lookup(None, &[], usize::MAX);
+    let ids = keys()
+        .into_iter()
+        .map(|k| {
+            let e = embedded_series
+                .iter()
+                .find(|s| s.key == k)
+                .expect("in the embedded store")
+                .id;
+            let c = series_id(&k);
+            (k, e, c)
+        })
+        .collect();
+    Both {
+        embedded: &local.reader,
+        clickhouse,
+        ids,
+    }
+}
+
+/// Every comparison of the two stores.
+fn all_agree(both: &Both<'_>) {
+    suggest_agrees(both);
+    lookup_agrees(both);
+    last_points_agree(both);
+    stale_series_agree(both);
+    annotations_agree(both);
+}
+
+#[test]
+fn every_backend_method_answers_as_the_embedded_store_does() {
+    let (setup, server, client) = start();
+    let db = name("backend");
+    setup
+        .block_on(schema::ensure(&client, &db))
+        .expect("schema");
+    write_clickhouse(&setup, &client, &db);
+    let local = local_store();
+    let keys = keys();
+    let samples = samples(&keys);
 
     let spool_dir = tempfile::tempdir().expect("temp dir");
     // Ships nowhere: what is appended stays in the spool.
@@ -219,29 +275,8 @@ fn every_backend_method_answers_as_the_embedded_store_does() {
     let mut spool = spool(spool_dir.path(), nowhere, &db);
     let clickhouse = ClickHouseBackend::new(source(&server, &db), spool.monitor());
 
-    let embedded_series = local.reader.lookup(None, &[], usize::MAX);
-    let ids: Vec<(SeriesKey, u64, u64)> = keys
-        .iter()
-        .map(|k| {
-            let e = embedded_series
-                .iter()
-                .find(|s| &s.key == k)
-                .expect("in the embedded store")
-                .id;
-            (k.clone(), e, series_id(k))
-        })
-        .collect();
-    let both = Both {
-        embedded: &local.reader,
-        clickhouse: &clickhouse,
-        ids,
-    };
-
-    suggest_agrees(&both);
-    lookup_agrees(&both);
-    last_points_agree(&both);
-    stale_series_agree(&both);
-    annotations_agree(&both);
+    let both = both(&local, &clickhouse);
+    all_agree(&both);
 
     // Figures: the series count waits for a disk usage read.
     assert_eq!(clickhouse.stats_with(Default::default()).series, 0);
@@ -612,4 +647,42 @@ fn a_note_written_again_beats_a_version_from_a_clock_ahead() {
     assert_eq!(rows.len(), 5);
     // This node's versions only grow, so the next note starts past `ahead`.
     assert!(rows[3].2 > ahead + 2 && rows[4].2 > rows[3].2, "{rows:?}");
+}
+
+/// The same through a two-shard cluster's `Distributed` tables: every
+/// statement must pass there too (no double-distributed `IN`, notes on
+/// their shard when a write returns).
+#[test]
+fn every_backend_method_answers_the_same_through_a_cluster() {
+    let setup = Runtime::new().expect("runtime");
+    let servers = setup.block_on(clickhouse_support::cluster());
+    let db = name("backend");
+    let ddl = schema::ddl_script(&db, &Layout::Cluster(name(CLUSTER)));
+    for s in &servers {
+        s.run_script(&ddl);
+    }
+    let client = servers[0].client();
+    write_clickhouse(&setup, &client, &db);
+    // Distributed inserts reach the shards in the background; counted
+    // so that merges of duplicates on the shards cannot hide arrivals.
+    let count = |sql: &'static str| {
+        let client = client.clone();
+        async move {
+            let answer = client.select_rows(sql).await.expect("counted");
+            answer[0][0].parse::<u64>().expect("a count")
+        }
+    };
+    let points = samples(&keys()).len() as u64;
+    setup.block_on(poll_until(|| async {
+        count("SELECT count() FROM backend.points FINAL").await == points
+            && count("SELECT count() FROM backend.points WHERE version >= 1099511627776").await == 2
+            && count("SELECT uniqExact(series) FROM backend.series").await == keys().len() as u64
+    }));
+    let local = local_store();
+    let spool_dir = tempfile::tempdir().expect("temp dir");
+    let spool = spool(spool_dir.path(), client.clone(), &db);
+    let clickhouse = ClickHouseBackend::new(source(&servers[1], &db), spool.monitor());
+    all_agree(&both(&local, &clickhouse));
+    clickhouse.disk_usage();
+    assert_eq!(clickhouse.stats().series, keys().len());
 }
