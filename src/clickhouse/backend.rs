@@ -21,7 +21,7 @@
 //!   its `ts`, so no `FINAL` is needed), keeping those without a point or
 //!   whose newest is before the cutoff; no point first, then oldest, then
 //!   by id, as the embedded store sorts.
-//! * **Annotations** ([`ClickHouseNotes`]): one row per note in the
+//! * **Annotations** (`ClickHouseNotes`): one row per note in the
 //!   `annotations` table, `series` 0 for a global note, `start` the note's
 //!   start in ms, `body` the JSON of [`Annotation`] the embedded store keeps
 //!   (without its record-version byte: the schema version covers it). A
@@ -339,7 +339,13 @@ struct NoteWrites {
 /// Every row written gets a version above the clock in nanoseconds, above
 /// the last version this node wrote and above the version of the row it
 /// replaces: successive writes of one note from one node always win, even
-/// if the clock steps back or another node's clock runs ahead.
+/// if the clock steps back or another node's clock runs ahead (a version
+/// far ahead then carries this node's later versions along with it, which
+/// is harmless: only their order matters).
+///
+/// A write returns once ClickHouse has inserted the rows, on their shard
+/// in a cluster (see `ClickHouseSource::insert`): that is what "durable"
+/// means for this store.
 ///
 /// Two nodes writing the same note at once each read the stored row, merge
 /// and write; the row with the higher version (in practice the later

@@ -40,7 +40,7 @@
 //!   still to come.
 //! * Annotations are not part of [`Source`]: [`super::ClickHouseBackend`]
 //!   reads and writes the `annotations` table, running its statements on
-//!   this source's thread ([`ClickHouseSource::execute`]).
+//!   this source's thread (`ClickHouseSource::execute`).
 //!
 //! # The bridge from a synchronous trait to an async client
 //!
