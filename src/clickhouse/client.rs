@@ -159,7 +159,21 @@ impl Client {
         rows: Vec<u8>,
         compression: Compression,
     ) -> Result<(), ClickHouseError> {
-        let query = serde_urlencoded::to_string([("query", statement)])
+        self.insert_with(statement, rows, compression, &[]).await
+    }
+
+    /// [`Client::insert`] with ClickHouse `settings` for this statement
+    /// (sent as URL parameters, which 18.16 reads as settings; it has no
+    /// `INSERT ... SETTINGS`).
+    pub async fn insert_with(
+        &self,
+        statement: &str,
+        rows: Vec<u8>,
+        compression: Compression,
+        settings: &[(&str, &str)],
+    ) -> Result<(), ClickHouseError> {
+        let params = std::iter::once(("query", statement)).chain(settings.iter().copied());
+        let query = serde_urlencoded::to_string(params.collect::<Vec<_>>())
             .map_err(|e| ClickHouseError::Answer(e.to_string()))?;
         let uri = format!("{}/?{query}", self.base);
         let (body, encoding) = match compression {

@@ -2,7 +2,10 @@
 //! points, the versioned schema, a [`writer`] of series and points and the
 //! read side the query engine runs on ([`source::ClickHouseSource`], a
 //! `query::source::Source` whose answers are byte-identical to the
-//! embedded store's), and the durable [`spool`] through which the ingest
+//! embedded store's) with the rest of the read side every endpoint uses
+//! ([`backend::ClickHouseBackend`], the store's `crate::backend::Backend`:
+//! suggest, lookup, last points, stale series, annotations, figures), and
+//! the durable [`spool`] through which the ingest
 //! thread's points reach ClickHouse (its `shipper` sends them in big
 //! batches, replayed after outages and restarts). `serve --store
 //! clickhouse` does not exist yet; today the `rtsd clickhouse-schema`
@@ -44,6 +47,7 @@
 //!   schema version lives in a table), timestamps as `Int64` milliseconds
 //!   (`DateTime` ends in 2106, before OpenTSDB's last timestamp).
 
+pub mod backend;
 pub mod client;
 pub mod points;
 pub mod rowbinary;
@@ -59,6 +63,7 @@ use sha2::{Digest, Sha256};
 
 use crate::model::SeriesKey;
 
+pub use backend::ClickHouseBackend;
 pub use client::{ClickHouseError, Client, Compression};
 pub use schema::{Layout, SchemaError, SCHEMA_VERSION};
 pub use source::ClickHouseSource;

@@ -38,9 +38,9 @@
 //!   aggregates: exact, and slower on long ranges. Serving them from
 //!   `rollup_1h`/`rollup_1d` (or computing them in SQL) is the push-down
 //!   still to come.
-//! * Annotations are not part of [`Source`]; `/api/query` reads them from
-//!   the embedded store, and the ClickHouse `annotations` table has no
-//!   reader yet.
+//! * Annotations are not part of [`Source`]: [`super::ClickHouseBackend`]
+//!   reads and writes the `annotations` table, running its statements on
+//!   this source's thread (`ClickHouseSource::execute`).
 //!
 //! # The bridge from a synchronous trait to an async client
 //!
@@ -70,7 +70,7 @@ use crate::model::{
 };
 use crate::query::source::{PointScan, Source, SourceError};
 
-use super::client::{ClickHouseError, Client};
+use super::client::{ClickHouseError, Client, Compression};
 use super::rowbinary::{RowError, RowReader};
 use super::schema::Identifier;
 use super::{id_list, quoted, IDS_PER_STATEMENT};
@@ -107,36 +107,60 @@ impl ClickHouseSource {
         })
     }
 
-    /// Runs `sql` and returns its whole answer.
-    fn execute(&self, sql: String) -> Result<Bytes, SourceError> {
+    /// The database read.
+    pub(super) fn database(&self) -> &Identifier {
+        &self.database
+    }
+
+    /// Runs `sql` on the source's thread (see the module doc) and returns
+    /// its whole answer; [`super::ClickHouseBackend`] runs its statements
+    /// here too.
+    pub(super) fn execute(&self, sql: String) -> Result<Bytes, SourceError> {
         let client = self.client.clone();
         self.bridge.run(async move { client.execute(&sql).await })
     }
 
-    /// The series rows `condition` selects; an id with two keys fails.
+    /// Runs `statement` (`INSERT INTO t (cols) FORMAT RowBinary`) with
+    /// `rows` as its data, on the source's thread. Through a cluster's
+    /// `Distributed` table the rows are on their shard when it returns
+    /// (`insert_distributed_sync`), not queued to be sent in the
+    /// background, so a read right after finds them.
+    pub(super) fn insert(&self, statement: String, rows: Vec<u8>) -> Result<(), SourceError> {
+        let client = self.client.clone();
+        self.bridge.run(async move {
+            let sync = [("insert_distributed_sync", "1")];
+            client
+                .insert_with(&statement, rows, Compression::None, &sync)
+                .await
+        })
+    }
+
+    /// The series rows `condition` selects, by id; an id with two keys
+    /// fails.
     fn series_where(&self, condition: &str) -> Result<Vec<SeriesMeta>, SourceError> {
+        self.series_limited(condition, None)
+    }
+
+    /// The first `limit` (all when `None`) series rows `condition`
+    /// selects, by id; an id with two keys fails.
+    pub(super) fn series_limited(
+        &self,
+        condition: &str,
+        limit: Option<usize>,
+    ) -> Result<Vec<SeriesMeta>, SourceError> {
+        let limit = limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
         let answer = self.execute(format!(
             "SELECT DISTINCT series, key FROM {}.series WHERE {condition} \
-             ORDER BY series, key FORMAT RowBinary",
+             ORDER BY series, key{limit} FORMAT RowBinary",
             self.database
         ))?;
         let mut r = RowReader::new(&answer);
         let mut out: Vec<SeriesMeta> = Vec::new();
         while !r.is_done() {
             let id = r.u64().map_err(row_error)?;
-            let bytes = r.bytes().map_err(row_error)?;
-            let key = SeriesKey::from_bytes(bytes).ok_or_else(|| {
-                SourceError(format!(
-                    "clickhouse series {id:016X} has a malformed key {:?}",
-                    String::from_utf8_lossy(bytes)
-                ))
-            })?;
+            let key = series_key(id, r.bytes().map_err(row_error)?)?;
             if let Some(before) = out.last().filter(|s| s.id == id) {
-                return Err(SourceError(format!(
-                    "clickhouse series id {id:016X} belongs to both {} and {key}: \
-                     a hash collision, so neither can be read",
-                    before.key
-                )));
+                return Err(collision(id, &before.key, &key));
             }
             out.push(SeriesMeta { id, key });
         }
@@ -537,11 +561,29 @@ impl Drop for Bridge {
     }
 }
 
+/// The key of series `id` as stored.
+pub(super) fn series_key(id: u64, bytes: &[u8]) -> Result<SeriesKey, SourceError> {
+    SeriesKey::from_bytes(bytes).ok_or_else(|| {
+        SourceError(format!(
+            "clickhouse series {id:016X} has a malformed key {:?}",
+            String::from_utf8_lossy(bytes)
+        ))
+    })
+}
+
+/// Two keys read for one id.
+pub(super) fn collision(id: u64, one: &SeriesKey, other: &SeriesKey) -> SourceError {
+    SourceError(format!(
+        "clickhouse series id {id:016X} belongs to both {one} and {other}: \
+         a hash collision, so neither can be read"
+    ))
+}
+
 fn source_error(e: ClickHouseError) -> SourceError {
     SourceError(e.to_string())
 }
 
-fn row_error(e: RowError) -> SourceError {
+pub(super) fn row_error(e: RowError) -> SourceError {
     SourceError(format!("clickhouse answer: {e}"))
 }
 

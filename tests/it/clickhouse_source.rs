@@ -11,50 +11,19 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use rtsd::clickhouse::schema::{self, Identifier};
-use rtsd::clickhouse::source::ClickHouseSource;
 use rtsd::clickhouse::writer::{self, WriteError};
-use rtsd::clickhouse::{series_id, Client, Compression};
+use rtsd::clickhouse::{series_id, Compression};
 use rtsd::model::{epoch_ms, DataPoint, Sample, SeriesKey, Value};
 use rtsd::query::source::Source;
 use rtsd::query::{execute, QueryLimits, QueryRequest};
-use rtsd::storage::{Store, StoreOptions};
 use serde_json::Value as Json;
-use tokio::runtime::Runtime;
 
-use crate::clickhouse_support::{self, ClickHouse};
+use crate::clickhouse_support::{embedded, load, name, source, start};
 use crate::query_cases::cases;
 use crate::support::series_key;
 
 /// "Now" for the engine; every case uses absolute times.
 const NOW_MS: i64 = 1_700_000_000_000;
-
-/// A server, the runtime that talks to it for setup, and a client on that
-/// runtime.
-fn start() -> (Runtime, ClickHouse, Client) {
-    let setup = Runtime::new().expect("runtime");
-    let server = setup.block_on(clickhouse_support::single());
-    let client = server.client();
-    (setup, server, client)
-}
-
-fn name(text: &str) -> Identifier {
-    Identifier::new(text).expect("valid name")
-}
-
-/// A fresh database holding `samples`, numbered from version 1.
-fn load(setup: &Runtime, client: &Client, db: &Identifier, samples: &[Sample]) {
-    setup.block_on(async {
-        schema::ensure(client, db).await.expect("schema");
-        writer::write(client, db, samples, 1, Compression::Gzip)
-            .await
-            .expect("written");
-    });
-}
-
-fn source(server: &ClickHouse, db: &Identifier) -> ClickHouseSource {
-    ClickHouseSource::new(&server.url(), None, None, db.clone()).expect("source")
-}
 
 /// The case's series as samples, in the order the HTTP test puts them.
 fn samples(case: &Json) -> Vec<Sample> {
@@ -143,13 +112,8 @@ fn every_query_case_answers_byte_identically_on_clickhouse_and_rocksdb() {
         load(&setup, &client, &db, &samples);
         let on_clickhouse = answer(&source(&server, &db), case);
 
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (mut writer, reader) = Store::open(dir.path(), StoreOptions::default()).expect("store");
-        writer.append(&samples).expect("appended");
-        // As the daemon does with points this old: sealed into blocks,
-        // with rollups.
-        writer.seal_all(NOW_MS).expect("sealed");
-        let on_rocksdb = answer(&reader, case);
+        let embedded = embedded(&samples, NOW_MS);
+        let on_rocksdb = answer(&embedded.reader, case);
 
         // Refusing a delete (allow-delete off) is the HTTP layer's job,
         // so the engine's answer to such a case is not its expected one;

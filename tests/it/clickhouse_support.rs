@@ -9,7 +9,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rtsd::clickhouse::Client;
+use rtsd::clickhouse::schema::{self, Identifier};
+use rtsd::clickhouse::source::ClickHouseSource;
+use rtsd::clickhouse::{writer, Client, Compression};
+use rtsd::model::Sample;
+use rtsd::storage::{Store, StoreOptions, StoreReader, StoreWriter};
+use tokio::runtime::Runtime;
 
 use crate::support::{free_port, try_http, DEADLINE};
 
@@ -66,6 +71,57 @@ pub async fn poll_until<F: std::future::Future<Output = bool>>(mut cond: impl Fn
             "condition not met within {DEADLINE:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A server, the runtime that talks to it for setup, and a client on that
+/// runtime. For plain `#[test]`s, whose sources are called from threads
+/// outside any runtime.
+pub fn start() -> (Runtime, ClickHouse, Client) {
+    let setup = Runtime::new().expect("runtime");
+    let server = setup.block_on(single());
+    let client = server.client();
+    (setup, server, client)
+}
+
+pub fn name(text: &str) -> Identifier {
+    Identifier::new(text).expect("valid name")
+}
+
+/// A fresh database `db` holding `samples`, numbered from version 1.
+pub fn load(setup: &Runtime, client: &Client, db: &Identifier, samples: &[Sample]) {
+    setup.block_on(async {
+        schema::ensure(client, db).await.expect("schema");
+        writer::write(client, db, samples, 1, Compression::Gzip)
+            .await
+            .expect("written");
+    });
+}
+
+/// A source reading `db` on `server`.
+pub fn source(server: &ClickHouse, db: &Identifier) -> ClickHouseSource {
+    ClickHouseSource::new(&server.url(), None, None, db.clone()).expect("source")
+}
+
+/// An embedded store in a temp dir (kept as long as this is).
+pub struct Embedded {
+    pub writer: StoreWriter,
+    pub reader: StoreReader,
+    _dir: tempfile::TempDir,
+}
+
+/// An embedded store holding `samples`, appended in one batch and then, as
+/// the daemon does with points older than `now_ms`' head windows, sealed
+/// into blocks with rollups: the same data [`load`] puts in ClickHouse.
+pub fn embedded(samples: &[Sample], now_ms: i64) -> Embedded {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut writer, reader) = Store::open(dir.path(), StoreOptions::default()).expect("store");
+    writer.append(samples).expect("appended");
+    writer.seal_all(now_ms).expect("sealed");
+    Embedded {
+        writer,
+        reader,
+        _dir: dir,
     }
 }
 

@@ -5,6 +5,7 @@ mod annotations;
 mod auth;
 mod cardinality;
 mod clickhouse;
+mod clickhouse_backend;
 mod clickhouse_source;
 mod clickhouse_spool;
 mod clickhouse_support;

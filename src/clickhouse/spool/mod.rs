@@ -63,6 +63,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
+use rocksdb::properties::PropName;
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteOptions, DB};
 use tokio_util::sync::CancellationToken;
 
@@ -70,7 +71,7 @@ use crate::ingest::Sink;
 use crate::model::Sample;
 use crate::queue::{Ack, OverflowPolicy};
 use crate::storage::log::RecordEncoder;
-use crate::storage::{AppendStats, StoreError};
+use crate::storage::{AppendStats, ColumnFamilySize, DiskUsage, StoreError};
 
 mod shared;
 mod shipper;
@@ -92,6 +93,44 @@ impl SpoolMonitor {
     /// A snapshot of the spool's depth and counters.
     pub fn stats(&self) -> SpoolStats {
         self.0.state.lock().stats
+    }
+
+    /// What the spool's RocksDB occupies, as `StoreReader::disk_usage`
+    /// counts it: the live SST files of each column family plus the WAL
+    /// files in the spool's directory. Costs a property read per family
+    /// and a directory listing.
+    pub fn disk_usage(&self) -> DiskUsage {
+        let db = &self.0.db;
+        let column_families: Vec<ColumnFamilySize> =
+            [rocksdb::DEFAULT_COLUMN_FAMILY_NAME, RECORDS, META]
+                .into_iter()
+                .filter_map(|name| {
+                    let family = db.cf_handle(name)?;
+                    let prop = |p: &PropName| {
+                        db.property_int_value_cf(family, p)
+                            .ok()
+                            .flatten()
+                            .unwrap_or(0)
+                    };
+                    Some(ColumnFamilySize {
+                        name: name.to_owned(),
+                        sst_bytes: prop(rocksdb::properties::LIVE_SST_FILES_SIZE),
+                        memtable_bytes: prop(rocksdb::properties::CUR_SIZE_ALL_MEM_TABLES),
+                    })
+                })
+                .collect();
+        let wal_bytes = std::fs::read_dir(db.path()).map_or(0, |dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        });
+        DiskUsage {
+            bytes_on_disk: wal_bytes + column_families.iter().map(|c| c.sst_bytes).sum::<u64>(),
+            wal_bytes,
+            column_families,
+        }
     }
 }
 
