@@ -26,13 +26,18 @@ use tokio_util::task::TaskTracker;
 
 use crate::activation::Inherited;
 use crate::backend::SharedBackend;
+use crate::cardinality::SeriesGate;
 use crate::config::Settings;
+use crate::config::StoreKind;
 use crate::connection::TelnetContext;
 use crate::health::WriterGuard;
 use crate::http::{self, AppState, HttpLimits};
+use crate::ingest::{Sink, Writer};
+use crate::model::SeriesKey;
 use crate::protocol::ParseOptions;
+use crate::queue::QueueReceiver;
 use crate::stats::Stats;
-use crate::storage::{Store, StoreOptions};
+use crate::storage::{Store, StoreError, StoreOptions, StoreReader, StoreWriter};
 
 /// A running daemon.
 pub struct Daemon {
@@ -42,7 +47,7 @@ pub struct Daemon {
     pub store: SharedBackend,
     shutdown: CancellationToken,
     tasks: tokio::task::JoinHandle<()>,
-    writer: std::thread::JoinHandle<Result<(), crate::storage::StoreError>>,
+    writer: std::thread::JoinHandle<Result<(), StoreError>>,
 }
 
 impl Daemon {
@@ -54,27 +59,10 @@ impl Daemon {
     /// Like [`Daemon::start`], serving on the sockets systemd passed where
     /// there are some instead of binding the configured addresses.
     pub async fn start_with(settings: Settings, inherited: Inherited) -> anyhow::Result<Daemon> {
-        if settings.store == crate::config::StoreKind::Clickhouse {
-            anyhow::bail!("store = \"clickhouse\" cannot serve in this build yet");
-        }
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
-        let opts = StoreOptions {
-            sync_writes: settings.sync_writes,
-            seal_grace_ms: settings.seal_grace_secs as i64 * 1000,
-            retention: settings.store_retention(),
-            head_memory_limit: settings.head_memory_bytes,
-            block_cache_bytes: settings.block_cache_bytes,
-            write_buffer_bytes: settings.write_buffer_bytes,
-        };
-        let data_dir = settings.data_dir.clone();
-        let (store_writer, store) =
-            tokio::task::spawn_blocking(move || Store::open(&data_dir, opts))
-                .await?
-                .with_context(|| format!("opening store in {}", settings.data_dir.display()))?;
-        let store: SharedBackend = Arc::new(store);
-
-        // Certificate problems stop startup before anything listens.
+        // Certificate and address problems stop startup before the store
+        // opens and the writer starts.
         let tls = match (&settings.tls_cert, &settings.tls_key) {
             (Some(cert), Some(key)) => Some(Arc::new(crate::tls::Acceptor::load(cert, key)?)),
             _ => None,
@@ -92,30 +80,26 @@ impl Daemon {
             stats.clone(),
         );
         let shutdown = CancellationToken::new();
-        let series_gate = crate::cardinality::SeriesGate::new(
-            settings.max_series,
-            settings.max_new_series_per_minute,
-            store_writer.series_keys(),
-        )
-        .map(Arc::new);
-        let writer = {
-            let w = crate::ingest::Writer {
-                store: store_writer,
-                queue: queue_rx,
-                stats: stats.clone(),
-                shutdown: shutdown.clone(),
-                mps: settings.mps,
-            };
-            std::thread::Builder::new()
-                .name("rtsd-writer".into())
-                .spawn(move || {
-                    let stats = w.stats.clone();
-                    let _guard = WriterGuard {
-                        health: &stats.health,
-                        shutdown: w.shutdown.clone(),
-                    };
-                    crate::ingest::run(w)
-                })?
+        let (store, series_gate, writer) = match settings.store {
+            StoreKind::Embedded => {
+                let (store_writer, store) = open_embedded(&settings).await?;
+                let gate = series_gate(&settings, store_writer.series_keys());
+                let writer = spawn_writer(store_writer, queue_rx, &stats, &shutdown, settings.mps)?;
+                (Arc::new(store) as SharedBackend, gate, writer)
+            }
+            StoreKind::Clickhouse => {
+                let (spool, store) = crate::clickhouse::serve::open(
+                    &settings.clickhouse,
+                    &settings.data_dir,
+                    settings.sync_writes,
+                    shutdown.clone(),
+                )
+                .await?;
+                let store: SharedBackend = Arc::new(store);
+                let gate = clickhouse_series_gate(&settings, &store).await?;
+                let writer = spawn_writer(spool, queue_rx, &stats, &shutdown, settings.mps)?;
+                (store, gate, writer)
+            }
         };
 
         let parse = ParseOptions {
@@ -234,6 +218,81 @@ impl Daemon {
         self.shutdown.cancel();
         self.wait().await
     }
+}
+
+/// Opens the embedded store in `data-dir`.
+async fn open_embedded(settings: &Settings) -> anyhow::Result<(StoreWriter, StoreReader)> {
+    let opts = StoreOptions {
+        sync_writes: settings.sync_writes,
+        seal_grace_ms: settings.seal_grace_secs as i64 * 1000,
+        retention: settings.store_retention(),
+        head_memory_limit: settings.head_memory_bytes,
+        block_cache_bytes: settings.block_cache_bytes,
+        write_buffer_bytes: settings.write_buffer_bytes,
+    };
+    let data_dir = settings.data_dir.clone();
+    tokio::task::spawn_blocking(move || Store::open(&data_dir, opts))
+        .await?
+        .with_context(|| format!("opening store in {}", settings.data_dir.display()))
+}
+
+/// The cardinality gate of `max-series` and `max-new-series-per-minute`,
+/// if either is set, knowing the `existing` series.
+fn series_gate<'a>(
+    settings: &Settings,
+    existing: impl IntoIterator<Item = &'a SeriesKey>,
+) -> Option<Arc<SeriesGate>> {
+    SeriesGate::new(
+        settings.max_series,
+        settings.max_new_series_per_minute,
+        existing,
+    )
+    .map(Arc::new)
+}
+
+/// [`series_gate`] over the ClickHouse store: the series every node wrote
+/// until now are read once, and only when a limit is set. Series other
+/// nodes create later are not seen, so with several nodes each admits its
+/// own new series on top of those.
+async fn clickhouse_series_gate(
+    settings: &Settings,
+    store: &SharedBackend,
+) -> anyhow::Result<Option<Arc<SeriesGate>>> {
+    if settings.max_series == 0 && settings.max_new_series_per_minute == 0 {
+        return Ok(None);
+    }
+    let store = store.clone();
+    let existing = tokio::task::spawn_blocking(move || store.lookup(None, &[], usize::MAX))
+        .await?
+        .context("reading the series ClickHouse holds for the cardinality limits")?;
+    Ok(series_gate(settings, existing.iter().map(|s| &s.key)))
+}
+
+/// Starts the ingest thread, which drains `queue` into `store`.
+fn spawn_writer<S: Sink + Send + 'static>(
+    store: S,
+    queue: QueueReceiver,
+    stats: &Arc<Stats>,
+    shutdown: &CancellationToken,
+    mps: u32,
+) -> std::io::Result<std::thread::JoinHandle<Result<(), StoreError>>> {
+    let w = Writer {
+        store,
+        queue,
+        stats: stats.clone(),
+        shutdown: shutdown.clone(),
+        mps,
+    };
+    std::thread::Builder::new()
+        .name("rtsd-writer".into())
+        .spawn(move || {
+            let stats = w.stats.clone();
+            let _guard = WriterGuard {
+                health: &stats.health,
+                shutdown: w.shutdown.clone(),
+            };
+            crate::ingest::run(w)
+        })
 }
 
 /// An inherited socket as a Tokio listener, or `addr` freshly bound.

@@ -39,8 +39,12 @@
 //!   `clickhouse-schema`.
 //! - `clickhouse` is the ClickHouse store: an HTTP client, the rows of
 //!   points, the versioned schema, a writer, the durable spool and
-//!   shipper the ingest thread feeds through `ingest::Sink`, and the query
-//!   engine's `Source` over it (`serve --store clickhouse` is to come).
+//!   shipper the ingest thread feeds through `ingest::Sink`, and the read
+//!   side every endpoint uses (`backend::Backend`) over it: what
+//!   `serve --store clickhouse` runs on.
+//! - `backend` is the read side both stores serve to the HTTP and telnet
+//!   handlers: the query engine's `Source` plus suggest, lookup, last
+//!   points, stale series, annotations and the store's figures.
 
 pub mod activation;
 pub mod auth;

@@ -297,10 +297,12 @@ impl Backend for ClickHouseBackend {
     }
 
     fn stats_with(&self, disk: Arc<DiskUsage>) -> StorageStats {
+        let spool = self.spool.stats();
         StorageStats {
             series: self.series.load(Relaxed),
-            log_records: self.spool.stats().records,
+            log_records: spool.records,
             disk,
+            spool: Some(spool),
             ..StorageStats::default()
         }
     }

@@ -152,28 +152,22 @@ impl Client {
     }
 
     /// Runs `statement` (`INSERT INTO t (cols) FORMAT RowBinary`) with
-    /// `rows` as its data.
+    /// `rows` as its data. Through a cluster's `Distributed` table the rows
+    /// are on their shards when it returns (`insert_distributed_sync`, sent
+    /// as a URL parameter: 18.16 has no `INSERT ... SETTINGS`), not queued
+    /// on the server that took them: an acknowledged point is readable at
+    /// once from any node, and while a shard is down inserts fail, so
+    /// unshipped points stay in the node's spool, not in a queue on one
+    /// ClickHouse server that may itself be lost. On plain tables the
+    /// setting does nothing.
     pub async fn insert(
         &self,
         statement: &str,
         rows: Vec<u8>,
         compression: Compression,
     ) -> Result<(), ClickHouseError> {
-        self.insert_with(statement, rows, compression, &[]).await
-    }
-
-    /// [`Client::insert`] with ClickHouse `settings` for this statement
-    /// (sent as URL parameters, which 18.16 reads as settings; it has no
-    /// `INSERT ... SETTINGS`).
-    pub async fn insert_with(
-        &self,
-        statement: &str,
-        rows: Vec<u8>,
-        compression: Compression,
-        settings: &[(&str, &str)],
-    ) -> Result<(), ClickHouseError> {
-        let params = std::iter::once(("query", statement)).chain(settings.iter().copied());
-        let query = serde_urlencoded::to_string(params.collect::<Vec<_>>())
+        let params = [("query", statement), ("insert_distributed_sync", "1")];
+        let query = serde_urlencoded::to_string(params)
             .map_err(|e| ClickHouseError::Answer(e.to_string()))?;
         let uri = format!("{}/?{query}", self.base);
         let (body, encoding) = match compression {

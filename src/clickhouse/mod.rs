@@ -7,9 +7,9 @@
 //! suggest, lookup, last points, stale series, annotations, figures), and
 //! the durable [`spool`] through which the ingest
 //! thread's points reach ClickHouse (its `shipper` sends them in big
-//! batches, replayed after outages and restarts). `serve --store
-//! clickhouse` does not exist yet; today the `rtsd clickhouse-schema`
-//! command and the tests use these.
+//! batches, replayed after outages and restarts). [`settings`] is the
+//! `[clickhouse]` table and [`serve`] opens all of it for `rtsd serve
+//! --store clickhouse`.
 //!
 //! # Choices, and why
 //!
@@ -52,6 +52,7 @@ pub mod client;
 pub mod points;
 pub mod rowbinary;
 pub mod schema;
+pub mod serve;
 pub mod settings;
 pub mod source;
 pub mod spool;

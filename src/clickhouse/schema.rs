@@ -89,6 +89,10 @@ pub enum SchemaError {
         cluster: bool,
         command: String,
     },
+    /// A shard of the cluster did not answer the check; whether it holds
+    /// the tables is unknown.
+    #[error("clickhouse at {url}: another server of the cluster does not answer: {words}")]
+    ShardUnreachable { url: String, words: String },
     #[error("clickhouse at {url}: table {table} is a {engine}, expected a {expected} (was the schema made for another layout?)")]
     Engine {
         url: String,
@@ -341,6 +345,11 @@ pub async fn check(
             message,
         }) => {
             let words = message.split_whitespace().collect::<Vec<_>>().join(" ");
+            // 18.16 says "There is no table"; later releases "doesn't exist".
+            let lacks = words.contains("There is no table") || words.contains("doesn't exist");
+            if code == ALL_CONNECTION_TRIES_FAILED && !lacks {
+                return Err(SchemaError::ShardUnreachable { url, words });
+            }
             return Err(missing_error(vec![format!(
                 "tables on another server of the cluster (clickhouse error {code}: {words})"
             )]));

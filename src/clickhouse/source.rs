@@ -121,18 +121,12 @@ impl ClickHouseSource {
     }
 
     /// Runs `statement` (`INSERT INTO t (cols) FORMAT RowBinary`) with
-    /// `rows` as its data, on the source's thread. Through a cluster's
-    /// `Distributed` table the rows are on their shard when it returns
-    /// (`insert_distributed_sync`), not queued to be sent in the
-    /// background, so a read right after finds them.
+    /// `rows` as its data, on the source's thread ([`Client::insert`]: on
+    /// the shards when it returns).
     pub(super) fn insert(&self, statement: String, rows: Vec<u8>) -> Result<(), SourceError> {
         let client = self.client.clone();
-        self.bridge.run(async move {
-            let sync = [("insert_distributed_sync", "1")];
-            client
-                .insert_with(&statement, rows, Compression::None, &sync)
-                .await
-        })
+        self.bridge
+            .run(async move { client.insert(&statement, rows, Compression::None).await })
     }
 
     /// The series rows `condition` selects, by id; an id with two keys
