@@ -58,9 +58,10 @@
 //! then; a record shed by drop-oldest answers its acks with an error.
 
 use std::path::Path;
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use rocksdb::properties::PropName;
@@ -75,15 +76,21 @@ use crate::storage::{AppendStats, ColumnFamilySize, DiskUsage, StoreError};
 
 mod shared;
 mod shipper;
+mod upkeep;
 
 pub use crate::stats::SpoolStats;
 pub use shared::{SpoolOptions, Target, SPOOL_FORMAT_VERSION};
 
 use shared::{corrupt, encode, u32_value, u64_value, RecordInfo, Shared, State};
 use shared::{META, META_FORMAT_VERSION, META_SHIPPED_BELOW, RECORDS, RECORD_POINTS};
+use upkeep::{DeleteJob, Job};
 
 /// How often a blocked `append` looks whether shutdown has begun.
 const BLOCK_RECHECK: Duration = Duration::from_millis(100);
+
+/// How long past a delete's deadline the ingest thread waits for the
+/// shipper's own answer (it stops at the deadline).
+const DELETE_ANSWER_MARGIN: Duration = Duration::from_secs(1);
 
 /// Reads a spool's stats from any thread.
 #[derive(Clone)]
@@ -255,6 +262,12 @@ impl Spool {
         Ok(())
     }
 
+    /// Queues `job` for the shipper.
+    fn post(&self, job: Job) {
+        self.shared.state.lock().jobs.push_back(job);
+        self.shared.changed.notify_all();
+    }
+
     /// Applies the overflow policy until `bytes` more fit, or nothing more
     /// can be done about it.
     fn make_room(&self, bytes: u64) -> Result<(), StoreError> {
@@ -332,14 +345,32 @@ impl Sink for Spool {
         state.acks.entry(last).or_default().append(acks);
     }
 
-    fn delete(&mut self, _ids: &[u64], _from: i64, _to: i64) -> Result<u64, StoreError> {
-        Err(StoreError::Unsupported(
-            "deleting points from the clickhouse store",
-        ))
+    fn delete(&mut self, ids: &[u64], from: i64, to: i64) -> Result<u64, StoreError> {
+        let timeout = self.shared.options.delete_timeout;
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.post(Job::Delete(DeleteJob {
+            ids: ids.to_vec(),
+            from,
+            to,
+            after: self.next_seq,
+            deadline: Instant::now() + timeout,
+            reply,
+        }));
+        // The shipper gives up at the deadline itself; the margin lets its
+        // answer arrive rather than a second-guess of it.
+        match answer.recv_timeout(timeout + DELETE_ANSWER_MARGIN) {
+            Ok(result) => result.map_err(StoreError::Server),
+            Err(RecvTimeoutError::Timeout) => Err(StoreError::Server(format!(
+                "clickhouse delete did not finish within {timeout:?} \
+                 (points appended before it were still shipping); ClickHouse may still apply what it started"
+            ))),
+            Err(RecvTimeoutError::Disconnected) => Err(StoreError::Server(
+                "clickhouse delete: the spool's shipper stopped first".to_owned(),
+            )),
+        }
     }
 
-    // A ClickHouse store has no head to seal, no partitions to move and
-    // (so far) no retention of rtsd's to apply.
+    // A ClickHouse store has no head to seal and no partitions to move.
     fn seal_due(&mut self, _now_ms: i64) -> Result<usize, StoreError> {
         Ok(0)
     }
@@ -348,7 +379,25 @@ impl Sink for Spool {
         Ok(0)
     }
 
-    fn expire(&mut self, _now_ms: i64) -> Result<(), StoreError> {
+    /// Hands the shipper an expiry at `now_ms` and returns at once; its
+    /// outcome shows in [`SpoolStats::partitions_dropped`] and
+    /// [`SpoolStats::expire_errors`].
+    fn expire(&mut self, now_ms: i64) -> Result<(), StoreError> {
+        let r = &self.shared.options.retention;
+        if r.raw_ms.is_none() && r.rollup_1h_ms.is_none() && r.rollup_1d_ms.is_none() {
+            return Ok(());
+        }
+        let mut state = self.shared.state.lock();
+        // One expiry waiting is enough; the later time drops more.
+        for job in state.jobs.iter_mut() {
+            if let Job::Expire { now_ms: at } = job {
+                *at = (*at).max(now_ms);
+                return Ok(());
+            }
+        }
+        state.jobs.push_back(Job::Expire { now_ms });
+        drop(state);
+        self.shared.changed.notify_all();
         Ok(())
     }
 
