@@ -7,7 +7,8 @@
 //! suggest, lookup, last points, stale series, annotations, figures), and
 //! the durable [`spool`] through which the ingest
 //! thread's points reach ClickHouse (its `shipper` sends them in big
-//! batches, replayed after outages and restarts). `serve --store
+//! batches, replayed after outages and restarts, and applies retention
+//! and range deletes after what was appended before them). `serve --store
 //! clickhouse` does not exist yet; today the `rtsd clickhouse-schema`
 //! command and the tests use these.
 //!

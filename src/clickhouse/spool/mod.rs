@@ -56,6 +56,66 @@
 //! [`Sink::acknowledge`] keeps the acks of an appended batch until the
 //! shipper has its record in ClickHouse, so `/api/put?sync` answers only
 //! then; a record shed by drop-oldest answers its acks with an error.
+//!
+//! # Retention
+//!
+//! [`SpoolOptions::retention`] means what the embedded store's
+//! `retention`, `rollup-1h-retention` and `rollup-1d-retention` settings
+//! mean, and is applied the same way: whole partitions go once their
+//! whole span lies before the cutoff (`now` less the retention of their
+//! kind), a day of `points`, 30 days of `rollup_1h`, 365 of `rollup_1d`
+//! (so a rollup partition outlives its retention by up to its span).
+//! [`Sink::expire`] only hands the shipper a job and returns; the shipper
+//! runs it between shipments: it lists the active parts' partitions of
+//! each table in `system.parts` and drops the expired ones with `ALTER
+//! TABLE .. DROP PARTITION ID`, counting them and its failures in
+//! [`SpoolStats`]; a failure waits for the next expiry (a minute later).
+//! ClickHouse 18.16 has no table TTL, hence rtsd's own. Points past
+//! retention stay readable until their partition is dropped.
+//!
+//! # Range deletes
+//!
+//! [`Sink::delete`] (`/api/query` with `delete`) must also delete the
+//! points appended before it that are still in the spool, and none
+//! appended after it. So it hands the shipper a job marked with the
+//! spool's next sequence and waits for the answer: the shipper first
+//! ships every record below that mark (at once, not at the flush
+//! interval; nothing later rides along), then, per 4096 series, counts
+//! the points of the range with `FINAL` (each point once, the number the
+//! embedded store reports) and deletes them with `ALTER TABLE .. DELETE`,
+//! and likewise the rows of `rollup_1h` and `rollup_1d` whose hour or day
+//! the range touches (a bucket only partly in the range loses its whole
+//! row: no rollup counts a deleted point; rtsd writes no rollups to
+//! ClickHouse yet, and what comes to fill them must recompute those
+//! buckets). ALTER .. DELETE is a mutation, applied in the background
+//! to the parts there when it was made, so later inserts are safe from
+//! it; 18.16 cannot wait for one (`mutations_sync` came later), so the
+//! shipper polls `system.mutations` until the mutations it made are
+//! done. The whole delete, shipping included, is bounded by
+//! [`SpoolOptions::delete_timeout`]: past it, or on any ClickHouse error,
+//! the delete answers a `StoreError::Server` saying so. A mutation
+//! already made may still complete after a timeout; one not started by
+//! then never runs. The ingest thread waits meanwhile, as it waits for
+//! the embedded store's delete: deletes are rare, and waiting is what
+//! keeps them in queue order. A delete of no series is the barrier
+//! `/api/query` sends first: it answers once everything before it is
+//! shipped, so the query sees it.
+//!
+//! # A cluster
+//!
+//! A spool's [`Target`] reaches one server, and only `Distributed`
+//! tables span a cluster: in 18.16 neither `DROP PARTITION` nor `DELETE`
+//! works through them, and `ON CLUSTER` needs ZooKeeper. With
+//! [`crate::clickhouse::Layout::Cluster`], retention and deletes
+//! therefore work on the `_local` tables of the server the target names.
+//! For retention to cover every shard, each shard's server needs a node
+//! pointing at it (or the operator drops partitions there, or sets a TTL
+//! on releases that have one). A delete removes only the points on that
+//! server: those of series sharded elsewhere stay, and so may points the
+//! `Distributed` table has accepted but not yet forwarded to their shard
+//! (18.16 forwards in the background and has no `SYSTEM FLUSH
+//! DISTRIBUTED`). Deleting across a cluster needs a node per shard, or
+//! the operator's own `ALTER .. DELETE` on every server.
 
 use std::path::Path;
 use std::sync::mpsc::RecvTimeoutError;

@@ -15,6 +15,13 @@
 //! `shipped_below` past them; were rtsd to stop in between, the batch
 //! ships again after the restart and the duplicates vanish in `FINAL`.
 //!
+//! Between shipments it runs the upkeep jobs the spool hands it
+//! (retention, range deletes; see [`upkeep`]), in the order they came. A
+//! job runs once every record appended before it has shipped: those
+//! records then ship at once, without waiting for the flush interval,
+//! and a batch never reaches past a waiting job, so a delete sees
+//! exactly what came before it.
+//!
 //! The HTTP client is async, so the thread drives it on a runtime of its
 //! own: shipping never waits on, nor stalls, the Tokio workers serving
 //! clients.
