@@ -5,6 +5,9 @@
 //! points appended just before it (not shipped yet) included, and the
 //! rollup rows of the buckets it touches.
 //!
+//! In a cluster a node reaches only the `_local` tables of the server it
+//! points at, and the tests show that too.
+//!
 //! Plain `#[test]`s that play the ingest thread, as in `clickhouse_spool`.
 
 use std::collections::BTreeSet;
@@ -20,7 +23,7 @@ use rtsd::storage::{Retention, StoreError};
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
-use crate::clickhouse_support::{self, ClickHouse};
+use crate::clickhouse_support::{self, ClickHouse, CLUSTER};
 use crate::support::{free_port, DEADLINE};
 
 const METRIC: &str = "retention.test";
@@ -96,11 +99,16 @@ fn execute(setup: &Runtime, server: &ClickHouse, sql: &str) {
 
 /// `(series, ts)` of every point `FINAL` reads.
 fn stored(setup: &Runtime, server: &ClickHouse) -> BTreeSet<(u64, i64)> {
+    stored_in(setup, server, "points")
+}
+
+/// `(series, ts)` of every point `FINAL` reads from `table`.
+fn stored_in(setup: &Runtime, server: &ClickHouse, table: &str) -> BTreeSet<(u64, i64)> {
     let db = db();
     rows(
         setup,
         server,
-        &format!("SELECT series, ts FROM {db}.points FINAL"),
+        &format!("SELECT series, ts FROM {db}.{table} FINAL"),
     )
     .into_iter()
     .map(|r| (r[0].parse().expect("id"), r[1].parse().expect("ts")))
@@ -366,4 +374,80 @@ fn a_delete_whose_earlier_points_cannot_ship_fails_after_its_timeout() {
     assert!(started.elapsed() < DEADLINE);
     // The points stay in the spool for when the server is back.
     assert_eq!(spool.monitor().stats().points, 1);
+}
+
+#[test]
+fn in_a_cluster_a_node_expires_and_deletes_on_its_own_server_only() {
+    let setup = Runtime::new().expect("runtime");
+    let servers = setup.block_on(clickhouse_support::cluster());
+    let layout = Layout::Cluster(Identifier::new(CLUSTER).expect("valid name"));
+    let ddl = schema::ddl_script(&db(), &layout);
+    for s in &servers {
+        s.run_script(&ddl);
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = SpoolOptions {
+        flush_interval: Duration::from_millis(20),
+        retention: Retention {
+            raw_ms: Some(3 * DAY_MS),
+            ..Retention::default()
+        },
+        ..SpoolOptions::default()
+    };
+    let node = Target {
+        layout,
+        ..target(servers[0].client())
+    };
+    let mut spool = open(dir.path(), node, options);
+    let today = NOW.div_euclid(DAY_MS);
+    let samples: Vec<Sample> = (0..20)
+        .flat_map(|h| {
+            [today - 10, today]
+                .into_iter()
+                .flat_map(move |d| (0..5).map(move |i| sample(h, d * DAY_MS + i * 60_000)))
+        })
+        .collect();
+    spool.append(&samples).expect("appended");
+    wait(&spool.monitor(), "shipped", |s| s.records == 0);
+    // Distributed inserts reach the shards in the background.
+    let start = Instant::now();
+    let before = loop {
+        let local = servers
+            .each_ref()
+            .map(|s| stored_in(&setup, s, "points_local"));
+        if local.iter().map(BTreeSet::len).sum::<usize>() == samples.len() {
+            break local;
+        }
+        assert!(start.elapsed() < DEADLINE, "points not on their shards");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        before.iter().all(|b| !b.is_empty()),
+        "both shards hold points"
+    );
+
+    let doomed: Vec<u64> = (0..10).map(|h| series_id(&key(h))).collect();
+    let (from, to) = (today * DAY_MS + 60_000, today * DAY_MS + 180_000);
+    let in_range = |(id, ts): &(u64, i64)| doomed.contains(id) && (from..=to).contains(ts);
+    let deleted = spool.delete(&doomed, from, to).expect("deleted");
+    assert_eq!(
+        deleted,
+        before[0].iter().filter(|p| in_range(p)).count() as u64
+    );
+    assert!(deleted > 0);
+    spool.expire(NOW).expect("expiry handed over");
+    let stats = wait(&spool.monitor(), "partition dropped", |s| {
+        s.partitions_dropped >= 1
+    });
+    assert_eq!((stats.partitions_dropped, stats.expire_errors), (1, 0));
+
+    // The node's own server: the old day and the range are gone.
+    let want0: BTreeSet<(u64, i64)> = before[0]
+        .iter()
+        .copied()
+        .filter(|p| p.1 >= today * DAY_MS && !in_range(p))
+        .collect();
+    assert_eq!(stored_in(&setup, &servers[0], "points_local"), want0);
+    // The other shard's server is out of its reach: untouched.
+    assert_eq!(stored_in(&setup, &servers[1], "points_local"), before[1]);
 }
