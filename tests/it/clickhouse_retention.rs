@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 use rtsd::clickhouse::schema::{self, Identifier, Layout};
 use rtsd::clickhouse::spool::{Spool, SpoolMonitor, SpoolOptions, SpoolStats, Target};
 use rtsd::clickhouse::{series_id, Client, Compression};
-use rtsd::ingest::Sink;
+use rtsd::ingest::{self, Sink, Writer};
 use rtsd::model::{DataPoint, Sample, SeriesKey, Value, DAY_MS, HOUR_MS};
+use rtsd::queue::{self, Batch, DeleteRequest, OverflowPolicy};
+use rtsd::stats::Stats;
 use rtsd::storage::{Retention, StoreError};
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
@@ -348,6 +350,77 @@ fn a_delete_removes_its_range_of_its_series_points_not_yet_shipped_included() {
     assert!(stored(&setup, &server).contains(&(doomed[0], from + 1)));
     // Nothing left in the range: deleting again finds nothing.
     assert_eq!(spool.delete(&doomed[1..], from, to).expect("deleted"), 0);
+}
+
+#[test]
+fn a_delete_queued_behind_writes_deletes_them_too_through_the_ingest_thread() {
+    let setup = Runtime::new().expect("runtime");
+    let server = start(&setup);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = SpoolOptions {
+        flush_interval: Duration::from_secs(3600),
+        ..SpoolOptions::default()
+    };
+    let spool = open(dir.path(), target(server.client()), options);
+    let monitor = spool.monitor();
+    let stats = std::sync::Arc::new(Stats::default());
+    let (tx, rx) = queue::queue(
+        1 << 20,
+        OverflowPolicy::Block,
+        Duration::ZERO,
+        stats.clone(),
+    );
+    let writer = Writer {
+        store: spool,
+        queue: rx,
+        stats: stats.clone(),
+        shutdown: CancellationToken::new(),
+        mps: 0,
+    };
+    let ingest = std::thread::spawn(move || ingest::run(writer));
+    let batch = |from: i64| Batch {
+        samples: (0..4)
+            .flat_map(|h| (from..from + 10).map(move |i| sample(h, NOW + i * 1000)))
+            .collect(),
+        ack: None,
+    };
+    tx.try_push(batch(0)).expect("queued");
+    wait(&monitor, "first batch shipped", |s| s.points_shipped == 40);
+    // Queued, committed to the spool, not shipped (an hour's interval)
+    // when the delete behind them runs.
+    tx.try_push(batch(10)).expect("queued");
+    let (ack, answer) = tokio::sync::oneshot::channel();
+    let doomed = series_id(&key(0));
+    let delete = DeleteRequest {
+        series: vec![doomed],
+        start_ms: NOW + 5_000,
+        end_ms: NOW + 14_000,
+        ack,
+    };
+    setup
+        .block_on(tx.push_delete(delete))
+        .expect("delete queued");
+    let deleted = setup
+        .block_on(async { tokio::time::timeout(DEADLINE, answer).await })
+        .expect("answered in time")
+        .expect("writer answers");
+    assert_eq!(deleted, Ok(10));
+    assert_eq!(
+        stats
+            .points_deleted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        10
+    );
+    let want: BTreeSet<(u64, i64)> = (0..4)
+        .flat_map(|h| (0..20).map(move |i| (series_id(&key(h)), NOW + i * 1000)))
+        .filter(|&(id, ts)| !(id == doomed && (NOW + 5_000..=NOW + 14_000).contains(&ts)))
+        .collect();
+    assert_eq!(stored(&setup, &server), want);
+    drop(tx);
+    ingest
+        .join()
+        .expect("ingest thread")
+        .expect("ingest ends cleanly");
 }
 
 #[test]

@@ -92,9 +92,13 @@ fn run_job(shared: &Shared, runtime: &tokio::runtime::Runtime, job: Job) {
             state.stats.expire_errors += done.errors;
         }
         Job::Delete(d) => {
-            // The ingest thread gave up on it: running it now would
+            // The ingest thread gives up on it now: running it would
             // delete what it was told stays.
             if Instant::now() >= d.deadline {
+                let late = "clickhouse delete did not start within the delete timeout \
+                            (points appended before it were still shipping); nothing deleted";
+                // A requester that went away no longer needs the answer.
+                let _ = d.reply.try_send(Err(late.to_owned()));
                 return;
             }
             let result = runtime.block_on(upkeep::delete(&shared.target, &d));
