@@ -71,7 +71,10 @@
 //! TABLE .. DROP PARTITION ID`, counting them and its failures in
 //! [`SpoolStats`]; a failure waits for the next expiry (a minute later).
 //! ClickHouse 18.16 has no table TTL, hence rtsd's own. Points past
-//! retention stay readable until their partition is dropped.
+//! retention stay readable until their partition is dropped, and the
+//! first expiry comes with the ingest thread's first minute (the
+//! embedded store also expires as it opens; the spool does not, so as
+//! not to hold up a start on ClickHouse).
 //!
 //! # Range deletes
 //!
