@@ -72,9 +72,9 @@
 //! [`SpoolStats`]; a failure waits for the next expiry (a minute later).
 //! ClickHouse 18.16 has no table TTL, hence rtsd's own. Points past
 //! retention stay readable until their partition is dropped, and the
-//! first expiry comes with the ingest thread's first minute (the
-//! embedded store also expires as it opens; the spool does not, so as
-//! not to hold up a start on ClickHouse).
+//! first expiry comes a minute after the ingest thread starts (the
+//! embedded store also expires as it opens; the spool does not: only the
+//! ingest thread's calls, with the time they give, expire).
 //!
 //! # Range deletes
 //!
