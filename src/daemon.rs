@@ -92,6 +92,7 @@ impl Daemon {
                     &settings.clickhouse,
                     &settings.data_dir,
                     settings.sync_writes,
+                    settings.store_retention(),
                     shutdown.clone(),
                 )
                 .await?;

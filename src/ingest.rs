@@ -112,8 +112,9 @@ pub trait Sink {
     /// are where `?sync` promises them (the spool: in ClickHouse).
     fn acknowledge(&mut self, acks: &mut Vec<Ack>, outcome: Result<(), String>);
 
-    /// Deletes the points of series `ids` with `from <= ts <= to`; returns
-    /// how many went.
+    /// Deletes the points of series `ids` with `from <= ts <= to`, those
+    /// appended before the call included; returns how many went. No ids:
+    /// returns 0 once everything appended before is where readers see it.
     fn delete(&mut self, ids: &[u64], from: i64, to: i64) -> Result<u64, StoreError>;
 
     /// Periodic work every `TICK` (500 ms): seals what is due; returns how many
@@ -123,7 +124,9 @@ pub trait Sink {
     /// Periodic work every `TICK` after sealing: moves aged partitions.
     fn migrate(&mut self, now_ms: i64) -> Result<usize, StoreError>;
 
-    /// Periodic work every `EXPIRY_INTERVAL` (a minute): drops data past retention.
+    /// Periodic work every `EXPIRY_INTERVAL` (a minute): drops data past
+    /// retention, or hands that to a thread of the store's and returns (the
+    /// spool: ingest never waits on ClickHouse for it).
     fn expire(&mut self, now_ms: i64) -> Result<(), StoreError>;
 
     /// At shutdown, once the queue is drained: seals everything still open.

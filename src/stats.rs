@@ -77,6 +77,11 @@ pub struct SpoolStats {
     pub points_dropped: u64,
     /// Appends that waited for room under the block policy.
     pub appends_blocked: u64,
+    /// ClickHouse partitions dropped for retention.
+    pub partitions_dropped: u64,
+    /// Retention statements that failed (listing or dropping partitions);
+    /// the next expiry tries again.
+    pub expire_errors: u64,
 }
 
 /// Why a point that was parsed never reached the store.
@@ -497,6 +502,11 @@ pub const FAMILIES: &[Family] = {
         family("tsd.rtsd.spool.blocked", Tag::None, "rtsd_spool_blocked_appends_total", Counter,
             "Appends that waited for room in a full spool (spool-overflow block).",
             Read::Spool(|s| s.appends_blocked)),
+        family("tsd.rtsd.spool.partitions.dropped", Tag::None, "rtsd_spool_partitions_dropped_total", Counter,
+            "ClickHouse partitions dropped for retention.", Read::Spool(|s| s.partitions_dropped)),
+        family("tsd.rtsd.spool.expire.errors", Tag::None, "rtsd_spool_expire_errors_total", Counter,
+            "Retention statements ClickHouse refused or missed (listing or dropping partitions); retried a minute later.",
+            Read::Spool(|s| s.expire_errors)),
     ]
 };
 

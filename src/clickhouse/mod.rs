@@ -7,9 +7,10 @@
 //! suggest, lookup, last points, stale series, annotations, figures), and
 //! the durable [`spool`] through which the ingest
 //! thread's points reach ClickHouse (its `shipper` sends them in big
-//! batches, replayed after outages and restarts). [`settings`] is the
-//! `[clickhouse]` table and [`serve`] opens all of it for `rtsd serve
-//! --store clickhouse`.
+//! batches, replayed after outages and restarts, and applies retention
+//! and range deletes after what was appended before them). [`settings`]
+//! is the `[clickhouse]` table and [`serve`] opens all of it for `rtsd
+//! serve --store clickhouse`.
 //!
 //! # Choices, and why
 //!

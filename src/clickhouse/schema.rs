@@ -39,6 +39,13 @@ use super::client::{ClickHouseError, Client};
 /// The schema this build creates and reads.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The span of one partition of `points`, `rollup_1h` and `rollup_1d`
+/// (their `PARTITION BY intDiv(.., span)`): retention drops whole
+/// partitions, so it needs to know where each ends.
+pub const POINTS_PARTITION_MS: i64 = 86_400_000;
+pub const ROLLUP_1H_PARTITION_MS: i64 = 30 * POINTS_PARTITION_MS;
+pub const ROLLUP_1D_PARTITION_MS: i64 = 365 * POINTS_PARTITION_MS;
+
 /// How the tables are laid out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {
@@ -183,8 +190,9 @@ const UNKNOWN_DATABASE: u32 = 81;
 const ALL_CONNECTION_TRIES_FAILED: u32 = 279;
 
 impl Layout {
-    /// The table that holds the rows of `name`.
-    fn storage_name(&self, name: &str) -> String {
+    /// The table that holds the rows of `name` on the server a client
+    /// names: `name` itself, or `<name>_local` in a cluster.
+    pub fn storage_name(&self, name: &str) -> String {
         match self {
             Layout::Single => name.to_owned(),
             Layout::Cluster(_) => format!("{name}_local"),
@@ -391,6 +399,25 @@ mod tests {
             assert!(Identifier::new(bad).is_err(), "{bad:?}");
         }
         assert_eq!(name("rtsd_2").to_string(), "rtsd_2");
+    }
+
+    #[test]
+    fn partition_spans_are_the_ones_the_ddl_names() {
+        let engine = |name| {
+            TABLES
+                .iter()
+                .find(|t| t.name == name)
+                .expect("table")
+                .engine
+        };
+        for (table, column, span) in [
+            ("points", "ts", POINTS_PARTITION_MS),
+            ("rollup_1h", "start", ROLLUP_1H_PARTITION_MS),
+            ("rollup_1d", "start", ROLLUP_1D_PARTITION_MS),
+        ] {
+            let by = format!("PARTITION BY intDiv({column}, {span}) ");
+            assert!(engine(table).contains(&by), "{table}: {by}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use super::schema::{self, Ensured, Layout, SchemaError};
 use super::settings::ClickHouseSettings;
 use super::source::ClickHouseSource;
 use super::spool::{Spool, Target};
+use crate::storage::Retention;
 
 /// The spool's directory inside `data-dir`.
 pub const SPOOL_DIR: &str = "spool";
@@ -34,6 +35,7 @@ pub async fn open(
     settings: &ClickHouseSettings,
     data_dir: &Path,
     sync_writes: bool,
+    retention: Retention,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(Spool, ClickHouseBackend)> {
     let url = settings
@@ -71,12 +73,13 @@ pub async fn open(
         }
     }
     let target = Target {
+        layout: settings.layout(),
         client,
         database: database.clone(),
         compression: Compression::Gzip,
     };
     let dir = data_dir.join(SPOOL_DIR);
-    let options = settings.spool_options(sync_writes);
+    let options = settings.spool_options(sync_writes, retention);
     let spool = {
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || Spool::open(&dir, target, options, shutdown))

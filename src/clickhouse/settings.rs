@@ -8,6 +8,7 @@ use super::schema::{Identifier, Layout};
 use super::spool::SpoolOptions;
 use crate::query::time::{duration_text, parse_duration};
 use crate::queue::OverflowPolicy;
+use crate::storage::Retention;
 
 /// The table as one source gives it (file or flags); every field optional.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -168,14 +169,17 @@ impl ClickHouseSettings {
         }
     }
 
-    /// The spool's options; `sync_writes` as the daemon's.
-    pub fn spool_options(&self, sync_writes: bool) -> SpoolOptions {
+    /// The spool's options; `sync_writes` and `retention` as the
+    /// daemon's (the `retention` settings apply to either store).
+    pub fn spool_options(&self, sync_writes: bool, retention: Retention) -> SpoolOptions {
         SpoolOptions {
             max_bytes: self.spool_max_bytes,
             overflow: self.spool_overflow,
             batch_points: self.batch_points,
             flush_interval: std::time::Duration::from_millis(self.flush_interval_ms as u64),
             sync_writes,
+            retention,
+            ..SpoolOptions::default()
         }
     }
 

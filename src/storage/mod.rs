@@ -258,9 +258,13 @@ pub enum StoreError {
     TimestampOutOfRange(i64),
     #[error("series id space exhausted at id {0}")]
     SeriesIdsExhausted(u64),
-    /// What a store cannot do (the ClickHouse store deletes nothing yet).
+    /// What a store cannot do.
     #[error("{0} is not supported yet")]
     Unsupported(&'static str),
+    /// A failure of the server behind the store (ClickHouse), said in
+    /// full: what was being done, and what the server or the wait said.
+    #[error("{0}")]
+    Server(String),
     #[error("starting {what}: {source}")]
     Start {
         what: &'static str,

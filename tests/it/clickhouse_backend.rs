@@ -75,6 +75,8 @@ fn spool(dir: &Path, client: Client, db: &Identifier) -> Spool {
         client,
         database: db.clone(),
         compression: Compression::None,
+        // Only its monitor is read: it neither expires nor deletes here.
+        layout: Layout::Single,
     };
     Spool::open(
         dir,

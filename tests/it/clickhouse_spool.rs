@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtsd::clickhouse::schema::{self, Identifier};
+use rtsd::clickhouse::schema::{self, Identifier, Layout};
 use rtsd::clickhouse::source::ClickHouseSource;
 use rtsd::clickhouse::spool::{Spool, SpoolMonitor, SpoolOptions, SpoolStats, Target};
 use rtsd::clickhouse::{Client, Compression};
@@ -61,6 +61,7 @@ fn target(client: Client) -> Target {
         client,
         database: db(),
         compression: Compression::Gzip,
+        layout: Layout::Single,
     }
 }
 

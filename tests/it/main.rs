@@ -6,6 +6,7 @@ mod auth;
 mod cardinality;
 mod clickhouse;
 mod clickhouse_backend;
+mod clickhouse_retention;
 mod clickhouse_serve;
 mod clickhouse_source;
 mod clickhouse_spool;

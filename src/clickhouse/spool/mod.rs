@@ -56,11 +56,75 @@
 //! [`Sink::acknowledge`] keeps the acks of an appended batch until the
 //! shipper has its record in ClickHouse, so `/api/put?sync` answers only
 //! then; a record shed by drop-oldest answers its acks with an error.
+//!
+//! # Retention
+//!
+//! [`SpoolOptions::retention`] means what the embedded store's
+//! `retention`, `rollup-1h-retention` and `rollup-1d-retention` settings
+//! mean, and is applied the same way: whole partitions go once their
+//! whole span lies before the cutoff (`now` less the retention of their
+//! kind), a day of `points`, 30 days of `rollup_1h`, 365 of `rollup_1d`
+//! (so a rollup partition outlives its retention by up to its span).
+//! [`Sink::expire`] only hands the shipper a job and returns; the shipper
+//! runs it between shipments: it lists the active parts' partitions of
+//! each table in `system.parts` and drops the expired ones with `ALTER
+//! TABLE .. DROP PARTITION ID`, counting them and its failures in
+//! [`SpoolStats`]; a failure waits for the next expiry (a minute later).
+//! ClickHouse 18.16 has no table TTL, hence rtsd's own. Points past
+//! retention stay readable until their partition is dropped, and the
+//! first expiry comes a minute after the ingest thread starts (the
+//! embedded store also expires as it opens; the spool does not: only the
+//! ingest thread's calls, with the time they give, expire).
+//!
+//! # Range deletes
+//!
+//! [`Sink::delete`] (`/api/query` with `delete`) must also delete the
+//! points appended before it that are still in the spool, and none
+//! appended after it. So it hands the shipper a job marked with the
+//! spool's next sequence and waits for the answer: the shipper first
+//! ships every record below that mark (at once, not at the flush
+//! interval; nothing later rides along), then, per 4096 series, counts
+//! the points of the range with `FINAL` (each point once, the number the
+//! embedded store reports) and deletes them with `ALTER TABLE .. DELETE`,
+//! and likewise the rows of `rollup_1h` and `rollup_1d` whose hour or day
+//! the range touches (a bucket only partly in the range loses its whole
+//! row: no rollup counts a deleted point; rtsd writes no rollups to
+//! ClickHouse yet, and what comes to fill them must recompute those
+//! buckets). ALTER .. DELETE is a mutation, applied in the background
+//! to the parts there when it was made, so later inserts are safe from
+//! it; 18.16 cannot wait for one (`mutations_sync` came later), so the
+//! shipper polls `system.mutations` until the mutations it made are
+//! done. The whole delete, shipping included, is bounded by
+//! [`SpoolOptions::delete_timeout`]: past it, or on any ClickHouse error,
+//! the delete answers a `StoreError::Server` saying so. A mutation
+//! already made may still complete after a timeout; one not started by
+//! then never runs. The ingest thread waits meanwhile, as it waits for
+//! the embedded store's delete: deletes are rare, and waiting is what
+//! keeps them in queue order. A delete of no series is the barrier
+//! `/api/query` sends first: it answers once everything before it is
+//! shipped, so the query sees it.
+//!
+//! # A cluster
+//!
+//! A spool's [`Target`] reaches one server, and only `Distributed`
+//! tables span a cluster: in 18.16 neither `DROP PARTITION` nor `DELETE`
+//! works through them, and `ON CLUSTER` needs ZooKeeper. With
+//! [`crate::clickhouse::Layout::Cluster`], retention and deletes
+//! therefore work on the `_local` tables of the server the target names.
+//! For retention to cover every shard, each shard's server needs a node
+//! pointing at it (or the operator drops partitions there, or sets a TTL
+//! on releases that have one). A delete removes only the points on that
+//! server: those of series sharded elsewhere stay, and so may points the
+//! `Distributed` table has accepted but not yet forwarded to their shard
+//! (18.16 forwards in the background and has no `SYSTEM FLUSH
+//! DISTRIBUTED`). Deleting across a cluster needs a node per shard, or
+//! the operator's own `ALTER .. DELETE` on every server.
 
 use std::path::Path;
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use rocksdb::properties::PropName;
@@ -75,15 +139,21 @@ use crate::storage::{AppendStats, ColumnFamilySize, DiskUsage, StoreError};
 
 mod shared;
 mod shipper;
+mod upkeep;
 
 pub use crate::stats::SpoolStats;
 pub use shared::{SpoolOptions, Target, SPOOL_FORMAT_VERSION};
 
 use shared::{corrupt, encode, u32_value, u64_value, RecordInfo, Shared, State};
 use shared::{META, META_FORMAT_VERSION, META_SHIPPED_BELOW, RECORDS, RECORD_POINTS};
+use upkeep::{DeleteJob, Job};
 
 /// How often a blocked `append` looks whether shutdown has begun.
 const BLOCK_RECHECK: Duration = Duration::from_millis(100);
+
+/// How long past a delete's deadline the ingest thread waits for the
+/// shipper's own answer (it stops at the deadline).
+const DELETE_ANSWER_MARGIN: Duration = Duration::from_secs(1);
 
 /// Reads a spool's stats from any thread.
 #[derive(Clone)]
@@ -255,6 +325,12 @@ impl Spool {
         Ok(())
     }
 
+    /// Queues `job` for the shipper.
+    fn post(&self, job: Job) {
+        self.shared.state.lock().jobs.push_back(job);
+        self.shared.changed.notify_all();
+    }
+
     /// Applies the overflow policy until `bytes` more fit, or nothing more
     /// can be done about it.
     fn make_room(&self, bytes: u64) -> Result<(), StoreError> {
@@ -332,14 +408,32 @@ impl Sink for Spool {
         state.acks.entry(last).or_default().append(acks);
     }
 
-    fn delete(&mut self, _ids: &[u64], _from: i64, _to: i64) -> Result<u64, StoreError> {
-        Err(StoreError::Unsupported(
-            "deleting points from the clickhouse store",
-        ))
+    fn delete(&mut self, ids: &[u64], from: i64, to: i64) -> Result<u64, StoreError> {
+        let timeout = self.shared.options.delete_timeout;
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.post(Job::Delete(DeleteJob {
+            ids: ids.to_vec(),
+            from,
+            to,
+            after: self.next_seq,
+            deadline: Instant::now() + timeout,
+            reply,
+        }));
+        // The shipper gives up at the deadline itself; the margin lets its
+        // answer arrive rather than a second-guess of it.
+        match answer.recv_timeout(timeout + DELETE_ANSWER_MARGIN) {
+            Ok(result) => result.map_err(StoreError::Server),
+            Err(RecvTimeoutError::Timeout) => Err(StoreError::Server(format!(
+                "clickhouse delete did not finish within {timeout:?} \
+                 (points appended before it were still shipping); ClickHouse may still apply what it started"
+            ))),
+            Err(RecvTimeoutError::Disconnected) => Err(StoreError::Server(
+                "clickhouse delete: the spool's shipper stopped first".to_owned(),
+            )),
+        }
     }
 
-    // A ClickHouse store has no head to seal, no partitions to move and
-    // (so far) no retention of rtsd's to apply.
+    // A ClickHouse store has no head to seal and no partitions to move.
     fn seal_due(&mut self, _now_ms: i64) -> Result<usize, StoreError> {
         Ok(0)
     }
@@ -348,7 +442,25 @@ impl Sink for Spool {
         Ok(0)
     }
 
-    fn expire(&mut self, _now_ms: i64) -> Result<(), StoreError> {
+    /// Hands the shipper an expiry at `now_ms` and returns at once; its
+    /// outcome shows in [`SpoolStats::partitions_dropped`] and
+    /// [`SpoolStats::expire_errors`].
+    fn expire(&mut self, now_ms: i64) -> Result<(), StoreError> {
+        let r = &self.shared.options.retention;
+        if r.raw_ms.is_none() && r.rollup_1h_ms.is_none() && r.rollup_1d_ms.is_none() {
+            return Ok(());
+        }
+        let mut state = self.shared.state.lock();
+        // One expiry waiting is enough; the later time drops more.
+        for job in state.jobs.iter_mut() {
+            if let Job::Expire { now_ms: at } = job {
+                *at = (*at).max(now_ms);
+                return Ok(());
+            }
+        }
+        state.jobs.push_back(Job::Expire { now_ms });
+        drop(state);
+        self.shared.changed.notify_all();
         Ok(())
     }
 

@@ -9,12 +9,14 @@ use parking_lot::{Condvar, Mutex};
 use rocksdb::{WriteOptions, DB};
 
 use crate::clickhouse::client::{Client, Compression};
-use crate::clickhouse::schema::Identifier;
+use crate::clickhouse::schema::{Identifier, Layout};
 use crate::model::{DataPoint, Sample, SeriesKey};
 use crate::queue::{Ack, OverflowPolicy};
 use crate::stats::SpoolStats;
 use crate::storage::log::{self, Record, RecordEncoder};
-use crate::storage::StoreError;
+use crate::storage::{Retention, StoreError};
+
+use super::upkeep::Job;
 
 /// The spool's format version, in `meta`.
 pub const SPOOL_FORMAT_VERSION: u32 = 1;
@@ -47,6 +49,14 @@ pub struct SpoolOptions {
     pub flush_interval: Duration,
     /// fsync every record, as `StoreOptions::sync_writes` does.
     pub sync_writes: bool,
+    /// How long partitions of each kind are kept, as the embedded
+    /// store's `retention` settings say; [`super::Spool`]'s `expire`
+    /// drops the ClickHouse partitions wholly past it.
+    pub retention: Retention,
+    /// Longest a range delete may take, shipping what was appended before
+    /// it included; past it the delete answers an error (ClickHouse may
+    /// still finish a mutation it started).
+    pub delete_timeout: Duration,
 }
 
 impl Default for SpoolOptions {
@@ -57,6 +67,8 @@ impl Default for SpoolOptions {
             batch_points: 256 * 1024,
             flush_interval: Duration::from_secs(1),
             sync_writes: false,
+            retention: Retention::default(),
+            delete_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -67,6 +79,10 @@ pub struct Target {
     pub client: Client,
     pub database: Identifier,
     pub compression: Compression,
+    /// How the tables are laid out: retention and deletes work on the
+    /// tables that hold the rows, which in a cluster are the `_local`
+    /// tables of the server `client` names (see [`super`]).
+    pub layout: Layout,
 }
 
 /// A record's place in the spool, kept in memory to account and shed
@@ -89,6 +105,8 @@ pub(super) struct State {
     /// Acks waiting for their record, by the record's sequence.
     pub acks: BTreeMap<u64, Vec<Ack>>,
     pub stats: SpoolStats,
+    /// Upkeep for the shipper to run between shipments, in order.
+    pub jobs: VecDeque<Job>,
     /// Set when the spool is dropped: the shipper stops.
     pub closing: bool,
 }

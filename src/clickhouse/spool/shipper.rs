@@ -15,6 +15,13 @@
 //! `shipped_below` past them; were rtsd to stop in between, the batch
 //! ships again after the restart and the duplicates vanish in `FINAL`.
 //!
+//! Between shipments it runs the upkeep jobs the spool hands it
+//! (retention, range deletes; see [`upkeep`]), in the order they came. A
+//! job runs once every record appended before it has shipped: those
+//! records then ship at once, without waiting for the flush interval,
+//! and a batch never reaches past a waiting job, so a delete sees
+//! exactly what came before it.
+//!
 //! The HTTP client is async, so the thread drives it on a runtime of its
 //! own: shipping never waits on, nor stalls, the Tokio workers serving
 //! clients.
@@ -34,6 +41,7 @@ use crate::storage::StoreError;
 #[cfg(doc)]
 use super::shared::SpoolOptions;
 use super::shared::{self, RecordInfo, Shared, META, META_SHIPPED_BELOW, RECORDS};
+use super::upkeep::{self, Job};
 use crate::clickhouse::points::PointRow;
 use crate::clickhouse::{series_id, writer};
 
@@ -57,12 +65,53 @@ fn run(shared: &Shared, runtime: &tokio::runtime::Runtime) {
     let mut known = Known::default();
     // The first records after an idle spell go at once.
     let mut last_ship = Instant::now().checked_sub(interval);
-    while let Some(batch) = next_batch(shared, last_ship.map(|t| t + interval)) {
-        if !ship(shared, runtime, &mut known, &batch) {
-            return;
+    while let Some(work) = next_work(shared, last_ship.map(|t| t + interval)) {
+        match work {
+            Work::Ship(batch) => {
+                if !ship(shared, runtime, &mut known, &batch) {
+                    return;
+                }
+                last_ship = Some(Instant::now());
+            }
+            Work::Job(job) => run_job(shared, runtime, job),
         }
-        last_ship = Some(Instant::now());
     }
+}
+
+/// Runs an upkeep job (see [`upkeep`]) and accounts for it.
+fn run_job(shared: &Shared, runtime: &tokio::runtime::Runtime, job: Job) {
+    match job {
+        Job::Expire { now_ms } => {
+            let done = runtime.block_on(upkeep::expire(
+                &shared.target,
+                &shared.options.retention,
+                now_ms,
+            ));
+            let mut state = shared.state.lock();
+            state.stats.partitions_dropped += done.dropped;
+            state.stats.expire_errors += done.errors;
+        }
+        Job::Delete(d) => {
+            // The ingest thread gives up on it now: running it would
+            // delete what it was told stays.
+            if Instant::now() >= d.deadline {
+                let late = "clickhouse delete did not start within the delete timeout \
+                            (points appended before it were still shipping); nothing deleted";
+                // A requester that went away no longer needs the answer.
+                let _ = d.reply.try_send(Err(late.to_owned()));
+                return;
+            }
+            let result = runtime.block_on(upkeep::delete(&shared.target, &d));
+            // A requester that went away no longer needs the answer.
+            let _ = d.reply.try_send(result);
+        }
+    }
+}
+
+/// What the shipper does next.
+enum Work {
+    Ship(Vec<RecordInfo>),
+    Job(Job),
 }
 
 /// Series ids this shipper has written or found stored, each with a
@@ -106,13 +155,24 @@ impl Known {
     }
 }
 
-/// Waits until a batch is due and marks it as being shipped; `None` once
-/// the spool closes.
-fn next_batch(shared: &Shared, due: Option<Instant>) -> Option<Vec<RecordInfo>> {
+/// Waits until a job can run (everything appended before it shipped) or
+/// a batch is due, and marks the batch as being shipped; `None` once the
+/// spool closes. A job waiting for records makes them due at once, and
+/// caps the batch at its sequence, so nothing appended after a delete
+/// ships before it.
+fn next_work(shared: &Shared, due: Option<Instant>) -> Option<Work> {
     let mut state = shared.state.lock();
+    let mut until = u64::MAX;
     loop {
         if state.closing {
             return None;
+        }
+        if let Some(after) = state.jobs.front().map(Job::after) {
+            if state.records.front().map_or(true, |r| r.seq >= after) {
+                return state.jobs.pop_front().map(Work::Job);
+            }
+            until = after;
+            break;
         }
         let waiting = state.stats.points;
         let now = Instant::now();
@@ -133,7 +193,7 @@ fn next_batch(shared: &Shared, due: Option<Instant>) -> Option<Vec<RecordInfo>> 
     }
     let mut batch = Vec::new();
     let mut points = 0;
-    for r in &state.records {
+    for r in state.records.iter().take_while(|r| r.seq < until) {
         if !batch.is_empty() && points + r.points > shared.options.batch_points as u64 {
             break;
         }
@@ -141,7 +201,7 @@ fn next_batch(shared: &Shared, due: Option<Instant>) -> Option<Vec<RecordInfo>> 
         batch.push(*r);
     }
     state.shipping_below = batch.last().map_or(0, |r| r.seq + 1);
-    Some(batch)
+    Some(Work::Ship(batch))
 }
 
 /// What one insert carries.

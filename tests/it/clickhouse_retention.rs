@@ -1,0 +1,526 @@
+//! Retention and range deletes of the ClickHouse spool against a real
+//! `clickhouse-server` (18.16.1): an expiry drops the day partitions of
+//! `points` and the rollup partitions wholly past their retention and
+//! keeps the rest; a delete removes exactly a range of some series,
+//! points appended just before it (not shipped yet) included, and the
+//! rollup rows of the buckets it touches.
+//!
+//! In a cluster a node reaches only the `_local` tables of the server it
+//! points at, and the tests show that too.
+//!
+//! Plain `#[test]`s that play the ingest thread, as in `clickhouse_spool`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rtsd::clickhouse::schema::{self, Identifier, Layout};
+use rtsd::clickhouse::spool::{Spool, SpoolMonitor, SpoolOptions, SpoolStats, Target};
+use rtsd::clickhouse::{series_id, Client, Compression};
+use rtsd::ingest::{self, Sink, Writer};
+use rtsd::model::{DataPoint, Sample, SeriesKey, Value, DAY_MS, HOUR_MS};
+use rtsd::queue::{self, Batch, DeleteRequest, OverflowPolicy};
+use rtsd::stats::Stats;
+use rtsd::storage::{Retention, StoreError};
+use tokio::runtime::Runtime;
+use tokio_util::sync::CancellationToken;
+
+use crate::clickhouse_support::{self, ClickHouse, CLUSTER};
+use crate::support::{free_port, DEADLINE};
+
+const METRIC: &str = "retention.test";
+/// Noon of a UTC day: the tests' "now".
+const NOW: i64 = 19_000 * DAY_MS + 12 * HOUR_MS;
+
+fn db() -> Identifier {
+    Identifier::new("kept").expect("valid name")
+}
+
+fn start(setup: &Runtime) -> ClickHouse {
+    let server = setup.block_on(clickhouse_support::single());
+    setup
+        .block_on(schema::ensure(&server.client(), &db()))
+        .expect("schema");
+    server
+}
+
+fn target(client: Client) -> Target {
+    Target {
+        client,
+        database: db(),
+        compression: Compression::Gzip,
+        layout: Layout::Single,
+    }
+}
+
+fn open(dir: &Path, target: Target, options: SpoolOptions) -> Spool {
+    Spool::open(dir, target, options, CancellationToken::new()).expect("spool opens")
+}
+
+fn key(host: usize) -> SeriesKey {
+    SeriesKey::new(METRIC, [("host", format!("h{host}").as_str())])
+}
+
+fn sample(host: usize, ts: i64) -> Sample {
+    Sample {
+        series: key(host),
+        point: DataPoint {
+            timestamp_ms: ts,
+            value: Value::Int(ts),
+        },
+    }
+}
+
+/// Polls `cond` on the spool's stats until it holds; fails at [`DEADLINE`].
+fn wait(spool: &SpoolMonitor, what: &str, cond: impl Fn(&SpoolStats) -> bool) -> SpoolStats {
+    let start = Instant::now();
+    loop {
+        let stats = spool.stats();
+        if cond(&stats) {
+            return stats;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{what}: not within {DEADLINE:?}; {stats:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn rows(setup: &Runtime, server: &ClickHouse, sql: &str) -> Vec<Vec<String>> {
+    setup
+        .block_on(server.client().select_rows(sql))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+fn execute(setup: &Runtime, server: &ClickHouse, sql: &str) {
+    setup
+        .block_on(server.client().execute(sql))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// `(series, ts)` of every point `FINAL` reads.
+fn stored(setup: &Runtime, server: &ClickHouse) -> BTreeSet<(u64, i64)> {
+    stored_in(setup, server, "points")
+}
+
+/// `(series, ts)` of every point `FINAL` reads from `table`.
+fn stored_in(setup: &Runtime, server: &ClickHouse, table: &str) -> BTreeSet<(u64, i64)> {
+    let db = db();
+    rows(
+        setup,
+        server,
+        &format!("SELECT series, ts FROM {db}.{table} FINAL"),
+    )
+    .into_iter()
+    .map(|r| (r[0].parse().expect("id"), r[1].parse().expect("ts")))
+    .collect()
+}
+
+/// The active partitions of `table`.
+fn partitions(setup: &Runtime, server: &ClickHouse, table: &str) -> BTreeSet<i64> {
+    let db = db();
+    rows(
+        setup,
+        server,
+        &format!(
+            "SELECT DISTINCT partition_id FROM system.parts \
+             WHERE database = '{db}' AND table = '{table}' AND active"
+        ),
+    )
+    .into_iter()
+    .map(|r| r[0].parse().expect("a number"))
+    .collect()
+}
+
+/// Rollup rows of `series` at `starts` (the other columns zero).
+fn rollup_rows(setup: &Runtime, server: &ClickHouse, table: &str, rows: &[(u64, i64)]) {
+    let values: Vec<String> = rows
+        .iter()
+        .map(|(series, start)| format!("({series}, {start}, 1, 1)"))
+        .collect();
+    execute(
+        setup,
+        server,
+        &format!(
+            "INSERT INTO {}.{table} (series, start, count, version) VALUES {}",
+            db(),
+            values.join(",")
+        ),
+    );
+}
+
+fn rollup_starts(setup: &Runtime, server: &ClickHouse, table: &str) -> BTreeSet<(u64, i64)> {
+    rows(
+        setup,
+        server,
+        &format!("SELECT series, start FROM {}.{table} FINAL", db()),
+    )
+    .into_iter()
+    .map(|r| (r[0].parse().expect("id"), r[1].parse().expect("start")))
+    .collect()
+}
+
+#[test]
+fn expiry_drops_whole_partitions_past_retention_and_keeps_the_rest() {
+    let setup = Runtime::new().expect("runtime");
+    let server = start(&setup);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let retention = Retention {
+        raw_ms: Some(3 * DAY_MS),
+        rollup_1h_ms: Some(60 * DAY_MS),
+        rollup_1d_ms: None,
+    };
+    let options = SpoolOptions {
+        flush_interval: Duration::from_millis(20),
+        retention,
+        ..SpoolOptions::default()
+    };
+    let mut spool = open(dir.path(), target(server.client()), options);
+    let today = NOW.div_euclid(DAY_MS);
+    // Days 10, 5 and 4 back end before the cutoff (3 days before noon);
+    // day 3 back holds a point older than the cutoff but ends after it,
+    // so it stays whole, as the embedded store keeps a partly live family.
+    let days_back = [10, 5, 4, 3, 1, 0];
+    let samples: Vec<Sample> = days_back
+        .iter()
+        .flat_map(|&d| (0..4).map(move |h| sample(h, (today - d) * DAY_MS + HOUR_MS + h as i64)))
+        .collect();
+    spool.append(&samples).expect("appended");
+    wait(&spool.monitor(), "shipped", |s| s.records == 0);
+    let hour_span = 30 * DAY_MS;
+    let cutoff_1h = NOW - 60 * DAY_MS;
+    let old_1h = NOW - 200 * DAY_MS;
+    // Starts before the cutoff, in a partition that ends after it.
+    let straddling_1h = cutoff_1h.div_euclid(hour_span) * hour_span;
+    assert!(straddling_1h < cutoff_1h);
+    rollup_rows(
+        &setup,
+        &server,
+        "rollup_1h",
+        &[(1, old_1h), (1, straddling_1h), (1, NOW - HOUR_MS)],
+    );
+    // Kept forever: no rollup_1d retention.
+    rollup_rows(&setup, &server, "rollup_1d", &[(1, NOW - 1000 * DAY_MS)]);
+
+    spool.expire(NOW).expect("expiry handed over");
+    let stats = wait(&spool.monitor(), "partitions dropped", |s| {
+        s.partitions_dropped >= 4
+    });
+    assert_eq!((stats.partitions_dropped, stats.expire_errors), (4, 0));
+
+    let kept_days: BTreeSet<i64> = [3, 1, 0].iter().map(|d| today - d).collect();
+    assert_eq!(partitions(&setup, &server, "points"), kept_days);
+    let want: BTreeSet<(u64, i64)> = samples
+        .iter()
+        .filter(|s| kept_days.contains(&s.point.timestamp_ms.div_euclid(DAY_MS)))
+        .map(|s| (series_id(&s.series), s.point.timestamp_ms))
+        .collect();
+    assert_eq!(want.len(), 12);
+    assert_eq!(stored(&setup, &server), want);
+    assert_eq!(
+        rollup_starts(&setup, &server, "rollup_1h"),
+        [(1, straddling_1h), (1, NOW - HOUR_MS)].into()
+    );
+    assert_eq!(rollup_starts(&setup, &server, "rollup_1d").len(), 1);
+
+    // Nothing more is due at the same time: a second run drops nothing.
+    spool.expire(NOW).expect("expiry handed over");
+    spool.delete(&[], 0, 0).expect("barrier");
+    let monitor = spool.monitor();
+    let again = wait(&monitor, "second expiry ran", |s| s.partitions_dropped == 4);
+    assert_eq!(again.expire_errors, 0);
+    assert_eq!(stored(&setup, &server), want);
+}
+
+#[test]
+fn an_expiry_with_the_server_down_is_counted_and_holds_nothing_up() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let options = SpoolOptions {
+        retention: Retention {
+            raw_ms: Some(DAY_MS),
+            ..Retention::default()
+        },
+        ..SpoolOptions::default()
+    };
+    let mut spool = open(
+        dir.path(),
+        target(Client::new(&url, None, None).expect("client")),
+        options,
+    );
+    let started = Instant::now();
+    spool.expire(NOW).expect("expiry handed over");
+    spool.append(&[sample(0, NOW)]).expect("appended");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let stats = wait(&spool.monitor(), "failure counted", |s| {
+        s.expire_errors >= 1
+    });
+    assert_eq!(stats.partitions_dropped, 0);
+}
+
+#[test]
+fn a_delete_removes_its_range_of_its_series_points_not_yet_shipped_included() {
+    let setup = Runtime::new().expect("runtime");
+    let server = start(&setup);
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Once the first batch has gone, later points wait an hour: only the
+    // delete can make them ship.
+    let options = SpoolOptions {
+        flush_interval: Duration::from_secs(3600),
+        ..SpoolOptions::default()
+    };
+    let mut spool = open(dir.path(), target(server.client()), options);
+    let monitor = spool.monitor();
+    let base = NOW - 2 * DAY_MS;
+    let early: Vec<Sample> = (0..10)
+        .flat_map(|h| (0..100).map(move |i| sample(h, base + i * 60_000)))
+        .collect();
+    spool.append(&early).expect("appended");
+    wait(&monitor, "first batch shipped", |s| s.records == 0);
+    let late: Vec<Sample> = (0..10)
+        .flat_map(|h| (100..200).map(move |i| sample(h, base + i * 60_000)))
+        .collect();
+    spool.append(&late).expect("appended");
+    assert_eq!(
+        monitor.stats().points,
+        late.len() as u64,
+        "late points wait"
+    );
+
+    let doomed: Vec<u64> = (0..5).map(|h| series_id(&key(h))).collect();
+    // Minutes 50..=150: half in the shipped points, half in the waiting.
+    let (from, to) = (base + 50 * 60_000, base + 150 * 60_000);
+    let hour = |t: i64| t.div_euclid(HOUR_MS) * HOUR_MS;
+    let untouched_hour = hour(base + 3 * HOUR_MS + 30 * 60_000);
+    for table in ["rollup_1h", "rollup_1d"] {
+        rollup_rows(
+            &setup,
+            &server,
+            table,
+            &[
+                (doomed[0], hour(from)),
+                (doomed[0], hour(to)),
+                (doomed[0], untouched_hour),
+            ],
+        );
+    }
+    rollup_rows(
+        &setup,
+        &server,
+        "rollup_1h",
+        &[(series_id(&key(9)), hour(from))],
+    );
+
+    let deleted = spool.delete(&doomed, from, to).expect("deleted");
+    assert_eq!(deleted, 5 * 101);
+    assert_eq!(
+        monitor.stats().records,
+        0,
+        "the delete shipped what came before"
+    );
+    let want: BTreeSet<(u64, i64)> = early
+        .iter()
+        .chain(&late)
+        .map(|s| (series_id(&s.series), s.point.timestamp_ms))
+        .filter(|(id, ts)| !(doomed.contains(id) && (from..=to).contains(ts)))
+        .collect();
+    assert_eq!(want.len(), 2000 - 505);
+    assert_eq!(stored(&setup, &server), want);
+    // Every hour the range touches loses its rollup; others stay.
+    assert_eq!(
+        rollup_starts(&setup, &server, "rollup_1h"),
+        [
+            (doomed[0], untouched_hour),
+            (series_id(&key(9)), hour(from))
+        ]
+        .into()
+    );
+    // The range lies in one day: the rows starting in that day up to its
+    // end go, a row starting after it stays.
+    assert_eq!(
+        rollup_starts(&setup, &server, "rollup_1d"),
+        [(doomed[0], untouched_hour)].into()
+    );
+
+    // Points appended after the delete are not touched by it.
+    let after = vec![sample(0, from + 1)];
+    spool.append(&after).expect("appended");
+    assert_eq!(spool.delete(&[], 0, 0).expect("barrier"), 0);
+    assert!(stored(&setup, &server).contains(&(doomed[0], from + 1)));
+    // Nothing left in the range: deleting again finds nothing.
+    assert_eq!(spool.delete(&doomed[1..], from, to).expect("deleted"), 0);
+}
+
+#[test]
+fn a_delete_queued_behind_writes_deletes_them_too_through_the_ingest_thread() {
+    let setup = Runtime::new().expect("runtime");
+    let server = start(&setup);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = SpoolOptions {
+        flush_interval: Duration::from_secs(3600),
+        ..SpoolOptions::default()
+    };
+    let spool = open(dir.path(), target(server.client()), options);
+    let monitor = spool.monitor();
+    let stats = std::sync::Arc::new(Stats::default());
+    let (tx, rx) = queue::queue(
+        1 << 20,
+        OverflowPolicy::Block,
+        Duration::ZERO,
+        stats.clone(),
+    );
+    let writer = Writer {
+        store: spool,
+        queue: rx,
+        stats: stats.clone(),
+        shutdown: CancellationToken::new(),
+        mps: 0,
+    };
+    let ingest = std::thread::spawn(move || ingest::run(writer));
+    let batch = |from: i64| Batch {
+        samples: (0..4)
+            .flat_map(|h| (from..from + 10).map(move |i| sample(h, NOW + i * 1000)))
+            .collect(),
+        ack: None,
+    };
+    tx.try_push(batch(0)).expect("queued");
+    wait(&monitor, "first batch shipped", |s| s.points_shipped == 40);
+    // Queued, committed to the spool, not shipped (an hour's interval)
+    // when the delete behind them runs.
+    tx.try_push(batch(10)).expect("queued");
+    let (ack, answer) = tokio::sync::oneshot::channel();
+    let doomed = series_id(&key(0));
+    let delete = DeleteRequest {
+        series: vec![doomed],
+        start_ms: NOW + 5_000,
+        end_ms: NOW + 14_000,
+        ack,
+    };
+    setup
+        .block_on(tx.push_delete(delete))
+        .expect("delete queued");
+    let deleted = setup
+        .block_on(async { tokio::time::timeout(DEADLINE, answer).await })
+        .expect("answered in time")
+        .expect("writer answers");
+    assert_eq!(deleted, Ok(10));
+    assert_eq!(
+        stats
+            .points_deleted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        10
+    );
+    let want: BTreeSet<(u64, i64)> = (0..4)
+        .flat_map(|h| (0..20).map(move |i| (series_id(&key(h)), NOW + i * 1000)))
+        .filter(|&(id, ts)| !(id == doomed && (NOW + 5_000..=NOW + 14_000).contains(&ts)))
+        .collect();
+    assert_eq!(stored(&setup, &server), want);
+    drop(tx);
+    ingest
+        .join()
+        .expect("ingest thread")
+        .expect("ingest ends cleanly");
+}
+
+#[test]
+fn a_delete_whose_earlier_points_cannot_ship_fails_after_its_timeout() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let timeout = Duration::from_millis(300);
+    let options = SpoolOptions {
+        delete_timeout: timeout,
+        ..SpoolOptions::default()
+    };
+    let mut spool = open(
+        dir.path(),
+        target(Client::new(&url, None, None).expect("client")),
+        options,
+    );
+    spool.append(&[sample(0, NOW)]).expect("appended");
+    let started = Instant::now();
+    let err = spool
+        .delete(&[series_id(&key(0))], 0, NOW)
+        .expect_err("cannot ship, so cannot delete");
+    assert!(matches!(err, StoreError::Server(_)), "{err:?}");
+    assert!(err.to_string().contains("did not finish"), "{err}");
+    assert!(started.elapsed() < DEADLINE);
+    // The points stay in the spool for when the server is back.
+    assert_eq!(spool.monitor().stats().points, 1);
+}
+
+#[test]
+fn in_a_cluster_a_node_expires_and_deletes_on_its_own_server_only() {
+    let setup = Runtime::new().expect("runtime");
+    let servers = setup.block_on(clickhouse_support::cluster());
+    let layout = Layout::Cluster(Identifier::new(CLUSTER).expect("valid name"));
+    let ddl = schema::ddl_script(&db(), &layout);
+    for s in &servers {
+        s.run_script(&ddl);
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = SpoolOptions {
+        flush_interval: Duration::from_millis(20),
+        retention: Retention {
+            raw_ms: Some(3 * DAY_MS),
+            ..Retention::default()
+        },
+        ..SpoolOptions::default()
+    };
+    let node = Target {
+        layout,
+        ..target(servers[0].client())
+    };
+    let mut spool = open(dir.path(), node, options);
+    let today = NOW.div_euclid(DAY_MS);
+    let samples: Vec<Sample> = (0..20)
+        .flat_map(|h| {
+            [today - 10, today]
+                .into_iter()
+                .flat_map(move |d| (0..5).map(move |i| sample(h, d * DAY_MS + i * 60_000)))
+        })
+        .collect();
+    spool.append(&samples).expect("appended");
+    wait(&spool.monitor(), "shipped", |s| s.records == 0);
+    // Distributed inserts reach the shards in the background.
+    let start = Instant::now();
+    let before = loop {
+        let local = servers
+            .each_ref()
+            .map(|s| stored_in(&setup, s, "points_local"));
+        if local.iter().map(BTreeSet::len).sum::<usize>() == samples.len() {
+            break local;
+        }
+        assert!(start.elapsed() < DEADLINE, "points not on their shards");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        before.iter().all(|b| !b.is_empty()),
+        "both shards hold points"
+    );
+
+    let doomed: Vec<u64> = (0..10).map(|h| series_id(&key(h))).collect();
+    let (from, to) = (today * DAY_MS + 60_000, today * DAY_MS + 180_000);
+    let in_range = |(id, ts): &(u64, i64)| doomed.contains(id) && (from..=to).contains(ts);
+    let deleted = spool.delete(&doomed, from, to).expect("deleted");
+    assert_eq!(
+        deleted,
+        before[0].iter().filter(|p| in_range(p)).count() as u64
+    );
+    assert!(deleted > 0);
+    spool.expire(NOW).expect("expiry handed over");
+    let stats = wait(&spool.monitor(), "partition dropped", |s| {
+        s.partitions_dropped >= 1
+    });
+    assert_eq!((stats.partitions_dropped, stats.expire_errors), (1, 0));
+
+    // The node's own server: the old day and the range are gone.
+    let want0: BTreeSet<(u64, i64)> = before[0]
+        .iter()
+        .copied()
+        .filter(|p| p.1 >= today * DAY_MS && !in_range(p))
+        .collect();
+    assert_eq!(stored_in(&setup, &servers[0], "points_local"), want0);
+    // The other shard's server is out of its reach: untouched.
+    assert_eq!(stored_in(&setup, &servers[1], "points_local"), before[1]);
+}
