@@ -9,8 +9,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use rtsd::clickhouse::schema::{self, Identifier, Layout};
-use rtsd::clickhouse::settings::{ClickHouseFile, ClickHouseSettings};
-use rtsd::config::{Settings, StoreKind};
+use rtsd::config::Settings;
 use rtsd::daemon::Daemon;
 use serde_json::Value as Json;
 use tokio::io::AsyncWriteExt;
@@ -19,19 +18,11 @@ use tokio::net::TcpStream;
 use crate::clickhouse_support::{self, poll_until, ClickHouse, CLUSTER};
 use crate::support::{exchange, http, loopback_settings};
 
-/// A node of the ClickHouse store on `url`, its spool in `dir`; shipping
-/// every 20 ms so tests see points soon.
+/// A node of the ClickHouse store on `url`, its spool in `dir`.
 fn node_settings(dir: &std::path::Path, url: &str, cluster: Option<&str>) -> Settings {
-    Settings {
-        store: StoreKind::Clickhouse,
-        clickhouse: ClickHouseSettings::from_file(ClickHouseFile {
-            url: Some(url.to_string()),
-            cluster: cluster.map(str::to_string),
-            flush_interval: Some("20ms".to_string()),
-            ..ClickHouseFile::default()
-        }),
-        ..loopback_settings(dir)
-    }
+    let mut settings = loopback_settings(dir);
+    clickhouse_support::serve_on(&mut settings, url, cluster);
+    settings
 }
 
 async fn start_node(dir: &std::path::Path, url: &str, cluster: Option<&str>) -> Daemon {

@@ -10,8 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rtsd::clickhouse::schema::{self, Identifier};
+use rtsd::clickhouse::settings::{ClickHouseFile, ClickHouseSettings};
 use rtsd::clickhouse::source::ClickHouseSource;
 use rtsd::clickhouse::{writer, Client, Compression};
+use rtsd::config::{Settings, StoreKind};
 use rtsd::model::Sample;
 use rtsd::storage::{Store, StoreOptions, StoreReader, StoreWriter};
 use tokio::runtime::Runtime;
@@ -60,6 +62,19 @@ pub async fn cluster() -> [ClickHouse; 2] {
         s.wait_ready().await;
     }
     servers
+}
+
+/// Makes `settings` serve from the ClickHouse server at `url` (through
+/// `cluster`'s `Distributed` tables if given), shipping every 20 ms so
+/// tests see points soon.
+pub fn serve_on(settings: &mut Settings, url: &str, cluster: Option<&str>) {
+    settings.store = StoreKind::Clickhouse;
+    settings.clickhouse = ClickHouseSettings::from_file(ClickHouseFile {
+        url: Some(url.to_string()),
+        cluster: cluster.map(str::to_string),
+        flush_interval: Some("20ms".to_string()),
+        ..ClickHouseFile::default()
+    });
 }
 
 /// Polls the async `cond` until it holds; fails the test at [`DEADLINE`].

@@ -8,8 +8,19 @@ use crate::support::*;
 /// Python's float formatting (`1e-05`) and its `host` tag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn potsdb_points_are_all_read_back() {
-    let d = TestDaemon::start().await;
-    let n = 2000;
+    potsdb_round_trip(TestDaemon::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn potsdb_points_are_all_read_back_from_clickhouse() {
+    let server = crate::clickhouse_support::single().await;
+    let url = server.url();
+    let d = TestDaemon::start_with(|s| crate::clickhouse_support::serve_on(s, &url, None)).await;
+    potsdb_round_trip(d).await;
+}
+
+async fn potsdb_round_trip(d: TestDaemon) {
+    let n: usize = 2000;
     let script = format!(
         r#"
 import potsdb
@@ -36,11 +47,14 @@ c.wait()
         "potsdb failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    d.wait_stored(2 * n).await;
     let tags = [("dc", "lga"), ("host", "potsdb-test")];
-    let floats = d.points(&SeriesKey::new("potsdb.float", tags));
-    let ints = d.points(&SeriesKey::new("potsdb.int", tags));
-    assert_eq!((floats.len(), ints.len()), (n as usize, n as usize));
+    let (float_key, int_key) = (
+        SeriesKey::new("potsdb.float", tags),
+        SeriesKey::new("potsdb.int", tags),
+    );
+    // Stored is not yet readable on ClickHouse, which the spool ships to.
+    poll(|| d.points(&float_key).len() == n && d.points(&int_key).len() == n).await;
+    let (floats, ints) = (d.points(&float_key), d.points(&int_key));
     for (i, (f, k)) in floats.iter().zip(&ints).enumerate() {
         let ts = (1_700_000_000 + i as i64) * 1000;
         assert_eq!((f.timestamp_ms, k.timestamp_ms), (ts, ts));

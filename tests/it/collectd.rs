@@ -20,7 +20,18 @@ impl Drop for Collectd {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collectd_write_tsdb_points_are_stored() {
-    let d = TestDaemon::start().await;
+    collectd_round_trip(TestDaemon::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collectd_write_tsdb_points_are_stored_in_clickhouse() {
+    let server = crate::clickhouse_support::single().await;
+    let url = server.url();
+    let d = TestDaemon::start_with(|s| crate::clickhouse_support::serve_on(s, &url, None)).await;
+    collectd_round_trip(d).await;
+}
+
+async fn collectd_round_trip(d: TestDaemon) {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("collectd.conf");
     std::fs::write(
@@ -61,19 +72,30 @@ LoadPlugin write_tsdb
     let store = d.daemon.store.clone();
     let metrics = ["load.load.shortterm", "memory.used.memory"];
     // write_tsdb flushes its 1428-byte buffer every few intervals.
+    // Off the async worker: the ClickHouse store's reads block.
+    use tokio::task::block_in_place as in_place;
     poll(|| {
-        metrics.iter().all(|m| {
-            store
-                .series_of_metric(m)
-                .unwrap()
-                .and_then(|s| {
-                    s.first()
-                        .map(|s| store.points(s.id, i64::MIN, i64::MAX).unwrap())
-                })
-                .is_some_and(|p| p.len() >= 2)
+        in_place(|| {
+            metrics.iter().all(|m| {
+                store
+                    .series_of_metric(m)
+                    .unwrap()
+                    .and_then(|s| {
+                        s.first()
+                            .map(|s| store.points(s.id, i64::MIN, i64::MAX).unwrap())
+                    })
+                    .is_some_and(|p| p.len() >= 2)
+            })
         })
     })
     .await;
+    in_place(|| verify(&store, &metrics));
+    assert_eq!(d.daemon.stats.rejected_total(), 0);
+    d.stop().await;
+}
+
+/// Every series of `metrics` carries collectd's tags and sane values.
+fn verify(store: &rtsd::backend::SharedBackend, metrics: &[&str]) {
     for m in metrics {
         for s in store.series_of_metric(m).unwrap().unwrap() {
             let tags: Vec<_> = s.key.tags().collect();
@@ -93,6 +115,4 @@ LoadPlugin write_tsdb
         .suggest(NameKind::Metric, "memory.", 100)
         .unwrap()
         .contains(&"memory.used.memory".to_string()));
-    assert_eq!(d.daemon.stats.rejected_total(), 0);
-    d.stop().await;
 }

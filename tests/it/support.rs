@@ -62,9 +62,10 @@ impl TestDaemon {
         .await;
     }
 
-    /// All points of one series, read through the store's query interface.
+    /// All points of one series, read through the store's query interface
+    /// (off the async worker: the ClickHouse store's reads block).
     pub fn points(&self, key: &SeriesKey) -> Vec<DataPoint> {
-        read_points(&*self.daemon.store, key)
+        tokio::task::block_in_place(|| read_points(&*self.daemon.store, key))
     }
 
     /// Stops the daemon and returns its data dir for a restart.
