@@ -497,7 +497,7 @@ pub const FAMILIES: &[Family] = {
         family("tsd.rtsd.spool.retries", Tag::None, "rtsd_spool_retries_total", Counter,
             "Shipping attempts repeated after a failure.", Read::Spool(|s| s.ship_retries)),
         family("tsd.rtsd.spool.dropped", Tag::None, "rtsd_spool_dropped_points_total", Counter,
-            "Points the spool shed (spool-overflow drop-oldest beyond spool-max-bytes) or found corrupt.",
+            "Points the spool shed (spool-overflow drop-oldest beyond spool-max-bytes), found corrupt, or refused for a series-id collision.",
             Read::Spool(|s| s.points_dropped)),
         family("tsd.rtsd.spool.blocked", Tag::None, "rtsd_spool_blocked_appends_total", Counter,
             "Appends that waited for room in a full spool (spool-overflow block).",

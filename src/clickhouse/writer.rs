@@ -5,9 +5,13 @@
 //! **Series rows** carry the metric, the tags as two parallel arrays and
 //! the full canonical key beside the id ([`super::series_id`]). Before
 //! inserting, [`insert_series`] reads which of the batch's ids the table
-//! already holds: an id held with another key is a hash collision and
-//! fails the write ([`WriteError::Collision`]), as do two keys of one
-//! batch with one id; nothing of the batch is written then. An id held
+//! already holds: an id held with another key is a hash collision, and so
+//! is a second key of one batch with the first's id. Such a key is
+//! refused ([`Inserted::refused`]): [`write`] fails the whole batch
+//! ([`WriteError::Collision`]); the shipper drops the refused keys'
+//! points, counts and logs them, and ships the rest, so one colliding key
+//! (64-bit ids collide by chance only past billions of series, but a
+//! client can search for one) cannot stall every other series. An id held
 //! with the same key is not written again. Two nodes inserting a
 //! colliding key at the same moment can both pass that check; their rows
 //! stay apart (the key is in the table's sort key) and the reader refuses
@@ -74,24 +78,53 @@ pub async fn write_rows(
     if rows.is_empty() {
         return Ok(());
     }
-    insert_series(client, database, keys).await?;
+    let inserted = insert_series(client, database, keys).await?;
+    if let Some(r) = inserted.refused.into_iter().next() {
+        return Err(collision(r.id, r.taken, &r.key));
+    }
     points::insert(client, database, rows, compression).await?;
     Ok(())
 }
 
+/// What [`insert_series`] did.
+#[derive(Debug, Default)]
+pub struct Inserted {
+    /// Series rows written.
+    pub rows: usize,
+    /// Keys whose id another key holds (stored, or earlier in the call).
+    pub refused: Vec<Refused>,
+}
+
+/// A key refused for a hash collision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub id: u64,
+    /// The key that holds the id, as text.
+    pub taken: String,
+    pub key: SeriesKey,
+}
+
 /// Inserts the rows of the series of `keys` the table does not hold yet
-/// (keys may repeat); returns how many were inserted.
+/// (keys may repeat), refusing keys whose id another key holds.
 pub async fn insert_series(
     client: &Client,
     database: &Identifier,
     keys: &[&SeriesKey],
-) -> Result<usize, WriteError> {
+) -> Result<Inserted, ClickHouseError> {
+    let mut out = Inserted::default();
     let mut wanted: BTreeMap<u64, &SeriesKey> = BTreeMap::new();
     for &key in keys {
         let id = series_id(key);
-        match wanted.insert(id, key) {
-            Some(other) if other != key => return Err(collision(id, other.to_string(), key)),
-            _ => {}
+        match wanted.get(&id) {
+            None => {
+                wanted.insert(id, key);
+            }
+            Some(&first) if first != key => out.refused.push(Refused {
+                id,
+                taken: first.to_string(),
+                key: key.clone(),
+            }),
+            Some(_) => {}
         }
     }
     let ids: Vec<u64> = wanted.keys().copied().collect();
@@ -116,14 +149,18 @@ pub async fn insert_series(
                 r.bytes().map_err(answer_error)?,
             );
             let Some(&key) = wanted.get(&id) else {
-                return Err(answer_error(format!("series {id:016X} was not asked for")).into());
+                return Err(answer_error(format!("series {id:016X} was not asked for")));
             };
             if stored != key.as_bytes() {
                 let taken = SeriesKey::from_bytes(stored).map_or_else(
                     || String::from_utf8_lossy(stored).into_owned(),
                     |k| k.to_string(),
                 );
-                return Err(collision(id, taken, key));
+                out.refused.push(Refused {
+                    id,
+                    taken,
+                    key: key.clone(),
+                });
             }
             stored_already.push(id);
         }
@@ -132,7 +169,7 @@ pub async fn insert_series(
         }
     }
     if wanted.is_empty() {
-        return Ok(0);
+        return Ok(out);
     }
     let mut body = Vec::new();
     for (&id, key) in &wanted {
@@ -152,7 +189,8 @@ pub async fn insert_series(
             Compression::None,
         )
         .await?;
-    Ok(wanted.len())
+    out.rows = wanted.len();
+    Ok(out)
 }
 
 fn collision(id: u64, taken: String, new: &SeriesKey) -> WriteError {

@@ -180,6 +180,35 @@ fn a_stream_through_the_spool_arrives_once() {
 }
 
 #[test]
+fn a_colliding_key_loses_its_points_and_stalls_nothing() {
+    let setup = Runtime::new().expect("runtime");
+    let server = start(&setup);
+    let samples = stream(4 * SERIES);
+    // Another key holding the id of host h0, as a crafted key would.
+    let victim = &samples[0].series;
+    let id = rtsd::clickhouse::series_id(victim);
+    setup
+        .block_on(server.client().execute(&format!(
+            "INSERT INTO {}.series VALUES ({id}, '{METRIC}', ['host'], ['x'], '{METRIC}\\0host\\0x')",
+            db()
+        )))
+        .expect("inserted");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut spool = open(dir.path(), target(server.client()), options());
+    append(&mut spool, &samples);
+    let stats = drained(&spool);
+    assert_eq!((stats.points_dropped, stats.ship_errors), (4, 0));
+    assert_eq!(stats.points_shipped, samples.len() as u64 - 4);
+    let rows = setup
+        .block_on(server.client().select_rows(&format!(
+            "SELECT count(), countIf(series = {id}) FROM {}.points FINAL",
+            db()
+        )))
+        .expect("count");
+    assert_eq!(rows, [[(samples.len() - 4).to_string(), "0".to_string()]]);
+}
+
+#[test]
 fn a_server_killed_mid_stream_gets_everything_once_after_its_restart() {
     let setup = Runtime::new().expect("runtime");
     let mut server = start(&setup);

@@ -6,9 +6,11 @@
 //! [`SpoolOptions::flush_interval`] has passed since the last shipment,
 //! takes whole records up to that many points, turns them into series
 //! rows and point rows (versions from the record's sequence, see
-//! [`super`]) and inserts them with [`writer::write_rows`],
-//! compressed as the target says; series it has already written or found
-//! stored are not asked about again ([`Known`]). A failure (ClickHouse down, slow,
+//! [`super`]) and inserts them ([`writer::insert_series`], then the
+//! points), compressed as the target says; series it has already written
+//! or found stored are not asked about again ([`Known`]). The points of a
+//! key refused for a hash collision are dropped, logged and counted in
+//! `points_dropped`; the rest of the batch ships. A failure (ClickHouse down, slow,
 //! refusing) is counted and the same batch is tried again after a backoff
 //! that grows to [`RETRY_MAX`], as long as the spool is open. After the
 //! insert, one RocksDB write deletes the records and moves
@@ -27,7 +29,7 @@
 //! clients.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -42,7 +44,7 @@ use crate::storage::StoreError;
 use super::shared::SpoolOptions;
 use super::shared::{self, RecordInfo, Shared, META, META_SHIPPED_BELOW, RECORDS};
 use super::upkeep::{self, Job};
-use crate::clickhouse::points::PointRow;
+use crate::clickhouse::points::{self, PointRow};
 use crate::clickhouse::{series_id, writer};
 
 /// First wait before shipping a failed batch again, doubled per failure.
@@ -209,6 +211,8 @@ fn next_work(shared: &Shared, due: Option<Instant>) -> Option<Work> {
 struct Rows {
     keys: Vec<SeriesKey>,
     points: Vec<PointRow>,
+    /// The index in `keys` of each point's key.
+    point_keys: Vec<usize>,
 }
 
 /// Ships `batch` until ClickHouse takes it, then deletes it from the
@@ -253,7 +257,7 @@ enum ShipError {
     #[error("spool: rocksdb: {0}")]
     Rocks(#[from] rocksdb::Error),
     #[error(transparent)]
-    ClickHouse(#[from] writer::WriteError),
+    ClickHouse(#[from] crate::clickhouse::ClickHouseError),
 }
 
 /// One try: read, insert, delete.
@@ -271,12 +275,15 @@ fn attempt(
         match value.as_deref().and_then(shared::decode) {
             Some(d) => {
                 let ids: Vec<u64> = d.keys.iter().map(series_id).collect();
+                let offset = rows.keys.len();
                 rows.points
                     .extend(d.points.iter().enumerate().map(|(i, (k, p))| PointRow {
                         series: ids[*k],
                         point: *p,
                         version: shared::version(r.seq, i),
                     }));
+                rows.point_keys
+                    .extend(d.points.iter().map(|(k, _)| offset + k));
                 rows.keys.extend(d.keys);
             }
             None => corrupt.push(*r),
@@ -284,14 +291,35 @@ fn attempt(
     }
     let t = &shared.target;
     let keys = known.unknown(&rows.keys);
-    runtime.block_on(writer::write_rows(
-        &t.client,
-        &t.database,
-        &keys,
-        &rows.points,
-        t.compression,
-    ))?;
-    known.learn(&keys);
+    let inserted = runtime.block_on(writer::insert_series(&t.client, &t.database, &keys))?;
+    let refused: HashSet<&SeriesKey> = inserted.refused.iter().map(|r| &r.key).collect();
+    let mut collided = 0;
+    if !refused.is_empty() {
+        for r in &inserted.refused {
+            tracing::error!(
+                id = %format_args!("{:016X}", r.id), key = %r.key, taken = %r.taken,
+                "series id already taken by another key (a hash collision): this key's points are dropped"
+            );
+        }
+        let before = rows.points.len();
+        let point_keys = &rows.point_keys;
+        let mut i = 0;
+        rows.points.retain(|_| {
+            i += 1;
+            !refused.contains(&rows.keys[point_keys[i - 1]])
+        });
+        collided = (before - rows.points.len()) as u64;
+    }
+    if !rows.points.is_empty() {
+        runtime.block_on(points::insert(
+            &t.client,
+            &t.database,
+            &rows.points,
+            t.compression,
+        ))?;
+    }
+    let stored: Vec<&SeriesKey> = keys.into_iter().filter(|k| !refused.contains(k)).collect();
+    known.learn(&stored);
     let below = batch.last().map_or(0, |r| r.seq + 1);
     let mut done = WriteBatch::default();
     if let Some(first) = batch.first() {
@@ -313,6 +341,9 @@ fn attempt(
     }
     state.stats.ship_batches += 1;
     state.shipped(below);
+    // Counted as shipped with their records; they were not.
+    state.stats.points_shipped -= collided;
+    state.stats.points_dropped += collided;
     drop(state);
     shared.changed.notify_all();
     Ok(())
