@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::clickhouse::ClickHouseServer;
 use crate::http::http_get;
 use crate::procfs::{clock_ticks_per_sec, cpu_ticks, proc_stat, DiskUsage, ProcSample};
 use crate::systems::{Progress, Target};
@@ -44,6 +45,22 @@ pub struct Measurement {
     pub load_average: String,
     /// Points the server dropped or rejected instead of storing.
     pub lost: u64,
+    /// `VmHWM` per process (`server`, or `rtsd`, `rtsd node N`, `ClickHouse`).
+    pub peak_rss_by_process: Vec<(String, u64)>,
+    /// What each process left on disk, same labels.
+    pub disk_by_process: Vec<(String, DiskUsage)>,
+    /// Set when the system stores into a ClickHouse server.
+    pub clickhouse: Option<ClickHouseFigures>,
+}
+
+/// What the ClickHouse server itself says about the run.
+pub struct ClickHouseFigures {
+    /// Bytes of active parts at all-queryable (`system.parts`).
+    pub active_bytes: u64,
+    /// Parts of rtsd's tables at all-queryable, active of all.
+    pub parts: String,
+    /// How long it took to stop, and whether it had to be killed.
+    pub stop: (Duration, bool),
 }
 
 impl Measurement {
@@ -69,32 +86,103 @@ pub fn measure(
     timeout: Duration,
 ) -> Result<Measurement> {
     let dir = tempfile::Builder::new().prefix("rtsd-load-").tempdir()?;
-    let mut server = Server::start(target, dir.path())?;
-    drive(target, &mut server, w, writes, timeout).map_err(|e| {
-        anyhow!(
-            "{e:#}\n--- last lines of the server log ---\n{}",
-            server.log_tail()
-        )
+    let ready_by = Instant::now() + START_TIMEOUT;
+    let mut clickhouse = match target.clickhouse() {
+        Some(bin) => Some(ClickHouseServer::start(
+            bin,
+            &dir.path().join("clickhouse"),
+            ready_by,
+        )?),
+        None => None,
+    };
+    let url = clickhouse.as_ref().map(ClickHouseServer::url);
+    let mut servers = Vec::new();
+    for node in 0..target.nodes() {
+        let node_dir = match target.nodes() {
+            1 => dir.path().to_path_buf(),
+            _ => dir.path().join(format!("node{node}")),
+        };
+        std::fs::create_dir_all(&node_dir)?;
+        let mut server = Server::start(target, &node_dir, url.as_deref())?;
+        // One at a time: each node creates the ClickHouse tables if they
+        // are missing, and two doing so at once would race.
+        wait_ready(target, &mut server, ready_by).map_err(|e| with_logs(e, &[&server]))?;
+        servers.push(server);
+    }
+    let result = drive(
+        target,
+        &mut servers,
+        clickhouse.as_mut(),
+        w,
+        writes,
+        timeout,
+    );
+    result.map_err(|e| {
+        let mut e = with_logs(e, &servers.iter().collect::<Vec<_>>());
+        if let Some(ch) = &clickhouse {
+            e = anyhow!(
+                "{e:#}\n--- last lines of the ClickHouse log ---\n{}",
+                ch.log_tail()
+            );
+        }
+        e
     })
 }
 
-fn drive(
-    target: &dyn Target,
-    server: &mut Server,
-    w: &Workload,
-    writes: Writes,
-    timeout: Duration,
-) -> Result<Measurement> {
-    let pid = server.child.id();
-    let ready_by = Instant::now() + START_TIMEOUT;
+fn with_logs(e: anyhow::Error, servers: &[&Server]) -> anyhow::Error {
+    let logs: Vec<String> = servers.iter().map(|s| s.log_tail()).collect();
+    anyhow!(
+        "{e:#}\n--- last lines of the server log ---\n{}",
+        logs.join("\n---\n")
+    )
+}
+
+fn wait_ready(target: &dyn Target, server: &mut Server, ready_by: Instant) -> Result<()> {
     until(ready_by, "the server to answer HTTP", || {
         server.check_running()?;
         let health = http_get(server.http, target.health_path(), None);
         Ok(health.is_ok_and(|(status, _)| status == 200))
-    })?;
+    })
+}
+
+/// CPU and memory of every process a system runs, sampled together.
+struct Samples(Vec<ProcSample>);
+
+impl Samples {
+    fn take(pids: &[u32]) -> Result<Samples> {
+        pids.iter()
+            .map(|&pid| ProcSample::take(pid))
+            .collect::<Result<_>>()
+            .map(Samples)
+    }
+
+    fn ticks(&self) -> u64 {
+        self.0.iter().map(|s| s.ticks).sum()
+    }
+}
+
+fn drive(
+    target: &dyn Target,
+    servers: &mut [Server],
+    clickhouse: Option<&mut ClickHouseServer>,
+    w: &Workload,
+    writes: Writes,
+    timeout: Duration,
+) -> Result<Measurement> {
+    let mut pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
+    let mut labels: Vec<String> = match (servers.len(), clickhouse.is_some()) {
+        (1, false) => vec!["server".to_string()],
+        (1, true) => vec!["rtsd".to_string()],
+        (n, _) => (0..n).map(|i| format!("rtsd node {i}")).collect(),
+    };
+    if let Some(ch) = &clickhouse {
+        pids.push(ch.pid());
+        labels.push("ClickHouse".to_string());
+    }
+    let ready_by = Instant::now() + START_TIMEOUT;
     let mut conns = Vec::with_capacity(w.streams.len());
-    for _ in &w.streams {
-        let mut stream = retry_connect(server.telnet, ready_by)?;
+    for i in 0..w.streams.len() {
+        let mut stream = retry_connect(servers[i % servers.len()].telnet, ready_by)?;
         if let Some(hello) = target.telnet_hello() {
             say_hello(&mut stream, &hello)?;
         }
@@ -105,7 +193,7 @@ fn drive(
 
     let barrier = Barrier::new(w.streams.len() + 1);
     let stop_readers = AtomicBool::new(false);
-    let cpu_before = ProcSample::take(pid)?;
+    let cpu_before = Samples::take(&pids)?;
     let loader_before = cpu_ticks(&proc_stat("self")?)?;
     thread::scope(|scope| -> Result<Measurement> {
         let mut senders = Vec::new();
@@ -132,10 +220,15 @@ fn drive(
         barrier.wait();
         let t0 = Instant::now();
         let deadline = t0 + timeout;
-        let http = server.http;
+        // Queries go to the first node: with ClickHouse every node reads
+        // the one dataset all of them write.
+        let http = servers[0].http;
+        let nodes: Vec<SocketAddr> = servers.iter().map(|s| s.http).collect();
         let run = || -> Result<Measurement> {
             until(deadline, "the stream to be sent", || {
-                server.check_running()?;
+                for server in servers.iter_mut() {
+                    server.check_running()?;
+                }
                 Ok(senders.iter().all(|s| s.is_finished()))
             })?;
             let mut sent = t0;
@@ -149,13 +242,26 @@ fn drive(
 
             // Shed or rejected points are a figure of the run, not a
             // failure: the default drop-oldest policy may shed under load.
-            let mut last = Progress { stored: 0, lost: 0 };
+            // Points still in a spool are not stored where queries look.
+            let mut last = Progress::default();
             until(deadline, "every point to be stored or counted lost", || {
-                server.check_running()?;
-                last = target.progress(http)?;
-                Ok(last.stored + last.lost >= w.points)
+                let mut sum = Progress::default();
+                for (server, &node) in servers.iter_mut().zip(&nodes) {
+                    server.check_running()?;
+                    let p = target.progress(node)?;
+                    sum.stored += p.stored;
+                    sum.lost += p.lost;
+                    sum.pending += p.pending;
+                }
+                last = sum;
+                Ok(last.stored + last.lost >= w.points && last.pending == 0)
             })
-            .with_context(|| format!("{} of {} stored", last.stored, w.points))?;
+            .with_context(|| {
+                format!(
+                    "{} of {} stored, {} not yet shipped",
+                    last.stored, w.points, last.pending
+                )
+            })?;
             let stored = t0.elapsed();
             let expected = w.points - last.lost;
             target.make_queryable(http)?;
@@ -169,7 +275,7 @@ fn drive(
             })
             .with_context(|| format!("a query counts {counted} of {expected}"))?;
             let queryable = t0.elapsed();
-            let cpu_after = ProcSample::take(pid)?;
+            let cpu_after = Samples::take(&pids)?;
             let loader_after = cpu_ticks(&proc_stat("self")?)?;
 
             stop_readers.store(true, Ordering::Relaxed);
@@ -182,32 +288,87 @@ fn drive(
                 }
             }
 
-            let shutdown = server.terminate()?;
             let tick = clock_ticks_per_sec();
+            let mut threads = Vec::new();
+            for ((after, before), label) in cpu_after.0.iter().zip(&cpu_before.0).zip(&labels) {
+                for (name, secs) in after.threads_since(before, tick) {
+                    // rtsd nodes' threads add up by name; ClickHouse's are its own.
+                    let name = match label.as_str() {
+                        "ClickHouse" => format!("ClickHouse {name}"),
+                        _ => name,
+                    };
+                    match threads.iter_mut().find(|(n, _)| *n == name) {
+                        Some((_, total)) => *total += secs,
+                        None => threads.push((name, secs)),
+                    }
+                }
+            }
+            threads.sort_by(|a: &(String, f64), b| b.1.total_cmp(&a.1));
+            let clickhouse_parts = match clickhouse.as_deref() {
+                Some(ch) => Some((ch.active_part_bytes()?, ch.part_counts()?)),
+                None => None,
+            };
+
+            let shutdown = terminate_all(servers)?;
+            let mut disk = Vec::new();
+            for (server, label) in servers.iter().zip(&labels) {
+                disk.push((label.clone(), DiskUsage::of(&server.data_dir)?));
+            }
+            let mut clickhouse_stop = None;
+            if let Some(ch) = clickhouse {
+                clickhouse_stop = Some(ch.stop()?);
+                disk.push(("ClickHouse".to_string(), DiskUsage::of(&ch.data_dir)?));
+            }
             Ok(Measurement {
                 sent: sent - t0,
                 stored,
                 queryable,
-                server_cpu_secs: (cpu_after.ticks - cpu_before.ticks) as f64 / tick,
+                server_cpu_secs: (cpu_after.ticks() - cpu_before.ticks()) as f64 / tick,
                 loader_cpu_secs: (loader_after - loader_before) as f64 / tick,
-                peak_rss_bytes: cpu_after.peak_rss_bytes,
+                peak_rss_bytes: cpu_after.0.iter().map(|s| s.peak_rss_bytes).sum(),
+                peak_rss_by_process: labels
+                    .iter()
+                    .cloned()
+                    .zip(cpu_after.0.iter().map(|s| s.peak_rss_bytes))
+                    .collect(),
                 shutdown,
-                disk: DiskUsage::of(&server.data_dir)?,
-                threads: cpu_after.threads_since(&cpu_before, tick),
+                disk: DiskUsage::sum(&disk),
+                disk_by_process: disk,
+                threads,
                 replies,
                 connections: w.streams.len(),
-                load_average: cpu_before.load_average.clone(),
+                load_average: cpu_before.0[0].load_average.clone(),
                 lost: last.lost,
+                clickhouse: clickhouse_parts.map(|(active_bytes, parts)| ClickHouseFigures {
+                    active_bytes,
+                    parts,
+                    stop: clickhouse_stop.unwrap_or_default(),
+                }),
             })
         };
         let result = run();
         if result.is_err() {
             // The scope joins every thread: free the blocked ones first.
             stop_readers.store(true, Ordering::Relaxed);
-            server.kill();
+            for server in servers.iter_mut() {
+                server.kill();
+            }
         }
         result
     })
+}
+
+/// SIGTERM to every node at once, then waits for all; returns how long
+/// the last one took.
+fn terminate_all(servers: &mut [Server]) -> Result<Duration> {
+    let start = Instant::now();
+    for server in servers.iter() {
+        server.signal_term()?;
+    }
+    for server in servers.iter_mut() {
+        server.wait_exit(start)?;
+    }
+    Ok(start.elapsed())
 }
 
 /// Polls `check` every [`POLL`] until it says done, fails, or time is up.
@@ -275,7 +436,8 @@ fn drain_replies(mut stream: TcpStream, stop: &AtomicBool) -> (u64, String) {
     (total, text.lines().next().unwrap_or("").to_string())
 }
 
-fn free_port() -> Result<SocketAddr> {
+/// A loopback address nothing listens on yet.
+pub fn free_port() -> Result<SocketAddr> {
     // Binding port 0 and letting go leaves a small race with other programs,
     // acceptable on a benchmark machine.
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
@@ -304,13 +466,14 @@ struct Server {
 }
 
 impl Server {
-    /// Starts `target` with its data dir and log under `dir`.
-    fn start(target: &dyn Target, dir: &Path) -> Result<Server> {
+    /// Starts `target` with its data dir and log under `dir`, storing into
+    /// the ClickHouse server at `clickhouse` if given.
+    fn start(target: &dyn Target, dir: &Path, clickhouse: Option<&str>) -> Result<Server> {
         let data_dir = dir.join("data");
         let log = dir.join("server.log");
         let (telnet, http) = (free_port()?, free_port()?);
         let out = File::create(&log)?;
-        let mut cmd = target.command(&data_dir, telnet, http);
+        let mut cmd = target.command(&data_dir, telnet, http, clickhouse);
         cmd.stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
@@ -331,9 +494,7 @@ impl Server {
         }
     }
 
-    /// SIGTERM, then waits for a clean exit; returns how long it took.
-    fn terminate(&mut self) -> Result<Duration> {
-        let start = Instant::now();
+    fn signal_term(&self) -> Result<()> {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -341,14 +502,19 @@ impl Server {
         if !status.success() {
             bail!("kill -TERM {} failed: {status}", self.child.id());
         }
+        Ok(())
+    }
+
+    /// Waits for a clean exit after SIGTERM was sent at `since`.
+    fn wait_exit(&mut self, since: Instant) -> Result<()> {
         loop {
             if let Some(status) = self.child.try_wait()? {
                 if !status.success() {
                     bail!("the server exited with {status} after SIGTERM");
                 }
-                return Ok(start.elapsed());
+                return Ok(());
             }
-            if start.elapsed() > SHUTDOWN_TIMEOUT {
+            if since.elapsed() > SHUTDOWN_TIMEOUT {
                 bail!("the server did not exit within {SHUTDOWN_TIMEOUT:?} of SIGTERM");
             }
             thread::sleep(Duration::from_millis(10));

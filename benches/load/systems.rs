@@ -14,9 +14,28 @@ use crate::workload::{Workload, INTERVAL_SECS};
 /// A system under test: how to start it and how to ask it how far it got.
 pub trait Target {
     fn name(&self) -> String;
-    fn command(&self, data_dir: &Path, telnet: SocketAddr, http: SocketAddr) -> Command;
+    /// Server processes to run, each on its own data dir and ports; the
+    /// ingest connections are dealt out among them in turn.
+    fn nodes(&self) -> usize {
+        1
+    }
+    /// The `clickhouse-server` binary when the nodes store into a
+    /// ClickHouse server the benchmark starts first.
+    fn clickhouse(&self) -> Option<&Path> {
+        None
+    }
+    /// The command of one node; `clickhouse` is the URL of the server
+    /// [`Target::clickhouse`] asked for.
+    fn command(
+        &self,
+        data_dir: &Path,
+        telnet: SocketAddr,
+        http: SocketAddr,
+        clickhouse: Option<&str>,
+    ) -> Command;
     /// A path that answers 200 once the server serves HTTP.
     fn health_path(&self) -> &'static str;
+    /// How far one node got.
     fn progress(&self, http: SocketAddr) -> Result<Progress>;
     /// Called once everything is stored, before counting.
     fn make_queryable(&self, http: SocketAddr) -> Result<()>;
@@ -29,10 +48,14 @@ pub trait Target {
     }
 }
 
+#[derive(Default)]
 pub struct Progress {
     pub stored: u64,
     /// Points the server says it will never store (dropped or rejected).
     pub lost: u64,
+    /// Points stored locally but not yet where queries read them: rtsd's
+    /// ClickHouse spool.
+    pub pending: u64,
 }
 
 pub struct Rtsd {
@@ -44,6 +67,16 @@ pub struct Rtsd {
     /// With `--auth`: the config file defining the bench's token, so the
     /// run pays for authentication as a secured deployment does.
     pub auth: Option<BenchAuth>,
+    /// `--store clickhouse` instead of the embedded store.
+    pub clickhouse: Option<OnClickHouse>,
+}
+
+/// rtsd nodes serving on one ClickHouse server the benchmark starts.
+pub struct OnClickHouse {
+    pub bin: PathBuf,
+    pub version: String,
+    /// rtsd nodes sharing the server's one dataset (the single layout).
+    pub nodes: usize,
 }
 
 /// One token with `read` and `write` scopes in a config file of its own.
@@ -86,13 +119,34 @@ impl Target for Rtsd {
         } else {
             format!("rtsd ({})", self.bin.display())
         };
+        let name = match &self.clickhouse {
+            Some(ch) if ch.nodes > 1 => {
+                format!("{} × {name} → ClickHouse {}", ch.nodes, ch.version)
+            }
+            Some(ch) => format!("{name} → ClickHouse {}", ch.version),
+            None => name,
+        };
         match self.auth {
             Some(_) => format!("{name}, auth on"),
             None => name,
         }
     }
 
-    fn command(&self, data_dir: &Path, telnet: SocketAddr, http: SocketAddr) -> Command {
+    fn nodes(&self) -> usize {
+        self.clickhouse.as_ref().map_or(1, |ch| ch.nodes)
+    }
+
+    fn clickhouse(&self) -> Option<&Path> {
+        self.clickhouse.as_ref().map(|ch| ch.bin.as_path())
+    }
+
+    fn command(
+        &self,
+        data_dir: &Path,
+        telnet: SocketAddr,
+        http: SocketAddr,
+        clickhouse: Option<&str>,
+    ) -> Command {
         let mut cmd = Command::new(&self.bin);
         cmd.arg("serve")
             .arg("--data-dir")
@@ -105,6 +159,9 @@ impl Target for Rtsd {
         }
         if let Some(auth) = &self.auth {
             cmd.arg("--config").arg(auth.config.path());
+        }
+        if let Some(url) = clickhouse {
+            cmd.args(["--store", "clickhouse", "--clickhouse-url", url]);
         }
         cmd
     }
@@ -122,12 +179,17 @@ impl Target for Rtsd {
     fn progress(&self, http: SocketAddr) -> Result<Progress> {
         let body = http_get_ok(http, "/api/stats", self.bearer())?;
         let stats: Vec<Json> = serde_json::from_str(&body).context("parsing /api/stats")?;
-        let mut p = Progress { stored: 0, lost: 0 };
+        let mut p = Progress::default();
         for stat in &stats {
             let value = stat.get("value").and_then(json_u64).unwrap_or(0);
             match stat.get("metric").and_then(Json::as_str) {
                 Some("tsd.rtsd.points.stored") => p.stored += value,
-                Some("tsd.rtsd.points.dropped" | "tsd.rtsd.points.rejected") => p.lost += value,
+                Some(
+                    "tsd.rtsd.points.dropped"
+                    | "tsd.rtsd.points.rejected"
+                    | "tsd.rtsd.spool.dropped",
+                ) => p.lost += value,
+                Some("tsd.rtsd.spool.points") => p.pending += value,
                 _ => {}
             }
         }
@@ -205,7 +267,13 @@ impl Target for VictoriaMetrics {
         format!("VictoriaMetrics {}", self.version)
     }
 
-    fn command(&self, data_dir: &Path, telnet: SocketAddr, http: SocketAddr) -> Command {
+    fn command(
+        &self,
+        data_dir: &Path,
+        telnet: SocketAddr,
+        http: SocketAddr,
+        _clickhouse: Option<&str>,
+    ) -> Command {
         let mut cmd = Command::new(&self.bin);
         cmd.arg(format!("-storageDataPath={}", data_dir.display()))
             .arg(format!("-httpListenAddr={http}"))
@@ -232,7 +300,10 @@ impl Target for VictoriaMetrics {
             })
             .map_or(0, |v| v as u64);
         // 1.79 only logs the lines it cannot parse; it counts none.
-        Ok(Progress { stored, lost: 0 })
+        Ok(Progress {
+            stored,
+            ..Progress::default()
+        })
     }
 
     fn make_queryable(&self, http: SocketAddr) -> Result<()> {
