@@ -62,7 +62,9 @@
 //! have exited (killed after 60 s); *shutdown* is the nodes' only.
 //! ClickHouse keeps merged-away parts for 8 minutes, so its dir can hold
 //! a part twice: `system.parts`' active bytes at all-queryable are in the
-//! details.
+//! details. All-queryable includes the last count query, which on
+//! ClickHouse reads every point back through rtsd; the details say how
+//! long it took.
 //!
 //! **Figures.** *points/s* is points sent divided by the wall time from time
 //! zero to all-queryable. *Server CPU* is the growth of `utime + stime` in

@@ -45,6 +45,9 @@ pub struct Measurement {
     pub load_average: String,
     /// Points the server dropped or rejected instead of storing.
     pub lost: u64,
+    /// How long the count that found every point took: *queryable*
+    /// includes it, and on ClickHouse it reads every point back.
+    pub count_query: Duration,
     /// `VmHWM` per process (`server`, or `rtsd`, `rtsd node N`, `ClickHouse`).
     pub peak_rss_by_process: Vec<(String, u64)>,
     /// What each process left on disk, same labels.
@@ -266,8 +269,11 @@ fn drive(
             let expected = w.points - last.lost;
             target.make_queryable(http)?;
             let mut counted = 0;
+            let mut count_query = Duration::ZERO;
             until(deadline, "every point to be queryable", || {
+                let asked = Instant::now();
                 counted = target.count(http, w)?;
+                count_query = asked.elapsed();
                 if counted > expected {
                     bail!("a query counts {counted} points but {expected} were stored");
                 }
@@ -339,6 +345,7 @@ fn drive(
                 connections: w.streams.len(),
                 load_average: cpu_before.0[0].load_average.clone(),
                 lost: last.lost,
+                count_query,
                 clickhouse: clickhouse_parts.map(|(active_bytes, parts)| ClickHouseFigures {
                     active_bytes,
                     parts,

@@ -163,6 +163,11 @@ fn render_details(out: &mut String, m: &Measurement, points: u64) -> fmt::Result
         m.disk.allocated as f64 / MIB,
         parts.join(", ")
     )?;
+    writeln!(
+        out,
+        "- the count query that found every point took {:.2} s (within *all queryable*)",
+        m.count_query.as_secs_f64()
+    )?;
     if m.disk_by_process.len() > 1 {
         let dirs: Vec<String> = m
             .disk_by_process
