@@ -1,8 +1,10 @@
-//! The bench's own `clickhouse-server`: a generated minimal config (the
+//! The bench's own `clickhouse-server`s: a generated minimal config (the
 //! shape `tests/it/clickhouse_support.rs` verified on 18.16) in a temp dir,
-//! free loopback ports, killed if the benchmark leaves early.
+//! free loopback ports, killed if the benchmark leaves early. Two or more
+//! form the cluster [`CLUSTER`], one shard each, every server knowing it.
 
 use std::fs::File;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,28 +18,83 @@ use crate::measure::free_port;
 
 /// Where Debian's package installs the server.
 pub const DEFAULT_BIN: &str = "/usr/sbin/clickhouse-server";
+/// And the client, which runs the cluster DDL.
+const CLIENT_BIN: &str = "/usr/bin/clickhouse-client";
+
+/// The `remote_servers` name of a cluster of more than one server.
+pub const CLUSTER: &str = "bench";
 
 /// How long a stopped server may take to exit before it is killed: 18.16
 /// waits for running merges, which a benchmark need not.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A running server; its data lives under the dir given to [`start`].
-///
-/// [`start`]: ClickHouseServer::start
+/// A running server; its data lives under the dir given to
+/// [`ClickHouseServer::start_all`].
 pub struct ClickHouseServer {
     child: Child,
     pub http: SocketAddr,
+    tcp_port: u16,
     /// What the server stores: tables, parts, metadata.
     pub data_dir: PathBuf,
     log: PathBuf,
 }
 
 impl ClickHouseServer {
-    /// Starts `bin` with its config, data and log under `dir`; returns
-    /// once it answers `SELECT 1`.
-    pub fn start(bin: &Path, dir: &Path, deadline: Instant) -> Result<ClickHouseServer> {
+    /// Starts `shards` servers of `bin`, each under `dir/shardN` (just
+    /// `dir` for one), and returns once all answer `SELECT 1`. More than
+    /// one form [`CLUSTER`].
+    pub fn start_all(
+        bin: &Path,
+        dir: &Path,
+        shards: usize,
+        deadline: Instant,
+    ) -> Result<Vec<ClickHouseServer>> {
+        let mut ports = Vec::new();
+        for _ in 0..shards {
+            ports.push((free_port()?, free_port()?.port()));
+        }
+        let remote_servers = match shards {
+            1 => String::new(),
+            _ => {
+                let list: String = ports
+                    .iter()
+                    .map(|(_, tcp)| {
+                        format!(
+                            "<shard><replica><host>127.0.0.1</host><port>{tcp}</port></replica></shard>"
+                        )
+                    })
+                    .collect();
+                format!("<remote_servers><{CLUSTER}>{list}</{CLUSTER}></remote_servers>")
+            }
+        };
+        let mut servers = Vec::new();
+        for (i, &(http, tcp)) in ports.iter().enumerate() {
+            let dir = match shards {
+                1 => dir.to_path_buf(),
+                _ => dir.join(format!("shard{i}")),
+            };
+            servers.push(ClickHouseServer::spawn(
+                bin,
+                &dir,
+                http,
+                tcp,
+                &remote_servers,
+            )?);
+        }
+        for server in &mut servers {
+            server.wait_ready(deadline)?;
+        }
+        Ok(servers)
+    }
+
+    fn spawn(
+        bin: &Path,
+        dir: &Path,
+        http: SocketAddr,
+        tcp_port: u16,
+        remote_servers: &str,
+    ) -> Result<ClickHouseServer> {
         std::fs::create_dir_all(dir)?;
-        let (http, tcp) = (free_port()?, free_port()?);
         let root = dir.display();
         let config = format!(
             "<yandex>\n\
@@ -53,9 +110,9 @@ impl ClickHouseServer {
              <default_profile>default</default_profile>\n\
              <default_database>default</default_database>\n\
              <mark_cache_size>53687091</mark_cache_size>\n\
+             {remote_servers}\n\
              </yandex>\n",
             http_port = http.port(),
-            tcp_port = tcp.port(),
         );
         let users = "<yandex>\n\
              <profiles><default></default></profiles>\n\
@@ -77,30 +134,60 @@ impl ClickHouseServer {
         .stdout(out.try_clone()?)
         .stderr(out);
         let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
-        let mut server = ClickHouseServer {
+        Ok(ClickHouseServer {
             child,
             http,
+            tcp_port,
             data_dir: dir.join("data"),
             log,
-        };
+        })
+    }
+
+    fn wait_ready(&mut self, deadline: Instant) -> Result<()> {
         loop {
-            if let Some(status) = server.child.try_wait()? {
+            if let Some(status) = self.child.try_wait()? {
                 bail!(
                     "clickhouse-server exited at start: {status}\n{}",
-                    server.log_tail()
+                    self.log_tail()
                 );
             }
-            if http_get(http, "/?query=SELECT%201", None).is_ok_and(|(s, _)| s == 200) {
-                return Ok(server);
+            if http_get(self.http, "/?query=SELECT%201", None).is_ok_and(|(s, _)| s == 200) {
+                return Ok(());
             }
             if Instant::now() >= deadline {
                 bail!(
                     "clickhouse-server did not answer in time\n{}",
-                    server.log_tail()
+                    self.log_tail()
                 );
             }
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Runs a `;`-separated script through `clickhouse-client
+    /// --multiquery`, as an operator creates a cluster's tables.
+    pub fn run_script(&self, script: &str) -> Result<()> {
+        let mut child = Command::new(CLIENT_BIN)
+            .args(["--host", "127.0.0.1", "--port", &self.tcp_port.to_string()])
+            .args(["--multiquery", "--receive_timeout=60", "--send_timeout=60"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {CLIENT_BIN}"))?;
+        child
+            .stdin
+            .take()
+            .context("clickhouse-client's stdin")?
+            .write_all(script.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "clickhouse-client failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     }
 
     pub fn pid(&self) -> u32 {

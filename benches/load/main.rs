@@ -6,6 +6,7 @@
 //! `cargo bench --bench load -- --points 5000000 --series 10000 --connections 4 --peer vm`,
 //! `cargo bench --bench load -- --stores embedded,clickhouse` or
 //! `cargo bench --bench load -- --stores clickhouse --clickhouse-nodes 2 --peer none`
+//! (add `--clickhouse-shards 2` for a two-shard cluster)
 //! (`-- --help` lists them all). The table is printed and written to
 //! `load-report.md` in the target directory. Without cargo's `--bench` flag
 //! (`cargo test --benches`) it runs a small rtsd-only smoke pass instead,
@@ -51,14 +52,19 @@
 //! tables if missing). With `--clickhouse-nodes N` the connections are
 //! dealt out among N nodes on that one server (the single layout: every
 //! node writes and reads the same tables, so the count goes to the first
-//! node only). A node has *stored* a point once it is in its spool and
+//! node only). With `--clickhouse-shards S` it starts S servers forming a
+//! cluster of one shard each, runs `rtsd clickhouse-schema --cluster`
+//! through `clickhouse-client` on each, and node `i` runs with
+//! `--clickhouse-cluster` on server `i mod S`: inserts go through the
+//! `Distributed` tables (synchronously, so a shipped point is on its
+//! shard) and the count reads every shard. A node has *stored* a point once it is in its spool and
 //! has shipped it once `tsd.rtsd.spool.points` is 0: the run waits for
 //! `points.stored` summed over the nodes to reach the points sent *and*
 //! every spool to be empty, then for the same count as above through the
 //! first node's `/api/query`. Server CPU and peak RSS cover every rtsd
-//! node and the ClickHouse server (CPU summed; RSS summed and per
+//! node and every ClickHouse server (CPU summed; RSS summed and per
 //! process); the data dir is the nodes' (their spools) plus ClickHouse's
-//! `data/` after both stopped. ClickHouse gets SIGTERM after the nodes
+//! `data/` after all stopped. ClickHouse gets SIGTERM after the nodes
 //! have exited (killed after 60 s); *shutdown* is the nodes' only.
 //! ClickHouse keeps merged-away parts for 8 minutes, so its dir can hold
 //! a part twice: `system.parts`' active bytes at all-queryable are in the
@@ -115,8 +121,12 @@ usage: cargo bench --bench load -- [OPTIONS]
   --stores LIST         rtsd stores to benchmark, comma-separated: embedded,
                         clickhouse (default embedded); clickhouse starts its
                         own clickhouse-server and runs rtsd --store clickhouse
-  --clickhouse-nodes N  rtsd nodes on that one ClickHouse server, connections
-                        dealt out among them (default 1)
+  --clickhouse-nodes N  rtsd nodes on ClickHouse, connections dealt out among
+                        them (default 1)
+  --clickhouse-shards N clickhouse-servers: 1 (default), the single layout, or
+                        a cluster of N one-shard servers with Distributed
+                        tables (rtsd --clickhouse-cluster); node i inserts
+                        into server i mod N
   --clickhouse-bin PATH clickhouse-server binary (default /usr/sbin/clickhouse-server)
   --peer vm|none        also benchmark VictoriaMetrics, or not (default vm)
   --rtsd-bin PATH       rtsd binary (default: the one this bench was built with)
@@ -164,6 +174,7 @@ fn run() -> Result<()> {
                     version: clickhouse::version(&options.clickhouse_bin),
                     bin: options.clickhouse_bin.clone(),
                     nodes: options.clickhouse_nodes,
+                    shards: options.clickhouse_shards,
                 })
             }
         };
@@ -251,6 +262,7 @@ struct Options {
     writes: Writes,
     stores: Vec<Store>,
     clickhouse_nodes: usize,
+    clickhouse_shards: usize,
     clickhouse_bin: PathBuf,
     peer_vm: bool,
     rtsd_bin: Option<PathBuf>,
@@ -276,6 +288,7 @@ impl Options {
             writes: Writes::Bulk,
             stores: vec![Store::Embedded],
             clickhouse_nodes: 1,
+            clickhouse_shards: 1,
             clickhouse_bin: PathBuf::from(clickhouse::DEFAULT_BIN),
             peer_vm: true,
             rtsd_bin: None,
@@ -333,6 +346,7 @@ impl Options {
                         .collect::<Result<_>>()?
                 }
                 "--clickhouse-nodes" => o.clickhouse_nodes = number(&flag, &value()?)?,
+                "--clickhouse-shards" => o.clickhouse_shards = number(&flag, &value()?)?,
                 "--clickhouse-bin" => o.clickhouse_bin = PathBuf::from(value()?),
                 "--peer" => {
                     o.peer_vm = match value()?.as_str() {
@@ -358,8 +372,16 @@ impl Options {
                 _ => bail!("unknown argument {arg:?}\n\n{USAGE}"),
             }
         }
-        if o.points == 0 || o.series == 0 || o.connections == 0 || o.clickhouse_nodes == 0 {
-            bail!("--points, --series, --connections and --clickhouse-nodes must be at least 1");
+        if [
+            o.series,
+            o.connections,
+            o.clickhouse_nodes,
+            o.clickhouse_shards,
+        ]
+        .contains(&0)
+            || o.points == 0
+        {
+            bail!("--points, --series, --connections and --clickhouse-* must be at least 1");
         }
         if o.stores.is_empty() {
             bail!("--stores names no store");

@@ -58,11 +58,13 @@ pub struct Measurement {
 
 /// What the ClickHouse server itself says about the run.
 pub struct ClickHouseFigures {
-    /// Bytes of active parts at all-queryable (`system.parts`).
+    /// Bytes of active parts at all-queryable (`system.parts`), summed
+    /// over the servers.
     pub active_bytes: u64,
-    /// Parts of rtsd's tables at all-queryable, active of all.
+    /// Parts of rtsd's tables at all-queryable, active of all, per server.
     pub parts: String,
-    /// How long it took to stop, and whether it had to be killed.
+    /// How long the slowest server took to stop, and whether any had to
+    /// be killed.
     pub stop: (Duration, bool),
 }
 
@@ -91,14 +93,20 @@ pub fn measure(
     let dir = tempfile::Builder::new().prefix("rtsd-load-").tempdir()?;
     let ready_by = Instant::now() + START_TIMEOUT;
     let mut clickhouse = match target.clickhouse() {
-        Some(bin) => Some(ClickHouseServer::start(
-            bin,
+        Some(ch) => ClickHouseServer::start_all(
+            &ch.bin,
             &dir.path().join("clickhouse"),
+            ch.shards,
             ready_by,
-        )?),
-        None => None,
+        )?,
+        None => Vec::new(),
     };
-    let url = clickhouse.as_ref().map(ClickHouseServer::url);
+    if let Some(ddl) = target.cluster_ddl()? {
+        for server in &clickhouse {
+            server.run_script(&ddl)?;
+        }
+    }
+    let urls: Vec<String> = clickhouse.iter().map(ClickHouseServer::url).collect();
     let mut servers = Vec::new();
     for node in 0..target.nodes() {
         let node_dir = match target.nodes() {
@@ -106,25 +114,19 @@ pub fn measure(
             _ => dir.path().join(format!("node{node}")),
         };
         std::fs::create_dir_all(&node_dir)?;
-        let mut server = Server::start(target, &node_dir, url.as_deref())?;
-        // One at a time: each node creates the ClickHouse tables if they
-        // are missing, and two doing so at once would race.
+        let url = (!urls.is_empty()).then(|| urls[node % urls.len()].as_str());
+        let mut server = Server::start(target, &node_dir, url)?;
+        // One at a time: on one ClickHouse server each node creates the
+        // tables if they are missing, and two doing so at once would race.
         wait_ready(target, &mut server, ready_by).map_err(|e| with_logs(e, &[&server]))?;
         servers.push(server);
     }
-    let result = drive(
-        target,
-        &mut servers,
-        clickhouse.as_mut(),
-        w,
-        writes,
-        timeout,
-    );
+    let result = drive(target, &mut servers, &mut clickhouse, w, writes, timeout);
     result.map_err(|e| {
         let mut e = with_logs(e, &servers.iter().collect::<Vec<_>>());
-        if let Some(ch) = &clickhouse {
+        for ch in &clickhouse {
             e = anyhow!(
-                "{e:#}\n--- last lines of the ClickHouse log ---\n{}",
+                "{e:#}\n--- last lines of a ClickHouse log ---\n{}",
                 ch.log_tail()
             );
         }
@@ -167,20 +169,23 @@ impl Samples {
 fn drive(
     target: &dyn Target,
     servers: &mut [Server],
-    clickhouse: Option<&mut ClickHouseServer>,
+    clickhouse: &mut [ClickHouseServer],
     w: &Workload,
     writes: Writes,
     timeout: Duration,
 ) -> Result<Measurement> {
     let mut pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
-    let mut labels: Vec<String> = match (servers.len(), clickhouse.is_some()) {
-        (1, false) => vec!["server".to_string()],
-        (1, true) => vec!["rtsd".to_string()],
+    let mut labels: Vec<String> = match (servers.len(), clickhouse.is_empty()) {
+        (1, true) => vec!["server".to_string()],
+        (1, false) => vec!["rtsd".to_string()],
         (n, _) => (0..n).map(|i| format!("rtsd node {i}")).collect(),
     };
-    if let Some(ch) = &clickhouse {
+    for (i, ch) in clickhouse.iter().enumerate() {
         pids.push(ch.pid());
-        labels.push("ClickHouse".to_string());
+        labels.push(match clickhouse.len() {
+            1 => "ClickHouse".to_string(),
+            _ => format!("ClickHouse shard {i}"),
+        });
     }
     let ready_by = Instant::now() + START_TIMEOUT;
     let mut conns = Vec::with_capacity(w.streams.len());
@@ -298,10 +303,11 @@ fn drive(
             let mut threads = Vec::new();
             for ((after, before), label) in cpu_after.0.iter().zip(&cpu_before.0).zip(&labels) {
                 for (name, secs) in after.threads_since(before, tick) {
-                    // rtsd nodes' threads add up by name; ClickHouse's are its own.
-                    let name = match label.as_str() {
-                        "ClickHouse" => format!("ClickHouse {name}"),
-                        _ => name,
+                    // Threads add up by name over the rtsd nodes and over
+                    // the ClickHouse servers, each kind under its own names.
+                    let name = match label.starts_with("ClickHouse") {
+                        true => format!("ClickHouse {name}"),
+                        false => name,
                     };
                     match threads.iter_mut().find(|(n, _)| *n == name) {
                         Some((_, total)) => *total += secs,
@@ -310,20 +316,28 @@ fn drive(
                 }
             }
             threads.sort_by(|a: &(String, f64), b| b.1.total_cmp(&a.1));
-            let clickhouse_parts = match clickhouse.as_deref() {
-                Some(ch) => Some((ch.active_part_bytes()?, ch.part_counts()?)),
-                None => None,
-            };
+            let mut clickhouse_parts = None;
+            if !clickhouse.is_empty() {
+                let mut active = 0;
+                let mut counts = Vec::new();
+                for ch in clickhouse.iter() {
+                    active += ch.active_part_bytes()?;
+                    counts.push(ch.part_counts()?);
+                }
+                clickhouse_parts = Some((active, counts.join(", ")));
+            }
 
             let shutdown = terminate_all(servers)?;
             let mut disk = Vec::new();
             for (server, label) in servers.iter().zip(&labels) {
                 disk.push((label.clone(), DiskUsage::of(&server.data_dir)?));
             }
-            let mut clickhouse_stop = None;
-            if let Some(ch) = clickhouse {
-                clickhouse_stop = Some(ch.stop()?);
-                disk.push(("ClickHouse".to_string(), DiskUsage::of(&ch.data_dir)?));
+            let mut clickhouse_stop: Option<(Duration, bool)> = None;
+            for (ch, label) in clickhouse.iter_mut().zip(&labels[servers.len()..]) {
+                let (took, killed) = ch.stop()?;
+                let (most, any_killed) = clickhouse_stop.unwrap_or_default();
+                clickhouse_stop = Some((most.max(took), any_killed || killed));
+                disk.push((label.clone(), DiskUsage::of(&ch.data_dir)?));
             }
             Ok(Measurement {
                 sent: sent - t0,

@@ -8,6 +8,7 @@ use std::process::Command;
 use anyhow::{anyhow, Context, Result};
 use serde_json::Value as Json;
 
+use crate::clickhouse::CLUSTER;
 use crate::http::{http_get_ok, truncate};
 use crate::workload::{Workload, INTERVAL_SECS};
 
@@ -19,13 +20,18 @@ pub trait Target {
     fn nodes(&self) -> usize {
         1
     }
-    /// The `clickhouse-server` binary when the nodes store into a
-    /// ClickHouse server the benchmark starts first.
-    fn clickhouse(&self) -> Option<&Path> {
+    /// The ClickHouse servers the nodes store into, which the benchmark
+    /// starts first.
+    fn clickhouse(&self) -> Option<&OnClickHouse> {
         None
     }
-    /// The command of one node; `clickhouse` is the URL of the server
-    /// [`Target::clickhouse`] asked for.
+    /// The DDL to run on every server of a ClickHouse cluster before any
+    /// node starts (a node creates the tables itself only on one server).
+    fn cluster_ddl(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
+    /// The command of one node; `clickhouse` is the URL of the server it
+    /// inserts into, one of those [`Target::clickhouse`] asked for.
     fn command(
         &self,
         data_dir: &Path,
@@ -71,12 +77,16 @@ pub struct Rtsd {
     pub clickhouse: Option<OnClickHouse>,
 }
 
-/// rtsd nodes serving on one ClickHouse server the benchmark starts.
+/// rtsd nodes serving on ClickHouse servers the benchmark starts.
 pub struct OnClickHouse {
     pub bin: PathBuf,
     pub version: String,
-    /// rtsd nodes sharing the server's one dataset (the single layout).
+    /// rtsd nodes sharing one dataset; node `i` inserts into and reads
+    /// through shard `i % shards`.
     pub nodes: usize,
+    /// 1: one server, the single layout. More: that many servers, one
+    /// shard each, under `Distributed` tables (`--clickhouse-cluster`).
+    pub shards: usize,
 }
 
 /// One token with `read` and `write` scopes in a config file of its own.
@@ -120,10 +130,17 @@ impl Target for Rtsd {
             format!("rtsd ({})", self.bin.display())
         };
         let name = match &self.clickhouse {
-            Some(ch) if ch.nodes > 1 => {
-                format!("{} × {name} → ClickHouse {}", ch.nodes, ch.version)
+            Some(ch) => {
+                let nodes = match ch.nodes {
+                    1 => name,
+                    n => format!("{n} × {name}"),
+                };
+                let servers = match ch.shards {
+                    1 => format!("ClickHouse {}", ch.version),
+                    n => format!("{n} shards of ClickHouse {}", ch.version),
+                };
+                format!("{nodes} → {servers}")
             }
-            Some(ch) => format!("{name} → ClickHouse {}", ch.version),
             None => name,
         };
         match self.auth {
@@ -136,8 +153,25 @@ impl Target for Rtsd {
         self.clickhouse.as_ref().map_or(1, |ch| ch.nodes)
     }
 
-    fn clickhouse(&self) -> Option<&Path> {
-        self.clickhouse.as_ref().map(|ch| ch.bin.as_path())
+    fn clickhouse(&self) -> Option<&OnClickHouse> {
+        self.clickhouse.as_ref()
+    }
+
+    fn cluster_ddl(&self) -> Result<Option<String>> {
+        if !self.clickhouse.as_ref().is_some_and(|ch| ch.shards > 1) {
+            return Ok(None);
+        }
+        let out = Command::new(&self.bin)
+            .args(["clickhouse-schema", "--cluster", CLUSTER])
+            .output()
+            .context("running rtsd clickhouse-schema")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "rtsd clickhouse-schema failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(Some(String::from_utf8(out.stdout)?))
     }
 
     fn command(
@@ -162,6 +196,9 @@ impl Target for Rtsd {
         }
         if let Some(url) = clickhouse {
             cmd.args(["--store", "clickhouse", "--clickhouse-url", url]);
+            if self.clickhouse.as_ref().is_some_and(|ch| ch.shards > 1) {
+                cmd.args(["--clickhouse-cluster", CLUSTER]);
+            }
         }
         cmd
     }
