@@ -69,8 +69,9 @@
 //! ClickHouse keeps merged-away parts for 8 minutes, so its dir can hold
 //! a part twice: `system.parts`' active bytes at all-queryable are in the
 //! details. All-queryable includes the last count query, which on
-//! ClickHouse reads every point back through rtsd; the details say how
-//! long it took.
+//! ClickHouse reads every point back through rtsd (seconds of wall and
+//! CPU time, ClickHouse's and rtsd's); the details say how long it took,
+//! and points/s and CPU are also given up to all stored, before it.
 //!
 //! **Figures.** *points/s* is points sent divided by the wall time from time
 //! zero to all-queryable. *Server CPU* is the growth of `utime + stime` in

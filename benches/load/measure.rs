@@ -32,6 +32,8 @@ pub struct Measurement {
     pub stored: Duration,
     pub queryable: Duration,
     pub server_cpu_secs: f64,
+    /// Server CPU up to all stored, before the count query.
+    pub server_cpu_stored_secs: f64,
     pub loader_cpu_secs: f64,
     pub peak_rss_bytes: u64,
     pub shutdown: Duration,
@@ -271,6 +273,9 @@ fn drive(
                 )
             })?;
             let stored = t0.elapsed();
+            // Before the count query, which on ClickHouse costs seconds
+            // of CPU of its own.
+            let cpu_stored = Samples::take(&pids)?;
             let expected = w.points - last.lost;
             target.make_queryable(http)?;
             let mut counted = 0;
@@ -344,6 +349,7 @@ fn drive(
                 stored,
                 queryable,
                 server_cpu_secs: (cpu_after.ticks() - cpu_before.ticks()) as f64 / tick,
+                server_cpu_stored_secs: (cpu_stored.ticks() - cpu_before.ticks()) as f64 / tick,
                 loader_cpu_secs: (loader_after - loader_before) as f64 / tick,
                 peak_rss_bytes: cpu_after.0.iter().map(|s| s.peak_rss_bytes).sum(),
                 peak_rss_by_process: labels

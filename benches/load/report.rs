@@ -58,7 +58,7 @@ pub fn render(
     }
     out.push('\n');
     type Cell = fn(&Measurement, u64) -> String;
-    let rows: [(&str, Cell); 14] = [
+    let rows: [(&str, Cell); 16] = [
         ("points/s (first byte → all queryable)", |m, n| {
             group(m.points_per_sec(n) as u64)
         }),
@@ -80,6 +80,12 @@ pub fn render(
         ("server CPU (s)", |m, _| format!("{:.2}", m.server_cpu_secs)),
         ("points per CPU-second", |m, n| {
             group((n as f64 / m.server_cpu_secs.max(0.01)) as u64)
+        }),
+        ("server CPU up to all stored (s)", |m, _| {
+            format!("{:.2}", m.server_cpu_stored_secs)
+        }),
+        ("points per CPU-second up to all stored", |m, n| {
+            group((n as f64 / m.server_cpu_stored_secs.max(0.01)) as u64)
         }),
         ("peak RSS (MiB)", |m, _| {
             format!("{:.0}", m.peak_rss_bytes as f64 / MIB)
