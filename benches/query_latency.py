@@ -18,13 +18,26 @@ before it queries:
   (g) the series of one host (OpenTSDB's /api/search/lookup, PromQL's
       /api/v1/series).
 
-Usage: benches/query_latency.py RTSD_BINARY [VICTORIA_METRICS_BINARY]
+With --clickhouse, (a)-(c) also run against rtsd on ClickHouse
+(`serve --store clickhouse`): the script starts its own clickhouse-server
+(a minimal generated config in a temp dir, free loopback ports), loads the
+same data through that rtsd's telnet port, waits until every point is
+stored and its spool is empty (`tsd.rtsd.spool.points` 0), and prints the
+three beside the embedded store's and VictoriaMetrics' figures.
+
+Usage: benches/query_latency.py [--clickhouse [--clickhouse-bin PATH]]
+       RTSD_BINARY [VICTORIA_METRICS_BINARY]
 (`cargo build --release` builds RTSD_BINARY; Debian's victoria-metrics
-package installs /usr/bin/victoria-metrics). Bounded: about 5 minutes.
+package installs /usr/bin/victoria-metrics, clickhouse-server
+/usr/sbin/clickhouse-server). Bounded: about 5 minutes, 10 with
+--clickhouse.
 """
+
+import argparse
 
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -94,15 +107,78 @@ def timed(url):
     return statistics.median(samples), samples[int(len(samples) * 0.9) - 1], len(body)
 
 
-def rtsd(binary, data, n):
-    d = tempfile.mkdtemp()
+CLICKHOUSE_CONFIG = """<yandex>
+<logger><level>warning</level><console>1</console></logger>
+<http_port>{http}</http_port>
+<tcp_port>{tcp}</tcp_port>
+<listen_host>127.0.0.1</listen_host>
+<path>{root}/data/</path>
+<tmp_path>{root}/tmp/</tmp_path>
+<user_files_path>{root}/user_files/</user_files_path>
+<format_schema_path>{root}/format_schemas/</format_schema_path>
+<users_config>{root}/users.xml</users_config>
+<default_profile>default</default_profile>
+<default_database>default</default_database>
+<mark_cache_size>53687091</mark_cache_size>
+</yandex>
+"""
+CLICKHOUSE_USERS = """<yandex>
+<profiles><default></default></profiles>
+<users><default><password></password><networks><ip>::/0</ip></networks><profile>default</profile><quota>default</quota></default></users>
+<quotas><default></default></quotas>
+</yandex>
+"""
+
+
+class ClickHouse:
+    """A clickhouse-server of its own in a temp dir (the config shape
+    tests/it/clickhouse_support.rs verified on 18.16), on free ports."""
+
+    def __init__(self, binary):
+        self.dir = tempfile.mkdtemp(prefix="rtsd-ql-clickhouse-")
+        http, tcp = free_port(), free_port()
+        with open(os.path.join(self.dir, "config.xml"), "w") as f:
+            f.write(CLICKHOUSE_CONFIG.format(http=http, tcp=tcp, root=self.dir))
+        with open(os.path.join(self.dir, "users.xml"), "w") as f:
+            f.write(CLICKHOUSE_USERS)
+        self.log = open(os.path.join(self.dir, "clickhouse.log"), "w")
+        self.proc = subprocess.Popen([binary, f"--config-file={self.dir}/config.xml"], cwd=self.dir,
+                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        self.url = f"http://127.0.0.1:{http}"
+
+        def ready():
+            try:
+                return get(self.url + "/?query=SELECT%201").strip() == b"1"
+            except OSError:
+                if self.proc.poll() is not None:
+                    sys.exit(f"clickhouse-server exited at start; see {self.dir}/clickhouse.log")
+                return False
+
+        wait_for(ready, "clickhouse-server to answer", limit=60)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            # 18.16 may wait for a merge; the data is thrown away anyway.
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def rtsd(binary, data, n, clickhouse_url=None):
+    """Times (a)-(g) on the embedded store, or (a)-(c) on ClickHouse."""
+    d = tempfile.mkdtemp(prefix="rtsd-ql-")
     with open(os.path.join(d, "rtsd.toml"), "w") as f:
         f.write("seal-grace-secs = 0\n")
     tport, hport = free_port(), free_port()
+    store = ["--store", "clickhouse", "--clickhouse-url", clickhouse_url] if clickhouse_url else []
     proc = subprocess.Popen([binary, "serve", "--data-dir", os.path.join(d, "data"),
                              "--config", os.path.join(d, "rtsd.toml"),
                              "--listen", f"127.0.0.1:{tport}", "--http-listen", f"127.0.0.1:{hport}",
-                             "--overflow", "block"], stderr=subprocess.DEVNULL)
+                             "--overflow", "block"] + store, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{hport}"
 
     def stat(name):
@@ -114,9 +190,21 @@ def rtsd(binary, data, n):
     wait_for(lambda: port_open(hport), "rtsd to listen")
     send(tport, data)
     wait_for(lambda: stat("tsd.rtsd.points.stored") >= n, "rtsd to store")
+    q = lambda m, start: f"{base}/api/query?start={start}&end={NOW}&m={urllib.parse.quote(m)}"
+    if clickhouse_url:
+        # Shipped: every point is in ClickHouse, where queries read.
+        wait_for(lambda: stat("tsd.rtsd.spool.points") == 0, "rtsd to ship its spool", limit=600)
+        out = {
+            "a": timed(q("none:bench.a{host=h1}", NOW - DAY)),
+            "b": timed(q("sum:1m-avg:bench.a", NOW - DAY)),
+            "c": timed(q("max:1h-max:bench.c{host=c1}", NOW - MONTH)),
+        }
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
+        shutil.rmtree(d, ignore_errors=True)
+        return out
     # Everything but the current hour sealed into blocks and rollups.
     wait_for(lambda: stat("tsd.rtsd.storage.head.points") <= 1010 * 60, "rtsd to seal")
-    q = lambda m, start: f"{base}/api/query?start={start}&end={NOW}&m={urllib.parse.quote(m)}"
     out = {
         "a": timed(q("none:bench.a{host=h1}", NOW - DAY)),
         "b": timed(q("sum:1m-avg:bench.a", NOW - DAY)),
@@ -128,6 +216,7 @@ def rtsd(binary, data, n):
     }
     proc.send_signal(signal.SIGTERM)
     proc.wait()
+    shutil.rmtree(d, ignore_errors=True)
     return out
 
 
@@ -140,7 +229,7 @@ def port_open(port):
 
 
 def victoria(binary, data, n):
-    d = tempfile.mkdtemp()
+    d = tempfile.mkdtemp(prefix="rtsd-ql-vm-")
     tport, hport = free_port(), free_port()
     proc = subprocess.Popen([binary, f"-storageDataPath={d}", f"-httpListenAddr=127.0.0.1:{hport}",
                              f"-opentsdbListenAddr=127.0.0.1:{tport}", "-loggerLevel=ERROR"],
@@ -173,15 +262,29 @@ def victoria(binary, data, n):
     }
     proc.send_signal(signal.SIGTERM)
     proc.wait()
+    shutil.rmtree(d, ignore_errors=True)
     return out
 
 
 def main():
+    parser = argparse.ArgumentParser(description="Query latency of rtsd against VictoriaMetrics.")
+    parser.add_argument("rtsd", metavar="RTSD_BINARY")
+    parser.add_argument("vm", metavar="VICTORIA_METRICS_BINARY", nargs="?")
+    parser.add_argument("--clickhouse", action="store_true",
+                        help="also time (a)-(c) on rtsd --store clickhouse")
+    parser.add_argument("--clickhouse-bin", default="/usr/sbin/clickhouse-server")
+    args = parser.parse_args()
     data = "".join(lines()).encode()
     n = data.count(b"\n")
-    results = {"rtsd": rtsd(sys.argv[1], data, n)}
-    if len(sys.argv) > 2:
-        results["VictoriaMetrics"] = victoria(sys.argv[2], data, n)
+    results = {"rtsd": rtsd(args.rtsd, data, n)}
+    if args.clickhouse:
+        server = ClickHouse(args.clickhouse_bin)
+        try:
+            results["rtsd on ClickHouse"] = rtsd(args.rtsd, data, n, clickhouse_url=server.url)
+        finally:
+            server.stop()
+    if args.vm:
+        results["VictoriaMetrics"] = victoria(args.vm, data, n)
     names = {"a": "(a) one series, 1 day raw (1,440 points)",
              "b": "(b) sum of 1,000 series, 1m-avg, 1 day",
              "c": "(c) 1h-max of one series, 30 days",
@@ -194,7 +297,8 @@ def main():
     print("| query | " + " | ".join(systems) + " |")
     print("|---|" + "---:|" * len(systems))
     for k, label in names.items():
-        cells = [f"{results[s][k][0]:.1f} / {results[s][k][1]:.1f}" for s in systems]
+        cells = [f"{results[s][k][0]:.1f} / {results[s][k][1]:.1f}" if k in results[s] else "—"
+                 for s in systems]
         print(f"| {label} | " + " | ".join(cells) + " |")
 
 

@@ -1,8 +1,12 @@
-//! End-to-end load benchmark: the real `rtsd` binary and VictoriaMetrics,
-//! side by side, on one generated OpenTSDB telnet stream.
+//! End-to-end load benchmark: the real `rtsd` binary (on its embedded store,
+//! on ClickHouse, or both) and VictoriaMetrics, side by side, on one
+//! generated OpenTSDB telnet stream.
 //!
 //! Run it with `cargo bench --bench load`, options after `--`:
-//! `cargo bench --bench load -- --points 5000000 --series 10000 --connections 4 --peer vm`
+//! `cargo bench --bench load -- --points 5000000 --series 10000 --connections 4 --peer vm`,
+//! `cargo bench --bench load -- --stores embedded,clickhouse` or
+//! `cargo bench --bench load -- --stores clickhouse --clickhouse-nodes 2 --peer none`
+//! (add `--clickhouse-shards 2` for a two-shard cluster)
 //! (`-- --help` lists them all). The table is printed and written to
 //! `load-report.md` in the target directory. Without cargo's `--bench` flag
 //! (`cargo test --benches`) it runs a small rtsd-only smoke pass instead,
@@ -41,6 +45,34 @@
 //! default but its listen addresses and the number of series one query may
 //! touch (the count above reads them all).
 //!
+//! **rtsd on ClickHouse** (`--stores clickhouse`). The benchmark starts its
+//! own `clickhouse-server` (a minimal generated config in the run's temp
+//! dir, free loopback ports), then the rtsd node(s) with `--store
+//! clickhouse --clickhouse-url`, one after the other (each creates the
+//! tables if missing). With `--clickhouse-nodes N` the connections are
+//! dealt out among N nodes on that one server (the single layout: every
+//! node writes and reads the same tables, so the count goes to the first
+//! node only). With `--clickhouse-shards S` it starts S servers forming a
+//! cluster of one shard each, runs `rtsd clickhouse-schema --cluster`
+//! through `clickhouse-client` on each, and node `i` runs with
+//! `--clickhouse-cluster` on server `i mod S`: inserts go through the
+//! `Distributed` tables (synchronously, so a shipped point is on its
+//! shard) and the count reads every shard. A node has *stored* a point once it is in its spool and
+//! has shipped it once `tsd.rtsd.spool.points` is 0: the run waits for
+//! `points.stored` summed over the nodes to reach the points sent *and*
+//! every spool to be empty, then for the same count as above through the
+//! first node's `/api/query`. Server CPU and peak RSS cover every rtsd
+//! node and every ClickHouse server (CPU summed; RSS summed and per
+//! process); the data dir is the nodes' (their spools) plus ClickHouse's
+//! `data/` after all stopped. ClickHouse gets SIGTERM after the nodes
+//! have exited (killed after 60 s); *shutdown* is the nodes' only.
+//! ClickHouse keeps merged-away parts for 8 minutes, so its dir can hold
+//! a part twice: `system.parts`' active bytes at all-queryable are in the
+//! details. All-queryable includes the last count query, which on
+//! ClickHouse reads every point back through rtsd (seconds of wall and
+//! CPU time, ClickHouse's and rtsd's); the details say how long it took,
+//! and points/s and CPU are also given up to all stored, before it.
+//!
 //! **Figures.** *points/s* is points sent divided by the wall time from time
 //! zero to all-queryable. *Server CPU* is the growth of `utime + stime` in
 //! `/proc/<pid>/stat` (all threads) over the same interval, in
@@ -68,6 +100,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+mod clickhouse;
 mod http;
 mod measure;
 mod procfs;
@@ -77,7 +110,7 @@ mod workload;
 
 use measure::{measure, Writes};
 use report::{group, render, MIB};
-use systems::{BenchAuth, Rtsd, Target, VictoriaMetrics};
+use systems::{BenchAuth, OnClickHouse, Rtsd, Target, VictoriaMetrics};
 use workload::Workload;
 
 const USAGE: &str = "\
@@ -86,6 +119,16 @@ usage: cargo bench --bench load -- [OPTIONS]
   --points N            points to send in total (default 2000000)
   --series N            distinct series (default 4000)
   --connections N       TCP connections, one sending thread each (default 4)
+  --stores LIST         rtsd stores to benchmark, comma-separated: embedded,
+                        clickhouse (default embedded); clickhouse starts its
+                        own clickhouse-server and runs rtsd --store clickhouse
+  --clickhouse-nodes N  rtsd nodes on ClickHouse, connections dealt out among
+                        them (default 1)
+  --clickhouse-shards N clickhouse-servers: 1 (default), the single layout, or
+                        a cluster of N one-shard servers with Distributed
+                        tables (rtsd --clickhouse-cluster); node i inserts
+                        into server i mod N
+  --clickhouse-bin PATH clickhouse-server binary (default /usr/sbin/clickhouse-server)
   --peer vm|none        also benchmark VictoriaMetrics, or not (default vm)
   --rtsd-bin PATH       rtsd binary (default: the one this bench was built with)
   --vm-bin PATH         VictoriaMetrics binary (default: victoria-metrics on PATH)
@@ -113,16 +156,40 @@ fn run() -> Result<()> {
         println!("{USAGE}");
         return Ok(());
     };
-    let mut systems: Vec<Box<dyn Target>> = vec![Box::new(Rtsd {
-        bin: options
-            .rtsd_bin
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rtsd"))),
-        overflow: options.overflow.clone(),
-        queue_capacity: options.queue_capacity,
-        auth: options.auth.then(BenchAuth::new).transpose()?,
-    })];
+    let mut systems: Vec<Box<dyn Target>> = Vec::new();
     let mut notes = Vec::new();
+    for store in &options.stores {
+        let clickhouse = match store {
+            Store::Embedded => None,
+            Store::ClickHouse => {
+                if !options.clickhouse_bin.is_file() {
+                    let note = format!(
+                        "rtsd on ClickHouse not benchmarked: no {}",
+                        options.clickhouse_bin.display()
+                    );
+                    eprintln!("{note}");
+                    notes.push(note);
+                    continue;
+                }
+                Some(OnClickHouse {
+                    version: clickhouse::version(&options.clickhouse_bin),
+                    bin: options.clickhouse_bin.clone(),
+                    nodes: options.clickhouse_nodes,
+                    shards: options.clickhouse_shards,
+                })
+            }
+        };
+        systems.push(Box::new(Rtsd {
+            bin: options
+                .rtsd_bin
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rtsd"))),
+            overflow: options.overflow.clone(),
+            queue_capacity: options.queue_capacity,
+            auth: options.auth.then(BenchAuth::new).transpose()?,
+            clickhouse,
+        }));
+    }
     if options.peer_vm {
         match VictoriaMetrics::find(options.vm_bin.as_deref()) {
             Ok(vm) => systems.push(Box::new(vm)),
@@ -194,6 +261,10 @@ struct Options {
     series: usize,
     connections: usize,
     writes: Writes,
+    stores: Vec<Store>,
+    clickhouse_nodes: usize,
+    clickhouse_shards: usize,
+    clickhouse_bin: PathBuf,
     peer_vm: bool,
     rtsd_bin: Option<PathBuf>,
     vm_bin: Option<PathBuf>,
@@ -216,6 +287,10 @@ impl Options {
             series: 4_000,
             connections: 4,
             writes: Writes::Bulk,
+            stores: vec![Store::Embedded],
+            clickhouse_nodes: 1,
+            clickhouse_shards: 1,
+            clickhouse_bin: PathBuf::from(clickhouse::DEFAULT_BIN),
             peer_vm: true,
             rtsd_bin: None,
             vm_bin: None,
@@ -259,6 +334,21 @@ impl Options {
                 "--points" => o.points = number(&flag, &value()?)?,
                 "--series" => o.series = number(&flag, &value()?)?,
                 "--connections" => o.connections = number(&flag, &value()?)?,
+                "--stores" => {
+                    o.stores = value()?
+                        .split(',')
+                        .map(|store| match store.trim() {
+                            "embedded" | "rocksdb" => Ok(Store::Embedded),
+                            "clickhouse" => Ok(Store::ClickHouse),
+                            other => {
+                                bail!("--stores: {other:?} is neither embedded nor clickhouse")
+                            }
+                        })
+                        .collect::<Result<_>>()?
+                }
+                "--clickhouse-nodes" => o.clickhouse_nodes = number(&flag, &value()?)?,
+                "--clickhouse-shards" => o.clickhouse_shards = number(&flag, &value()?)?,
+                "--clickhouse-bin" => o.clickhouse_bin = PathBuf::from(value()?),
                 "--peer" => {
                     o.peer_vm = match value()?.as_str() {
                         "vm" | "victoria-metrics" => true,
@@ -283,11 +373,31 @@ impl Options {
                 _ => bail!("unknown argument {arg:?}\n\n{USAGE}"),
             }
         }
-        if o.points == 0 || o.series == 0 || o.connections == 0 {
-            bail!("--points, --series and --connections must be at least 1");
+        if [
+            o.series,
+            o.connections,
+            o.clickhouse_nodes,
+            o.clickhouse_shards,
+        ]
+        .contains(&0)
+            || o.points == 0
+        {
+            bail!("--points, --series, --connections and --clickhouse-* must be at least 1");
+        }
+        if o.stores.is_empty() {
+            bail!("--stores names no store");
         }
         Ok(Some(o))
     }
+}
+
+/// Where the rtsd under test keeps its points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Store {
+    /// RocksDB in the data dir.
+    Embedded,
+    /// `--store clickhouse` on a clickhouse-server the bench starts.
+    ClickHouse,
 }
 
 /// Parses `2000000` or `2_000_000`.

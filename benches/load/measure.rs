@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::clickhouse::ClickHouseServer;
 use crate::http::http_get;
 use crate::procfs::{clock_ticks_per_sec, cpu_ticks, proc_stat, DiskUsage, ProcSample};
 use crate::systems::{Progress, Target};
@@ -31,6 +32,8 @@ pub struct Measurement {
     pub stored: Duration,
     pub queryable: Duration,
     pub server_cpu_secs: f64,
+    /// Server CPU up to all stored, before the count query.
+    pub server_cpu_stored_secs: f64,
     pub loader_cpu_secs: f64,
     pub peak_rss_bytes: u64,
     pub shutdown: Duration,
@@ -44,6 +47,27 @@ pub struct Measurement {
     pub load_average: String,
     /// Points the server dropped or rejected instead of storing.
     pub lost: u64,
+    /// How long the count that found every point took: *queryable*
+    /// includes it, and on ClickHouse it reads every point back.
+    pub count_query: Duration,
+    /// `VmHWM` per process (`server`, or `rtsd`, `rtsd node N`, `ClickHouse`).
+    pub peak_rss_by_process: Vec<(String, u64)>,
+    /// What each process left on disk, same labels.
+    pub disk_by_process: Vec<(String, DiskUsage)>,
+    /// Set when the system stores into a ClickHouse server.
+    pub clickhouse: Option<ClickHouseFigures>,
+}
+
+/// What the ClickHouse server itself says about the run.
+pub struct ClickHouseFigures {
+    /// Bytes of active parts at all-queryable (`system.parts`), summed
+    /// over the servers.
+    pub active_bytes: u64,
+    /// Parts of rtsd's tables at all-queryable, active of all, per server.
+    pub parts: String,
+    /// How long the slowest server took to stop, and whether any had to
+    /// be killed.
+    pub stop: (Duration, bool),
 }
 
 impl Measurement {
@@ -69,32 +93,106 @@ pub fn measure(
     timeout: Duration,
 ) -> Result<Measurement> {
     let dir = tempfile::Builder::new().prefix("rtsd-load-").tempdir()?;
-    let mut server = Server::start(target, dir.path())?;
-    drive(target, &mut server, w, writes, timeout).map_err(|e| {
-        anyhow!(
-            "{e:#}\n--- last lines of the server log ---\n{}",
-            server.log_tail()
-        )
+    let ready_by = Instant::now() + START_TIMEOUT;
+    let mut clickhouse = match target.clickhouse() {
+        Some(ch) => ClickHouseServer::start_all(
+            &ch.bin,
+            &dir.path().join("clickhouse"),
+            ch.shards,
+            ready_by,
+        )?,
+        None => Vec::new(),
+    };
+    if let Some(ddl) = target.cluster_ddl()? {
+        for server in &clickhouse {
+            server.run_script(&ddl)?;
+        }
+    }
+    let urls: Vec<String> = clickhouse.iter().map(ClickHouseServer::url).collect();
+    let mut servers = Vec::new();
+    for node in 0..target.nodes() {
+        let node_dir = match target.nodes() {
+            1 => dir.path().to_path_buf(),
+            _ => dir.path().join(format!("node{node}")),
+        };
+        std::fs::create_dir_all(&node_dir)?;
+        let url = (!urls.is_empty()).then(|| urls[node % urls.len()].as_str());
+        let mut server = Server::start(target, &node_dir, url)?;
+        // One at a time: on one ClickHouse server each node creates the
+        // tables if they are missing, and two doing so at once would race.
+        wait_ready(target, &mut server, ready_by).map_err(|e| with_logs(e, &[&server]))?;
+        servers.push(server);
+    }
+    let result = drive(target, &mut servers, &mut clickhouse, w, writes, timeout);
+    result.map_err(|e| {
+        let mut e = with_logs(e, &servers.iter().collect::<Vec<_>>());
+        for ch in &clickhouse {
+            e = anyhow!(
+                "{e:#}\n--- last lines of a ClickHouse log ---\n{}",
+                ch.log_tail()
+            );
+        }
+        e
     })
 }
 
-fn drive(
-    target: &dyn Target,
-    server: &mut Server,
-    w: &Workload,
-    writes: Writes,
-    timeout: Duration,
-) -> Result<Measurement> {
-    let pid = server.child.id();
-    let ready_by = Instant::now() + START_TIMEOUT;
+fn with_logs(e: anyhow::Error, servers: &[&Server]) -> anyhow::Error {
+    let logs: Vec<String> = servers.iter().map(|s| s.log_tail()).collect();
+    anyhow!(
+        "{e:#}\n--- last lines of the server log ---\n{}",
+        logs.join("\n---\n")
+    )
+}
+
+fn wait_ready(target: &dyn Target, server: &mut Server, ready_by: Instant) -> Result<()> {
     until(ready_by, "the server to answer HTTP", || {
         server.check_running()?;
         let health = http_get(server.http, target.health_path(), None);
         Ok(health.is_ok_and(|(status, _)| status == 200))
-    })?;
+    })
+}
+
+/// CPU and memory of every process a system runs, sampled together.
+struct Samples(Vec<ProcSample>);
+
+impl Samples {
+    fn take(pids: &[u32]) -> Result<Samples> {
+        pids.iter()
+            .map(|&pid| ProcSample::take(pid))
+            .collect::<Result<_>>()
+            .map(Samples)
+    }
+
+    fn ticks(&self) -> u64 {
+        self.0.iter().map(|s| s.ticks).sum()
+    }
+}
+
+fn drive(
+    target: &dyn Target,
+    servers: &mut [Server],
+    clickhouse: &mut [ClickHouseServer],
+    w: &Workload,
+    writes: Writes,
+    timeout: Duration,
+) -> Result<Measurement> {
+    let mut pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
+    let mut labels: Vec<String> = match (servers.len(), clickhouse.is_empty()) {
+        (1, true) => vec!["server".to_string()],
+        (1, false) => vec!["rtsd".to_string()],
+        (n, _) => (0..n).map(|i| format!("rtsd node {i}")).collect(),
+    };
+    for (i, ch) in clickhouse.iter().enumerate() {
+        pids.push(ch.pid());
+        labels.push(match clickhouse.len() {
+            1 => "ClickHouse".to_string(),
+            _ => format!("ClickHouse shard {i}"),
+        });
+    }
+    let ready_by = Instant::now() + START_TIMEOUT;
     let mut conns = Vec::with_capacity(w.streams.len());
-    for _ in &w.streams {
-        let mut stream = retry_connect(server.telnet, ready_by)?;
+    for i in 0..w.streams.len() {
+        let mut stream = retry_connect(servers[i % servers.len()].telnet, ready_by)?;
         if let Some(hello) = target.telnet_hello() {
             say_hello(&mut stream, &hello)?;
         }
@@ -105,7 +203,7 @@ fn drive(
 
     let barrier = Barrier::new(w.streams.len() + 1);
     let stop_readers = AtomicBool::new(false);
-    let cpu_before = ProcSample::take(pid)?;
+    let cpu_before = Samples::take(&pids)?;
     let loader_before = cpu_ticks(&proc_stat("self")?)?;
     thread::scope(|scope| -> Result<Measurement> {
         let mut senders = Vec::new();
@@ -132,10 +230,15 @@ fn drive(
         barrier.wait();
         let t0 = Instant::now();
         let deadline = t0 + timeout;
-        let http = server.http;
+        // Queries go to the first node: with ClickHouse every node reads
+        // the one dataset all of them write.
+        let http = servers[0].http;
+        let nodes: Vec<SocketAddr> = servers.iter().map(|s| s.http).collect();
         let run = || -> Result<Measurement> {
             until(deadline, "the stream to be sent", || {
-                server.check_running()?;
+                for server in servers.iter_mut() {
+                    server.check_running()?;
+                }
                 Ok(senders.iter().all(|s| s.is_finished()))
             })?;
             let mut sent = t0;
@@ -149,19 +252,38 @@ fn drive(
 
             // Shed or rejected points are a figure of the run, not a
             // failure: the default drop-oldest policy may shed under load.
-            let mut last = Progress { stored: 0, lost: 0 };
+            // Points still in a spool are not stored where queries look.
+            let mut last = Progress::default();
             until(deadline, "every point to be stored or counted lost", || {
-                server.check_running()?;
-                last = target.progress(http)?;
-                Ok(last.stored + last.lost >= w.points)
+                let mut sum = Progress::default();
+                for (server, &node) in servers.iter_mut().zip(&nodes) {
+                    server.check_running()?;
+                    let p = target.progress(node)?;
+                    sum.stored += p.stored;
+                    sum.lost += p.lost;
+                    sum.pending += p.pending;
+                }
+                last = sum;
+                Ok(last.stored + last.lost >= w.points && last.pending == 0)
             })
-            .with_context(|| format!("{} of {} stored", last.stored, w.points))?;
+            .with_context(|| {
+                format!(
+                    "{} of {} stored, {} not yet shipped",
+                    last.stored, w.points, last.pending
+                )
+            })?;
             let stored = t0.elapsed();
+            // Before the count query, which on ClickHouse costs seconds
+            // of CPU of its own.
+            let cpu_stored = Samples::take(&pids)?;
             let expected = w.points - last.lost;
             target.make_queryable(http)?;
             let mut counted = 0;
+            let mut count_query = Duration::ZERO;
             until(deadline, "every point to be queryable", || {
+                let asked = Instant::now();
                 counted = target.count(http, w)?;
+                count_query = asked.elapsed();
                 if counted > expected {
                     bail!("a query counts {counted} points but {expected} were stored");
                 }
@@ -169,7 +291,7 @@ fn drive(
             })
             .with_context(|| format!("a query counts {counted} of {expected}"))?;
             let queryable = t0.elapsed();
-            let cpu_after = ProcSample::take(pid)?;
+            let cpu_after = Samples::take(&pids)?;
             let loader_after = cpu_ticks(&proc_stat("self")?)?;
 
             stop_readers.store(true, Ordering::Relaxed);
@@ -182,32 +304,98 @@ fn drive(
                 }
             }
 
-            let shutdown = server.terminate()?;
             let tick = clock_ticks_per_sec();
+            let mut threads = Vec::new();
+            for ((after, before), label) in cpu_after.0.iter().zip(&cpu_before.0).zip(&labels) {
+                for (name, secs) in after.threads_since(before, tick) {
+                    // Threads add up by name over the rtsd nodes and over
+                    // the ClickHouse servers, each kind under its own names.
+                    let name = match label.starts_with("ClickHouse") {
+                        true => format!("ClickHouse {name}"),
+                        false => name,
+                    };
+                    match threads.iter_mut().find(|(n, _)| *n == name) {
+                        Some((_, total)) => *total += secs,
+                        None => threads.push((name, secs)),
+                    }
+                }
+            }
+            threads.sort_by(|a: &(String, f64), b| b.1.total_cmp(&a.1));
+            let mut clickhouse_parts = None;
+            if !clickhouse.is_empty() {
+                let mut active = 0;
+                let mut counts = Vec::new();
+                for ch in clickhouse.iter() {
+                    active += ch.active_part_bytes()?;
+                    counts.push(ch.part_counts()?);
+                }
+                clickhouse_parts = Some((active, counts.join(", ")));
+            }
+
+            let shutdown = terminate_all(servers)?;
+            let mut disk = Vec::new();
+            for (server, label) in servers.iter().zip(&labels) {
+                disk.push((label.clone(), DiskUsage::of(&server.data_dir)?));
+            }
+            let mut clickhouse_stop: Option<(Duration, bool)> = None;
+            for (ch, label) in clickhouse.iter_mut().zip(&labels[servers.len()..]) {
+                let (took, killed) = ch.stop()?;
+                let (most, any_killed) = clickhouse_stop.unwrap_or_default();
+                clickhouse_stop = Some((most.max(took), any_killed || killed));
+                disk.push((label.clone(), DiskUsage::of(&ch.data_dir)?));
+            }
             Ok(Measurement {
                 sent: sent - t0,
                 stored,
                 queryable,
-                server_cpu_secs: (cpu_after.ticks - cpu_before.ticks) as f64 / tick,
+                server_cpu_secs: (cpu_after.ticks() - cpu_before.ticks()) as f64 / tick,
+                server_cpu_stored_secs: (cpu_stored.ticks() - cpu_before.ticks()) as f64 / tick,
                 loader_cpu_secs: (loader_after - loader_before) as f64 / tick,
-                peak_rss_bytes: cpu_after.peak_rss_bytes,
+                peak_rss_bytes: cpu_after.0.iter().map(|s| s.peak_rss_bytes).sum(),
+                peak_rss_by_process: labels
+                    .iter()
+                    .cloned()
+                    .zip(cpu_after.0.iter().map(|s| s.peak_rss_bytes))
+                    .collect(),
                 shutdown,
-                disk: DiskUsage::of(&server.data_dir)?,
-                threads: cpu_after.threads_since(&cpu_before, tick),
+                disk: DiskUsage::sum(&disk),
+                disk_by_process: disk,
+                threads,
                 replies,
                 connections: w.streams.len(),
-                load_average: cpu_before.load_average.clone(),
+                load_average: cpu_before.0[0].load_average.clone(),
                 lost: last.lost,
+                count_query,
+                clickhouse: clickhouse_parts.map(|(active_bytes, parts)| ClickHouseFigures {
+                    active_bytes,
+                    parts,
+                    stop: clickhouse_stop.unwrap_or_default(),
+                }),
             })
         };
         let result = run();
         if result.is_err() {
             // The scope joins every thread: free the blocked ones first.
             stop_readers.store(true, Ordering::Relaxed);
-            server.kill();
+            for server in servers.iter_mut() {
+                server.kill();
+            }
         }
         result
     })
+}
+
+/// SIGTERM to every node at once, then waits for all; returns how long
+/// the last one took.
+fn terminate_all(servers: &mut [Server]) -> Result<Duration> {
+    let start = Instant::now();
+    for server in servers.iter() {
+        server.signal_term()?;
+    }
+    for server in servers.iter_mut() {
+        server.wait_exit(start)?;
+    }
+    Ok(start.elapsed())
 }
 
 /// Polls `check` every [`POLL`] until it says done, fails, or time is up.
@@ -275,7 +463,8 @@ fn drain_replies(mut stream: TcpStream, stop: &AtomicBool) -> (u64, String) {
     (total, text.lines().next().unwrap_or("").to_string())
 }
 
-fn free_port() -> Result<SocketAddr> {
+/// A loopback address nothing listens on yet.
+pub fn free_port() -> Result<SocketAddr> {
     // Binding port 0 and letting go leaves a small race with other programs,
     // acceptable on a benchmark machine.
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
@@ -304,13 +493,14 @@ struct Server {
 }
 
 impl Server {
-    /// Starts `target` with its data dir and log under `dir`.
-    fn start(target: &dyn Target, dir: &Path) -> Result<Server> {
+    /// Starts `target` with its data dir and log under `dir`, storing into
+    /// the ClickHouse server at `clickhouse` if given.
+    fn start(target: &dyn Target, dir: &Path, clickhouse: Option<&str>) -> Result<Server> {
         let data_dir = dir.join("data");
         let log = dir.join("server.log");
         let (telnet, http) = (free_port()?, free_port()?);
         let out = File::create(&log)?;
-        let mut cmd = target.command(&data_dir, telnet, http);
+        let mut cmd = target.command(&data_dir, telnet, http, clickhouse);
         cmd.stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
@@ -331,9 +521,7 @@ impl Server {
         }
     }
 
-    /// SIGTERM, then waits for a clean exit; returns how long it took.
-    fn terminate(&mut self) -> Result<Duration> {
-        let start = Instant::now();
+    fn signal_term(&self) -> Result<()> {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -341,14 +529,19 @@ impl Server {
         if !status.success() {
             bail!("kill -TERM {} failed: {status}", self.child.id());
         }
+        Ok(())
+    }
+
+    /// Waits for a clean exit after SIGTERM was sent at `since`.
+    fn wait_exit(&mut self, since: Instant) -> Result<()> {
         loop {
             if let Some(status) = self.child.try_wait()? {
                 if !status.success() {
                     bail!("the server exited with {status} after SIGTERM");
                 }
-                return Ok(start.elapsed());
+                return Ok(());
             }
-            if start.elapsed() > SHUTDOWN_TIMEOUT {
+            if since.elapsed() > SHUTDOWN_TIMEOUT {
                 bail!("the server did not exit within {SHUTDOWN_TIMEOUT:?} of SIGTERM");
             }
             thread::sleep(Duration::from_millis(10));

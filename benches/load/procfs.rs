@@ -146,6 +146,33 @@ impl DiskUsage {
     }
 }
 
+impl DiskUsage {
+    /// The usage of several dirs as one; with more than one, each part is
+    /// named after its dir's label (`ClickHouse/data`).
+    pub fn sum(dirs: &[(String, DiskUsage)]) -> DiskUsage {
+        let mut total = DiskUsage {
+            apparent: 0,
+            allocated: 0,
+            data: 0,
+            parts: Vec::new(),
+        };
+        for (label, usage) in dirs {
+            total.apparent += usage.apparent;
+            total.allocated += usage.allocated;
+            total.data += usage.data;
+            for (name, bytes) in &usage.parts {
+                let name = match dirs.len() {
+                    1 => name.clone(),
+                    _ => format!("{label}/{name}"),
+                };
+                total.parts.push((name, *bytes));
+            }
+        }
+        total.parts.sort_by_key(|part| std::cmp::Reverse(part.1));
+        total
+    }
+}
+
 #[derive(Default)]
 struct TreeSize {
     apparent: u64,

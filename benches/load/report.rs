@@ -58,9 +58,14 @@ pub fn render(
     }
     out.push('\n');
     type Cell = fn(&Measurement, u64) -> String;
-    let rows: [(&str, Cell); 12] = [
+    let rows: [(&str, Cell); 16] = [
         ("points/s (first byte → all queryable)", |m, n| {
             group(m.points_per_sec(n) as u64)
+        }),
+        // Before the count query: on ClickHouse that query alone reads
+        // every point back and takes seconds.
+        ("points/s (first byte → all stored)", |m, n| {
+            group((n as f64 / m.stored.as_secs_f64()) as u64)
         }),
         ("points dropped or rejected", |m, _| group(m.lost)),
         ("last byte sent (s)", |m, _| {
@@ -76,8 +81,25 @@ pub fn render(
         ("points per CPU-second", |m, n| {
             group((n as f64 / m.server_cpu_secs.max(0.01)) as u64)
         }),
+        ("server CPU up to all stored (s)", |m, _| {
+            format!("{:.2}", m.server_cpu_stored_secs)
+        }),
+        ("points per CPU-second up to all stored", |m, n| {
+            group((n as f64 / m.server_cpu_stored_secs.max(0.01)) as u64)
+        }),
         ("peak RSS (MiB)", |m, _| {
             format!("{:.0}", m.peak_rss_bytes as f64 / MIB)
+        }),
+        ("peak RSS by process (MiB)", |m, _| {
+            match m.peak_rss_by_process.len() {
+                1 => "—".to_string(),
+                _ => m
+                    .peak_rss_by_process
+                    .iter()
+                    .map(|(label, bytes)| format!("{label} {:.0}", *bytes as f64 / MIB))
+                    .collect::<Vec<_>>()
+                    .join(" + "),
+            }
         }),
         ("data dir after shutdown (MiB)", |m, _| {
             format!("{:.1}", m.disk.apparent as f64 / MIB)
@@ -113,13 +135,13 @@ pub fn render(
             Err(e) => {
                 writeln!(out, "Failed:\n\n```\n{e:#}\n```\n")?;
             }
-            Ok(m) => render_details(&mut out, m)?,
+            Ok(m) => render_details(&mut out, m, w.points)?,
         }
     }
     Ok(out)
 }
 
-fn render_details(out: &mut String, m: &Measurement) -> fmt::Result {
+fn render_details(out: &mut String, m: &Measurement, points: u64) -> fmt::Result {
     let wall = m.queryable.as_secs_f64();
     let threads: Vec<String> = m
         .threads
@@ -152,6 +174,38 @@ fn render_details(out: &mut String, m: &Measurement) -> fmt::Result {
         m.disk.allocated as f64 / MIB,
         parts.join(", ")
     )?;
+    writeln!(
+        out,
+        "- the count query that found every point took {:.2} s (within *all queryable*)",
+        m.count_query.as_secs_f64()
+    )?;
+    if m.disk_by_process.len() > 1 {
+        let dirs: Vec<String> = m
+            .disk_by_process
+            .iter()
+            .map(|(label, d)| format!("{label} {:.1} MiB", d.apparent as f64 / MIB))
+            .collect();
+        writeln!(out, "- data dirs: {}", dirs.join(", "))?;
+    }
+    if let Some(ch) = &m.clickhouse {
+        writeln!(
+            out,
+            "- ClickHouse at all-queryable: active parts {:.1} MiB ({}), parts {}; \
+             stopped in {:.2} s after SIGTERM{}",
+            ch.active_bytes as f64 / MIB,
+            if ch.active_bytes == 0 {
+                "none".to_string()
+            } else {
+                format!(
+                    "{:.2} bytes per point",
+                    ch.active_bytes as f64 / points as f64
+                )
+            },
+            ch.parts,
+            ch.stop.0.as_secs_f64(),
+            if ch.stop.1 { ", then killed" } else { "" }
+        )?;
+    }
     if m.replies.0 > 0 {
         writeln!(
             out,

@@ -8,15 +8,40 @@ use std::process::Command;
 use anyhow::{anyhow, Context, Result};
 use serde_json::Value as Json;
 
+use crate::clickhouse::CLUSTER;
 use crate::http::{http_get_ok, truncate};
 use crate::workload::{Workload, INTERVAL_SECS};
 
 /// A system under test: how to start it and how to ask it how far it got.
 pub trait Target {
     fn name(&self) -> String;
-    fn command(&self, data_dir: &Path, telnet: SocketAddr, http: SocketAddr) -> Command;
+    /// Server processes to run, each on its own data dir and ports; the
+    /// ingest connections are dealt out among them in turn.
+    fn nodes(&self) -> usize {
+        1
+    }
+    /// The ClickHouse servers the nodes store into, which the benchmark
+    /// starts first.
+    fn clickhouse(&self) -> Option<&OnClickHouse> {
+        None
+    }
+    /// The DDL to run on every server of a ClickHouse cluster before any
+    /// node starts (a node creates the tables itself only on one server).
+    fn cluster_ddl(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
+    /// The command of one node; `clickhouse` is the URL of the server it
+    /// inserts into, one of those [`Target::clickhouse`] asked for.
+    fn command(
+        &self,
+        data_dir: &Path,
+        telnet: SocketAddr,
+        http: SocketAddr,
+        clickhouse: Option<&str>,
+    ) -> Command;
     /// A path that answers 200 once the server serves HTTP.
     fn health_path(&self) -> &'static str;
+    /// How far one node got.
     fn progress(&self, http: SocketAddr) -> Result<Progress>;
     /// Called once everything is stored, before counting.
     fn make_queryable(&self, http: SocketAddr) -> Result<()>;
@@ -29,10 +54,14 @@ pub trait Target {
     }
 }
 
+#[derive(Default)]
 pub struct Progress {
     pub stored: u64,
     /// Points the server says it will never store (dropped or rejected).
     pub lost: u64,
+    /// Points stored locally but not yet where queries read them: rtsd's
+    /// ClickHouse spool.
+    pub pending: u64,
 }
 
 pub struct Rtsd {
@@ -44,6 +73,20 @@ pub struct Rtsd {
     /// With `--auth`: the config file defining the bench's token, so the
     /// run pays for authentication as a secured deployment does.
     pub auth: Option<BenchAuth>,
+    /// `--store clickhouse` instead of the embedded store.
+    pub clickhouse: Option<OnClickHouse>,
+}
+
+/// rtsd nodes serving on ClickHouse servers the benchmark starts.
+pub struct OnClickHouse {
+    pub bin: PathBuf,
+    pub version: String,
+    /// rtsd nodes sharing one dataset; node `i` inserts into and reads
+    /// through shard `i % shards`.
+    pub nodes: usize,
+    /// 1: one server, the single layout. More: that many servers, one
+    /// shard each, under `Distributed` tables (`--clickhouse-cluster`).
+    pub shards: usize,
 }
 
 /// One token with `read` and `write` scopes in a config file of its own.
@@ -86,13 +129,58 @@ impl Target for Rtsd {
         } else {
             format!("rtsd ({})", self.bin.display())
         };
+        let name = match &self.clickhouse {
+            Some(ch) => {
+                let nodes = match ch.nodes {
+                    1 => name,
+                    n => format!("{n} × {name}"),
+                };
+                let servers = match ch.shards {
+                    1 => format!("ClickHouse {}", ch.version),
+                    n => format!("{n} shards of ClickHouse {}", ch.version),
+                };
+                format!("{nodes} → {servers}")
+            }
+            None => name,
+        };
         match self.auth {
             Some(_) => format!("{name}, auth on"),
             None => name,
         }
     }
 
-    fn command(&self, data_dir: &Path, telnet: SocketAddr, http: SocketAddr) -> Command {
+    fn nodes(&self) -> usize {
+        self.clickhouse.as_ref().map_or(1, |ch| ch.nodes)
+    }
+
+    fn clickhouse(&self) -> Option<&OnClickHouse> {
+        self.clickhouse.as_ref()
+    }
+
+    fn cluster_ddl(&self) -> Result<Option<String>> {
+        if !self.clickhouse.as_ref().is_some_and(|ch| ch.shards > 1) {
+            return Ok(None);
+        }
+        let out = Command::new(&self.bin)
+            .args(["clickhouse-schema", "--cluster", CLUSTER])
+            .output()
+            .context("running rtsd clickhouse-schema")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "rtsd clickhouse-schema failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(Some(String::from_utf8(out.stdout)?))
+    }
+
+    fn command(
+        &self,
+        data_dir: &Path,
+        telnet: SocketAddr,
+        http: SocketAddr,
+        clickhouse: Option<&str>,
+    ) -> Command {
         let mut cmd = Command::new(&self.bin);
         cmd.arg("serve")
             .arg("--data-dir")
@@ -105,6 +193,12 @@ impl Target for Rtsd {
         }
         if let Some(auth) = &self.auth {
             cmd.arg("--config").arg(auth.config.path());
+        }
+        if let Some(url) = clickhouse {
+            cmd.args(["--store", "clickhouse", "--clickhouse-url", url]);
+            if self.clickhouse.as_ref().is_some_and(|ch| ch.shards > 1) {
+                cmd.args(["--clickhouse-cluster", CLUSTER]);
+            }
         }
         cmd
     }
@@ -122,12 +216,17 @@ impl Target for Rtsd {
     fn progress(&self, http: SocketAddr) -> Result<Progress> {
         let body = http_get_ok(http, "/api/stats", self.bearer())?;
         let stats: Vec<Json> = serde_json::from_str(&body).context("parsing /api/stats")?;
-        let mut p = Progress { stored: 0, lost: 0 };
+        let mut p = Progress::default();
         for stat in &stats {
             let value = stat.get("value").and_then(json_u64).unwrap_or(0);
             match stat.get("metric").and_then(Json::as_str) {
                 Some("tsd.rtsd.points.stored") => p.stored += value,
-                Some("tsd.rtsd.points.dropped" | "tsd.rtsd.points.rejected") => p.lost += value,
+                Some(
+                    "tsd.rtsd.points.dropped"
+                    | "tsd.rtsd.points.rejected"
+                    | "tsd.rtsd.spool.dropped",
+                ) => p.lost += value,
+                Some("tsd.rtsd.spool.points") => p.pending += value,
                 _ => {}
             }
         }
@@ -205,7 +304,13 @@ impl Target for VictoriaMetrics {
         format!("VictoriaMetrics {}", self.version)
     }
 
-    fn command(&self, data_dir: &Path, telnet: SocketAddr, http: SocketAddr) -> Command {
+    fn command(
+        &self,
+        data_dir: &Path,
+        telnet: SocketAddr,
+        http: SocketAddr,
+        _clickhouse: Option<&str>,
+    ) -> Command {
         let mut cmd = Command::new(&self.bin);
         cmd.arg(format!("-storageDataPath={}", data_dir.display()))
             .arg(format!("-httpListenAddr={http}"))
@@ -232,7 +337,10 @@ impl Target for VictoriaMetrics {
             })
             .map_or(0, |v| v as u64);
         // 1.79 only logs the lines it cannot parse; it counts none.
-        Ok(Progress { stored, lost: 0 })
+        Ok(Progress {
+            stored,
+            ..Progress::default()
+        })
     }
 
     fn make_queryable(&self, http: SocketAddr) -> Result<()> {
