@@ -247,9 +247,25 @@ fn a_spool_reopened_while_the_server_is_down_ships_once_it_is_back() {
     }
     let spool = open(dir.path(), target(server.client()), options());
     assert_eq!(spool.monitor().stats().points, samples.len() as u64);
+    let files = |spool: &Spool| -> u64 {
+        let disk = spool.monitor().disk_usage();
+        disk.column_families.iter().map(|c| c.sst_bytes).sum()
+    };
+    let waited = files(&spool);
+    assert!(waited > 100_000, "{waited} bytes of files");
     setup.block_on(server.restart());
     assert_eq!(drained(&spool).points_shipped, samples.len() as u64);
     stored_once(&setup, &server, &samples);
+    // Shipped records that had reached files do not stay in them.
+    let start = Instant::now();
+    while files(&spool) > waited / 10 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{} bytes of files left",
+            files(&spool)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // Sequences go on after an emptied spool, so later writes still win.
     drop(spool);
     let mut spool = open(dir.path(), target(server.client()), options());
