@@ -59,10 +59,25 @@ pub trait Backend: Source + Send + Sync {
     /// Empties the caches (`/api/dropcaches`, telnet `dropcaches`).
     fn drop_caches(&self);
 
+    /// Shares `/api/metadata/put` entries with the other nodes of the
+    /// store, if it has any; every node also keeps them in its data
+    /// directory (`crate::http::metadata`).
+    fn share_metadata(&self, entries: &[MetadataEntry]) -> Result<(), SourceError>;
+
     /// Every figure, disk usage read now.
     fn stats(&self) -> StorageStats {
         self.stats_with(Arc::new(self.disk_usage()))
     }
+}
+
+/// One `/api/metadata/put` entry: its key fields and the whole posted
+/// object as JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataEntry {
+    pub metric: String,
+    pub tagset: String,
+    pub name: String,
+    pub json: String,
 }
 
 /// Annotations, global (`series: None`) or of one series, keyed by start.
@@ -158,6 +173,11 @@ impl Backend for StoreReader {
 
     fn drop_caches(&self) {
         StoreReader::drop_caches(self)
+    }
+
+    /// One node: the data directory's file is the whole store.
+    fn share_metadata(&self, _entries: &[MetadataEntry]) -> Result<(), SourceError> {
+        Ok(())
     }
 }
 

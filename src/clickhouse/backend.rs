@@ -42,7 +42,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
-use crate::backend::{Backend, Notes};
+use crate::backend::{Backend, MetadataEntry, Notes};
 use crate::model::{DataPoint, NameKind, RollupAgg, RollupResolution, SeriesMeta, Value};
 use crate::query::source::{PointScan, Source, SourceError, TagSelect};
 use crate::storage::{Annotation, DiskUsage, StaleSeries, StorageStats};
@@ -324,6 +324,30 @@ impl Backend for ClickHouseBackend {
     /// server, shared with every other node (`SYSTEM DROP MARK CACHE` is
     /// an operator's call, not a client's).
     fn drop_caches(&self) {}
+
+    /// Rows of the `metadata` table, the newest (by clock) of a key winning
+    /// after `FINAL`, so every node's posts are in one place.
+    fn share_metadata(&self, entries: &[MetadataEntry]) -> Result<(), SourceError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let version = now_ns();
+        let mut body = Vec::new();
+        for e in entries {
+            body.put_bytes(e.metric.as_bytes());
+            body.put_bytes(e.tagset.as_bytes());
+            body.put_bytes(e.name.as_bytes());
+            body.put_bytes(e.json.as_bytes());
+            body.put_u64(version);
+        }
+        self.source.insert(
+            format!(
+                "INSERT INTO {}.metadata (metric, tagset, name, value, version) FORMAT RowBinary",
+                self.source.database()
+            ),
+            body,
+        )
+    }
 }
 
 /// Annotation writes of one backend: serialised, so the read-merge-write of

@@ -10,6 +10,10 @@
 //! atomically after each post), so an operator can read it and it survives
 //! restarts. The store has no column family for it; it is small (one entry
 //! per metric and attribute) and capped at [`MAX_ENTRIES`].
+//!
+//! On the ClickHouse store the entries taken also go to its `metadata`
+//! table (`Backend::share_metadata`), so the posts of every node are in
+//! one place; each node's file holds what it was sent.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +27,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 
 use super::{allow, blocking, body, ApiError, AppState};
+use crate::backend::MetadataEntry;
 
 /// Entries kept at most; new keys beyond it are ignored (and logged).
 pub const MAX_ENTRIES: usize = 100_000;
@@ -65,11 +70,11 @@ impl MetadataStore {
     }
 
     /// Merges posted entries (objects; anything else is skipped) and
-    /// rewrites the file. Returns how many entries were taken.
-    pub fn merge(&self, posted: Vec<Value>) -> std::io::Result<usize> {
+    /// rewrites the file. Returns the entries taken.
+    pub fn merge(&self, posted: Vec<Value>) -> std::io::Result<Vec<MetadataEntry>> {
         let snapshot = {
             let mut entries = self.entries.lock();
-            let mut taken = 0;
+            let mut taken = Vec::new();
             for item in posted {
                 let Value::Object(fields) = &item else {
                     continue;
@@ -79,12 +84,13 @@ impl MetadataStore {
                     Some(Value::Null) | None => String::new(),
                     Some(other) => other.to_string(),
                 };
-                let key = format!(
-                    "{}\u{0}{}\u{0}{}",
-                    part("Metric"),
-                    part("Tagset"),
-                    part("Name")
-                );
+                let entry = MetadataEntry {
+                    metric: part("Metric"),
+                    tagset: part("Tagset"),
+                    name: part("Name"),
+                    json: item.to_string(),
+                };
+                let key = format!("{}\u{0}{}\u{0}{}", entry.metric, entry.tagset, entry.name);
                 if entries.len() >= MAX_ENTRIES && !entries.contains_key(&key) {
                     tracing::warn!(
                         max = MAX_ENTRIES,
@@ -93,10 +99,10 @@ impl MetadataStore {
                     continue;
                 }
                 entries.insert(key, item);
-                taken += 1;
+                taken.push(entry);
             }
-            if taken == 0 {
-                return Ok(0);
+            if taken.is_empty() {
+                return Ok(taken);
             }
             (taken, serde_json::to_vec_pretty(&*entries)?)
         };
@@ -122,8 +128,11 @@ pub async fn put(
         one => vec![one],
     };
     blocking(move || {
-        state.metadata.merge(posted).map_err(|e| {
+        let taken = state.metadata.merge(posted).map_err(|e| {
             ApiError::internal("Unable to store the metadata").with_details(e.to_string())
+        })?;
+        state.store.share_metadata(&taken).map_err(|e| {
+            ApiError::internal("Unable to share the metadata").with_details(e.to_string())
         })
     })
     .await?;
@@ -143,10 +152,13 @@ mod tests {
         let second = json!({"Metric":"os.cpu","Tagset":"","Name":"unit","Value":"CPU%"});
         let desc = json!({"Metric":"os.cpu","Name":"desc","Value":"CPU time"});
         assert_eq!(
-            store.merge(vec![first, json!(42), desc.clone()]).unwrap(),
+            store
+                .merge(vec![first, json!(42), desc.clone()])
+                .unwrap()
+                .len(),
             2
         );
-        assert_eq!(store.merge(vec![second.clone()]).unwrap(), 1);
+        assert_eq!(store.merge(vec![second.clone()]).unwrap().len(), 1);
         let reopened = MetadataStore::open(dir.path()).entries();
         assert_eq!(
             reopened.values().cloned().collect::<Vec<_>>(),

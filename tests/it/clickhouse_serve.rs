@@ -133,6 +133,20 @@ async fn one_node_creates_its_tables_takes_telnet_and_http_and_answers_from_clic
     assert_eq!((status, names.as_str()), (200, r#"["h0","h1","h2","h9"]"#));
     assert_eq!(stat(&node, "tsd.rtsd.spool.shipped").await, Some(13));
     assert_eq!(stat(&node, "tsd.rtsd.spool.points").await, Some(0));
+    // scollector's metadata is shared through ClickHouse too.
+    let meta = br#"[{"Metric":"sys.cpu","Name":"unit","Value":"percent"}]"#;
+    let (status, _) = http(node.http_addr, "POST", "/api/metadata/put", meta).await;
+    assert_eq!(status, 204);
+    let sql = "SELECT metric, name, value FROM rtsd.metadata FINAL";
+    let rows = server.client().select_rows(sql).await.expect(sql);
+    assert_eq!(
+        rows,
+        [[
+            "sys.cpu",
+            "unit",
+            r#"{"Metric":"sys.cpu","Name":"unit","Value":"percent"}"#
+        ]]
+    );
     let (_, metrics) = http(node.http_addr, "GET", "/metrics", b"").await;
     assert!(
         metrics.contains("\nrtsd_spool_shipped_points_total 13\n"),
