@@ -198,6 +198,33 @@ async fn a_node_refuses_a_cluster_without_tables_and_starts_with_a_shard_down() 
     node.stop().await.expect("clean stop");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_series_counts_the_series_clickhouse_holds_across_a_restart() {
+    let server = clickhouse_support::single().await;
+    let dir = tempfile::tempdir().unwrap();
+    let limited = |dir: &std::path::Path| Settings {
+        max_series: 2,
+        ..node_settings(dir, &server.url(), None)
+    };
+    let node = Daemon::start(limited(dir.path())).await.expect("starts");
+    let lines = b"put lim.a 1700000000 1 host=a\nput lim.a 1700000000 2 host=b\n\
+                  put lim.a 1700000000 3 host=c\n";
+    let replies = String::from_utf8(exchange(node.telnet_addr, lines).await).unwrap();
+    assert!(replies.contains("too many series"), "{replies}");
+    poll_until(|| async { answered_points(&node, "lim.a").await == 2 }).await;
+    node.stop().await.expect("clean stop");
+
+    // A node starting later knows both from ClickHouse: their points pass,
+    // a third series is still refused.
+    let node = Daemon::start(limited(dir.path())).await.expect("starts");
+    let lines = b"put lim.a 1700000010 4 host=a\nput lim.a 1700000010 5 host=d\n";
+    let replies = String::from_utf8(exchange(node.telnet_addr, lines).await).unwrap();
+    assert_eq!(replies.matches("too many series").count(), 1, "{replies}");
+    // a's second point and b's point: d was the one refused.
+    poll_until(|| async { answered_points(&node, "lim.a").await == 3 }).await;
+    node.stop().await.expect("clean stop");
+}
+
 /// Creates the cluster schema on both servers, as an operator would.
 fn create_cluster_schema(servers: &[ClickHouse; 2]) {
     let db = Identifier::new("rtsd").unwrap();
