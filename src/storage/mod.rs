@@ -419,6 +419,8 @@ fn check_format(shared: &Shared) -> Result<(), StoreError> {
 }
 
 #[cfg(test)]
+mod disk_tests;
+#[cfg(test)]
 mod history_tests;
 #[cfg(test)]
 mod tests;
