@@ -6,7 +6,9 @@
 //! cargo test --locked --lib disk_shape -- --ignored --nocapture`
 //!
 //! (the offset: how far into an hour the stream starts; at 3000 s the
-//! bench's 25 minutes of points cross an hour boundary).
+//! bench's 25 minutes of points cross an hour boundary). With
+//! `RTSD_DISK_FLUSH_BETWEEN=1` the memtables are flushed between the two
+//! hours' seals, so the first version of each day rollup reaches disk.
 //!
 //! It prints the usage twice: after what a shutdown leaves (seal, flush:
 //! what the load bench measures) and after a full compaction of every
@@ -94,6 +96,7 @@ fn disk_shape() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut writer, reader) = Store::open(dir.path(), StoreOptions::default()).expect("opens");
     let opts = ParseOptions::default();
+    let started = std::time::Instant::now();
     let mut batch: Vec<Sample> = Vec::with_capacity(10_000);
     for line in w.streams[0]
         .split(|&b| b == b'\n')
@@ -117,10 +120,21 @@ fn disk_shape() {
     writer.append(&batch).expect("appends");
     // As the daemon does: hours past their grace seal while it runs, the
     // rest at shutdown, then everything is flushed.
+    let appended = started.elapsed();
     let now = 1000 * w.last_ts as i64 + shift + 10_000;
     writer.seal_due(now).expect("seals");
+    if env_or("RTSD_DISK_FLUSH_BETWEEN", 0) == 1 {
+        // As when a memtable fills between two hours' seals: the day
+        // rollups the first seal wrote are then on disk twice.
+        writer.flush().expect("flushes");
+    }
     writer.seal_all(now).expect("seals");
     writer.flush().expect("flushes");
+    eprintln!(
+        "append {:.1} s, seal and flush {:.1} s",
+        appended.as_secs_f64(),
+        (started.elapsed() - appended).as_secs_f64()
+    );
     report(
         "after seal and flush",
         &reader.shared,
