@@ -236,15 +236,21 @@ pub fn db_options(opts: &StoreOptions) -> Options {
     o
 }
 
-fn table(cache: &Cache, bloom: bool) -> BlockBasedOptions {
+/// Table options with data blocks of about `block_bytes` before
+/// compression.
+fn table(cache: &Cache, bloom: bool, block_bytes: usize) -> BlockBasedOptions {
     let mut t = BlockBasedOptions::default();
     t.set_block_cache(cache);
+    t.set_block_size(block_bytes);
     if bloom {
         t.set_bloom_filter(10.0, false);
         t.set_cache_index_and_filter_blocks(true);
     }
     t
 }
+
+/// RocksDB's default data block size.
+const DEFAULT_BLOCK_BYTES: usize = 4 << 10;
 
 /// Options for the family `name` (a fixed one or a partitioned one).
 pub fn cf_options(name: &str, cache: &Cache) -> Options {
@@ -260,12 +266,12 @@ pub fn cf_options(name: &str, cache: &Cache) -> Options {
             o.set_write_buffer_size(64 << 20);
             o.set_max_write_buffer_number(4);
             o.set_compression_type(DBCompressionType::Zstd);
-            o.set_block_based_table_factory(&table(cache, false));
+            o.set_block_based_table_factory(&table(cache, false, DEFAULT_BLOCK_BYTES));
         }
         META | SERIES | NAMES | ANNOTATIONS => {
             o.set_write_buffer_size(16 << 20);
             o.set_compression_type(DBCompressionType::Lz4);
-            o.set_block_based_table_factory(&table(cache, true));
+            o.set_block_based_table_factory(&table(cache, true, DEFAULT_BLOCK_BYTES));
         }
         _ => {
             // Blocks and rollups: written once per sealed hour, off the
@@ -278,9 +284,16 @@ pub fn cf_options(name: &str, cache: &Cache) -> Options {
             // blocks from 3.59 to 3.49 bytes per point and the rollups from
             // 0.88 to 0.75. The bloom filter answers "is there a block for
             // this hour already" at seal time without a disk read.
+            //
+            // 16 KiB data blocks instead of 4: zstd finds more to share in
+            // a block of a few dozen chunks or a few hundred rollups, and
+            // the index shrinks. Once compacted, the same stream took 3.23
+            // instead of 3.46 bytes per point for blocks and 0.66 instead
+            // of 0.71 for rollups. A point read decompresses 16 KiB instead
+            // of 4, some microseconds with zstd.
             o.set_write_buffer_size(32 << 20);
             o.set_compression_type(DBCompressionType::Zstd);
-            o.set_block_based_table_factory(&table(cache, true));
+            o.set_block_based_table_factory(&table(cache, true, 16 << 10));
         }
     }
     o
