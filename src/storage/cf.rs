@@ -7,7 +7,7 @@
 //! by queries, the index families are small and read by point lookups.
 
 use chrono::Datelike;
-use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Options};
+use rocksdb::{AsColumnFamilyRef, BlockBasedOptions, Cache, DBCompressionType, Options};
 
 use super::StoreOptions;
 use crate::model::DAY_MS;
@@ -247,6 +247,25 @@ fn table(cache: &Cache, bloom: bool, block_bytes: usize) -> BlockBasedOptions {
         t.set_cache_index_and_filter_blocks(true);
     }
     t
+}
+
+/// What [`cf_options`] cannot say through the Rust bindings, set on a
+/// block or rollup family once it is open, before the first write to it
+/// since the store opened (options set this way are not kept across
+/// opens; see `blocks::Partitions`).
+///
+/// RocksDB stores a data block uncompressed unless compression saves
+/// 12.5% of it. Sealed chunks are already entropy-coded: zstd saves 10 to
+/// 12% of a 16 KiB block of them, mostly just below that line, so at the
+/// default nearly every block of the blocks families was stored raw. At
+/// 1000 bytes per KiB (a 2.3% saving) they are kept compressed: on the
+/// load bench's stream the blocks took 3.15 instead of 3.54 bytes per
+/// point after flush, 3.12 instead of 3.23 once compacted.
+pub fn tune_open(db: &super::Db, family: &impl AsColumnFamilyRef) -> Result<(), rocksdb::Error> {
+    db.set_options_cf(
+        family,
+        &[("compression_opts", "{max_compressed_bytes_per_kb=1000}")],
+    )
 }
 
 /// RocksDB's default data block size.

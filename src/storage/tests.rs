@@ -868,6 +868,34 @@ fn version_3_stores_open_with_their_rollups_and_become_version_4() {
     );
 }
 
+/// `cf::tune_open` reaches RocksDB: the options file it rewrites shows
+/// the lower compression threshold on the families written.
+#[test]
+fn written_families_keep_blocks_compressed_at_small_savings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut w, _r) = open(dir.path());
+    w.append(&samples(&key("m", &[]), &[int(T0, 1)]))
+        .expect("appends");
+    w.seal_all(LATER).expect("seals");
+    let mut files: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("lists")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("OPTIONS-"))
+        .collect();
+    files.sort_by_key(|n| n["OPTIONS-".len()..].parse::<u64>().expect("number"));
+    let latest = files.last().expect("an options file");
+    let text = std::fs::read_to_string(dir.path().join(latest)).expect("reads");
+    let tuned = text
+        .split("[CFOptions ")
+        .filter(|section| section.contains("max_compressed_bytes_per_kb=1000;"))
+        .filter_map(|section| section.split('"').nth(1))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        tuned,
+        ["blocks_20261123", "rollup_1h_202611", "rollup_1d_2026"]
+    );
+}
+
 #[test]
 fn drop_caches_keeps_data_readable() {
     let dir = tempfile::tempdir().expect("tempdir");
