@@ -128,7 +128,8 @@
 //!   own format version. Windows are one hour aligned to epoch hours and
 //!   live in the family of the UTC day or year they start in.
 //! * **Rollup record** = `0x02 ‖ flags u16 LE ‖ varint(count) ‖ first ‖
-//!   last ‖ sum ‖ min ‖ max ‖ sum_sq`, 7 to about 45 bytes: timestamps are
+//!   last ‖ sum ‖ min ‖ max ‖ sum_sq`, 7 to 85 bytes, about 30 for an hour
+//!   of 10 s points: timestamps are
 //!   varint deltas, and each value or statistic takes the shortest exact
 //!   code its two flag bits name (an integer varint, a decimal as in the
 //!   log, 8 raw bytes, or nothing when it follows from the points, as for

@@ -40,6 +40,7 @@ const MAX: u32 = 4;
 const SUM_SQ: u32 = 5;
 /// Flag: the last point is the first one and is not stored.
 const LAST_IS_FIRST: u16 = 1 << 12;
+/// Every flag bit a version 2 record may set.
 const KNOWN_FLAGS: u16 = (1 << 13) - 1;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -143,8 +144,8 @@ fn put_value(out: &mut Vec<u8>, v: Value) -> u16 {
 /// the interval start for `first` and `first` for `last`, then its value;
 /// `last` is left out under [`LAST_IS_FIRST`]. Each value and statistic
 /// is in the code its two flag bits name; a derived statistic takes no
-/// bytes. Most records of an hour of gauge points take 25 to 45 bytes
-/// instead of the 75 of version 1.
+/// bytes. A single point takes 7 bytes, an hour of 10 s points about 30
+/// (see the tests), instead of the 75 of version 1; the most is 85.
 pub fn encode(agg: &RollupAgg) -> Vec<u8> {
     let mut out = Vec::with_capacity(48);
     out.extend_from_slice(&[RECORD_VERSION, 0, 0]);
@@ -213,12 +214,11 @@ impl Reader<'_> {
             CODE_INT => unzigzag(self.varint()?) as f64,
             CODE_DECIMAL => from_decimal_code(self.varint()?),
             _ => {
-                let raw = self
-                    .bytes
-                    .get(self.at..self.at + 8)
-                    .ok_or(RollupError::Truncated)?;
+                if self.bytes.len() < self.at + 8 {
+                    return Err(RollupError::Truncated);
+                }
                 self.at += 8;
-                f64::from_bits(u64::from_le_bytes(raw.try_into().expect("8 bytes")))
+                f64::from_bits(u64::from_le_bytes(word(self.bytes, self.at - 8)))
             }
         })
     }
@@ -393,6 +393,8 @@ mod tests {
 
     fn round_trips(agg: &RollupAgg) -> Vec<u8> {
         let bytes = encode(agg);
+        // Header 3, count 10, each point 10 + 10, each statistic 8.
+        assert!(bytes.len() <= 85, "{} bytes", bytes.len());
         let back = decode(agg.start_ms, &bytes).expect("decodes");
         assert_eq!(bits(&back), bits(agg), "{agg:?} as {bytes:02x?}");
         bytes
