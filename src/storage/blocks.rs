@@ -207,6 +207,8 @@ impl Partitions {
     fn drop(&self, db: &Db, p: Period) -> Result<String, StoreError> {
         // Forget the period first, so no new reader looks for it.
         self.periods.write().remove(&p);
+        // A family made again for the period is a new one to tune.
+        self.tuned.lock().remove(&p);
         let name = self.name(p);
         db.drop_cf(&name)?;
         Ok(name)
