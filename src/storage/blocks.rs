@@ -39,7 +39,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use rocksdb::{AsColumnFamilyRef, BoundColumnFamily, Cache, ReadOptions, WriteBatch, WriteOptions};
 
 use super::cf::{self, Partitioned, Period};
@@ -81,6 +81,10 @@ pub fn same(a: &Family, b: &Family) -> bool {
 pub struct Partitions {
     kind: Partitioned,
     periods: RwLock<BTreeSet<Period>>,
+    /// Periods whose family got [`cf::tune_open`] since the store opened:
+    /// every one written to, since all writes find their family through
+    /// `create`.
+    tuned: Mutex<BTreeSet<Period>>,
     /// Fine periods ending more than this before now belong in their year.
     horizon_ms: i64,
     cache: Cache,
@@ -99,6 +103,7 @@ impl Partitions {
         Partitions {
             kind,
             periods: RwLock::new(periods.into_iter().collect()),
+            tuned: Mutex::new(BTreeSet::new()),
             horizon_ms: retention_ms
                 .unwrap_or(MIN_HORIZON_MS)
                 .clamp(MIN_HORIZON_MS, MAX_HORIZON_MS),
@@ -116,8 +121,14 @@ impl Partitions {
             db.create_cf(&name, &cf::cf_options(&name, &self.cache))?;
             self.periods.write().insert(period);
         }
-        db.cf_handle(&name)
-            .ok_or(StoreError::MissingColumnFamily(name))
+        let family = db
+            .cf_handle(&name)
+            .ok_or(StoreError::MissingColumnFamily(name))?;
+        if !self.tuned.lock().contains(&period) {
+            cf::tune_open(db, &family)?;
+            self.tuned.lock().insert(period);
+        }
+        Ok(family)
     }
 
     /// Whether the fine period `p` has aged into its year at `now_ms`.
@@ -196,6 +207,8 @@ impl Partitions {
     fn drop(&self, db: &Db, p: Period) -> Result<String, StoreError> {
         // Forget the period first, so no new reader looks for it.
         self.periods.write().remove(&p);
+        // A family made again for the period is a new one to tune.
+        self.tuned.lock().remove(&p);
         let name = self.name(p);
         db.drop_cf(&name)?;
         Ok(name)

@@ -72,16 +72,28 @@ fn as_decimal(f: f64) -> Option<(i64, u64)> {
     None
 }
 
-fn zigzag(v: i64) -> u64 {
+/// `f` as the decimal varint payload `zigzag(m) << 3 | s`, if it is
+/// exactly `m / 10^s` (`s` < 8). Shared with rollup records.
+pub(super) fn decimal_code(f: f64) -> Option<u64> {
+    as_decimal(f).map(|(m, s)| zigzag(m) << 3 | s)
+}
+
+/// The float of a [`decimal_code`].
+pub(super) fn from_decimal_code(v: u64) -> f64 {
+    // `v & 7` < 8 = POW10.len().
+    unzigzag(v >> 3) as f64 / POW10[(v & 7) as usize]
+}
+
+pub(super) fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
-fn unzigzag(v: u64) -> i64 {
+pub(super) fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
 #[inline]
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(super) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push(v as u8 | 0x80);
         v >>= 7;
@@ -109,8 +121,8 @@ impl RecordEncoder {
     pub fn push(&mut self, id: u64, p: DataPoint) {
         let (kind, value) = match p.value {
             Value::Int(i) => (KIND_INT, zigzag(i)),
-            Value::Float(f) => match as_decimal(f) {
-                Some((m, s)) => (KIND_DECIMAL, zigzag(m) << 3 | s),
+            Value::Float(f) => match decimal_code(f) {
+                Some(code) => (KIND_DECIMAL, code),
                 None => (KIND_FLOAT, f.to_bits()),
             },
         };
@@ -191,7 +203,7 @@ pub fn decode(record: &[u8]) -> Result<Record<'_>, LogError> {
 }
 
 /// Reads the LEB128 varint at `*at` and moves past it.
-fn read_varint(bytes: &[u8], at: &mut usize) -> Result<u64, LogError> {
+pub(super) fn read_varint(bytes: &[u8], at: &mut usize) -> Result<u64, LogError> {
     let start = *at;
     let mut v = 0u64;
     for shift in (0..70).step_by(7) {
@@ -234,11 +246,7 @@ impl RecordIter<'_> {
                 raw.copy_from_slice(bytes);
                 Value::Float(f64::from_bits(u64::from_le_bytes(raw)))
             }
-            KIND_DECIMAL => {
-                let v = self.varint()?;
-                // `v & 7` < 8 = POW10.len().
-                Value::Float(unzigzag(v >> 3) as f64 / POW10[(v & 7) as usize])
-            }
+            KIND_DECIMAL => Value::Float(from_decimal_code(self.varint()?)),
             k => return Err(LogError::ValueKind(k)),
         };
         let point = DataPoint {

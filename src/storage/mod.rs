@@ -69,7 +69,7 @@
 //! and 14 month families (34 and 3 without retention), and three per year
 //! holding data. RocksDB keeps at most [`cf::MAX_OPEN_FILES`] files open.
 //!
-//! # On-disk format, version 3
+//! # On-disk format, version 4
 //!
 //! `meta["format_version"]` holds the version as a u32 big-endian; open
 //! refuses any other. Values that hold encoded data (log, block, rollup)
@@ -101,7 +101,11 @@
 //! metrics and tags to ids) families of version 2, which are now built in
 //! memory from `series` (see `series_index`). Version 2 stores open, lose
 //! those two families and are marked version 3 at once, so a version 2
-//! build, which would miss both changes, refuses the store. Version 1 kept
+//! build, which would miss both changes, refuses the store. Version 4
+//! writes the compact rollup records (`0x02`); it still reads the
+//! fixed-width ones (`0x01`) of versions 2 and 3, which it opens and marks
+//! version 4 at once, so that a version 3 build, which would take the new
+//! records for corrupt ones, refuses the store. Version 1 kept
 //! the rollups in single `rollup_1h`/`rollup_1d` families; it never
 //! shipped and is not read.
 //!
@@ -123,10 +127,17 @@
 //! * **Block record** = a chunk ([`chunk`] format), whose first byte is its
 //!   own format version. Windows are one hour aligned to epoch hours and
 //!   live in the family of the UTC day or year they start in.
-//! * **Rollup record** = `0x01 ‖ count u64 ‖ sum f64 ‖ min f64 ‖ max f64 ‖
-//!   sum_sq f64 ‖ first ‖ last`, point = `ts i64 ‖ kind (0 int, 1 float) ‖
-//!   8 value bytes`, all big-endian (75 bytes). Day rollups are folded from
-//!   the day's hour rollups in hour order.
+//! * **Rollup record** = `0x02 ‖ flags u16 LE ‖ varint(count) ‖ first ‖
+//!   last ‖ sum ‖ min ‖ max ‖ sum_sq`, 7 to 85 bytes, about 30 for an hour
+//!   of 10 s points: timestamps are
+//!   varint deltas, and each value or statistic takes the shortest exact
+//!   code its two flag bits name (an integer varint, a decimal as in the
+//!   log, 8 raw bytes, or nothing when it follows from the points, as for
+//!   a single point); see `rollup` for the layout. Version 3 stores may
+//!   still hold `0x01 ‖ count u64 ‖ sum f64 ‖ min f64 ‖ max f64 ‖ sum_sq
+//!   f64 ‖ first ‖ last` records, point = `ts i64 ‖ kind (0 int, 1 float)
+//!   ‖ 8 value bytes`, all big-endian (75 bytes), which read the same. Day
+//!   rollups are folded from the day's hour rollups in hour order.
 //! * **Annotation record** = `0x01 ‖ JSON` object with `startTime` and
 //!   `endTime` as the client gave them (seconds or ms, OpenTSDB's rule
 //!   tells which), `description`, `notes` and an optional `custom` string
@@ -176,12 +187,13 @@ use head::Head;
 use series_index::SeriesIndex;
 
 /// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
-/// The older format this build opens and marks as [`FORMAT_VERSION`]: a
-/// version 2 store is a version 3 store without year families, plus the
-/// two retired families.
-const UPGRADABLE_VERSION: u32 = 2;
+/// The older formats this build opens and marks as [`FORMAT_VERSION`]: a
+/// version 3 store is a version 4 store with only fixed-width rollup
+/// records, which this build reads; a version 2 store is a version 3 store
+/// without year families, plus the two retired families.
+const UPGRADABLE_VERSIONS: [u32; 2] = [2, 3];
 
 type Db = rocksdb::DBWithThreadMode<MultiThreaded>;
 
@@ -412,9 +424,10 @@ fn check_format(shared: &Shared) -> Result<(), StoreError> {
                 })?;
             if found == FORMAT_VERSION {
                 Ok(())
-            } else if found == UPGRADABLE_VERSION {
+            } else if UPGRADABLE_VERSIONS.contains(&found) {
                 // Before anything is written, so that an older build that
-                // would not see year families refuses the store instead.
+                // would not see year families or read compact rollups
+                // refuses the store instead.
                 mark()
             } else {
                 Err(StoreError::FormatVersion { found })
@@ -423,6 +436,8 @@ fn check_format(shared: &Shared) -> Result<(), StoreError> {
     }
 }
 
+#[cfg(test)]
+mod disk_tests;
 #[cfg(test)]
 mod history_tests;
 #[cfg(test)]

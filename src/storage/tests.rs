@@ -798,7 +798,7 @@ fn other_format_versions_are_refused() {
         .expect("refused");
     assert_eq!(
         err.to_string(),
-        "store has format version 1, this build supports version 3"
+        "store has format version 1, this build supports version 4"
     );
 }
 
@@ -820,6 +820,80 @@ fn version_2_stores_open_and_become_version_3() {
     assert_eq!(all_points(&r, id_of(&r, &k)), vec![int(T0, 1)]);
     let version = w.shared.meta(keys::META_FORMAT_VERSION).expect("reads");
     assert_eq!(version, Some(FORMAT_VERSION.to_be_bytes().to_vec()));
+}
+
+/// Version 3 wrote 75-byte rollup records: such a store opens, answers
+/// the same rollups and is marked 4, so that version 3 builds, which
+/// cannot read the compact records written from then on, refuse it.
+#[test]
+fn version_3_stores_open_with_their_rollups_and_become_version_4() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = key("m", &[]);
+    let points = [int(T0, 1), float(T0 + 10, -2.5), int(T0 + HOUR, 7)];
+    let rewritten = {
+        let (mut w, _r) = open(dir.path());
+        w.append(&samples(&k, &points)).expect("appends");
+        w.seal_all(LATER).expect("seals");
+        let s = &*w.shared;
+        let mut rewritten = 0;
+        for name in s.family_names().iter().filter(|n| n.starts_with("rollup_")) {
+            let family = s.cf(name).expect("family");
+            for item in s.db.iterator_cf(&family, rocksdb::IteratorMode::Start) {
+                let (k, v) = item.expect("reads");
+                let (_, start) = keys::parse_series_time(&k).expect("rollup key");
+                let agg = rollup::decode(start, &v).expect("decodes");
+                s.db.put_cf(&family, &k, rollup::encode_v1(&agg))
+                    .expect("writes");
+                rewritten += 1;
+            }
+        }
+        w.flush().expect("flushes");
+        rewritten
+    };
+    // Two hours and their day.
+    assert_eq!(rewritten, 3);
+    set_format_version(dir.path(), 3);
+    let (w, r) = open(dir.path());
+    let version = w.shared.meta(keys::META_FORMAT_VERSION).expect("reads");
+    assert_eq!(version, Some(FORMAT_VERSION.to_be_bytes().to_vec()));
+    let id = id_of(&r, &k);
+    let range = (T0, T0 + DAY);
+    assert_eq!(
+        rollups(&r, id, RollupResolution::Hour, range.0, range.1),
+        raw_rollups(&points, HOUR)
+    );
+    assert_eq!(
+        rollups(&r, id, RollupResolution::Day, range.0, range.1),
+        raw_rollups(&points, DAY)
+    );
+}
+
+/// `cf::tune_open` reaches RocksDB: the options file it rewrites shows
+/// the lower compression threshold on the families written.
+#[test]
+fn written_families_keep_blocks_compressed_at_small_savings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut w, _r) = open(dir.path());
+    w.append(&samples(&key("m", &[]), &[int(T0, 1)]))
+        .expect("appends");
+    w.seal_all(LATER).expect("seals");
+    let mut files: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("lists")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("OPTIONS-"))
+        .collect();
+    files.sort_by_key(|n| n["OPTIONS-".len()..].parse::<u64>().expect("number"));
+    let latest = files.last().expect("an options file");
+    let text = std::fs::read_to_string(dir.path().join(latest)).expect("reads");
+    let tuned = text
+        .split("[CFOptions ")
+        .filter(|section| section.contains("max_compressed_bytes_per_kb=1000;"))
+        .filter_map(|section| section.split('"').nth(1))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        tuned,
+        ["blocks_20261123", "rollup_1h_202611", "rollup_1d_2026"]
+    );
 }
 
 #[test]
