@@ -51,6 +51,7 @@
 pub mod backend;
 pub mod client;
 pub mod points;
+pub mod rollups;
 pub mod rowbinary;
 pub mod schema;
 pub mod serve;
