@@ -82,6 +82,11 @@ pub struct SpoolStats {
     /// Retention statements that failed (listing or dropping partitions);
     /// the next expiry tries again.
     pub expire_errors: u64,
+    /// Hour and day rollup rows computed and stored.
+    pub rollup_hours: u64,
+    pub rollup_days: u64,
+    /// Rollup computations that failed; their hours stay pending.
+    pub rollup_errors: u64,
 }
 
 /// Why a point that was parsed never reached the store.

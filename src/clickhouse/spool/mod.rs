@@ -145,7 +145,7 @@ pub use crate::stats::SpoolStats;
 pub use shared::{SpoolOptions, Target, SPOOL_FORMAT_VERSION};
 
 use shared::{corrupt, encode, u32_value, u64_value, RecordInfo, Shared, State};
-use shared::{META, META_FORMAT_VERSION, META_SHIPPED_BELOW, RECORDS, RECORD_POINTS};
+use shared::{META, META_FORMAT_VERSION, META_SHIPPED_BELOW, PENDING, RECORDS, RECORD_POINTS};
 use upkeep::{DeleteJob, Job};
 
 /// How often a blocked `append` looks whether shutdown has begun.
@@ -172,7 +172,7 @@ impl SpoolMonitor {
     pub fn disk_usage(&self) -> DiskUsage {
         let db = &self.0.db;
         let column_families: Vec<ColumnFamilySize> =
-            [rocksdb::DEFAULT_COLUMN_FAMILY_NAME, RECORDS, META]
+            [rocksdb::DEFAULT_COLUMN_FAMILY_NAME, RECORDS, META, PENDING]
                 .into_iter()
                 .filter_map(|name| {
                     let family = db.cf_handle(name)?;
@@ -227,7 +227,8 @@ impl Spool {
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
-        let families = [RECORDS, META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let families =
+            [RECORDS, META, PENDING].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&db_opts, dir, families)?;
         let meta = db
             .cf_handle(META)
