@@ -9,7 +9,7 @@
 //!
 //! * **Computed in Rust, never in SQL.** A row is
 //!   [`RollupAgg::of_points`] over the hour's points read back with
-//!   `FINAL`, in time order, and a day is [`rollup::fold`] of its hours in
+//!   `FINAL`, in time order, and a day is `storage::rollup::fold` of its hours in
 //!   order: the very functions and order the embedded store uses (its
 //!   writer folds a day from its sealed hours, its reader folds unsealed
 //!   days the same way). ClickHouse's `sum()` of floats adds in an order
@@ -48,6 +48,25 @@
 //! not the points; ClickHouse still scans the `(series, ts, version)`
 //! columns of the range to check, which is the price of exactness
 //! without a coordinator between nodes.
+//!
+//! # Who computes what, when
+//!
+//! Each node's spool shipper marks the `(series, hour)` pairs it ships
+//! and computes them once sealed, and again after a late point or a
+//! range delete (see `spool`'s Rollups section). None of that is needed
+//! for exactness, only for speed: an hour nobody computed, or computed
+//! before its last point arrived, is computed on the fly at each read.
+//!
+//! Versions wrap: a row's `version` is a sum modulo 2^64, so an interval
+//! may in principle keep, after a merge, a stale row whose sum happened
+//! to be higher than the fresh one's (only after a range delete raced a
+//! computation, or sums that wrapped); it is then computed on the fly at
+//! every read until its points change again. Two point sets of one
+//! interval with equal counts and equal version sums would be taken for
+//! each other; with versions unique per write and only growing, that
+//! takes a delete followed by rewrites summing to exactly what went.
+//!
+//! # One difference
 //!
 //! One thing differs from the embedded store: it keeps serving hour and
 //! day rollups of hours whose raw points retention already dropped
