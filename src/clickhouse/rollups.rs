@@ -123,21 +123,24 @@ pub struct Held {
     pub versions: u64,
 }
 
-/// The statement giving [`Held`] per interval of series `id` in
-/// `[from, to)`, by start.
-pub fn held_sql(database: &Identifier, id: u64, w: i64, from: i64, to: i64) -> String {
+/// The statement giving [`Held`] per series (of the list `ids`) and
+/// interval in `[from, to)`, by series and start.
+pub fn held_sql(database: &Identifier, ids: &str, w: i64, from: i64, to: i64) -> String {
     format!(
-        "SELECT toInt64(intDiv(ts, {w}) * {w}) AS s, toUInt64(count()), toUInt64(sum(version)) \
-         FROM {database}.points FINAL WHERE series = {id} AND ts >= {from} AND ts < {to} \
-         GROUP BY s ORDER BY s FORMAT RowBinary"
+        "SELECT series, toInt64(intDiv(ts, {w}) * {w}) AS s, toUInt64(count()), \
+         toUInt64(sum(version)) FROM {database}.points FINAL \
+         WHERE series IN ({ids}) AND ts >= {from} AND ts < {to} \
+         GROUP BY series, s ORDER BY series, s FORMAT RowBinary"
     )
 }
 
-pub fn parse_held(answer: &[u8]) -> Result<Vec<Held>, RowError> {
+/// [`held_sql`]'s answer, by series.
+pub fn parse_held(answer: &[u8]) -> Result<BTreeMap<u64, Vec<Held>>, RowError> {
     let mut r = RowReader::new(answer);
-    let mut out = Vec::new();
+    let mut out: BTreeMap<u64, Vec<Held>> = BTreeMap::new();
     while !r.is_done() {
-        out.push(Held {
+        let series = r.u64()?;
+        out.entry(series).or_default().push(Held {
             start_ms: r.i64()?,
             count: r.u64()?,
             versions: r.u64()?,
@@ -150,18 +153,55 @@ const COLUMNS: &str = "series, start, count, sum, min, max, sum_sq, \
 first_ts, first_is_int, first_int, first_float, last_ts, last_is_int, last_int, last_float, version";
 
 /// The statement reading every stored row (all versions, no `FINAL`) of
-/// series `id` whose interval starts in `[from, to)`.
+/// the series of the list `ids` whose interval starts in `[from, to)`.
 pub fn stored_sql(
     database: &Identifier,
     resolution: RollupResolution,
-    id: u64,
+    ids: &str,
     from: i64,
     to: i64,
 ) -> String {
     format!(
-        "SELECT {COLUMNS} FROM {database}.{} WHERE series = {id} AND start >= {from} AND start < {to} \
-         FORMAT RowBinary",
+        "SELECT {COLUMNS} FROM {database}.{} WHERE series IN ({ids}) AND start >= {from} \
+         AND start < {to} FORMAT RowBinary",
         table(resolution)
+    )
+}
+
+/// Runs of consecutive interval starts (of width `w`) as time ranges
+/// `[from, to)`; more than `most` runs become one range over them all.
+pub fn spans(starts: &[i64], w: i64, most: usize) -> Vec<(i64, i64)> {
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for &s in starts {
+        match out.last_mut() {
+            Some((_, end)) if *end == s => *end = s + w,
+            _ => out.push((s, s + w)),
+        }
+    }
+    if out.len() > most {
+        let (first, last) = (out[0].0, out[out.len() - 1].1);
+        out = vec![(first, last)];
+    }
+    out
+}
+
+/// The statement reading the `FINAL` points of each series in its
+/// ranges `[from, to)`, by series and time.
+pub fn points_sql(database: &Identifier, ranges: &[(u64, Vec<(i64, i64)>)]) -> String {
+    let conditions: Vec<String> = ranges
+        .iter()
+        .map(|(series, spans)| {
+            let spans: Vec<String> = spans
+                .iter()
+                .map(|(a, b)| format!("(ts >= {a} AND ts < {b})"))
+                .collect();
+            format!("(series = {series} AND ({}))", spans.join(" OR "))
+        })
+        .collect();
+    format!(
+        "SELECT series, ts, is_int, int_value, float_value, version FROM {database}.points FINAL \
+         WHERE {} ORDER BY series, ts FORMAT RowBinary",
+        conditions.join(" OR ")
     )
 }
 
@@ -421,7 +461,8 @@ fn runs(days: &BTreeSet<i64>) -> Vec<(i64, i64)> {
     out
 }
 
-fn parse_points(answer: &[u8]) -> Result<Vec<(u64, DataPoint, u64)>, RowError> {
+/// [`points_sql`]'s answer: series, point, version.
+pub fn parse_points(answer: &[u8]) -> Result<Vec<(u64, DataPoint, u64)>, RowError> {
     let mut r = RowReader::new(answer);
     let mut out = Vec::new();
     while !r.is_done() {
@@ -454,6 +495,16 @@ mod tests {
         );
         assert_eq!(interval_range(h, -5, 10), Some((0, HOUR_MS)));
         assert_eq!(interval_range(h, 10, 10), None);
+    }
+
+    #[test]
+    fn spans_join_runs_and_collapse_past_the_limit() {
+        assert_eq!(
+            spans(&[0, 10, 20, 40, 70], 10, 4),
+            [(0, 30), (40, 50), (70, 80)]
+        );
+        assert_eq!(spans(&[0, 10, 20, 40, 70], 10, 2), [(0, 80)]);
+        assert_eq!(spans(&[], 10, 2), []);
     }
 
     #[test]

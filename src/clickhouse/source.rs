@@ -58,7 +58,7 @@
 //! thread rather than stall it, as blocking there would. Decoding happens
 //! on the calling thread, so the one worker only moves bytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::ops::ControlFlow;
 
@@ -69,7 +69,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::model::{
     DataPoint, NameKind, RollupAgg, RollupResolution, SeriesKey, SeriesMeta, Value,
 };
-use crate::query::source::{PointScan, Source, SourceError};
+use crate::query::source::{PointScan, RollupScan, Source, SourceError};
 
 use super::client::{ClickHouseError, Client, Compression};
 use super::rowbinary::{RowError, RowReader};
@@ -187,6 +187,126 @@ impl ClickHouseSource {
         }
     }
 
+    /// The rollups of each series of `ids` (at most [`IDS_PER_STATEMENT`])
+    /// with data, as [`Source::rollups`] answers them: three statements
+    /// for all of them (what the points hold per interval, the stored
+    /// rows, the points of the intervals no stored row matches), however
+    /// many series.
+    fn rollups_of(
+        &self,
+        ids: &[u64],
+        resolution: RollupResolution,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<HashMap<u64, Vec<RollupAgg>>, SourceError> {
+        let mut out = HashMap::new();
+        let Some((from, to)) = rollups::interval_range(resolution, start_ms, end_ms) else {
+            return Ok(out);
+        };
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let w = rollups::width(resolution);
+        let asked: HashSet<u64> = ids.iter().copied().collect();
+        let answer = self.execute(rollups::held_sql(
+            &self.database,
+            &id_list(ids),
+            w,
+            from,
+            to,
+        ))?;
+        let held = rollups::parse_held(&answer).map_err(row_error)?;
+        let fits = held.iter().all(|(series, held)| {
+            asked.contains(series)
+                && held
+                    .iter()
+                    .all(|h| (from..to).contains(&h.start_ms) && h.start_ms % w == 0)
+        });
+        if !fits {
+            return Err(bad_answer(
+                &answer,
+                "holds a series or interval not asked for",
+            ));
+        }
+        if held.is_empty() {
+            return Ok(out);
+        }
+        let with_data: Vec<u64> = held.keys().copied().collect();
+        let answer = self.execute(rollups::stored_sql(
+            &self.database,
+            resolution,
+            &id_list(&with_data),
+            from,
+            to,
+        ))?;
+        let mut stored: HashMap<u64, Vec<rollups::Row>> = HashMap::new();
+        for row in rollups::parse_rows(&answer).map_err(row_error)? {
+            if !held.contains_key(&row.series) {
+                return Err(bad_answer(
+                    &answer,
+                    "holds a rollup of a series not asked for",
+                ));
+            }
+            stored.entry(row.series).or_default().push(row);
+        }
+        let mut found: HashMap<u64, std::collections::BTreeMap<i64, RollupAgg>> = HashMap::new();
+        let mut missing: HashMap<u64, Vec<i64>> = HashMap::new();
+        let mut ranges = Vec::new();
+        for (&series, held) in &held {
+            let rows = stored.get(&series).map_or(&[][..], Vec::as_slice);
+            let matched = rollups::matching(held, rows);
+            let left: Vec<i64> = held
+                .iter()
+                .map(|h| h.start_ms)
+                .filter(|s| !matched.contains_key(s))
+                .collect();
+            if !left.is_empty() {
+                ranges.push((series, rollups::spans(&left, w, SPANS_PER_SERIES)));
+                missing.insert(series, left);
+            }
+            found.insert(series, matched);
+        }
+        for chunk in ranges.chunks(MISSING_PER_STATEMENT) {
+            let answer = self.execute(rollups::points_sql(&self.database, chunk))?;
+            let points = rollups::parse_points(&answer).map_err(row_error)?;
+            let spans: HashMap<u64, &[(i64, i64)]> =
+                chunk.iter().map(|(s, r)| (*s, r.as_slice())).collect();
+            let mut last: Option<(u64, i64)> = None;
+            for &(series, p, _) in &points {
+                let ts = p.timestamp_ms;
+                let inside = spans
+                    .get(&series)
+                    .is_some_and(|r| r.iter().any(|(a, b)| (*a..*b).contains(&ts)));
+                if !inside || last.is_some_and(|l| l >= (series, ts)) {
+                    return Err(bad_answer(&answer, "is out of order or out of range"));
+                }
+                last = Some((series, ts));
+            }
+            let mut rest = &points[..];
+            while let Some(&(series, _, _)) = rest.first() {
+                let n = rest
+                    .iter()
+                    .position(|(s, _, _)| *s != series)
+                    .unwrap_or(rest.len());
+                let plain: Vec<DataPoint> = rest[..n].iter().map(|(_, p, _)| *p).collect();
+                rest = &rest[n..];
+                let (Some(left), Some(into)) = (missing.get(&series), found.get_mut(&series))
+                else {
+                    continue;
+                };
+                for agg in rollups::aggregates(resolution, &plain) {
+                    if left.binary_search(&agg.start_ms).is_ok() {
+                        into.insert(agg.start_ms, agg);
+                    }
+                }
+            }
+        }
+        for (series, aggs) in found {
+            out.insert(series, aggs.into_values().collect());
+        }
+        Ok(out)
+    }
+
     /// Opens the statement that reads the points of the `chunk`th
     /// [`IDS_PER_STATEMENT`] of the scan's ids.
     fn read_chunk(&self, scan_ids: &[u64], chunk: usize, start_ms: i64, end_ms: i64) -> Reading {
@@ -254,43 +374,36 @@ impl Source for ClickHouseSource {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Option<Vec<RollupAgg>>, SourceError> {
-        let Some((from, to)) = rollups::interval_range(resolution, start_ms, end_ms) else {
-            return Ok(Some(Vec::new()));
-        };
-        let w = rollups::width(resolution);
-        let held = self.execute(rollups::held_sql(&self.database, id, w, from, to))?;
-        let held = rollups::parse_held(&held).map_err(row_error)?;
-        if held.is_empty() {
-            return Ok(Some(Vec::new()));
+        let mut all = self.rollups_of(&[id], resolution, start_ms, end_ms)?;
+        Ok(Some(all.remove(&id).unwrap_or_default()))
+    }
+
+    /// [`Source::rollups`] of [`ROLLUP_IDS`] series per round of statements.
+    fn scan_rollups<'a>(
+        &'a self,
+        ids: &[u64],
+        resolution: RollupResolution,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Box<dyn RollupScan + 'a> {
+        let mut unique = Vec::with_capacity(ids.len());
+        let mut places = HashMap::with_capacity(ids.len());
+        for &id in ids {
+            places.entry(id).or_insert_with(|| {
+                unique.push(id);
+                unique.len() - 1
+            });
         }
-        let stored = self.execute(rollups::stored_sql(
-            &self.database,
+        Box::new(RollupRead {
+            source: self,
+            ids: unique,
+            places,
             resolution,
-            id,
-            from,
-            to,
-        ))?;
-        let stored = rollups::parse_rows(&stored).map_err(row_error)?;
-        if stored.iter().any(|r| r.series != id) {
-            return Err(SourceError(
-                "clickhouse answer holds a rollup of a series not asked for".into(),
-            ));
-        }
-        let mut out = rollups::matching(&held, &stored);
-        let missing: Vec<i64> = held
-            .iter()
-            .map(|h| h.start_ms)
-            .filter(|s| !out.contains_key(s))
-            .collect();
-        if let (Some(&first), Some(&last)) = (missing.first(), missing.last()) {
-            let points = self.points(id, first, last + w - 1)?;
-            for agg in rollups::aggregates(resolution, &points) {
-                if missing.binary_search(&agg.start_ms).is_ok() {
-                    out.insert(agg.start_ms, agg);
-                }
-            }
-        }
-        Ok(Some(out.into_values().collect()))
+            start_ms,
+            end_ms,
+            loaded: HashSet::new(),
+            ready: HashMap::new(),
+        })
     }
 
     fn name_exists(&self, kind: NameKind, name: &str) -> Result<bool, SourceError> {
@@ -522,6 +635,53 @@ impl PointScan for Scan<'_> {
             self.opened += 1;
         }
         self.read_until(place, visit)
+    }
+}
+
+/// Series one round of [`ClickHouseSource::rollups_of`] covers in a
+/// rollup scan: what its answers hold stays in memory until asked for.
+const ROLLUP_IDS: usize = 1024;
+
+/// Ranges per series at most in the statement reading the points no
+/// stored row stands for; more become one from the first to the last.
+const SPANS_PER_SERIES: usize = 4;
+
+/// Series per statement reading those points: each names its ranges,
+/// and 18.16 parses at most 256 KiB and 50 000 AST elements.
+const MISSING_PER_STATEMENT: usize = 512;
+
+/// One open [`Source::scan_rollups`]: the series are read
+/// [`ROLLUP_IDS`] at a time, the round holding a series asked for first.
+struct RollupRead<'a> {
+    source: &'a ClickHouseSource,
+    ids: Vec<u64>,
+    places: HashMap<u64, usize>,
+    resolution: RollupResolution,
+    start_ms: i64,
+    end_ms: i64,
+    /// The rounds read.
+    loaded: HashSet<usize>,
+    /// What they answered, until asked for.
+    ready: HashMap<u64, Vec<RollupAgg>>,
+}
+
+impl RollupScan for RollupRead<'_> {
+    fn rollups(&mut self, id: u64) -> Result<Option<Vec<RollupAgg>>, SourceError> {
+        let Some(&place) = self.places.get(&id) else {
+            return self
+                .source
+                .rollups(id, self.resolution, self.start_ms, self.end_ms);
+        };
+        let round = place / ROLLUP_IDS;
+        if self.loaded.insert(round) {
+            let first = round * ROLLUP_IDS;
+            let ids = &self.ids[first..self.ids.len().min(first + ROLLUP_IDS)];
+            let read = self
+                .source
+                .rollups_of(ids, self.resolution, self.start_ms, self.end_ms)?;
+            self.ready.extend(read);
+        }
+        Ok(Some(self.ready.remove(&id).unwrap_or_default()))
     }
 }
 

@@ -18,7 +18,7 @@ use rtsd::model::{
     epoch_ms, DataPoint, NameKind, RollupAgg, RollupResolution, Sample, SeriesKey, SeriesMeta,
     Value,
 };
-use rtsd::query::source::{PointScan, Source, SourceError, TagSelect};
+use rtsd::query::source::{PointScan, RollupScan, Source, SourceError, TagSelect};
 use rtsd::query::{execute, QueryLimits, QueryRequest};
 use rtsd::storage::StoreReader;
 use serde_json::Value as Json;
@@ -183,8 +183,8 @@ fn every_query_case_answers_byte_identically_on_clickhouse_and_rocksdb() {
     assert!(stored_rows >= 10, "{stored_rows} hour rows stored");
 }
 
-/// A source that counts its `rollups` calls, so a test sees which path
-/// the engine took.
+/// A source that counts its rollup reads (`rollups` calls and
+/// `scan_rollups` openings), so a test sees which path the engine took.
 struct Counting<S> {
     inner: S,
     rollups: Cell<usize>,
@@ -238,6 +238,18 @@ impl<S: Source> Source for Counting<S> {
     ) -> Result<Option<Vec<RollupAgg>>, SourceError> {
         self.rollups.set(self.rollups.get() + 1);
         self.inner.rollups(id, resolution, start_ms, end_ms)
+    }
+
+    /// The store's own bulk read, counted as one read.
+    fn scan_rollups<'a>(
+        &'a self,
+        ids: &[u64],
+        resolution: RollupResolution,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Box<dyn RollupScan + 'a> {
+        self.rollups.set(self.rollups.get() + 1);
+        self.inner.scan_rollups(ids, resolution, start_ms, end_ms)
     }
 
     fn name_exists(&self, kind: NameKind, name: &str) -> Result<bool, SourceError> {
