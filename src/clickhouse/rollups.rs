@@ -367,8 +367,9 @@ pub fn aggregates(resolution: RollupResolution, points: &[DataPoint]) -> Vec<Rol
     rows.into_iter().map(|r| r.agg).collect()
 }
 
-/// Series a compute statement reads at most.
-const SERIES_PER_STATEMENT: usize = 256;
+/// Series-days a compute statement reads at most: its answer is held
+/// whole (32 days of a series sending every second is 113 MB of rows).
+const DAYS_PER_STATEMENT: usize = 32;
 
 /// What [`compute`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -389,31 +390,28 @@ pub async fn compute(
     database: &Identifier,
     pairs: &[(u64, i64)],
 ) -> Result<Computed, ClickHouseError> {
-    let mut days: BTreeMap<u64, BTreeSet<i64>> = BTreeMap::new();
-    for &(series, hour) in pairs {
-        days.entry(series)
-            .or_default()
-            .insert(hour.div_euclid(DAY_MS) * DAY_MS);
-    }
-    let all: Vec<(u64, BTreeSet<i64>)> = days.into_iter().collect();
+    let days: BTreeSet<(u64, i64)> = pairs
+        .iter()
+        .map(|&(series, hour)| (series, hour.div_euclid(DAY_MS) * DAY_MS))
+        .collect();
+    let days: Vec<(u64, i64)> = days.into_iter().collect();
     let mut done = Computed::default();
-    for chunk in all.chunks(SERIES_PER_STATEMENT) {
-        let mut conditions = Vec::with_capacity(chunk.len());
-        for (series, days) in chunk {
-            let ranges: Vec<String> = runs(days)
-                .into_iter()
-                .map(|(a, b)| format!("(ts >= {a} AND ts < {b})"))
-                .collect();
-            conditions.push(format!("(series = {series} AND ({}))", ranges.join(" OR ")));
+    for chunk in days.chunks(DAYS_PER_STATEMENT) {
+        let mut by_series: BTreeMap<u64, BTreeSet<i64>> = BTreeMap::new();
+        for &(series, day) in chunk {
+            by_series.entry(series).or_default().insert(day);
         }
-        let answer = client
-            .execute(&format!(
-                "SELECT series, ts, is_int, int_value, float_value, version FROM {database}.points FINAL \
-                 WHERE {} ORDER BY series, ts FORMAT RowBinary",
-                conditions.join(" OR ")
-            ))
-            .await?;
+        let ranges: Vec<(u64, Vec<(i64, i64)>)> = by_series
+            .into_iter()
+            .map(|(series, days)| (series, runs(&days)))
+            .collect();
+        let answer = client.execute(&points_sql(database, &ranges)).await?;
         let points = parse_points(&answer).map_err(|e| ClickHouseError::Answer(e.to_string()))?;
+        if !fits(&ranges, &points) {
+            return Err(ClickHouseError::Answer(
+                "points read back for rollups are out of order or out of range".into(),
+            ));
+        }
         let (mut hour_rows, mut day_rows) = (Vec::new(), Vec::new());
         let mut rest = &points[..];
         while let Some(&(series, _, _)) = rest.first() {
@@ -459,6 +457,25 @@ fn runs(days: &BTreeSet<i64>) -> Vec<(i64, i64)> {
         }
     }
     out
+}
+
+/// Whether `points` (series, point, version) are what [`points_sql`] of
+/// `ranges` can answer: in order, one per timestamp, each in a range of
+/// its series. ClickHouse appends an error it meets mid-answer to the
+/// rows already sent, which must not pass for points.
+pub fn fits(ranges: &[(u64, Vec<(i64, i64)>)], points: &[(u64, DataPoint, u64)]) -> bool {
+    let spans: std::collections::HashMap<u64, &[(i64, i64)]> =
+        ranges.iter().map(|(s, r)| (*s, r.as_slice())).collect();
+    let mut last: Option<(u64, i64)> = None;
+    points.iter().all(|&(series, p, _)| {
+        let ts = p.timestamp_ms;
+        let inside = spans
+            .get(&series)
+            .is_some_and(|r| r.iter().any(|(a, b)| (*a..*b).contains(&ts)));
+        let in_order = last.map_or(true, |l| l < (series, ts));
+        last = Some((series, ts));
+        inside && in_order
+    })
 }
 
 /// [`points_sql`]'s answer: series, point, version.

@@ -269,18 +269,8 @@ impl ClickHouseSource {
         for chunk in ranges.chunks(MISSING_PER_STATEMENT) {
             let answer = self.execute(rollups::points_sql(&self.database, chunk))?;
             let points = rollups::parse_points(&answer).map_err(row_error)?;
-            let spans: HashMap<u64, &[(i64, i64)]> =
-                chunk.iter().map(|(s, r)| (*s, r.as_slice())).collect();
-            let mut last: Option<(u64, i64)> = None;
-            for &(series, p, _) in &points {
-                let ts = p.timestamp_ms;
-                let inside = spans
-                    .get(&series)
-                    .is_some_and(|r| r.iter().any(|(a, b)| (*a..*b).contains(&ts)));
-                if !inside || last.is_some_and(|l| l >= (series, ts)) {
-                    return Err(bad_answer(&answer, "is out of order or out of range"));
-                }
-                last = Some((series, ts));
+            if !rollups::fits(chunk, &points) {
+                return Err(bad_answer(&answer, "is out of order or out of range"));
             }
             let mut rest = &points[..];
             while let Some(&(series, _, _)) = rest.first() {
