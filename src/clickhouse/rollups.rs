@@ -25,10 +25,11 @@
 //!   changes the sum, and removing points (a range delete) also drops
 //!   the rows of the touched hours and days.
 //! * **A read checks every row against the points there now.** One
-//!   statement per read groups the series' `FINAL` points of the range
-//!   by interval into `count()` and `sum(version)` (only the sort key and
-//!   `version` columns are read, no values); a stored row is used only
-//!   where both match it. Every other interval that holds points (an
+//!   statement per read (per 1024 series in a query's bulk read,
+//!   `Source::scan_rollups`) groups the series' `FINAL` points of the
+//!   range by series and interval into `count()` and `sum(version)` (only
+//!   the sort key and `version` columns are read, no values); a stored
+//!   row is used only where both match it. Every other interval that holds points (an
 //!   hour still filling, one not computed yet, one a late point or
 //!   another node's write changed since) is computed on the fly from its
 //!   raw points, as the embedded reader does for unsealed hours. So a
@@ -44,8 +45,12 @@
 //! interval from the same points insert the very same row, which
 //! `ReplacingMergeTree` collapses.
 //!
-//! What moves is one check row and at most one rollup row per interval,
-//! not the points; ClickHouse still scans the `(series, ts, version)`
+//! A read is three statements however many series it covers: the check,
+//! the stored rows, and the points of the intervals no stored row stands
+//! for (each series' runs of such intervals, read with `FINAL`). What
+//! moves is one check row and at most one rollup row per interval, plus
+//! the points of those intervals only (typically the hours still
+//! filling); ClickHouse still scans the `(series, ts, version)`
 //! columns of the range to check, which is the price of exactness
 //! without a coordinator between nodes.
 //!
