@@ -368,7 +368,7 @@ impl Source for ClickHouseSource {
         Ok(Some(all.remove(&id).unwrap_or_default()))
     }
 
-    /// [`Source::rollups`] of [`ROLLUP_IDS`] series per round of statements.
+    /// [`Source::rollups`] of 1024 series (`ROLLUP_IDS`) per round of statements.
     fn scan_rollups<'a>(
         &'a self,
         ids: &[u64],
