@@ -71,6 +71,15 @@
 //! each other; with versions unique per write and only growing, that
 //! takes a delete followed by rewrites summing to exactly what went.
 //!
+//! # What "exact" means for days
+//!
+//! A day's sums are the sums of its hours' sums, in hour order, as the
+//! embedded store folds them, not one running sum over the day's points:
+//! for float values the two can differ in the last bits (on either
+//! store, a `1d-sum` read from rollups can differ from the same query
+//! read from raw points). The answers here equal the embedded store's,
+//! which is what `tests/it/clickhouse_source.rs` holds them to.
+//!
 //! # One difference
 //!
 //! One thing differs from the embedded store: it keeps serving hour and
