@@ -174,6 +174,8 @@ fn expiry_drops_whole_partitions_past_retention_and_keeps_the_rest() {
     let options = SpoolOptions {
         flush_interval: Duration::from_millis(20),
         retention,
+        // The rollup rows here are the test's own.
+        rollup_interval: Duration::from_secs(3600),
         ..SpoolOptions::default()
     };
     let mut spool = open(dir.path(), target(server.client()), options);
@@ -268,6 +270,8 @@ fn a_delete_removes_its_range_of_its_series_points_not_yet_shipped_included() {
     // delete can make them ship.
     let options = SpoolOptions {
         flush_interval: Duration::from_secs(3600),
+        // The rollup rows here are the test's own.
+        rollup_interval: Duration::from_secs(3600),
         ..SpoolOptions::default()
     };
     let mut spool = open(dir.path(), target(server.client()), options);
