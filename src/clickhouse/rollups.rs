@@ -199,6 +199,9 @@ pub fn spans(starts: &[i64], w: i64, most: usize) -> Vec<(i64, i64)> {
     out
 }
 
+/// Series, each with time ranges `[from, to)`.
+pub type Ranges = Vec<(u64, Vec<(i64, i64)>)>;
+
 /// The statement reading the `FINAL` points of each series in its
 /// ranges `[from, to)`, by series and time.
 pub fn points_sql(database: &Identifier, ranges: &[(u64, Vec<(i64, i64)>)]) -> String {

@@ -251,7 +251,12 @@ impl ClickHouseSource {
         }
         let mut found: HashMap<u64, std::collections::BTreeMap<i64, RollupAgg>> = HashMap::new();
         let mut missing: HashMap<u64, Vec<i64>> = HashMap::new();
-        let mut ranges = Vec::new();
+        // The points to read, in statements of a bounded size (an answer
+        // is held whole); a series with more than a statement's worth is
+        // read on its own, streamed.
+        let mut statements: Vec<rollups::Ranges> = vec![Vec::new()];
+        let mut budget = MISSING_POINTS_PER_STATEMENT;
+        let mut alone = Vec::new();
         for (&series, held) in &held {
             let rows = stored.get(&series).map_or(&[][..], Vec::as_slice);
             let matched = rollups::matching(held, rows);
@@ -260,13 +265,45 @@ impl ClickHouseSource {
                 .map(|h| h.start_ms)
                 .filter(|s| !matched.contains_key(s))
                 .collect();
-            if !left.is_empty() {
-                ranges.push((series, rollups::spans(&left, w, SPANS_PER_SERIES)));
-                missing.insert(series, left);
-            }
             found.insert(series, matched);
+            if left.is_empty() {
+                continue;
+            }
+            let spans = rollups::spans(&left, w, SPANS_PER_SERIES);
+            missing.insert(series, left);
+            let cost: u64 = held
+                .iter()
+                .filter(|h| spans.iter().any(|(a, b)| (*a..*b).contains(&h.start_ms)))
+                .map(|h| h.count)
+                .sum();
+            if cost > MISSING_POINTS_PER_STATEMENT {
+                alone.push((series, spans));
+                continue;
+            }
+            let current = statements.last_mut().expect("one statement at least");
+            if cost > budget || current.len() >= MISSING_SERIES_PER_STATEMENT {
+                statements.push(Vec::new());
+                budget = MISSING_POINTS_PER_STATEMENT;
+            }
+            budget -= cost;
+            statements
+                .last_mut()
+                .expect("one statement at least")
+                .push((series, spans));
         }
-        for chunk in ranges.chunks(MISSING_PER_STATEMENT) {
+        for (series, spans) in alone {
+            let (first, end) = (spans[0].0, spans[spans.len() - 1].1);
+            let points = self.points(series, first, end - 1)?;
+            let (Some(left), Some(into)) = (missing.get(&series), found.get_mut(&series)) else {
+                continue;
+            };
+            for agg in rollups::aggregates(resolution, &points) {
+                if left.binary_search(&agg.start_ms).is_ok() {
+                    into.insert(agg.start_ms, agg);
+                }
+            }
+        }
+        for chunk in statements.iter().filter(|s| !s.is_empty()) {
             let answer = self.execute(rollups::points_sql(&self.database, chunk))?;
             let points = rollups::parse_points(&answer).map_err(row_error)?;
             if !rollups::fits(chunk, &points) {
@@ -638,7 +675,11 @@ const SPANS_PER_SERIES: usize = 4;
 
 /// Series per statement reading those points: each names its ranges,
 /// and 18.16 parses at most 256 KiB and 50 000 AST elements.
-const MISSING_PER_STATEMENT: usize = 512;
+const MISSING_SERIES_PER_STATEMENT: usize = 512;
+
+/// Points per such statement at most (its answer is held whole, 41
+/// bytes a point); a series with more is read on its own, streamed.
+const MISSING_POINTS_PER_STATEMENT: u64 = 1 << 20;
 
 /// One open [`Source::scan_rollups`]: the series are read
 /// [`ROLLUP_IDS`] at a time, the round holding a series asked for first.
