@@ -421,7 +421,8 @@ settings! {
     /// Replies asked for (`version`, `stats`...) are never dropped; past
     /// this the connection reads nothing more until the client reads them.
     reply_buffer_bytes: usize = 64 * 1024, "reply-buffer-bytes", Flag::None;
-    /// How long after an hour ends its head chunks stay open for late points.
+    /// How long after an hour ends its head chunks stay open for late points
+    /// (with store = "clickhouse": before its rollups are computed).
     seal_grace_secs: u64 = 600, "seal-grace-secs", Flag::None;
     /// Keep raw points this long, e.g. 30d, 12h, 52w.
     retention: Keep = Keep(None), "retention", Flag::Value("DURATION");

@@ -92,6 +92,7 @@ impl Daemon {
                     &settings.data_dir,
                     settings.sync_writes,
                     settings.store_retention(),
+                    settings.seal_grace_secs as i64 * 1000,
                     shutdown.clone(),
                 )
                 .await?;

@@ -82,6 +82,11 @@ pub struct SpoolStats {
     /// Retention statements that failed (listing or dropping partitions);
     /// the next expiry tries again.
     pub expire_errors: u64,
+    /// Hour and day rollup rows computed and stored.
+    pub rollup_hours: u64,
+    pub rollup_days: u64,
+    /// Rollup computations that failed; their hours stay pending.
+    pub rollup_errors: u64,
 }
 
 /// Why a point that was parsed never reached the store.
@@ -507,6 +512,15 @@ pub const FAMILIES: &[Family] = {
         family("tsd.rtsd.spool.expire.errors", Tag::None, "rtsd_spool_expire_errors_total", Counter,
             "Retention statements ClickHouse refused or missed (listing or dropping partitions); retried a minute later.",
             Read::Spool(|s| s.expire_errors)),
+        family("tsd.rtsd.spool.rollups.hours", Tag::None, "rtsd_spool_rollup_hours_total", Counter,
+            "Hour rollup rows the shipper computed and stored in ClickHouse.",
+            Read::Spool(|s| s.rollup_hours)),
+        family("tsd.rtsd.spool.rollups.days", Tag::None, "rtsd_spool_rollup_days_total", Counter,
+            "Day rollup rows the shipper computed and stored in ClickHouse.",
+            Read::Spool(|s| s.rollup_days)),
+        family("tsd.rtsd.spool.rollups.errors", Tag::None, "rtsd_spool_rollup_errors_total", Counter,
+            "Rollup computations that failed; their hours stay marked for the next round.",
+            Read::Spool(|s| s.rollup_errors)),
     ]
 };
 

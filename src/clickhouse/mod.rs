@@ -41,8 +41,10 @@
 //! * **Rollups** are tables rtsd fills (`rollup_1h`, `rollup_1d`), not
 //!   materialized views: a view sees every inserted block, so a replayed
 //!   batch would be counted twice and an overwritten point would be summed
-//!   with its replacement. Rows carry a `version` too, so recomputing an
-//!   hour replaces it.
+//!   with its replacement. Each node's shipper computes them in Rust from
+//!   the points read back with `FINAL`; a row's `version` is the sum of
+//!   its points' versions, so reads use only rows that match the points
+//!   there now (see [`rollups`]).
 //! * **SQL**: only what 18.16 and current releases both accept: no `Map`
 //!   (tags are two parallel arrays), no codecs, no table comments (the
 //!   schema version lives in a table), timestamps as `Int64` milliseconds
@@ -51,6 +53,7 @@
 pub mod backend;
 pub mod client;
 pub mod points;
+pub mod rollups;
 pub mod rowbinary;
 pub mod schema;
 pub mod serve;

@@ -36,6 +36,7 @@ pub async fn open(
     data_dir: &Path,
     sync_writes: bool,
     retention: Retention,
+    seal_grace_ms: i64,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(Spool, ClickHouseBackend)> {
     let url = settings
@@ -79,7 +80,7 @@ pub async fn open(
         compression: Compression::Gzip,
     };
     let dir = data_dir.join(SPOOL_DIR);
-    let options = settings.spool_options(sync_writes, retention);
+    let options = settings.spool_options(sync_writes, retention, seal_grace_ms);
     let spool = {
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || Spool::open(&dir, target, options, shutdown))

@@ -169,9 +169,14 @@ impl ClickHouseSettings {
         }
     }
 
-    /// The spool's options; `sync_writes` and `retention` as the
-    /// daemon's (the `retention` settings apply to either store).
-    pub fn spool_options(&self, sync_writes: bool, retention: Retention) -> SpoolOptions {
+    /// The spool's options; `sync_writes`, `retention` and the seal grace
+    /// as the daemon's (those settings apply to either store).
+    pub fn spool_options(
+        &self,
+        sync_writes: bool,
+        retention: Retention,
+        seal_grace_ms: i64,
+    ) -> SpoolOptions {
         SpoolOptions {
             max_bytes: self.spool_max_bytes,
             overflow: self.spool_overflow,
@@ -179,6 +184,7 @@ impl ClickHouseSettings {
             flush_interval: std::time::Duration::from_millis(self.flush_interval_ms as u64),
             sync_writes,
             retention,
+            seal_grace_ms,
             ..SpoolOptions::default()
         }
     }

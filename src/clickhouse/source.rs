@@ -33,11 +33,12 @@
 //!   duplicates in unmerged parts, in request order took 135 ms with
 //!   `FINAL` and 277 ms with `argMax`; one series of 300 points took 4 ms
 //!   either way. So `FINAL`.
-//! * **Rollups**: [`Source::rollups`] answers `None`, so the engine reads
-//!   raw points even where the embedded store would read its hour and day
-//!   aggregates: exact, and slower on long ranges. Serving them from
-//!   `rollup_1h`/`rollup_1d` (or computing them in SQL) is the push-down
-//!   still to come.
+//! * **Rollups** ([`Source::rollups`]): the rows of `rollup_1h`/`rollup_1d`
+//!   that match the points there now (checked per interval by `count()`
+//!   and `sum(version)` of the `FINAL` points), and every other interval
+//!   holding points computed on the fly from them, as the embedded reader
+//!   does for unsealed hours; see [`super::rollups`] for why that is
+//!   exact whoever wrote or computed what.
 //! * Annotations are not part of [`Source`]: [`super::ClickHouseBackend`]
 //!   reads and writes the `annotations` table, running its statements on
 //!   this source's thread (`ClickHouseSource::execute`).
@@ -57,7 +58,7 @@
 //! thread rather than stall it, as blocking there would. Decoding happens
 //! on the calling thread, so the one worker only moves bytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::ops::ControlFlow;
 
@@ -68,12 +69,12 @@ use tokio::sync::{mpsc, oneshot};
 use crate::model::{
     DataPoint, NameKind, RollupAgg, RollupResolution, SeriesKey, SeriesMeta, Value,
 };
-use crate::query::source::{PointScan, Source, SourceError};
+use crate::query::source::{PointScan, RollupScan, Source, SourceError};
 
 use super::client::{ClickHouseError, Client, Compression};
 use super::rowbinary::{RowError, RowReader};
 use super::schema::Identifier;
-use super::{id_list, quoted, IDS_PER_STATEMENT};
+use super::{id_list, quoted, rollups, IDS_PER_STATEMENT};
 
 /// Reads the ClickHouse store of one database for the query engine.
 pub struct ClickHouseSource {
@@ -186,6 +187,153 @@ impl ClickHouseSource {
         }
     }
 
+    /// The rollups of each series of `ids` (at most [`IDS_PER_STATEMENT`])
+    /// with data, as [`Source::rollups`] answers them: three statements
+    /// for all of them (what the points hold per interval, the stored
+    /// rows, the points of the intervals no stored row matches), however
+    /// many series.
+    fn rollups_of(
+        &self,
+        ids: &[u64],
+        resolution: RollupResolution,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<HashMap<u64, Vec<RollupAgg>>, SourceError> {
+        let mut out = HashMap::new();
+        let Some((from, to)) = rollups::interval_range(resolution, start_ms, end_ms) else {
+            return Ok(out);
+        };
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let w = rollups::width(resolution);
+        let asked: HashSet<u64> = ids.iter().copied().collect();
+        let answer = self.execute(rollups::held_sql(
+            &self.database,
+            &id_list(ids),
+            w,
+            from,
+            to,
+        ))?;
+        let held = rollups::parse_held(&answer).map_err(row_error)?;
+        let fits = held.iter().all(|(series, held)| {
+            asked.contains(series)
+                && held
+                    .iter()
+                    .all(|h| (from..to).contains(&h.start_ms) && h.start_ms % w == 0)
+        });
+        if !fits {
+            return Err(bad_answer(
+                &answer,
+                "holds a series or interval not asked for",
+            ));
+        }
+        if held.is_empty() {
+            return Ok(out);
+        }
+        let with_data: Vec<u64> = held.keys().copied().collect();
+        let answer = self.execute(rollups::stored_sql(
+            &self.database,
+            resolution,
+            &id_list(&with_data),
+            from,
+            to,
+        ))?;
+        let mut stored: HashMap<u64, Vec<rollups::Row>> = HashMap::new();
+        for row in rollups::parse_rows(&answer).map_err(row_error)? {
+            if !held.contains_key(&row.series) {
+                return Err(bad_answer(
+                    &answer,
+                    "holds a rollup of a series not asked for",
+                ));
+            }
+            stored.entry(row.series).or_default().push(row);
+        }
+        let mut found: HashMap<u64, std::collections::BTreeMap<i64, RollupAgg>> = HashMap::new();
+        let mut missing: HashMap<u64, Vec<i64>> = HashMap::new();
+        // The points to read, in statements of a bounded size (an answer
+        // is held whole); a series with more than a statement's worth is
+        // read on its own, streamed.
+        let mut statements: Vec<rollups::Ranges> = vec![Vec::new()];
+        let mut budget = MISSING_POINTS_PER_STATEMENT;
+        let mut alone = Vec::new();
+        for (&series, held) in &held {
+            let rows = stored.get(&series).map_or(&[][..], Vec::as_slice);
+            let matched = rollups::matching(held, rows);
+            let left: Vec<i64> = held
+                .iter()
+                .map(|h| h.start_ms)
+                .filter(|s| !matched.contains_key(s))
+                .collect();
+            found.insert(series, matched);
+            if left.is_empty() {
+                continue;
+            }
+            let spans = rollups::spans(&left, w, SPANS_PER_SERIES);
+            missing.insert(series, left);
+            let cost: u64 = held
+                .iter()
+                .filter(|h| spans.iter().any(|(a, b)| (*a..*b).contains(&h.start_ms)))
+                .map(|h| h.count)
+                .sum();
+            if cost > MISSING_POINTS_PER_STATEMENT {
+                alone.push((series, spans));
+                continue;
+            }
+            let current = statements.last_mut().expect("one statement at least");
+            if cost > budget || current.len() >= MISSING_SERIES_PER_STATEMENT {
+                statements.push(Vec::new());
+                budget = MISSING_POINTS_PER_STATEMENT;
+            }
+            budget -= cost;
+            statements
+                .last_mut()
+                .expect("one statement at least")
+                .push((series, spans));
+        }
+        for (series, spans) in alone {
+            let (first, end) = (spans[0].0, spans[spans.len() - 1].1);
+            let points = self.points(series, first, end - 1)?;
+            let (Some(left), Some(into)) = (missing.get(&series), found.get_mut(&series)) else {
+                continue;
+            };
+            for agg in rollups::aggregates(resolution, &points) {
+                if left.binary_search(&agg.start_ms).is_ok() {
+                    into.insert(agg.start_ms, agg);
+                }
+            }
+        }
+        for chunk in statements.iter().filter(|s| !s.is_empty()) {
+            let answer = self.execute(rollups::points_sql(&self.database, chunk))?;
+            let points = rollups::parse_points(&answer).map_err(row_error)?;
+            if !rollups::fits(chunk, &points) {
+                return Err(bad_answer(&answer, "is out of order or out of range"));
+            }
+            let mut rest = &points[..];
+            while let Some(&(series, _, _)) = rest.first() {
+                let n = rest
+                    .iter()
+                    .position(|(s, _, _)| *s != series)
+                    .unwrap_or(rest.len());
+                let plain: Vec<DataPoint> = rest[..n].iter().map(|(_, p, _)| *p).collect();
+                rest = &rest[n..];
+                let (Some(left), Some(into)) = (missing.get(&series), found.get_mut(&series))
+                else {
+                    continue;
+                };
+                for agg in rollups::aggregates(resolution, &plain) {
+                    if left.binary_search(&agg.start_ms).is_ok() {
+                        into.insert(agg.start_ms, agg);
+                    }
+                }
+            }
+        }
+        for (series, aggs) in found {
+            out.insert(series, aggs.into_values().collect());
+        }
+        Ok(out)
+    }
+
     /// Opens the statement that reads the points of the `chunk`th
     /// [`IDS_PER_STATEMENT`] of the scan's ids.
     fn read_chunk(&self, scan_ids: &[u64], chunk: usize, start_ms: i64, end_ms: i64) -> Reading {
@@ -244,14 +392,45 @@ impl Source for ClickHouseSource {
         Box::new(self.scan(ids, start_ms, end_ms))
     }
 
+    /// Stored rows where they match the points there now, the rest
+    /// computed from raw points (see [`super::rollups`]).
     fn rollups(
         &self,
-        _id: u64,
-        _resolution: RollupResolution,
-        _start_ms: i64,
-        _end_ms: i64,
+        id: u64,
+        resolution: RollupResolution,
+        start_ms: i64,
+        end_ms: i64,
     ) -> Result<Option<Vec<RollupAgg>>, SourceError> {
-        Ok(None)
+        let mut all = self.rollups_of(&[id], resolution, start_ms, end_ms)?;
+        Ok(Some(all.remove(&id).unwrap_or_default()))
+    }
+
+    /// [`Source::rollups`] of 1024 series (`ROLLUP_IDS`) per round of statements.
+    fn scan_rollups<'a>(
+        &'a self,
+        ids: &[u64],
+        resolution: RollupResolution,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Box<dyn RollupScan + 'a> {
+        let mut unique = Vec::with_capacity(ids.len());
+        let mut places = HashMap::with_capacity(ids.len());
+        for &id in ids {
+            places.entry(id).or_insert_with(|| {
+                unique.push(id);
+                unique.len() - 1
+            });
+        }
+        Box::new(RollupRead {
+            source: self,
+            ids: unique,
+            places,
+            resolution,
+            start_ms,
+            end_ms,
+            loaded: HashSet::new(),
+            ready: HashMap::new(),
+        })
     }
 
     fn name_exists(&self, kind: NameKind, name: &str) -> Result<bool, SourceError> {
@@ -483,6 +662,57 @@ impl PointScan for Scan<'_> {
             self.opened += 1;
         }
         self.read_until(place, visit)
+    }
+}
+
+/// Series one round of [`ClickHouseSource::rollups_of`] covers in a
+/// rollup scan: what its answers hold stays in memory until asked for.
+const ROLLUP_IDS: usize = 1024;
+
+/// Ranges per series at most in the statement reading the points no
+/// stored row stands for; more become one from the first to the last.
+const SPANS_PER_SERIES: usize = 4;
+
+/// Series per statement reading those points: each names its ranges,
+/// and 18.16 parses at most 256 KiB and 50 000 AST elements.
+const MISSING_SERIES_PER_STATEMENT: usize = 512;
+
+/// Points per such statement at most (its answer is held whole, 41
+/// bytes a point); a series with more is read on its own, streamed.
+const MISSING_POINTS_PER_STATEMENT: u64 = 1 << 20;
+
+/// One open [`Source::scan_rollups`]: the series are read
+/// [`ROLLUP_IDS`] at a time, the round holding a series asked for first.
+struct RollupRead<'a> {
+    source: &'a ClickHouseSource,
+    ids: Vec<u64>,
+    places: HashMap<u64, usize>,
+    resolution: RollupResolution,
+    start_ms: i64,
+    end_ms: i64,
+    /// The rounds read.
+    loaded: HashSet<usize>,
+    /// What they answered, until asked for.
+    ready: HashMap<u64, Vec<RollupAgg>>,
+}
+
+impl RollupScan for RollupRead<'_> {
+    fn rollups(&mut self, id: u64) -> Result<Option<Vec<RollupAgg>>, SourceError> {
+        let Some(&place) = self.places.get(&id) else {
+            return self
+                .source
+                .rollups(id, self.resolution, self.start_ms, self.end_ms);
+        };
+        let round = place / ROLLUP_IDS;
+        if self.loaded.insert(round) {
+            let first = round * ROLLUP_IDS;
+            let ids = &self.ids[first..self.ids.len().min(first + ROLLUP_IDS)];
+            let read = self
+                .source
+                .rollups_of(ids, self.resolution, self.start_ms, self.end_ms)?;
+            self.ready.extend(read);
+        }
+        Ok(Some(self.ready.remove(&id).unwrap_or_default()))
     }
 }
 

@@ -23,7 +23,7 @@ use crate::query::error::QueryError;
 use crate::query::limits::{Budget, QueryLimits};
 use crate::query::rate::{rates, RatePoint};
 use crate::query::request::{Plan, SubPlan};
-use crate::query::source::{PointScan, Source};
+use crate::query::source::{PointScan, RollupScan, Source};
 
 /// What a sub-query does to each series before aggregation.
 pub(super) struct Pipeline<'a> {
@@ -97,26 +97,37 @@ impl<'a> Pipeline<'a> {
 }
 
 impl Pipeline<'_> {
+    /// The rollup read of `ids` when this pipeline reads rollups.
+    pub(super) fn open_rollups<'a>(
+        &self,
+        source: &'a dyn Source,
+        ids: &[u64],
+    ) -> Option<Box<dyn RollupScan + 'a>> {
+        let (read_start, read_end) = self.read;
+        self.rollups
+            .map(|res| source.scan_rollups(ids, res, read_start, read_end))
+    }
+
     pub(super) fn is_raw(&self) -> bool {
         self.grid.is_none() && self.sub.rate.is_none()
     }
 
     /// Reads and transforms one series; `None` when it has no data in the
     /// read range (such series are not part of any group, as in OpenTSDB).
-    /// Also returns the number of points (or rollups) read.
+    /// Also returns the number of points (or rollups) read. `rollup_scan`
+    /// is [`Pipeline::open_rollups`]'s.
     pub(super) fn load(
         &self,
-        source: &dyn Source,
+        rollup_scan: Option<&mut (dyn RollupScan + '_)>,
         scan: &mut dyn PointScan,
         id: u64,
         budget: &mut Budget,
         scratch: &mut Scratch,
     ) -> Result<Option<(Loaded, usize)>, QueryError> {
-        let (read_start, read_end) = self.read;
-        if let (Some(res), Some(grid), Some(spec)) =
-            (self.rollups, &self.grid, &self.sub.downsample)
+        if let (Some(rollup_scan), Some(grid), Some(spec)) =
+            (rollup_scan, &self.grid, &self.sub.downsample)
         {
-            if let Some(aggs) = source.rollups(id, res, read_start, read_end)? {
+            if let Some(aggs) = rollup_scan.rollups(id)? {
                 budget.add_points(aggs.len() as u64)?;
                 if aggs.is_empty() {
                     return Ok(None);

@@ -68,6 +68,26 @@ pub trait Source {
         end_ms: i64,
     ) -> Result<Option<Vec<RollupAgg>>, SourceError>;
 
+    /// Opens a read of the rollups of the series `ids`, for reading them
+    /// one series at a time: what [`rollups`](Self::rollups) answers for
+    /// each. The default calls `rollups` per series; a store that answers
+    /// better in bulk (one statement for many series) overrides it.
+    fn scan_rollups<'a>(
+        &'a self,
+        ids: &[u64],
+        resolution: RollupResolution,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Box<dyn RollupScan + 'a> {
+        let _ = ids;
+        Box::new(ByRollups {
+            source: self,
+            resolution,
+            start_ms,
+            end_ms,
+        })
+    }
+
     /// Whether a name of this kind was ever written (OpenTSDB answers
     /// "No such name" for unknown ones).
     fn name_exists(&self, kind: NameKind, name: &str) -> Result<bool, SourceError>;
@@ -96,6 +116,28 @@ pub trait PointScan {
         id: u64,
         visit: &mut dyn FnMut(&[DataPoint]) -> ControlFlow<()>,
     ) -> Result<usize, SourceError>;
+}
+
+/// An open [`Source::scan_rollups`].
+pub trait RollupScan {
+    /// What [`Source::rollups`] answers for series `id`, one of the ids
+    /// the scan was opened for, each asked for once, in any order.
+    fn rollups(&mut self, id: u64) -> Result<Option<Vec<RollupAgg>>, SourceError>;
+}
+
+/// The default rollup scan: one `rollups` call per series.
+struct ByRollups<'a, S: ?Sized> {
+    source: &'a S,
+    resolution: RollupResolution,
+    start_ms: i64,
+    end_ms: i64,
+}
+
+impl<S: Source + ?Sized> RollupScan for ByRollups<'_, S> {
+    fn rollups(&mut self, id: u64) -> Result<Option<Vec<RollupAgg>>, SourceError> {
+        self.source
+            .rollups(id, self.resolution, self.start_ms, self.end_ms)
+    }
 }
 
 /// The default scan: one `points` call per series.

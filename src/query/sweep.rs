@@ -134,13 +134,15 @@ fn general(
 ) -> Result<GroupOutput, QueryError> {
     let (read_start, read_end) = pipeline.read;
     let mut scan = source.scan_points(ids, read_start, read_end - 1);
+    let mut rollup_scan = pipeline.open_rollups(source, ids);
     let mut raw = Vec::new();
     let mut computed = Vec::new();
     let mut present = Vec::with_capacity(ids.len());
     let mut raw_points = 0;
     for (i, &id) in ids.iter().enumerate() {
         check_deadline(budget.limits.deadline)?;
-        let Some((data, read_count)) = pipeline.load(source, &mut *scan, id, budget, scratch)?
+        let Some((data, read_count)) =
+            pipeline.load(rollup_scan.as_deref_mut(), &mut *scan, id, budget, scratch)?
         else {
             continue;
         };
@@ -276,6 +278,7 @@ impl<'g> GridSweep<'g> {
     ) -> Result<Option<GroupOutput>, QueryError> {
         let (read_start, read_end) = pipeline.read;
         let mut scan = source.scan_points(ids, read_start, read_end - 1);
+        let mut rollup_scan = pipeline.open_rollups(source, ids);
         let mut present = Vec::with_capacity(ids.len());
         let mut raw_points = 0;
         // Without rollups, fill or rate, buckets go from the downsampler
@@ -305,8 +308,13 @@ impl<'g> GridSweep<'g> {
                     (read, on_grid)
                 }
                 None => {
-                    let Some((data, read)) =
-                        pipeline.load(source, &mut *scan, id, budget, scratch)?
+                    let Some((data, read)) = pipeline.load(
+                        rollup_scan.as_deref_mut(),
+                        &mut *scan,
+                        id,
+                        budget,
+                        scratch,
+                    )?
                     else {
                         continue;
                     };

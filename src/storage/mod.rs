@@ -163,7 +163,7 @@ mod index;
 mod keys;
 pub(crate) mod log;
 mod reader;
-mod rollup;
+pub(crate) mod rollup;
 mod series_index;
 mod writer;
 

@@ -293,7 +293,7 @@ fn every_backend_method_answers_as_the_embedded_store_does() {
         .iter()
         .map(|c| c.name.as_str())
         .collect();
-    assert_eq!(families, ["default", "records", "meta"]);
+    assert_eq!(families, ["default", "records", "meta", "rollup_pending"]);
     spool.append(&samples).expect("spooled");
     spool.flush().expect("flushed");
     let stats = clickhouse.stats();

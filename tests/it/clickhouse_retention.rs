@@ -174,6 +174,8 @@ fn expiry_drops_whole_partitions_past_retention_and_keeps_the_rest() {
     let options = SpoolOptions {
         flush_interval: Duration::from_millis(20),
         retention,
+        // The rollup rows here are the test's own.
+        rollup_interval: Duration::from_secs(3600),
         ..SpoolOptions::default()
     };
     let mut spool = open(dir.path(), target(server.client()), options);
@@ -268,6 +270,8 @@ fn a_delete_removes_its_range_of_its_series_points_not_yet_shipped_included() {
     // delete can make them ship.
     let options = SpoolOptions {
         flush_interval: Duration::from_secs(3600),
+        // The rollup rows here are the test's own.
+        rollup_interval: Duration::from_secs(3600),
         ..SpoolOptions::default()
     };
     let mut spool = open(dir.path(), target(server.client()), options);
@@ -523,4 +527,153 @@ fn in_a_cluster_a_node_expires_and_deletes_on_its_own_server_only() {
     assert_eq!(stored_in(&setup, &servers[0], "points_local"), want0);
     // The other shard's server is out of its reach: untouched.
     assert_eq!(stored_in(&setup, &servers[1], "points_local"), before[1]);
+}
+
+/// The `count` of the `FINAL` row of `table` for `series` at `start`, if any.
+fn rollup_count(
+    setup: &Runtime,
+    server: &ClickHouse,
+    table: &str,
+    series: u64,
+    start: i64,
+) -> Option<u64> {
+    let db = db();
+    let found = rows(
+        setup,
+        server,
+        &format!(
+            "SELECT count FROM {db}.{table} FINAL WHERE series = {series} AND start = {start}"
+        ),
+    );
+    found.first().map(|r| r[0].parse().expect("a count"))
+}
+
+#[test]
+fn shipped_hours_get_rollups_once_sealed_again_after_late_points_and_deletes_across_restarts() {
+    use rtsd::clickhouse::rollups;
+    use rtsd::clickhouse::ClickHouseSource;
+    use rtsd::model::RollupResolution;
+    use rtsd::query::source::Source;
+
+    let setup = Runtime::new().expect("runtime");
+    let server = start(&setup);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let quick = SpoolOptions {
+        flush_interval: Duration::from_millis(20),
+        rollup_interval: Duration::from_millis(50),
+        ..SpoolOptions::default()
+    };
+    // First no computing at all: the marks must outlive the spool.
+    let idle = SpoolOptions {
+        rollup_interval: Duration::from_secs(3600),
+        ..quick.clone()
+    };
+    let mut spool = open(dir.path(), target(server.client()), idle);
+    let base = NOW - 2 * DAY_MS;
+    let hour = |t: i64| t.div_euclid(HOUR_MS) * HOUR_MS;
+    let points: Vec<Sample> = (0..3)
+        .flat_map(|h| (0..100).map(move |i| sample(h, base + i * 60_000)))
+        .collect();
+    // And an hour that is not sealed yet.
+    let now = rtsd::model::now_ms();
+    let recent = sample(0, now);
+    spool.append(&points).expect("appended");
+    spool
+        .append(std::slice::from_ref(&recent))
+        .expect("appended");
+    assert_eq!(spool.delete(&[], 0, 0).expect("barrier"), 0);
+    assert_eq!(rollup_starts(&setup, &server, "rollup_1h"), BTreeSet::new());
+    drop(spool);
+
+    let mut spool = open(dir.path(), target(server.client()), quick);
+    let monitor = spool.monitor();
+    let stats = wait(&monitor, "sealed hours computed", |s| s.rollup_hours >= 6);
+    assert_eq!((stats.rollup_hours, stats.rollup_days), (6, 3));
+    let ids: Vec<u64> = (0..3).map(|h| series_id(&key(h))).collect();
+    let want: BTreeSet<(u64, i64)> = ids
+        .iter()
+        .flat_map(|&id| [(id, base), (id, base + HOUR_MS)])
+        .collect();
+    assert_eq!(rollup_starts(&setup, &server, "rollup_1h"), want);
+    assert_eq!(
+        rollup_count(&setup, &server, "rollup_1h", ids[0], hour(now)),
+        None
+    );
+    assert_eq!(
+        rollup_count(&setup, &server, "rollup_1h", ids[1], base),
+        Some(60)
+    );
+    assert_eq!(
+        rollup_count(
+            &setup,
+            &server,
+            "rollup_1d",
+            ids[1],
+            base - base.rem_euclid(DAY_MS)
+        ),
+        Some(100)
+    );
+
+    // What a read answers equals what the points give.
+    let source = ClickHouseSource::new(&server.url(), None, None, db()).expect("source");
+    let exact = |what: &str| {
+        for &id in &ids {
+            let raw = source.points(id, 0, i64::MAX).expect("points");
+            for resolution in [RollupResolution::Hour, RollupResolution::Day] {
+                assert_eq!(
+                    source
+                        .rollups(id, resolution, 0, i64::MAX)
+                        .expect("rollups"),
+                    Some(rollups::aggregates(resolution, &raw)),
+                    "{what}: {resolution:?}"
+                );
+            }
+        }
+    };
+    exact("computed");
+
+    // A late point in a sealed hour: computed again.
+    let late = sample(0, base + 30 * 60_000 + 1000);
+    spool.append(std::slice::from_ref(&late)).expect("appended");
+    wait(&monitor, "late hour computed", |s| {
+        s.rollup_hours > stats.rollup_hours
+    });
+    let day = base - base.rem_euclid(DAY_MS);
+    wait(&monitor, "late hour stored", |_| {
+        rollup_count(&setup, &server, "rollup_1h", ids[0], base) == Some(61)
+    });
+    assert_eq!(
+        rollup_count(&setup, &server, "rollup_1d", ids[0], day),
+        Some(101)
+    );
+    exact("late point");
+
+    // A delete drops the touched rows, and they are computed again.
+    let before = monitor.stats().rollup_hours;
+    let deleted = spool
+        .delete(&ids[..1], base + 10 * 60_000, base + 20 * 60_000)
+        .expect("deleted");
+    assert_eq!(deleted, 11);
+    exact("deleted");
+    wait(&monitor, "deleted hours computed", |s| {
+        s.rollup_hours > before
+    });
+    wait(&monitor, "deleted hours stored", |_| {
+        rollup_count(&setup, &server, "rollup_1h", ids[0], base) == Some(50)
+    });
+    assert_eq!(
+        rollup_count(&setup, &server, "rollup_1d", ids[0], day),
+        Some(90)
+    );
+    assert_eq!(
+        rollup_count(&setup, &server, "rollup_1h", ids[0], base + HOUR_MS),
+        Some(40)
+    );
+    exact("deleted and computed");
+    assert_eq!(monitor.stats().rollup_errors, 0);
+    // The unsealed hour is still waiting.
+    assert_eq!(
+        rollup_count(&setup, &server, "rollup_1h", ids[0], hour(now)),
+        None
+    );
 }

@@ -8,17 +8,22 @@
 //! threads outside any runtime, so a small runtime here only starts the
 //! server and writes the data.
 
+use std::cell::Cell;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use rtsd::clickhouse::writer::{self, WriteError};
 use rtsd::clickhouse::{series_id, Compression};
-use rtsd::model::{epoch_ms, DataPoint, Sample, SeriesKey, Value};
-use rtsd::query::source::Source;
+use rtsd::model::{
+    epoch_ms, DataPoint, NameKind, RollupAgg, RollupResolution, Sample, SeriesKey, SeriesMeta,
+    Value,
+};
+use rtsd::query::source::{PointScan, RollupScan, Source, SourceError, TagSelect};
 use rtsd::query::{execute, QueryLimits, QueryRequest};
+use rtsd::storage::StoreReader;
 use serde_json::Value as Json;
 
-use crate::clickhouse_support::{embedded, load, name, source, start};
+use crate::clickhouse_support::{compute_rollups, embedded, load, name, rows_in, source, start};
 use crate::query_cases::cases;
 use crate::support::series_key;
 
@@ -104,16 +109,45 @@ fn every_query_case_answers_byte_identically_on_clickhouse_and_rocksdb() {
     assert!(all.len() >= 80, "only {} cases", all.len());
     let mut failures = Vec::new();
     let mut refusals = 0;
+    let (mut stored_rows, mut rollup_cases) = (0, 0);
     for (i, (file, case)) in all.iter().enumerate() {
         let label = format!("{file}: {}", case["name"].as_str().unwrap_or("?"));
         let samples = samples(case);
 
         let db = name(&format!("case_{i}"));
         load(&setup, &client, &db, &samples);
-        let on_clickhouse = answer(&source(&server, &db), case);
-
+        let counting = Counting::new(source(&server, &db));
+        let on_clickhouse = answer(&counting, case);
         let embedded = embedded(&samples, NOW_MS);
         let on_rocksdb = answer(&embedded.reader, case);
+        // A case whose queries read rollups is answered twice more: with
+        // every hour's and day's rollups computed and stored, and with
+        // every other hour's and day's row overridden by a wrong one of a
+        // higher version, which the read's check must refuse.
+        if counting.rollups.get() > 0 {
+            rollup_cases += 1;
+            stored_rows += compute_rollups(&setup, &client, &db, &samples).hour_rows;
+            for forged in [false, true] {
+                if forged {
+                    for (table, width) in [("rollup_1h", 3_600_000), ("rollup_1d", 86_400_000)] {
+                        setup
+                            .block_on(client.execute(&format!(
+                                "INSERT INTO {db}.{table} SELECT series, start, count, sum + 1, \
+                                 min, max, sum_sq, first_ts, first_is_int, first_int, \
+                                 first_float, last_ts, last_is_int, last_int, last_float, \
+                                 version + 1 FROM {db}.{table} WHERE intDiv(start, {width}) % 2 = 0"
+                            )))
+                            .expect("wrong rows");
+                    }
+                }
+                let again = answer(&source(&server, &db), case);
+                if again != on_rocksdb {
+                    failures.push(format!(
+                        "{label} (rollups stored, forged {forged}):\n  clickhouse {again:?}\n  rocksdb    {on_rocksdb:?}"
+                    ));
+                }
+            }
+        }
 
         // Refusing a delete (allow-delete off) is the HTTP layer's job,
         // so the engine's answer to such a case is not its expected one;
@@ -144,6 +178,83 @@ fn every_query_case_answers_byte_identically_on_clickhouse_and_rocksdb() {
     );
     // The only cases not held to their expected answer.
     assert_eq!(refusals, 1);
+    // The rollup path ran on ClickHouse, over stored rows.
+    assert!(rollup_cases >= 2, "{rollup_cases} cases read rollups");
+    assert!(stored_rows >= 10, "{stored_rows} hour rows stored");
+}
+
+/// A source that counts its rollup reads (`rollups` calls and
+/// `scan_rollups` openings), so a test sees which path the engine took.
+struct Counting<S> {
+    inner: S,
+    rollups: Cell<usize>,
+}
+
+impl<S: Source> Counting<S> {
+    fn new(inner: S) -> Self {
+        Counting {
+            inner,
+            rollups: Cell::new(0),
+        }
+    }
+}
+
+impl<S: Source> Source for Counting<S> {
+    fn series_of_metric(&self, metric: &str) -> Result<Option<Vec<SeriesMeta>>, SourceError> {
+        self.inner.series_of_metric(metric)
+    }
+
+    fn series_selected(
+        &self,
+        metric: &str,
+        select: &TagSelect<'_>,
+    ) -> Result<Option<Vec<SeriesMeta>>, SourceError> {
+        self.inner.series_selected(metric, select)
+    }
+
+    fn series_by_ids(&self, ids: &[u64]) -> Result<Vec<SeriesMeta>, SourceError> {
+        self.inner.series_by_ids(ids)
+    }
+
+    fn points(&self, id: u64, start_ms: i64, end_ms: i64) -> Result<Vec<DataPoint>, SourceError> {
+        self.inner.points(id, start_ms, end_ms)
+    }
+
+    fn scan_points<'a>(
+        &'a self,
+        ids: &[u64],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Box<dyn PointScan + 'a> {
+        self.inner.scan_points(ids, start_ms, end_ms)
+    }
+
+    fn rollups(
+        &self,
+        id: u64,
+        resolution: RollupResolution,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Option<Vec<RollupAgg>>, SourceError> {
+        self.rollups.set(self.rollups.get() + 1);
+        self.inner.rollups(id, resolution, start_ms, end_ms)
+    }
+
+    /// The store's own bulk read, counted as one read.
+    fn scan_rollups<'a>(
+        &'a self,
+        ids: &[u64],
+        resolution: RollupResolution,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Box<dyn RollupScan + 'a> {
+        self.rollups.set(self.rollups.get() + 1);
+        self.inner.scan_rollups(ids, resolution, start_ms, end_ms)
+    }
+
+    fn name_exists(&self, kind: NameKind, name: &str) -> Result<bool, SourceError> {
+        self.inner.name_exists(kind, name)
+    }
 }
 
 /// Points of series `i` as read back after the writes of
@@ -334,4 +445,233 @@ fn a_hash_collision_is_refused_by_the_writer_and_the_reader() {
     assert!(read.contains("a hash collision"), "{read}");
     let read = source.series_by_ids(&[id]).unwrap_err().to_string();
     assert!(read.contains("a hash collision"), "{read}");
+}
+
+/// The body `source` answers to the GET query `m` over `[start, end]` (s).
+fn get(source: &dyn Source, m: &str, start: i64, end: i64) -> String {
+    let pairs: Vec<(String, String)> = [
+        ("start", start.to_string()),
+        ("end", end.to_string()),
+        ("m", m.to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let request = QueryRequest::from_get_params(&pairs).expect("request");
+    let response = execute(source, &request, NOW_MS, &QueryLimits::default())
+        .unwrap_or_else(|e| panic!("{m}: {}", e.message()));
+    let mut body = String::new();
+    response.write_json(&mut body);
+    body
+}
+
+/// Waits until every mutation of `db` is done.
+fn mutations_done(setup: &tokio::runtime::Runtime, client: &rtsd::clickhouse::Client, db: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        let left = setup
+            .block_on(client.execute(&format!(
+                "SELECT count() FROM system.mutations WHERE database = '{db}' AND is_done = 0"
+            )))
+            .expect("mutations");
+        if String::from_utf8_lossy(&left).trim() == "0" {
+            return;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(60));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn long_rollup_downsamples_read_stored_rows_and_stay_exact_after_late_points_and_deletes() {
+    const HOUR: i64 = 3_600_000;
+    let (setup, server, client) = start();
+    let db = name("long");
+    // 30 days from 2013-01-01 (a UTC day), a point every 10 minutes: a
+    // float series and an integer one.
+    let t0: i64 = 1_356_998_400_000;
+    let days = 30;
+    let keys = [
+        SeriesKey::new("m", [("host", "a")]),
+        SeriesKey::new("m", [("host", "b")]),
+    ];
+    let samples: Vec<Sample> = (0..days * 24 * 6)
+        .flat_map(|i| {
+            let ts = t0 + i * 600_000;
+            [
+                Sample {
+                    series: keys[0].clone(),
+                    point: DataPoint {
+                        timestamp_ms: ts,
+                        value: Value::Float((i as f64 * 0.37).sin() * 1e3 + 0.1),
+                    },
+                },
+                Sample {
+                    series: keys[1].clone(),
+                    point: DataPoint {
+                        timestamp_ms: ts,
+                        value: Value::Int(i * 7 % 1000 - 300),
+                    },
+                },
+            ]
+        })
+        .collect();
+    load(&setup, &client, &db, &samples);
+    let computed = compute_rollups(&setup, &client, &db, &samples);
+    assert_eq!(computed.hour_rows, 2 * 24 * days as u64);
+    assert_eq!(computed.day_rows, 2 * days as u64);
+    assert_eq!(
+        rows_in(&setup, &client, &db, "rollup_1h"),
+        2 * 24 * days as u64
+    );
+    assert_eq!(rows_in(&setup, &client, &db, "rollup_1d"), 2 * days as u64);
+    let mut embedded = embedded(&samples, NOW_MS);
+    let clickhouse = Counting::new(source(&server, &db));
+    let (start, end) = (t0 / 1000, (t0 + days * 86_400_000) / 1000 - 1);
+    let queries = [
+        "sum:1h-max:m",
+        "sum:1h-sum:m",
+        "max:1h-min:m{host=*}",
+        "sum:1h-dev:m{host=*}",
+        "sum:1d-sum:m{host=*}",
+        "avg:1d-avg:m",
+        "sum:1d-last:m{host=*}",
+        "sum:6h-count:m",
+    ];
+    let compare = |clickhouse: &Counting<_>, embedded: &StoreReader, what: &str| {
+        let before = clickhouse.rollups.get();
+        for q in queries {
+            assert_eq!(
+                get(clickhouse, q, start, end),
+                get(embedded, q, start, end),
+                "{what}: {q}"
+            );
+        }
+        assert!(clickhouse.rollups.get() > before, "{what}: no rollup reads");
+    };
+    compare(&clickhouse, &embedded.reader, "computed");
+
+    // The stored rows are what is read: one forged (same count and
+    // version, another max) and merged over the real one is answered.
+    let id = series_id(&keys[0]);
+    let h = t0 + 100 * HOUR;
+    let forge = |max: &str| {
+        setup
+            .block_on(client.execute(&format!(
+                "INSERT INTO {db}.rollup_1h SELECT series, start, count, sum, min, {max}, sum_sq, \
+                 first_ts, first_is_int, first_int, first_float, last_ts, last_is_int, last_int, \
+                 last_float, version FROM {db}.rollup_1h FINAL WHERE series = {id} AND start = {h}"
+            )))
+            .expect("forged");
+        setup
+            .block_on(client.execute(&format!("OPTIMIZE TABLE {db}.rollup_1h FINAL")))
+            .expect("merged");
+    };
+    let genuine = clickhouse
+        .rollups(id, RollupResolution::Hour, h, h + HOUR)
+        .unwrap()
+        .expect("rollups");
+    forge("1e300");
+    let read = clickhouse
+        .rollups(id, RollupResolution::Hour, h, h + HOUR)
+        .unwrap()
+        .expect("rollups");
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].max, 1e300);
+    forge(&format!("{:e}", genuine[0].max));
+    assert_eq!(
+        clickhouse
+            .rollups(id, RollupResolution::Hour, h, h + HOUR)
+            .unwrap(),
+        Some(genuine)
+    );
+
+    // A late point in a computed hour: its row and its day's no longer
+    // match the points, so both are computed on the fly until the hour
+    // is computed again.
+    let late_hour = t0 + 200 * HOUR;
+    let late = Sample {
+        series: keys[0].clone(),
+        point: DataPoint {
+            timestamp_ms: late_hour + 1234,
+            value: Value::Float(5e6),
+        },
+    };
+    setup
+        .block_on(writer::write(
+            &client,
+            &db,
+            std::slice::from_ref(&late),
+            1 << 40,
+            Compression::None,
+        ))
+        .expect("late point");
+    embedded
+        .writer
+        .append(std::slice::from_ref(&late))
+        .expect("late point");
+    embedded.writer.seal_all(NOW_MS).expect("sealed");
+    compare(&clickhouse, &embedded.reader, "late point");
+    let final_count = |table: &str, start: i64| {
+        let answer = setup
+            .block_on(client.execute(&format!(
+                "SELECT count FROM {db}.{table} FINAL WHERE series = {id} AND start = {start}"
+            )))
+            .expect("count");
+        String::from_utf8_lossy(&answer).trim().to_owned()
+    };
+    let late_day = late_hour - late_hour.rem_euclid(86_400_000);
+    assert_eq!(final_count("rollup_1h", late_hour), "6");
+    compute_rollups(&setup, &client, &db, std::slice::from_ref(&late));
+    assert_eq!(final_count("rollup_1h", late_hour), "7");
+    assert_eq!(final_count("rollup_1d", late_day), "145");
+    compare(&clickhouse, &embedded.reader, "late point computed");
+
+    // Points deleted behind the rows' back (the rows stay): refused too.
+    let (from, to) = (t0 + 300 * HOUR + 1_800_000, t0 + 302 * HOUR);
+    setup
+        .block_on(client.execute(&format!(
+            "ALTER TABLE {db}.points DELETE WHERE series = {id} AND ts >= {from} AND ts <= {to}"
+        )))
+        .expect("deleted");
+    mutations_done(&setup, &client, &db.to_string());
+    let embedded_id = embedded
+        .reader
+        .series_of_metric("m")
+        .unwrap()
+        .expect("m")
+        .into_iter()
+        .find(|s| s.key == keys[0])
+        .expect("series a")
+        .id;
+    embedded
+        .writer
+        .delete(&[embedded_id], from, to)
+        .expect("deleted");
+    compare(&clickhouse, &embedded.reader, "deleted");
+    // What a range delete does next (see the spool's upkeep): drop the
+    // rows of the touched hours and days, to be computed again.
+    for table in ["rollup_1h", "rollup_1d"] {
+        setup
+            .block_on(client.execute(&format!(
+                "ALTER TABLE {db}.{table} DELETE WHERE series = {id} AND start >= {} AND start <= {to}",
+                from - from.rem_euclid(86_400_000)
+            )))
+            .expect("rows dropped");
+    }
+    mutations_done(&setup, &client, &db.to_string());
+    compare(&clickhouse, &embedded.reader, "deleted, rows dropped");
+    let deleted: Vec<Sample> = (0..3)
+        .map(|i| Sample {
+            series: keys[0].clone(),
+            point: DataPoint {
+                timestamp_ms: from + i * HOUR,
+                value: Value::Int(0),
+            },
+        })
+        .collect();
+    compute_rollups(&setup, &client, &db, &deleted);
+    assert_eq!(final_count("rollup_1h", t0 + 300 * HOUR), "3");
+    assert_eq!(final_count("rollup_1h", t0 + 302 * HOUR), "5");
+    compare(&clickhouse, &embedded.reader, "deleted computed");
 }

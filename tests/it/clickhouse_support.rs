@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use rtsd::clickhouse::schema::{self, Identifier};
 use rtsd::clickhouse::settings::{ClickHouseFile, ClickHouseSettings};
 use rtsd::clickhouse::source::ClickHouseSource;
-use rtsd::clickhouse::{writer, Client, Compression};
+use rtsd::clickhouse::{rollups, series_id, writer, Client, Compression};
 use rtsd::config::{Settings, StoreKind};
 use rtsd::model::Sample;
+use rtsd::model::HOUR_MS;
 use rtsd::storage::{Store, StoreOptions, StoreReader, StoreWriter};
 use tokio::runtime::Runtime;
 
@@ -111,6 +112,37 @@ pub fn load(setup: &Runtime, client: &Client, db: &Identifier, samples: &[Sample
             .await
             .expect("written");
     });
+}
+
+/// Computes the rollups of every hour `samples` touch in `db`, as a
+/// node's shipper does once those hours are sealed.
+pub fn compute_rollups(
+    setup: &Runtime,
+    client: &Client,
+    db: &Identifier,
+    samples: &[Sample],
+) -> rollups::Computed {
+    let pairs: Vec<(u64, i64)> = samples
+        .iter()
+        .map(|s| {
+            let ts = s.point.timestamp_ms;
+            (series_id(&s.series), ts - ts.rem_euclid(HOUR_MS))
+        })
+        .collect();
+    setup
+        .block_on(rollups::compute(client, db, &pairs))
+        .expect("rollups computed")
+}
+
+/// The rows of `table` in `db`, every version.
+pub fn rows_in(setup: &Runtime, client: &Client, db: &Identifier, table: &str) -> u64 {
+    let answer = setup
+        .block_on(client.execute(&format!("SELECT count() FROM {db}.{table}")))
+        .expect("counted");
+    String::from_utf8_lossy(&answer)
+        .trim()
+        .parse()
+        .expect("a count")
 }
 
 /// A source reading `db` on `server`.

@@ -24,6 +24,7 @@
 //! | `records`     | sequence, u64 BE   | spool record |
 //! | `meta`        | `format_version`   | u32 BE |
 //! |               | `shipped_below`    | u64 BE: every sequence below it has been shipped |
+//! | `rollup_pending`| series ‖ hour start, u64 BE each | empty: an hour whose rollups are to be computed |
 //!
 //! A **spool record** is `0x01 ‖ u32 points ‖ u32 series ‖ (u32 len ‖
 //! series key)* ‖ points`, integers big-endian, `points` a log record of
@@ -88,9 +89,10 @@
 //! embedded store reports) and deletes them with `ALTER TABLE .. DELETE`,
 //! and likewise the rows of `rollup_1h` and `rollup_1d` whose hour or day
 //! the range touches (a bucket only partly in the range loses its whole
-//! row: no rollup counts a deleted point; rtsd writes no rollups to
-//! ClickHouse yet, and what comes to fill them must recompute those
-//! buckets). ALTER .. DELETE is a mutation, applied in the background
+//! row: no rollup counts a deleted point). The days of those series that
+//! held points from the first touched day to the last one are marked
+//! for their rollups (see Rollups), read before the points go.
+//! ALTER .. DELETE is a mutation, applied in the background
 //! to the parts there when it was made, so later inserts are safe from
 //! it; 18.16 cannot wait for one (`mutations_sync` came later), so the
 //! shipper polls `system.mutations` until the mutations it made are
@@ -103,6 +105,29 @@
 //! keeps them in queue order. A delete of no series is the barrier
 //! `/api/query` sends first: it answers once everything before it is
 //! shipped, so the query sees it.
+//!
+//! # Rollups
+//!
+//! The shipper fills `rollup_1h` and `rollup_1d` (how, and why reads stay
+//! exact whatever it does or misses: [`crate::clickhouse::rollups`]).
+//! Each shipment marks the `(series, hour)` pairs it touched in
+//! `rollup_pending`, in the same RocksDB write that deletes its records,
+//! so a crash or restart loses no mark (a re-shipped batch only marks
+//! again). Every [`SpoolOptions::rollup_interval`], between shipments
+//! and jobs, it takes up to 4096 marked hours that are sealed (ended
+//! [`SpoolOptions::seal_grace_ms`] ago, the embedded store's
+//! `seal-grace-secs`), computes every hour and the day row of their UTC
+//! days from the `FINAL` points, inserts them and unmarks them; a
+//! failure keeps them marked for the next round, counted in
+//! [`SpoolStats::rollup_errors`]. A late point (for a sealed hour) marks
+//! its hour again when it ships, and so a range delete marks the days it
+//! touched. Only the shipper thread marks and unmarks, so a mark made
+//! while computing is never lost. Several nodes may compute the same
+//! hour: from the same points they insert the same row, which
+//! `ReplacingMergeTree` collapses, and a row computed from other points
+//! than those there now is never read. A day is read back whole for
+//! each computation, so the grace keeps an hour from being computed
+//! while it still fills.
 //!
 //! # A cluster
 //!
@@ -145,7 +170,7 @@ pub use crate::stats::SpoolStats;
 pub use shared::{SpoolOptions, Target, SPOOL_FORMAT_VERSION};
 
 use shared::{corrupt, encode, u32_value, u64_value, RecordInfo, Shared, State};
-use shared::{META, META_FORMAT_VERSION, META_SHIPPED_BELOW, RECORDS, RECORD_POINTS};
+use shared::{META, META_FORMAT_VERSION, META_SHIPPED_BELOW, PENDING, RECORDS, RECORD_POINTS};
 use upkeep::{DeleteJob, Job};
 
 /// How often a blocked `append` looks whether shutdown has begun.
@@ -172,7 +197,7 @@ impl SpoolMonitor {
     pub fn disk_usage(&self) -> DiskUsage {
         let db = &self.0.db;
         let column_families: Vec<ColumnFamilySize> =
-            [rocksdb::DEFAULT_COLUMN_FAMILY_NAME, RECORDS, META]
+            [rocksdb::DEFAULT_COLUMN_FAMILY_NAME, RECORDS, META, PENDING]
                 .into_iter()
                 .filter_map(|name| {
                     let family = db.cf_handle(name)?;
@@ -227,7 +252,8 @@ impl Spool {
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
-        let families = [RECORDS, META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let families =
+            [RECORDS, META, PENDING].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&db_opts, dir, families)?;
         let meta = db
             .cf_handle(META)

@@ -25,6 +25,23 @@ pub(super) const RECORDS: &str = "records";
 pub(super) const META: &str = "meta";
 pub(super) const META_FORMAT_VERSION: &[u8] = b"format_version";
 pub(super) const META_SHIPPED_BELOW: &[u8] = b"shipped_below";
+pub(super) const PENDING: &str = "rollup_pending";
+
+/// The key in [`PENDING`] of an hour of a series whose rollups are to be
+/// computed: series ‖ hour start, u64 BE each.
+pub(super) fn pending_key(series: u64, hour: i64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&series.to_be_bytes());
+    key[8..].copy_from_slice(&(hour.max(0) as u64).to_be_bytes());
+    key
+}
+
+/// [`pending_key`] read back.
+pub(super) fn pending_pair(key: &[u8]) -> Option<(u64, i64)> {
+    let series = u64_value(key.get(..8)?)?;
+    let hour = u64_value(key.get(8..)?)?;
+    Some((series, hour as i64))
+}
 
 /// First byte of a spool record; also its format version.
 const RECORD_KIND: u8 = 1;
@@ -57,6 +74,13 @@ pub struct SpoolOptions {
     /// it included; past it the delete answers an error (ClickHouse may
     /// still finish a mutation it started).
     pub delete_timeout: Duration,
+    /// How long past its end an hour is left to fill before the shipper
+    /// computes its rollups (the embedded store's `seal-grace-secs`): an
+    /// hour computed early is only computed again, but each computation
+    /// reads the whole day back.
+    pub seal_grace_ms: i64,
+    /// How often the shipper looks for sealed hours to compute.
+    pub rollup_interval: Duration,
 }
 
 impl Default for SpoolOptions {
@@ -69,6 +93,8 @@ impl Default for SpoolOptions {
             sync_writes: false,
             retention: Retention::default(),
             delete_timeout: Duration::from_secs(120),
+            seal_grace_ms: 10 * crate::model::MINUTE_MS,
+            rollup_interval: Duration::from_secs(30),
         }
     }
 }

@@ -37,15 +37,15 @@ use std::time::{Duration, Instant};
 
 use rocksdb::WriteBatch;
 
-use crate::model::SeriesKey;
+use crate::model::{now_ms, SeriesKey, HOUR_MS};
 use crate::storage::StoreError;
 
 #[cfg(doc)]
 use super::shared::SpoolOptions;
-use super::shared::{self, RecordInfo, Shared, META, META_SHIPPED_BELOW, RECORDS};
+use super::shared::{self, RecordInfo, Shared, META, META_SHIPPED_BELOW, PENDING, RECORDS};
 use super::upkeep::{self, Job};
 use crate::clickhouse::points::{self, PointRow};
-use crate::clickhouse::{series_id, writer};
+use crate::clickhouse::{rollups, series_id, writer};
 
 /// First wait before shipping a failed batch again, doubled per failure.
 const RETRY_MIN: Duration = Duration::from_millis(50);
@@ -68,8 +68,13 @@ fn run(shared: &Shared, runtime: &tokio::runtime::Runtime) {
     let mut garbage = Garbage::default();
     // The first records after an idle spell go at once.
     let mut last_ship = Instant::now().checked_sub(interval);
-    while let Some(work) = next_work(shared, last_ship.map(|t| t + interval)) {
+    let mut rollups_at = Instant::now() + shared.options.rollup_interval;
+    while let Some(work) = next_work(shared, last_ship.map(|t| t + interval), rollups_at) {
         match work {
+            Work::Rollups => {
+                compute_rollups(shared, runtime);
+                rollups_at = Instant::now() + shared.options.rollup_interval;
+            }
             Work::Ship(batch) => {
                 if !ship(shared, runtime, &mut known, &batch) {
                     return;
@@ -150,8 +155,83 @@ fn run_job(shared: &Shared, runtime: &tokio::runtime::Runtime, job: Job) {
                 return;
             }
             let result = runtime.block_on(upkeep::delete(&shared.target, &d));
+            let result = result.map(|deleted| {
+                mark_pending(shared, deleted.days.iter().copied());
+                deleted.points
+            });
             // A requester that went away no longer needs the answer.
             let _ = d.reply.try_send(result);
+        }
+    }
+}
+
+/// Marks the `(series, hour)` pairs for [`compute_rollups`]; a failure
+/// only leaves them computed on the fly by reads (see `rollups`).
+fn mark_pending(shared: &Shared, pairs: impl Iterator<Item = (u64, i64)>) {
+    let result = shared.cf(PENDING).map_err(ShipError::from).and_then(|cf| {
+        let mut batch = WriteBatch::default();
+        for (series, hour) in pairs {
+            batch.put_cf(cf, shared::pending_key(series, hour), []);
+        }
+        Ok(shared.db.write_opt(batch, &shared.write_opts)?)
+    });
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "marking hours for their rollups failed");
+    }
+}
+
+/// Pending hours one [`compute_rollups`] takes at most.
+const PENDING_PER_RUN: usize = 4096;
+
+/// Computes the rollups of the pending hours that are sealed (ended
+/// [`SpoolOptions::seal_grace_ms`] ago), with [`rollups::compute`], and
+/// unmarks them once stored. Only this thread marks and unmarks, so a
+/// late point shipped meanwhile marks its hour again after this.
+fn compute_rollups(shared: &Shared, runtime: &tokio::runtime::Runtime) {
+    let sealed_below = now_ms()
+        .saturating_sub(shared.options.seal_grace_ms)
+        .saturating_sub(HOUR_MS);
+    let Ok(cf) = shared.cf(PENDING) else {
+        return;
+    };
+    let (mut pairs, mut keys) = (Vec::new(), Vec::new());
+    for item in shared.db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+        let Ok((key, _)) = item else {
+            break;
+        };
+        match shared::pending_pair(&key) {
+            Some((series, hour)) if hour <= sealed_below => {
+                pairs.push((series, hour));
+                keys.push(key);
+            }
+            Some(_) => {}
+            // Not a key this build writes: nothing to compute.
+            None => keys.push(key),
+        }
+        if keys.len() >= PENDING_PER_RUN {
+            break;
+        }
+    }
+    if keys.is_empty() {
+        return;
+    }
+    let t = &shared.target;
+    match runtime.block_on(rollups::compute(&t.client, &t.database, &pairs)) {
+        Ok(done) => {
+            let mut batch = WriteBatch::default();
+            for key in &keys {
+                batch.delete_cf(cf, key);
+            }
+            if let Err(e) = shared.db.write_opt(batch, &shared.write_opts) {
+                tracing::warn!(error = %e, "unmarking computed rollup hours failed");
+            }
+            let mut state = shared.state.lock();
+            state.stats.rollup_hours += done.hour_rows;
+            state.stats.rollup_days += done.day_rows;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, hours = pairs.len(), "computing rollups failed; retrying later");
+            shared.state.lock().stats.rollup_errors += 1;
         }
     }
 }
@@ -160,6 +240,7 @@ fn run_job(shared: &Shared, runtime: &tokio::runtime::Runtime, job: Job) {
 enum Work {
     Ship(Vec<RecordInfo>),
     Job(Job),
+    Rollups,
 }
 
 /// Series ids this shipper has written or found stored, each with a
@@ -208,7 +289,7 @@ impl Known {
 /// spool closes. A job waiting for records makes them due at once, and
 /// caps the batch at its sequence, so nothing appended after a delete
 /// ships before it.
-fn next_work(shared: &Shared, due: Option<Instant>) -> Option<Work> {
+fn next_work(shared: &Shared, due: Option<Instant>, rollups_at: Instant) -> Option<Work> {
     let mut state = shared.state.lock();
     let mut until = u64::MAX;
     loop {
@@ -222,17 +303,20 @@ fn next_work(shared: &Shared, due: Option<Instant>) -> Option<Work> {
             until = after;
             break;
         }
-        let waiting = state.stats.points;
         let now = Instant::now();
+        if now >= rollups_at {
+            return Some(Work::Rollups);
+        }
+        let waiting = state.stats.points;
         if waiting > 0 {
             match due {
                 Some(due) if waiting < shared.options.batch_points as u64 && now < due => {
-                    shared.changed.wait_until(&mut state, due);
+                    shared.changed.wait_until(&mut state, due.min(rollups_at));
                 }
                 _ => break,
             }
         } else if state.records.is_empty() {
-            shared.changed.wait(&mut state);
+            shared.changed.wait_until(&mut state, rollups_at);
         } else {
             // Only records without points (corrupt headers): ship them to
             // find out and count them.
@@ -356,6 +440,14 @@ fn attempt(
         });
         collided = (before - rows.points.len()) as u64;
     }
+    let hours: HashSet<(u64, i64)> = rows
+        .points
+        .iter()
+        .map(|r| {
+            let ts = r.point.timestamp_ms;
+            (r.series, ts - ts.rem_euclid(HOUR_MS))
+        })
+        .collect();
     if !rows.points.is_empty() {
         runtime.block_on(points::insert(
             &t.client,
@@ -372,6 +464,12 @@ fn attempt(
         done.delete_range_cf(records, first.seq.to_be_bytes(), below.to_be_bytes());
     }
     done.put_cf(shared.cf(META)?, META_SHIPPED_BELOW, below.to_be_bytes());
+    // The hours the batch touched, for their rollups, in the same write:
+    // a crash cannot lose the marks of what shipped.
+    let pending = shared.cf(PENDING)?;
+    for (series, hour) in hours {
+        done.put_cf(pending, shared::pending_key(series, hour), []);
+    }
     shared.db.write_opt(done, &shared.write_opts)?;
     let mut state = shared.state.lock();
     for r in corrupt {

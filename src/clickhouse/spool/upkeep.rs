@@ -139,7 +139,7 @@ pub(super) async fn expire(target: &Target, retention: &Retention, now_ms: i64) 
 /// deletes them, and the rollup rows of every hour and day the range
 /// touches, by mutations, and waits until ClickHouse has applied them.
 /// Bounded by the job's deadline.
-pub(super) async fn delete(target: &Target, job: &DeleteJob) -> Result<u64, String> {
+pub(super) async fn delete(target: &Target, job: &DeleteJob) -> Result<Deleted, String> {
     let deadline = tokio::time::Instant::from_std(job.deadline);
     match tokio::time::timeout_at(deadline, delete_now(target, job)).await {
         Ok(result) => result.map_err(|e| format!("clickhouse delete failed: {e}")),
@@ -164,20 +164,32 @@ enum DeleteError {
     Answer(String),
 }
 
-async fn delete_now(target: &Target, job: &DeleteJob) -> Result<u64, DeleteError> {
+/// What a delete did: how many points went, and a `(series, day start)`
+/// for every day of the touched series that held points around the range
+/// (from the first touched day's start to the last one's end): the days
+/// whose rollup rows it dropped, to be computed again.
+#[derive(Debug, Default)]
+pub(super) struct Deleted {
+    pub points: u64,
+    pub days: Vec<(u64, i64)>,
+}
+
+async fn delete_now(target: &Target, job: &DeleteJob) -> Result<Deleted, DeleteError> {
     let mut ids = job.ids.clone();
     ids.sort_unstable();
     ids.dedup();
     let (from, to) = (job.from, job.to);
+    let mut out = Deleted::default();
     if ids.is_empty() || from > to {
-        return Ok(0);
+        return Ok(out);
     }
     let db = &target.database;
     let points = target.layout.storage_name("points");
     // The rollup rows of every bucket the range touches: a bucket only
     // partly in the range loses the aggregate of its kept points too,
-    // but no rollup ever counts a deleted point (rtsd writes no rollups
-    // to ClickHouse yet; whatever fills them recomputes such buckets).
+    // but no rollup ever counts a deleted point; the shipper computes
+    // the touched days again (`Deleted::days`). A read never uses a row
+    // that does not match the points anyway (see `rollups`).
     let rollups = [("rollup_1h", HOUR_MS), ("rollup_1d", DAY_MS)].map(|(t, bucket)| {
         (
             target.layout.storage_name(t),
@@ -190,8 +202,34 @@ async fn delete_now(target: &Target, job: &DeleteJob) -> Result<u64, DeleteError
     let before = mutations(target, &tables, false).await?;
     let mut deleted = 0;
     let mut altered = false;
+    let (first_day, end_day) = (
+        from.div_euclid(DAY_MS) * DAY_MS,
+        to.div_euclid(DAY_MS)
+            .saturating_add(1)
+            .saturating_mul(DAY_MS),
+    );
     for chunk in ids.chunks(IDS_PER_STATEMENT) {
         let list = id_list(chunk);
+        // Before the points go: the days that had any.
+        let days_sql = format!(
+            "SELECT DISTINCT series, toInt64(intDiv(ts, {DAY_MS}) * {DAY_MS}) FROM {db}.{points} \
+             WHERE series IN ({list}) AND ts >= {first_day} AND ts < {end_day} FORMAT RowBinary"
+        );
+        let answer =
+            target
+                .client
+                .execute(&days_sql)
+                .await
+                .map_err(|source| DeleteError::ClickHouse {
+                    what: format!("reading the days of {db}.{points} a delete touches"),
+                    source,
+                })?;
+        let mut r = crate::clickhouse::rowbinary::RowReader::new(&answer);
+        while !r.is_done() {
+            let pair = (|| Ok::<_, crate::clickhouse::rowbinary::RowError>((r.u64()?, r.i64()?)))();
+            out.days
+                .push(pair.map_err(|e| DeleteError::Answer(format!("touched days: {e}")))?);
+        }
         let mut steps = vec![(
             points.as_str(),
             format!("series IN ({list}) AND ts >= {from} AND ts <= {to}"),
@@ -236,7 +274,8 @@ async fn delete_now(target: &Target, job: &DeleteJob) -> Result<u64, DeleteError
             pause = (pause * 2).min(MUTATION_POLL_MAX);
         }
     }
-    Ok(deleted)
+    out.points = deleted;
+    Ok(out)
 }
 
 /// The ids of the mutations of `tables` (only those not done yet, with
