@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::http::{http_get, http_get_ok};
-use crate::measure::free_port;
+use crate::http::{free_port, http_get, http_get_ok};
 
 /// Where Debian's package installs the server.
 pub const DEFAULT_BIN: &str = "/usr/sbin/clickhouse-server";

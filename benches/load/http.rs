@@ -2,7 +2,7 @@
 //! benchmark needs no HTTP client crate.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
@@ -82,4 +82,11 @@ pub fn truncate(text: &str) -> String {
         Some((i, _)) => format!("{}...", &text[..i]),
         None => text.to_string(),
     }
+}
+
+/// A loopback address nothing listens on yet.
+pub fn free_port() -> Result<SocketAddr> {
+    // Binding port 0 and letting go leaves a small race with other programs,
+    // acceptable on a benchmark machine.
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }

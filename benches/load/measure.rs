@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::clickhouse::ClickHouseServer;
-use crate::http::http_get;
+use crate::http::{free_port, http_get};
 use crate::procfs::{clock_ticks_per_sec, cpu_ticks, proc_stat, DiskUsage, ProcSample};
 use crate::systems::{Progress, Target};
 use crate::workload::Workload;
@@ -461,13 +461,6 @@ fn drain_replies(mut stream: TcpStream, stop: &AtomicBool) -> (u64, String) {
     }
     let text = String::from_utf8_lossy(&first);
     (total, text.lines().next().unwrap_or("").to_string())
-}
-
-/// A loopback address nothing listens on yet.
-pub fn free_port() -> Result<SocketAddr> {
-    // Binding port 0 and letting go leaves a small race with other programs,
-    // acceptable on a benchmark machine.
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 fn retry_connect(addr: SocketAddr, deadline: Instant) -> Result<TcpStream> {

@@ -170,8 +170,8 @@ pub use crate::stats::SpoolStats;
 pub use shared::{SpoolOptions, Target, SPOOL_FORMAT_VERSION};
 
 use shared::{corrupt, encode, u32_value, u64_value, RecordInfo, Shared, State};
+use shared::{DeleteJob, Job};
 use shared::{META, META_FORMAT_VERSION, META_SHIPPED_BELOW, PENDING, RECORDS, RECORD_POINTS};
-use upkeep::{DeleteJob, Job};
 
 /// How often a blocked `append` looks whether shutdown has begun.
 const BLOCK_RECHECK: Duration = Duration::from_millis(100);

@@ -3,7 +3,8 @@
 //! parent module's doc for the layout and the versions).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::time::Duration;
+use std::sync::mpsc::SyncSender;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use rocksdb::{WriteOptions, DB};
@@ -15,8 +16,6 @@ use crate::queue::{Ack, OverflowPolicy};
 use crate::stats::SpoolStats;
 use crate::storage::log::{self, Record, RecordEncoder};
 use crate::storage::{Retention, StoreError};
-
-use super::upkeep::Job;
 
 /// The spool's format version, in `meta`.
 pub const SPOOL_FORMAT_VERSION: u32 = 1;
@@ -109,6 +108,41 @@ pub struct Target {
     /// tables that hold the rows, which in a cluster are the `_local`
     /// tables of the server `client` names (see [`super`]).
     pub layout: Layout,
+}
+
+/// Work for the shipper besides shipping.
+pub(crate) enum Job {
+    /// Drop the partitions past retention at this time (ms).
+    Expire {
+        now_ms: i64,
+    },
+    Delete(DeleteJob),
+}
+
+impl Job {
+    /// Records below this sequence ship before the job runs.
+    pub fn after(&self) -> u64 {
+        match self {
+            // Retention is about old data; no order to keep.
+            Job::Expire { .. } => 0,
+            Job::Delete(d) => d.after,
+        }
+    }
+}
+
+/// A range delete (`Sink::delete`), or with no ids a barrier: everything
+/// appended before it shipped.
+pub(crate) struct DeleteJob {
+    pub ids: Vec<u64>,
+    pub from: i64,
+    pub to: i64,
+    /// The spool's next sequence when the delete came.
+    pub after: u64,
+    /// When the ingest thread stops waiting: a job not started by then
+    /// is skipped, one running is abandoned.
+    pub deadline: Instant,
+    /// Points deleted, or why not.
+    pub reply: SyncSender<Result<u64, String>>,
 }
 
 /// A record's place in the spool, kept in memory to account and shed

@@ -40,10 +40,11 @@ use rocksdb::WriteBatch;
 use crate::model::{now_ms, SeriesKey, HOUR_MS};
 use crate::storage::StoreError;
 
+use super::shared::Job;
 #[cfg(doc)]
 use super::shared::SpoolOptions;
 use super::shared::{self, RecordInfo, Shared, META, META_SHIPPED_BELOW, PENDING, RECORDS};
-use super::upkeep::{self, Job};
+use super::upkeep;
 use crate::clickhouse::points::{self, PointRow};
 use crate::clickhouse::{rollups, series_id, writer};
 

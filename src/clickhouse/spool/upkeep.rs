@@ -5,8 +5,7 @@
 //! every record appended before it has shipped.
 
 use std::collections::BTreeSet;
-use std::sync::mpsc::SyncSender;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::clickhouse::client::ClickHouseError;
 use crate::clickhouse::schema::{
@@ -16,48 +15,13 @@ use crate::clickhouse::{id_list, IDS_PER_STATEMENT};
 use crate::model::{DAY_MS, HOUR_MS};
 use crate::storage::Retention;
 
-use super::shared::Target;
+use super::shared::{DeleteJob, Target};
 
 /// First wait between looks at `system.mutations`, doubled up to
 /// [`MUTATION_POLL_MAX`]: a small delete is seen done within milliseconds,
 /// a long one is not asked about hundreds of times.
 const MUTATION_POLL_MIN: Duration = Duration::from_millis(10);
 const MUTATION_POLL_MAX: Duration = Duration::from_millis(500);
-
-/// Work for the shipper besides shipping.
-pub(crate) enum Job {
-    /// Drop the partitions past retention at this time (ms).
-    Expire {
-        now_ms: i64,
-    },
-    Delete(DeleteJob),
-}
-
-impl Job {
-    /// Records below this sequence ship before the job runs.
-    pub fn after(&self) -> u64 {
-        match self {
-            // Retention is about old data; no order to keep.
-            Job::Expire { .. } => 0,
-            Job::Delete(d) => d.after,
-        }
-    }
-}
-
-/// A range delete (`Sink::delete`), or with no ids a barrier: everything
-/// appended before it shipped.
-pub(crate) struct DeleteJob {
-    pub ids: Vec<u64>,
-    pub from: i64,
-    pub to: i64,
-    /// The spool's next sequence when the delete came.
-    pub after: u64,
-    /// When the ingest thread stops waiting: a job not started by then
-    /// is skipped, one running is abandoned.
-    pub deadline: Instant,
-    /// Points deleted, or why not.
-    pub reply: SyncSender<Result<u64, String>>,
-}
 
 /// The partitioned tables: name, one partition's span, its retention.
 fn partitioned(retention: &Retention) -> [(&'static str, i64, Option<i64>); 3] {
