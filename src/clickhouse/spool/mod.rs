@@ -173,6 +173,9 @@ use shared::{corrupt, encode, u32_value, u64_value, RecordInfo, Shared, State};
 use shared::{DeleteJob, Job};
 use shared::{META, META_FORMAT_VERSION, META_SHIPPED_BELOW, PENDING, RECORDS, RECORD_POINTS};
 
+/// Most bytes of write-ahead log the spool keeps.
+const SPOOL_WAL_BYTES: u64 = 64 << 20;
+
 /// How often a blocked `append` looks whether shutdown has begun.
 const BLOCK_RECHECK: Duration = Duration::from_millis(100);
 
@@ -252,6 +255,12 @@ impl Spool {
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
+        // A WAL file goes only once every family with writes in it has
+        // flushed; `meta` takes a write per shipment and flushes rarely, so
+        // RocksDB's default cap (four times every family's memtables, about
+        // 1.5 GiB here) let 200 MiB of WAL build up over 6 M points. Past
+        // this cap RocksDB flushes the families holding the oldest file.
+        db_opts.set_max_total_wal_size(SPOOL_WAL_BYTES);
         let families =
             [RECORDS, META, PENDING].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&db_opts, dir, families)?;
