@@ -73,8 +73,14 @@ fn run(shared: &Shared, runtime: &tokio::runtime::Runtime) {
     while let Some(work) = next_work(shared, last_ship.map(|t| t + interval), rollups_at) {
         match work {
             Work::Rollups => {
-                compute_rollups(shared, runtime);
-                rollups_at = Instant::now() + shared.options.rollup_interval;
+                // A full run leaves more due: the next comes after one
+                // flush interval, so shipping goes on between runs while a
+                // backlog (a million series' hours) is worked off.
+                let pause = match compute_rollups(shared, runtime) {
+                    Computed::Full => interval,
+                    Computed::Rest => shared.options.rollup_interval,
+                };
+                rollups_at = Instant::now() + pause;
             }
             Work::Ship(batch) => {
                 if !ship(shared, runtime, &mut known, &batch) {
@@ -181,6 +187,12 @@ fn mark_pending(shared: &Shared, pairs: impl Iterator<Item = (u64, i64)>) {
     }
 }
 
+/// Whether a rollup run took all the marks it may.
+enum Computed {
+    Full,
+    Rest,
+}
+
 /// Pending hours one [`compute_rollups`] takes at most.
 const PENDING_PER_RUN: usize = 4096;
 
@@ -188,12 +200,12 @@ const PENDING_PER_RUN: usize = 4096;
 /// [`SpoolOptions::seal_grace_ms`] ago), with [`rollups::compute`], and
 /// unmarks them once stored. Only this thread marks and unmarks, so a
 /// late point shipped meanwhile marks its hour again after this.
-fn compute_rollups(shared: &Shared, runtime: &tokio::runtime::Runtime) {
+fn compute_rollups(shared: &Shared, runtime: &tokio::runtime::Runtime) -> Computed {
     let sealed_below = now_ms()
         .saturating_sub(shared.options.seal_grace_ms)
         .saturating_sub(HOUR_MS);
     let Ok(cf) = shared.cf(PENDING) else {
-        return;
+        return Computed::Rest;
     };
     let (mut pairs, mut keys) = (Vec::new(), Vec::new());
     for item in shared.db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
@@ -214,8 +226,9 @@ fn compute_rollups(shared: &Shared, runtime: &tokio::runtime::Runtime) {
         }
     }
     if keys.is_empty() {
-        return;
+        return Computed::Rest;
     }
+    let full = keys.len() >= PENDING_PER_RUN;
     let t = &shared.target;
     match runtime.block_on(rollups::compute(&t.client, &t.database, &pairs)) {
         Ok(done) => {
@@ -229,10 +242,16 @@ fn compute_rollups(shared: &Shared, runtime: &tokio::runtime::Runtime) {
             let mut state = shared.state.lock();
             state.stats.rollup_hours += done.hour_rows;
             state.stats.rollup_days += done.day_rows;
+            if full {
+                Computed::Full
+            } else {
+                Computed::Rest
+            }
         }
         Err(e) => {
             tracing::warn!(error = %e, hours = pairs.len(), "computing rollups failed; retrying later");
             shared.state.lock().stats.rollup_errors += 1;
+            Computed::Rest
         }
     }
 }
