@@ -44,7 +44,7 @@ use parking_lot::Mutex;
 
 use crate::backend::{Backend, MetadataEntry, Notes};
 use crate::model::{DataPoint, NameKind, RollupAgg, RollupResolution, SeriesMeta, Value};
-use crate::query::source::{PointScan, Source, SourceError, TagSelect};
+use crate::query::source::{PointScan, RollupScan, Source, SourceError, TagSelect};
 use crate::storage::{Annotation, DiskUsage, StaleSeries, StorageStats};
 
 use super::rowbinary::{PutRow, RowReader};
@@ -148,6 +148,18 @@ impl Source for ClickHouseBackend {
         end_ms: i64,
     ) -> Result<Option<Vec<RollupAgg>>, SourceError> {
         self.source.rollups(id, resolution, start_ms, end_ms)
+    }
+
+    // Every method, defaults included: a default left here would bypass
+    // the source's bulk reads.
+    fn scan_rollups<'a>(
+        &'a self,
+        ids: &[u64],
+        resolution: RollupResolution,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Box<dyn RollupScan + 'a> {
+        self.source.scan_rollups(ids, resolution, start_ms, end_ms)
     }
 
     fn name_exists(&self, kind: NameKind, name: &str) -> Result<bool, SourceError> {
