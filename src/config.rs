@@ -921,7 +921,7 @@ mod tests {
     fn clickhouse_table_and_flags() {
         let text = "store = \"clickhouse\"\n[clickhouse]\nurl = \"http://10.0.0.1:8123\"\n\
                     database = \"tsdb\"\nuser = \"rtsd\"\npassword = \"secret\"\n\
-                    batch-points = 1000\nflush-interval = \"250ms\"";
+                    batch-points = 1000\nflush-interval = \"250ms\"\ncompression = \"none\"";
         let s = from_toml(text, ServeArgs::default()).unwrap();
         assert_eq!(s.store, StoreKind::Clickhouse);
         let c = &s.clickhouse;
@@ -931,6 +931,11 @@ mod tests {
             ("tsdb".to_string(), None)
         );
         assert_eq!((c.batch_points, c.flush_interval_ms), (1000, 250));
+        assert_eq!(c.compression, crate::clickhouse::Compression::None);
+        assert_eq!(
+            ClickHouseSettings::default().compression,
+            crate::clickhouse::Compression::Gzip
+        );
         assert!(!format!("{s:?}").contains("secret"));
         assert!(!s.shown().iter().any(|(_, v)| v.contains("secret")));
 

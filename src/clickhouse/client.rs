@@ -67,9 +67,12 @@ pub enum ClickHouseError {
     Answer(String),
 }
 
-/// How an insert body travels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How an insert body travels (`[clickhouse] compression`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
 pub enum Compression {
+    /// Plain RowBinary: for a server on the same machine or a fast LAN,
+    /// where gzip's CPU (on both ends) costs more than the bytes it saves.
     None,
     /// `Content-Encoding: gzip`, at flate2's fastest level: rows of
     /// points shrink several times over, for little CPU.

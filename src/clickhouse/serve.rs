@@ -8,7 +8,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use super::backend::ClickHouseBackend;
-use super::client::{ClickHouseError, Client, Compression};
+use super::client::{ClickHouseError, Client};
 use super::schema::{self, Ensured, Layout, SchemaError};
 use super::settings::ClickHouseSettings;
 use super::source::ClickHouseSource;
@@ -77,7 +77,7 @@ pub async fn open(
         layout: settings.layout(),
         client,
         database: database.clone(),
-        compression: Compression::Gzip,
+        compression: settings.compression,
     };
     let dir = data_dir.join(SPOOL_DIR);
     let options = settings.spool_options(sync_writes, retention, seal_grace_ms);

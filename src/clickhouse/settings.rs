@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 
+use super::client::Compression;
 use super::schema::{Identifier, Layout};
 use super::spool::SpoolOptions;
 use crate::query::time::{duration_text, parse_duration};
@@ -23,6 +24,7 @@ pub struct ClickHouseFile {
     pub spool_overflow: Option<OverflowPolicy>,
     pub batch_points: Option<usize>,
     pub flush_interval: Option<String>,
+    pub compression: Option<Compression>,
 }
 
 /// Parses a `[clickhouse]` table's body as TOML (what a flag would give,
@@ -59,6 +61,7 @@ impl ClickHouseFile {
             spool_overflow: self.spool_overflow.or(under.spool_overflow),
             batch_points: self.batch_points.or(under.batch_points),
             flush_interval: self.flush_interval.or(under.flush_interval),
+            compression: self.compression.or(under.compression),
         }
     }
 }
@@ -82,6 +85,8 @@ pub struct ClickHouseSettings {
     pub spool_overflow: OverflowPolicy,
     pub batch_points: usize,
     pub flush_interval_ms: i64,
+    /// How inserts travel.
+    pub compression: Compression,
     problems: Vec<String>,
 }
 
@@ -145,6 +150,7 @@ impl ClickHouseSettings {
             spool_overflow: f.spool_overflow.unwrap_or(spool.overflow),
             batch_points,
             flush_interval_ms,
+            compression: f.compression.unwrap_or(Compression::Gzip),
             problems,
         }
     }
@@ -191,12 +197,14 @@ impl ClickHouseSettings {
 
     /// As `/api/config` shows it: never the password.
     pub fn show(&self) -> String {
-        let policy = clap::ValueEnum::to_possible_value(&self.spool_overflow)
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default();
+        fn name(v: &impl clap::ValueEnum) -> String {
+            v.to_possible_value()
+                .map(|v| v.get_name().to_string())
+                .unwrap_or_default()
+        }
         format!(
-            "url={} database={} cluster={} user={} spool-max-bytes={} spool-overflow={policy} \
-             batch-points={} flush-interval={}",
+            "url={} database={} cluster={} user={} spool-max-bytes={} spool-overflow={} \
+             batch-points={} flush-interval={} compression={}",
             self.url.as_deref().unwrap_or("none"),
             self.database,
             self.cluster
@@ -204,8 +212,10 @@ impl ClickHouseSettings {
                 .map_or("none".to_string(), |c| c.to_string()),
             self.user.as_deref().unwrap_or("default"),
             self.spool_max_bytes,
+            name(&self.spool_overflow),
             self.batch_points,
             duration_text(self.flush_interval_ms),
+            name(&self.compression),
         )
     }
 }
