@@ -981,6 +981,16 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.0.len(), 3, "{err}");
         assert!(toml::from_str::<Given>("[clickhouse]\nurls = \"x\"").is_err());
+        let shards = "store = \"clickhouse\"\n[clickhouse]\nurl = \"http://a:8123\"\n\
+                      shard-urls = [\"http://a:8123\", \"http://b:8123\"]";
+        let err = from_toml(shards, ServeArgs::default()).unwrap_err();
+        assert_eq!(err.0, ["clickhouse.shard-urls: only a cluster has shards"]);
+        let s = from_toml(
+            &format!("{shards}\ncluster = \"two\""),
+            ServeArgs::default(),
+        )
+        .unwrap();
+        assert_eq!(s.clickhouse.shard_urls.len(), 2);
     }
 
     #[test]

@@ -73,8 +73,14 @@ pub async fn open(
             return Err(e).with_context(|| format!("preparing database {database} through {url}"))
         }
     }
+    let shards = settings
+        .shard_urls
+        .iter()
+        .map(|shard| Client::new(shard, user, password))
+        .collect::<Result<Vec<_>, _>>()?;
     let target = Target {
         layout: settings.layout(),
+        shards,
         client,
         database: database.clone(),
         compression: settings.compression,

@@ -25,6 +25,7 @@ pub struct ClickHouseFile {
     pub batch_points: Option<usize>,
     pub flush_interval: Option<String>,
     pub compression: Option<Compression>,
+    pub shard_urls: Option<Vec<String>>,
 }
 
 /// Parses a `[clickhouse]` table's body as TOML (what a flag would give,
@@ -62,6 +63,7 @@ impl ClickHouseFile {
             batch_points: self.batch_points.or(under.batch_points),
             flush_interval: self.flush_interval.or(under.flush_interval),
             compression: self.compression.or(under.compression),
+            shard_urls: self.shard_urls.or(under.shard_urls),
         }
     }
 }
@@ -87,6 +89,9 @@ pub struct ClickHouseSettings {
     pub flush_interval_ms: i64,
     /// How inserts travel.
     pub compression: Compression,
+    /// One server per shard of `cluster`, for retention and deletes
+    /// (which `Distributed` tables do not take); empty: `url`'s alone.
+    pub shard_urls: Vec<String>,
     problems: Vec<String>,
 }
 
@@ -120,6 +125,14 @@ impl ClickHouseSettings {
                 problems.push(format!("clickhouse.url: {e}"));
             }
         }
+        for url in f.shard_urls.iter().flatten() {
+            if let Err(e) = super::client::Client::new(url, None, None) {
+                problems.push(format!("clickhouse.shard-urls: {e}"));
+            }
+        }
+        if f.shard_urls.as_ref().is_some_and(|u| !u.is_empty()) && f.cluster.is_none() {
+            problems.push("clickhouse.shard-urls: only a cluster has shards".to_string());
+        }
         let batch_points = match f.batch_points {
             Some(0) => {
                 problems.push("clickhouse.batch-points: must be at least 1".to_string());
@@ -151,6 +164,7 @@ impl ClickHouseSettings {
             batch_points,
             flush_interval_ms,
             compression: f.compression.unwrap_or(Compression::Gzip),
+            shard_urls: f.shard_urls.unwrap_or_default(),
             problems,
         }
     }

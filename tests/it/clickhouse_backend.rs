@@ -77,6 +77,7 @@ fn spool(dir: &Path, client: Client, db: &Identifier) -> Spool {
         compression: Compression::None,
         // Only its monitor is read: it neither expires nor deletes here.
         layout: Layout::Single,
+        shards: Vec::new(),
     };
     Spool::open(
         dir,

@@ -50,6 +50,7 @@ fn target(client: Client) -> Target {
         database: db(),
         compression: Compression::Gzip,
         layout: Layout::Single,
+        shards: Vec::new(),
     }
 }
 
@@ -455,6 +456,17 @@ fn a_delete_whose_earlier_points_cannot_ship_fails_after_its_timeout() {
 
 #[test]
 fn in_a_cluster_a_node_expires_and_deletes_on_its_own_server_only() {
+    cluster_upkeep(false);
+}
+
+#[test]
+fn in_a_cluster_with_shard_urls_a_node_expires_and_deletes_on_every_shard() {
+    cluster_upkeep(true);
+}
+
+/// A node of a two-shard cluster pointing at the first server expires
+/// and deletes: on that server alone, or on both given them as shards.
+fn cluster_upkeep(every_shard: bool) {
     let setup = Runtime::new().expect("runtime");
     let servers = setup.block_on(clickhouse_support::cluster());
     let layout = Layout::Cluster(Identifier::new(CLUSTER).expect("valid name"));
@@ -473,6 +485,10 @@ fn in_a_cluster_a_node_expires_and_deletes_on_its_own_server_only() {
     };
     let node = Target {
         layout,
+        shards: match every_shard {
+            true => servers.iter().map(ClickHouse::client).collect(),
+            false => Vec::new(),
+        },
         ..target(servers[0].client())
     };
     let mut spool = open(dir.path(), node, options);
@@ -486,7 +502,8 @@ fn in_a_cluster_a_node_expires_and_deletes_on_its_own_server_only() {
         .collect();
     spool.append(&samples).expect("appended");
     wait(&spool.monitor(), "shipped", |s| s.records == 0);
-    // Distributed inserts reach the shards in the background.
+    // Shipped means on the shards (`insert_distributed_sync`); the poll
+    // only bounds the wait should that ever change.
     let start = Instant::now();
     let before = loop {
         let local = servers
@@ -506,27 +523,40 @@ fn in_a_cluster_a_node_expires_and_deletes_on_its_own_server_only() {
     let doomed: Vec<u64> = (0..10).map(|h| series_id(&key(h))).collect();
     let (from, to) = (today * DAY_MS + 60_000, today * DAY_MS + 180_000);
     let in_range = |(id, ts): &(u64, i64)| doomed.contains(id) && (from..=to).contains(ts);
+    let reached = if every_shard { 2 } else { 1 };
     let deleted = spool.delete(&doomed, from, to).expect("deleted");
     assert_eq!(
         deleted,
-        before[0].iter().filter(|p| in_range(p)).count() as u64
+        before[..reached]
+            .iter()
+            .flatten()
+            .filter(|p| in_range(p))
+            .count() as u64
     );
     assert!(deleted > 0);
     spool.expire(NOW).expect("expiry handed over");
-    let stats = wait(&spool.monitor(), "partition dropped", |s| {
-        s.partitions_dropped >= 1
+    let stats = wait(&spool.monitor(), "partitions dropped", |s| {
+        s.partitions_dropped >= reached as u64
     });
-    assert_eq!((stats.partitions_dropped, stats.expire_errors), (1, 0));
+    assert_eq!(
+        (stats.partitions_dropped, stats.expire_errors),
+        (reached as u64, 0)
+    );
 
-    // The node's own server: the old day and the range are gone.
-    let want0: BTreeSet<(u64, i64)> = before[0]
-        .iter()
-        .copied()
-        .filter(|p| p.1 >= today * DAY_MS && !in_range(p))
-        .collect();
-    assert_eq!(stored_in(&setup, &servers[0], "points_local"), want0);
-    // The other shard's server is out of its reach: untouched.
-    assert_eq!(stored_in(&setup, &servers[1], "points_local"), before[1]);
+    // The servers reached: the old day and the range are gone.
+    for (server, held) in servers.iter().zip(&before).take(reached) {
+        let want: BTreeSet<(u64, i64)> = held
+            .iter()
+            .copied()
+            .filter(|p| p.1 >= today * DAY_MS && !in_range(p))
+            .collect();
+        assert_eq!(stored_in(&setup, server, "points_local"), want);
+    }
+    // Without shard urls the other shard's server is out of reach:
+    // untouched.
+    if !every_shard {
+        assert_eq!(stored_in(&setup, &servers[1], "points_local"), before[1]);
+    }
 }
 
 /// The `count` of the `FINAL` row of `table` for `series` at `start`, if any.

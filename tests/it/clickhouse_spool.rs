@@ -62,6 +62,7 @@ fn target(client: Client) -> Target {
         database: db(),
         compression: Compression::Gzip,
         layout: Layout::Single,
+        shards: Vec::new(),
     }
 }
 

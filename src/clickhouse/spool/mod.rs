@@ -131,19 +131,17 @@
 //!
 //! # A cluster
 //!
-//! A spool's [`Target`] reaches one server, and only `Distributed`
-//! tables span a cluster: in 18.16 neither `DROP PARTITION` nor `DELETE`
-//! works through them, and `ON CLUSTER` needs ZooKeeper. With
-//! [`crate::clickhouse::Layout::Cluster`], retention and deletes
-//! therefore work on the `_local` tables of the server the target names.
-//! For retention to cover every shard, each shard's server needs a node
-//! pointing at it (or the operator drops partitions there, or sets a TTL
-//! on releases that have one). A delete removes only the points on that
-//! server: those of series sharded elsewhere stay, and so may points the
-//! `Distributed` table has accepted but not yet forwarded to their shard
-//! (18.16 forwards in the background and has no `SYSTEM FLUSH
-//! DISTRIBUTED`). Deleting across a cluster needs a node per shard, or
-//! the operator's own `ALTER .. DELETE` on every server.
+//! Only `Distributed` tables span a cluster, and in 18.16 neither `DROP
+//! PARTITION` nor `DELETE` works through them, while `ON CLUSTER` needs
+//! ZooKeeper. With [`crate::clickhouse::Layout::Cluster`], retention and
+//! deletes therefore work on the `_local` tables of each server in
+//! [`Target::shards`] (`[clickhouse] shard-urls`, one server per shard),
+//! one after the other; a delete's count adds up, since each point lives
+//! on one shard. Without shard urls they reach only the server the
+//! target names, and the other shards keep their partitions and points
+//! unless a node points at each (or the operator expires and deletes
+//! there). Points a delete must cover are on their shards when shipped
+//! (inserts are `insert_distributed_sync`).
 
 use std::path::Path;
 use std::sync::mpsc::RecvTimeoutError;

@@ -106,8 +106,27 @@ pub struct Target {
     pub compression: Compression,
     /// How the tables are laid out: retention and deletes work on the
     /// tables that hold the rows, which in a cluster are the `_local`
-    /// tables of the server `client` names (see [`super`]).
+    /// tables of each server of [`Target::shards`] (see [`super`]).
     pub layout: Layout,
+    /// A cluster's servers, one per shard (`[clickhouse] shard-urls`),
+    /// for retention and deletes; empty: `client`'s server alone.
+    pub shards: Vec<Client>,
+}
+
+impl Target {
+    /// This target once per server retention and deletes work on.
+    pub(super) fn servers(&self) -> Vec<Target> {
+        if self.shards.is_empty() {
+            return vec![self.clone()];
+        }
+        self.shards
+            .iter()
+            .map(|client| Target {
+                client: client.clone(),
+                ..self.clone()
+            })
+            .collect()
+    }
 }
 
 /// Work for the shipper besides shipping.

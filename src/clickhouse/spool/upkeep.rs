@@ -39,11 +39,23 @@ pub(super) struct Expired {
     pub errors: u64,
 }
 
-/// Drops every partition of the storage tables on `target`'s server
-/// whose whole span ends at or before its kind's retention cutoff at
-/// `now_ms` (the embedded store's rule). A failed statement is counted
-/// and the rest go on; the next expiry tries again.
+/// Drops every partition of the storage tables on each of `target`'s
+/// servers ([`Target::servers`]) whose whole span ends at or before its
+/// kind's retention cutoff at `now_ms` (the embedded store's rule). A
+/// failed statement is counted and the rest go on; the next expiry tries
+/// again.
 pub(super) async fn expire(target: &Target, retention: &Retention, now_ms: i64) -> Expired {
+    let mut out = Expired::default();
+    for server in target.servers() {
+        let done = expire_on(&server, retention, now_ms).await;
+        out.dropped += done.dropped;
+        out.errors += done.errors;
+    }
+    out
+}
+
+/// [`expire`] on `target`'s own server.
+async fn expire_on(target: &Target, retention: &Retention, now_ms: i64) -> Expired {
     let mut out = Expired::default();
     let db = &target.database;
     for (table, span, keep) in partitioned(retention) {
@@ -105,7 +117,17 @@ pub(super) async fn expire(target: &Target, retention: &Retention, now_ms: i64) 
 /// Bounded by the job's deadline.
 pub(super) async fn delete(target: &Target, job: &DeleteJob) -> Result<Deleted, String> {
     let deadline = tokio::time::Instant::from_std(job.deadline);
-    match tokio::time::timeout_at(deadline, delete_now(target, job)).await {
+    let all = async {
+        let mut out = Deleted::default();
+        // Each point is on one shard: the counts add up.
+        for server in target.servers() {
+            let done = delete_now(&server, job).await?;
+            out.points += done.points;
+            out.days.extend(done.days);
+        }
+        Ok::<_, DeleteError>(out)
+    };
+    match tokio::time::timeout_at(deadline, all).await {
         Ok(result) => result.map_err(|e| format!("clickhouse delete failed: {e}")),
         Err(_) => Err(
             "clickhouse delete did not finish within the delete timeout; \
@@ -138,6 +160,7 @@ pub(super) struct Deleted {
     pub days: Vec<(u64, i64)>,
 }
 
+/// [`delete`] on `target`'s own server.
 async fn delete_now(target: &Target, job: &DeleteJob) -> Result<Deleted, DeleteError> {
     let mut ids = job.ids.clone();
     ids.sort_unstable();
