@@ -118,8 +118,21 @@ async fn dashboard_charts_ingested_series_in_chromium() {
         d.http()
     );
 
-    let out = chromium(profile.path(), &url, &["--dump-dom"]).await;
-    let dom = String::from_utf8(out.stdout).unwrap();
+    // The page fetches the chart and each sparkline after it loads (the
+    // sparklines once an IntersectionObserver sees them); on a loaded
+    // machine headless Chromium can dump the DOM before the last answer
+    // lands, so it is dumped again until nothing is pending (bounded).
+    let start = std::time::Instant::now();
+    let dom = loop {
+        let out = chromium(profile.path(), &url, &["--dump-dom"]).await;
+        let dom = String::from_utf8(out.stdout).unwrap();
+        let pending = ["\"pending\"", "\"loading\""]
+            .iter()
+            .any(|state| dom.contains(&format!("data-state={state}")));
+        if !pending || start.elapsed() > DEADLINE {
+            break dom;
+        }
+    };
 
     let chart = start_tag(&dom, "chart");
     assert_eq!(attr(chart, "data-state"), Some("ready"), "{dom}");
