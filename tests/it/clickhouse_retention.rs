@@ -11,21 +11,20 @@
 //! Plain `#[test]`s that play the ingest thread, as in `clickhouse_spool`.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rtsd::clickhouse::schema::{self, Identifier, Layout};
-use rtsd::clickhouse::spool::{Spool, SpoolMonitor, SpoolOptions, SpoolStats, Target};
-use rtsd::clickhouse::{series_id, Client, Compression};
-use rtsd::ingest::{self, Sink, Writer};
+use rtsd::clickhouse::spool::{SpoolOptions, Target};
+use rtsd::clickhouse::{series_id, Client};
+use rtsd::ingest::Sink;
 use rtsd::model::{DataPoint, Sample, SeriesKey, Value, DAY_MS, HOUR_MS};
-use rtsd::queue::{self, Batch, DeleteRequest, OverflowPolicy};
-use rtsd::stats::Stats;
+use rtsd::queue::{Batch, DeleteRequest};
 use rtsd::storage::{Retention, StoreError};
 use tokio::runtime::Runtime;
-use tokio_util::sync::CancellationToken;
 
-use crate::clickhouse_support::{self, ClickHouse, CLUSTER};
+use crate::clickhouse_support::{
+    self, open_spool as open, wait_spool as wait, ClickHouse, CLUSTER,
+};
 use crate::support::{free_port, DEADLINE};
 
 const METRIC: &str = "retention.test";
@@ -45,17 +44,7 @@ fn start(setup: &Runtime) -> ClickHouse {
 }
 
 fn target(client: Client) -> Target {
-    Target {
-        client,
-        database: db(),
-        compression: Compression::Gzip,
-        layout: Layout::Single,
-        shards: Vec::new(),
-    }
-}
-
-fn open(dir: &Path, target: Target, options: SpoolOptions) -> Spool {
-    Spool::open(dir, target, options, CancellationToken::new()).expect("spool opens")
+    clickhouse_support::spool_target(client, db())
 }
 
 fn key(host: usize) -> SeriesKey {
@@ -69,22 +58,6 @@ fn sample(host: usize, ts: i64) -> Sample {
             timestamp_ms: ts,
             value: Value::Int(ts),
         },
-    }
-}
-
-/// Polls `cond` on the spool's stats until it holds; fails at [`DEADLINE`].
-fn wait(spool: &SpoolMonitor, what: &str, cond: impl Fn(&SpoolStats) -> bool) -> SpoolStats {
-    let start = Instant::now();
-    loop {
-        let stats = spool.stats();
-        if cond(&stats) {
-            return stats;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "{what}: not within {DEADLINE:?}; {stats:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -368,21 +341,7 @@ fn a_delete_queued_behind_writes_deletes_them_too_through_the_ingest_thread() {
     };
     let spool = open(dir.path(), target(server.client()), options);
     let monitor = spool.monitor();
-    let stats = std::sync::Arc::new(Stats::default());
-    let (tx, rx) = queue::queue(
-        1 << 20,
-        OverflowPolicy::Block,
-        Duration::ZERO,
-        stats.clone(),
-    );
-    let writer = Writer {
-        store: spool,
-        queue: rx,
-        stats: stats.clone(),
-        shutdown: CancellationToken::new(),
-        mps: 0,
-    };
-    let ingest = std::thread::spawn(move || ingest::run(writer));
+    let (tx, stats, ingest) = clickhouse_support::ingest_over(spool);
     let batch = |from: i64| Batch {
         samples: (0..4)
             .flat_map(|h| (from..from + 10).map(move |i| sample(h, NOW + i * 1000)))

@@ -10,24 +10,21 @@
 //! servers and sets up schemas.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtsd::clickhouse::schema::{self, Identifier, Layout};
+use rtsd::clickhouse::schema::{self, Identifier};
 use rtsd::clickhouse::source::ClickHouseSource;
-use rtsd::clickhouse::spool::{Spool, SpoolMonitor, SpoolOptions, SpoolStats, Target};
-use rtsd::clickhouse::{Client, Compression};
-use rtsd::ingest::{self, Sink, Writer};
+use rtsd::clickhouse::spool::{Spool, SpoolOptions, SpoolStats, Target};
+use rtsd::clickhouse::Client;
+use rtsd::ingest::Sink;
 use rtsd::model::{DataPoint, Sample, SeriesKey, Value};
 use rtsd::query::source::Source;
-use rtsd::queue::{self, Batch, OverflowPolicy};
-use rtsd::stats::Stats;
+use rtsd::queue::{Batch, OverflowPolicy};
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::clickhouse_support::{self, ClickHouse};
+use crate::clickhouse_support::{self, open_spool as open, wait_spool as wait, ClickHouse};
 use crate::support::{free_port, DEADLINE};
 
 const METRIC: &str = "spool.test";
@@ -57,13 +54,7 @@ fn down(setup: &Runtime) -> (ClickHouse, tempfile::TempDir) {
 }
 
 fn target(client: Client) -> Target {
-    Target {
-        client,
-        database: db(),
-        compression: Compression::Gzip,
-        layout: Layout::Single,
-        shards: Vec::new(),
-    }
+    clickhouse_support::spool_target(client, db())
 }
 
 /// Small batches and a short interval, so a test ships many batches.
@@ -73,10 +64,6 @@ fn options() -> SpoolOptions {
         flush_interval: Duration::from_millis(20),
         ..SpoolOptions::default()
     }
-}
-
-fn open(dir: &Path, target: Target, options: SpoolOptions) -> Spool {
-    Spool::open(dir, target, options, CancellationToken::new()).expect("spool opens")
 }
 
 /// A client of a port nobody listens on: every shipment fails.
@@ -101,22 +88,6 @@ fn stream(n: usize) -> Vec<Sample> {
 fn append(spool: &mut Spool, samples: &[Sample]) {
     for commit in samples.chunks(COMMIT) {
         spool.append(commit).expect("appended");
-    }
-}
-
-/// Polls `cond` on the spool's stats until it holds; fails at [`DEADLINE`].
-fn wait(spool: &SpoolMonitor, what: &str, cond: impl Fn(&SpoolStats) -> bool) {
-    let start = Instant::now();
-    loop {
-        let stats = spool.stats();
-        if cond(&stats) {
-            return;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "{what}: not within {DEADLINE:?}; {stats:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -285,21 +256,7 @@ fn ingest_through_the_spool_answers_sync_once_clickhouse_has_the_points() {
     let server = start(&setup);
     let dir = tempfile::tempdir().expect("temp dir");
     let spool = open(dir.path(), target(server.client()), options());
-    let stats = Arc::new(Stats::default());
-    let (tx, rx) = queue::queue(
-        1 << 20,
-        OverflowPolicy::Block,
-        Duration::ZERO,
-        stats.clone(),
-    );
-    let writer = Writer {
-        store: spool,
-        queue: rx,
-        stats: stats.clone(),
-        shutdown: CancellationToken::new(),
-        mps: 0,
-    };
-    let ingest = std::thread::spawn(move || ingest::run(writer));
+    let (tx, _stats, ingest) = clickhouse_support::ingest_over(spool);
     let samples = stream(20_000);
     let mut acks = Vec::new();
     for commit in samples.chunks(COMMIT) {

@@ -7,17 +7,24 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtsd::clickhouse::schema::{self, Identifier};
+use rtsd::clickhouse::schema::{self, Identifier, Layout};
 use rtsd::clickhouse::settings::{ClickHouseFile, ClickHouseSettings};
 use rtsd::clickhouse::source::ClickHouseSource;
+use rtsd::clickhouse::spool::{Spool, SpoolMonitor, SpoolOptions, SpoolStats, Target};
 use rtsd::clickhouse::{rollups, series_id, writer, Client, Compression};
 use rtsd::config::{Settings, StoreKind};
+use rtsd::ingest::{self, Writer};
 use rtsd::model::Sample;
 use rtsd::model::HOUR_MS;
+use rtsd::queue::{self, OverflowPolicy, QueueSender};
+use rtsd::stats::Stats;
+use rtsd::storage::StoreError;
 use rtsd::storage::{Store, StoreOptions, StoreReader, StoreWriter};
 use tokio::runtime::Runtime;
+use tokio_util::sync::CancellationToken;
 
 use crate::support::{free_port, try_http, DEADLINE};
 
@@ -306,4 +313,67 @@ impl ClickHouse {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// A spool's target: `database` on `client`'s server alone, gzipped.
+pub fn spool_target(client: Client, database: Identifier) -> Target {
+    Target {
+        client,
+        database,
+        compression: Compression::Gzip,
+        layout: Layout::Single,
+        shards: Vec::new(),
+    }
+}
+
+/// Opens (or reopens) the spool in `dir`; no shutdown ever begins.
+pub fn open_spool(dir: &Path, target: Target, options: SpoolOptions) -> Spool {
+    Spool::open(dir, target, options, CancellationToken::new()).expect("spool opens")
+}
+
+/// Polls `cond` on the spool's stats until it holds and returns them;
+/// fails at [`DEADLINE`].
+pub fn wait_spool(
+    spool: &SpoolMonitor,
+    what: &str,
+    cond: impl Fn(&SpoolStats) -> bool,
+) -> SpoolStats {
+    let start = Instant::now();
+    loop {
+        let stats = spool.stats();
+        if cond(&stats) {
+            return stats;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{what}: not within {DEADLINE:?}; {stats:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The ingest thread over `spool`, as the daemon runs it: the queue that
+/// feeds it (blocking when full), the stats it counts in, and the thread.
+pub fn ingest_over(
+    spool: Spool,
+) -> (
+    QueueSender,
+    Arc<Stats>,
+    std::thread::JoinHandle<Result<(), StoreError>>,
+) {
+    let stats = Arc::new(Stats::default());
+    let (tx, rx) = queue::queue(
+        1 << 20,
+        OverflowPolicy::Block,
+        Duration::ZERO,
+        stats.clone(),
+    );
+    let writer = Writer {
+        store: spool,
+        queue: rx,
+        stats: stats.clone(),
+        shutdown: CancellationToken::new(),
+        mps: 0,
+    };
+    (tx, stats, std::thread::spawn(move || ingest::run(writer)))
 }
