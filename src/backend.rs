@@ -124,10 +124,6 @@ pub trait Notes: Send + Sync {
     ) -> Result<usize, SourceError>;
 }
 
-fn failed(e: crate::storage::StoreError) -> SourceError {
-    SourceError(e.to_string())
-}
-
 impl Backend for StoreReader {
     fn suggest(
         &self,
@@ -135,7 +131,7 @@ impl Backend for StoreReader {
         prefix: &str,
         max: usize,
     ) -> Result<Vec<String>, SourceError> {
-        StoreReader::suggest(self, kind, prefix, max).map_err(failed)
+        StoreReader::suggest(self, kind, prefix, max).map_err(SourceError::from)
     }
 
     fn lookup(
@@ -148,7 +144,7 @@ impl Backend for StoreReader {
     }
 
     fn last_point(&self, id: u64) -> Result<Option<DataPoint>, SourceError> {
-        StoreReader::last_point(self, id).map_err(failed)
+        StoreReader::last_point(self, id).map_err(SourceError::from)
     }
 
     fn stale_series(
@@ -156,7 +152,7 @@ impl Backend for StoreReader {
         metric: Option<&str>,
         cutoff_ms: i64,
     ) -> Result<Vec<StaleSeries>, SourceError> {
-        StoreReader::stale_series(self, metric, cutoff_ms).map_err(failed)
+        StoreReader::stale_series(self, metric, cutoff_ms).map_err(SourceError::from)
     }
 
     fn notes(&self) -> Box<dyn Notes> {
@@ -183,7 +179,7 @@ impl Backend for StoreReader {
 
 impl Notes for Annotations {
     fn get(&self, series: Option<u64>, start_ms: i64) -> Result<Option<Annotation>, SourceError> {
-        Annotations::get(self, series, start_ms).map_err(failed)
+        Annotations::get(self, series, start_ms).map_err(SourceError::from)
     }
 
     fn range(
@@ -192,7 +188,7 @@ impl Notes for Annotations {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<Annotation>, SourceError> {
-        Annotations::range(self, series, from_ms, to_ms).map_err(failed)
+        Annotations::range(self, series, from_ms, to_ms).map_err(SourceError::from)
     }
 
     fn of_series(
@@ -201,7 +197,7 @@ impl Notes for Annotations {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<Annotation>, SourceError> {
-        Annotations::of_series(self, ids, from_ms, to_ms).map_err(failed)
+        Annotations::of_series(self, ids, from_ms, to_ms).map_err(SourceError::from)
     }
 
     fn upsert(
@@ -209,11 +205,11 @@ impl Notes for Annotations {
         notes: Vec<Annotation>,
         merge: &dyn Fn(Annotation, Annotation) -> Annotation,
     ) -> Result<Vec<Annotation>, SourceError> {
-        Annotations::upsert(self, notes, merge).map_err(failed)
+        Annotations::upsert(self, notes, merge).map_err(SourceError::from)
     }
 
     fn delete(&self, series: Option<u64>, start_ms: i64) -> Result<(), SourceError> {
-        Annotations::delete(self, series, start_ms).map_err(failed)
+        Annotations::delete(self, series, start_ms).map_err(SourceError::from)
     }
 
     fn delete_range(
@@ -222,6 +218,6 @@ impl Notes for Annotations {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<usize, SourceError> {
-        Annotations::delete_range(self, series, from_ms, to_ms).map_err(failed)
+        Annotations::delete_range(self, series, from_ms, to_ms).map_err(SourceError::from)
     }
 }

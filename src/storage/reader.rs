@@ -361,8 +361,11 @@ fn merge(
         .map_err(|e| corrupt_block(id, head.start, e))
 }
 
-fn source_error(e: StoreError) -> SourceError {
-    SourceError(e.to_string())
+/// The query engine sees a store failure as its text.
+impl From<StoreError> for SourceError {
+    fn from(e: StoreError) -> SourceError {
+        SourceError(e.to_string())
+    }
 }
 
 impl Source for StoreReader {
@@ -387,7 +390,8 @@ impl Source for StoreReader {
     }
 
     fn points(&self, id: u64, start_ms: i64, end_ms: i64) -> Result<Vec<DataPoint>, SourceError> {
-        self.points_in(id, start_ms, end_ms).map_err(source_error)
+        self.points_in(id, start_ms, end_ms)
+            .map_err(SourceError::from)
     }
 
     fn scan_points<'a>(
@@ -408,11 +412,11 @@ impl Source for StoreReader {
     ) -> Result<Option<Vec<RollupAgg>>, SourceError> {
         self.rollups_in(id, resolution, start_ms, end_ms)
             .map(Some)
-            .map_err(source_error)
+            .map_err(SourceError::from)
     }
 
     fn name_exists(&self, kind: NameKind, name: &str) -> Result<bool, SourceError> {
-        index::name_exists(&self.shared, kind, name).map_err(source_error)
+        index::name_exists(&self.shared, kind, name).map_err(SourceError::from)
     }
 }
 
@@ -558,7 +562,7 @@ impl PointScan for Scan<'_> {
         id: u64,
         visit: &mut dyn FnMut(&[DataPoint]) -> ControlFlow<()>,
     ) -> Result<usize, SourceError> {
-        self.scan_series(id, visit).map_err(source_error)
+        self.scan_series(id, visit).map_err(SourceError::from)
     }
 }
 
