@@ -131,6 +131,11 @@ async fn accept(
         };
         ctx.stats.connections_accepted.fetch_add(1, Relaxed);
         ctx.stats.connections_open.fetch_add(1, Relaxed);
+        // Answers go out in several writes (a streamed query answer a
+        // chunk per result group); with Nagle's algorithm the last one
+        // waits for the client's delayed ACK, 40 ms on Linux, on every
+        // request of a kept-alive connection.
+        let _ = stream.set_nodelay(true);
         return Some((
             stream,
             peer,
@@ -160,7 +165,6 @@ impl Drop for ConnectionSlot {
 }
 
 async fn serve(stream: TcpStream, ctx: &TelnetContext, http: axum::Router) {
-    let _ = stream.set_nodelay(true);
     let mut first = [0u8; 1];
     let is_http = tokio::select! {
         _ = ctx.shutdown.cancelled() => return,

@@ -83,7 +83,7 @@ pub async fn query(
         ..state.limits.clone()
     };
     let (store, stats) = (state.store.clone(), state.stats.clone());
-    let (response, notes, delete) = blocking(move || {
+    let (answer, delete) = blocking(move || {
         let _permit = permit;
         let now = crate::model::now_ms();
         let response = query::execute(&*store, &request, now, &limits).inspect_err(|e| {
@@ -92,26 +92,60 @@ pub async fn query(
             }
         })?;
         let notes = annotation::for_query(&*store, &request, &response, now)?;
-        let range = match request.delete {
-            true => Some(request.plan(now).map(|p| (p.start_ms, p.end_ms))?),
+        let delete = match request.delete {
+            true => {
+                let plan = request.plan(now)?;
+                Some((matched_series(&response), plan.start_ms, plan.end_ms))
+            }
             false => None,
         };
-        Ok((response, notes, range))
+        Ok((Answer::new(response, notes), delete))
     })
     .await?;
-    if let Some((start_ms, end_ms)) = delete {
-        let mut series: Vec<u64> = response
-            .results
-            .iter()
-            .flat_map(|g| g.tsuids.iter().copied())
-            .collect();
-        series.sort_unstable();
-        series.dedup();
+    if let Some((series, start_ms, end_ms)) = delete {
         if !series.is_empty() {
             through_writer(&state, series, start_ms, end_ms).await?;
         }
     }
-    Ok(stream_json(response, notes, &state))
+    Ok(match answer {
+        Answer::Whole(body) => super::json_reply(StatusCode::OK, body),
+        Answer::Streamed(response, notes) => stream_json(response, notes, &state),
+    })
+}
+
+/// The series a query matched, sorted, each once.
+fn matched_series(response: &query::QueryResponse) -> Vec<u64> {
+    let mut series: Vec<u64> = response
+        .results
+        .iter()
+        .flat_map(|g| g.tsuids.iter().copied())
+        .collect();
+    series.sort_unstable();
+    series.dedup();
+    series
+}
+
+/// An answer of at most this many points (some 100 KB of text) is written
+/// whole by the thread that ran the query: handing it to another thread
+/// of the blocking pool and through a channel costs more than writing it.
+const WHOLE_ANSWER_POINTS: usize = 4096;
+
+/// A query's answer, written whole or to be streamed ([`stream_json`]).
+enum Answer {
+    Whole(String),
+    Streamed(query::QueryResponse, RenderedAnnotations),
+}
+
+impl Answer {
+    fn new(response: query::QueryResponse, notes: RenderedAnnotations) -> Answer {
+        let notes_count: usize = notes.groups.iter().map(Vec::len).sum();
+        if response.summary.emitted + notes_count + notes.global.len() > WHOLE_ANSWER_POINTS {
+            return Answer::Streamed(response, notes);
+        }
+        let mut body = String::new();
+        response.write_annotated_json(&notes, &mut body);
+        Answer::Whole(body)
+    }
 }
 
 /// Queues a delete behind every write queued so far and waits until the

@@ -78,10 +78,7 @@ pub fn non_finite_text(d: f64) -> &'static str {
 /// floats through [`write_java_double`].
 pub fn write_value(out: &mut String, v: Value) {
     match v {
-        // Writing into a String cannot fail.
-        Value::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
+        Value::Int(i) => out.push_str(itoa::Buffer::new().format(i)),
         Value::Float(f) => write_java_double(out, f),
     }
 }

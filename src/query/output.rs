@@ -274,7 +274,9 @@ impl QueryResponse {
                 if i > 0 {
                     out.push(',');
                 }
-                let _ = write!(out, "[{t},");
+                out.push('[');
+                out.push_str(itoa::Buffer::new().format(t));
+                out.push(',');
                 write_number(out, v);
                 out.push(']');
             }
@@ -286,7 +288,9 @@ impl QueryResponse {
                 if i > 0 {
                     out.push(',');
                 }
-                let _ = write!(out, "\"{t}\":");
+                out.push('"');
+                out.push_str(itoa::Buffer::new().format(t));
+                out.push_str("\":");
                 write_number(out, v);
             }
             out.push('}');
