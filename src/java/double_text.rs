@@ -94,6 +94,9 @@ struct Decimal {
 }
 
 fn java_digits(m: f64) -> Decimal {
+    if let Some(short) = short_decimal(m) {
+        return short;
+    }
     let shortest = scientific(m, None);
     if shortest.len != 1 || m >= f64::MIN_POSITIVE {
         return shortest;
@@ -108,6 +111,49 @@ fn java_digits(m: f64) -> Decimal {
     } else {
         shortest
     }
+}
+
+/// Exact powers of ten, as doubles.
+const POWERS_OF_TEN: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// The shortest decimal of `m` (finite, positive) when it has few digits
+/// (most stored values: `42`, `99.9`, `0.25`), found without `{:e}`'s
+/// formatting machinery: `n × 10^-k` for the least `k` at which `n =
+/// round(m × 10^k)` reads back as `m` (`n / 10^k == m`: both are exact, so
+/// the division rounds as parsing the decimal would). While `m × 10^k <
+/// 2^50`, the product is off by at most 1/8 and the decimals that read
+/// back as `m` span less than 1/4 of a unit, so `n` is the only candidate
+/// with `k` fractional digits; one with fewer significant digits would
+/// have been found at a smaller `k`. `None` otherwise (and for subnormals,
+/// whose `n` is 0): [`scientific`] decides.
+fn short_decimal(m: f64) -> Option<Decimal> {
+    const SCALED_LIMIT: f64 = (1u64 << 50) as f64;
+    for (k, &p) in POWERS_OF_TEN.iter().enumerate() {
+        let scaled = m * p;
+        if scaled >= SCALED_LIMIT {
+            return None;
+        }
+        let n = scaled.round();
+        if n == 0.0 || n / p != m {
+            continue;
+        }
+        let mut buf = itoa::Buffer::new();
+        let text = buf.format(n as u64).as_bytes();
+        let mut d = Decimal {
+            digits: [b'0'; 17],
+            len: text.len(),
+            // Fewer than 17 digits: `n < 2^50`.
+            exp: text.len() as i32 - 1 - k as i32,
+        };
+        d.digits[..text.len()].copy_from_slice(text);
+        while d.len > 1 && d.digits[d.len - 1] == b'0' {
+            d.len -= 1;
+        }
+        return Some(d);
+    }
+    None
 }
 
 /// Formats `m` (finite, positive) with `{:e}` or `{:.p$e}` into a
@@ -281,6 +327,38 @@ mod tests {
         (f64::INFINITY, "Infinity"),
         (f64::NEG_INFINITY, "-Infinity"),
     ];
+
+    /// The short path gives `{:e}`'s digits wherever it answers: on
+    /// decimals of up to 16 digits at every scale, on their neighbours one
+    /// ulp away, and on spread-out bit patterns.
+    #[test]
+    fn short_decimals_are_the_shortest_round_trip_digits() {
+        let mut values = Vec::new();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let digits = (x % 10_000_000_000_000_000) >> (x % 48);
+            let v = digits as f64 / 10f64.powi((x >> 56) as i32 % 24 - 4);
+            values.extend([
+                v,
+                f64::from_bits(v.to_bits().saturating_add(1)),
+                f64::from_bits(v.to_bits().saturating_sub(1)),
+            ]);
+            values.push(f64::from_bits(x >> 1));
+        }
+        let mut short = 0;
+        for m in values.into_iter().filter(|m| m.is_finite() && *m > 0.0) {
+            if let Some(d) = short_decimal(m) {
+                let want = scientific(m, None);
+                let digits = |d: &Decimal| (d.digits[..d.len].to_vec(), d.exp);
+                assert_eq!(digits(&d), digits(&want), "{m:e}");
+                short += 1;
+            }
+        }
+        assert!(short > 10_000, "{short}");
+    }
 
     #[test]
     fn matches_java_double_to_string() {
