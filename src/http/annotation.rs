@@ -487,13 +487,7 @@ pub fn for_query(
         out.global = notes.range(None, start, end)?.iter().map(render).collect();
     }
     if !request.no_annotations {
-        let mut ids: Vec<u64> = response
-            .results
-            .iter()
-            .flat_map(|r| r.tsuids.iter().copied())
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
+        let ids = response.series_ids();
         let mut by_series: HashMap<u64, Vec<Annotation>> = HashMap::new();
         for note in notes.of_series(&ids, start, end)? {
             by_series

@@ -95,7 +95,7 @@ pub async fn query(
         let delete = match request.delete {
             true => {
                 let plan = request.plan(now)?;
-                Some((matched_series(&response), plan.start_ms, plan.end_ms))
+                Some((response.series_ids(), plan.start_ms, plan.end_ms))
             }
             false => None,
         };
@@ -111,18 +111,6 @@ pub async fn query(
         Answer::Whole(body) => super::json_reply(StatusCode::OK, body),
         Answer::Streamed(response, notes) => stream_json(response, notes, &state),
     })
-}
-
-/// The series a query matched, sorted, each once.
-fn matched_series(response: &query::QueryResponse) -> Vec<u64> {
-    let mut series: Vec<u64> = response
-        .results
-        .iter()
-        .flat_map(|g| g.tsuids.iter().copied())
-        .collect();
-    series.sort_unstable();
-    series.dedup();
-    series
 }
 
 /// An answer of at most this many points (some 100 KB of text) is written

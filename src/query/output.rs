@@ -156,6 +156,18 @@ fn write_opt_str(out: &mut String, s: Option<&str>) {
 }
 
 impl QueryResponse {
+    /// The ids of the series in every group, sorted, each once.
+    pub fn series_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .results
+            .iter()
+            .flat_map(|g| g.tsuids.iter().copied())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     /// Appends the JSON body to `out`.
     pub fn write_json(&self, out: &mut String) {
         self.write_annotated_json(&RenderedAnnotations::default(), out);
