@@ -5,6 +5,9 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use smallvec::SmallVec;
 
 /// One second in the model's unit, milliseconds.
 pub const SECOND_MS: i64 = 1000;
@@ -91,8 +94,13 @@ pub struct DataPoint {
 /// Encoded as `metric (0x00 tagk 0x00 tagv)*` with tags in byte order of
 /// their keys. NUL can never appear in a valid name, so the encoding is
 /// unambiguous and byte equality is series equality.
+///
+/// Shared, not copied: a connection hands the same key to every point of
+/// a series it has seen before (see [`crate::protocol::SeriesCache`]), and
+/// the writer's id map and the series index hold one allocation between
+/// them.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SeriesKey(Box<[u8]>);
+pub struct SeriesKey(Arc<[u8]>);
 
 impl SeriesKey {
     /// Builds the canonical key; `tags` need not be sorted and must not
@@ -105,7 +113,8 @@ impl SeriesKey {
                 .iter()
                 .map(|(k, v)| k.len() + v.len() + 2)
                 .sum::<usize>();
-        let mut buf = Vec::with_capacity(len);
+        // Assembled on the stack, so the key costs one allocation.
+        let mut buf: SmallVec<[u8; 128]> = SmallVec::with_capacity(len);
         buf.extend_from_slice(metric.as_bytes());
         for (k, v) in tags {
             buf.push(0);
@@ -113,7 +122,7 @@ impl SeriesKey {
             buf.push(0);
             buf.extend_from_slice(v.as_bytes());
         }
-        SeriesKey(buf.into_boxed_slice())
+        SeriesKey(Arc::from(&buf[..]))
     }
 
     /// Wraps bytes read back from the store; `None` if they are not a
