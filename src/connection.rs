@@ -58,7 +58,7 @@ use crate::auth::{Access, Auth, Scope};
 use crate::backend::SharedBackend;
 use crate::cardinality::SeriesGate;
 use crate::model::Sample;
-use crate::protocol::{self, Command, Credentials, LineError, ParseOptions};
+use crate::protocol::{self, Command, Credentials, LineError, ParseOptions, SeriesCache};
 use crate::queue::{Batch, PushError, QueueSender};
 use crate::stats::Stats;
 use crate::survey::Survey;
@@ -121,6 +121,7 @@ pub async fn serve(mut stream: TcpStream, ctx: &TelnetContext) -> std::io::Resul
         ctx,
         may_write,
         framer: Framer::new(ctx.max_line_bytes),
+        known: SeriesCache::default(),
         batch: Vec::new(),
         out: BytesMut::new(),
         closing: false,
@@ -303,6 +304,11 @@ struct Connection<'a> {
     /// Whether `put` lines are accepted.
     may_write: bool,
     framer: Framer,
+    /// Series this connection has put, by their text. Only puts that
+    /// passed the write check and the cardinality gate are remembered,
+    /// and neither takes back what it let through, so a line found here
+    /// skips both.
+    known: SeriesCache,
     batch: Vec<Sample>,
     out: BytesMut,
     /// Shutting down: the lines left are handled without waiting for the
@@ -343,6 +349,11 @@ impl Connection<'_> {
     fn line(&mut self, line: &[u8]) -> Option<Stop> {
         let ctx = self.ctx;
         ctx.stats.lines_received.fetch_add(1, Relaxed);
+        if let Some(sample) = self.known.put(line, &ctx.parse) {
+            ctx.stats.telnet_points.fetch_add(1, Relaxed);
+            self.batch.push(sample);
+            return None;
+        }
         match protocol::parse_line(line, &ctx.parse) {
             Ok(Command::Put(_)) if !self.may_write => {
                 let err = protocol::not_authenticated();
@@ -359,6 +370,7 @@ impl Connection<'_> {
                     return None;
                 }
                 ctx.stats.telnet_points.fetch_add(1, Relaxed);
+                self.known.remember(line, &series);
                 self.batch.push(Sample {
                     series,
                     point: crate::model::DataPoint {

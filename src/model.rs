@@ -4,7 +4,10 @@
 //! them and the query engine reads them back. Nothing here does I/O.
 
 use std::fmt;
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use smallvec::SmallVec;
 
 /// One second in the model's unit, milliseconds.
 pub const SECOND_MS: i64 = 1000;
@@ -91,8 +94,67 @@ pub struct DataPoint {
 /// Encoded as `metric (0x00 tagk 0x00 tagv)*` with tags in byte order of
 /// their keys. NUL can never appear in a valid name, so the encoding is
 /// unambiguous and byte equality is series equality.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SeriesKey(Box<[u8]>);
+///
+/// Shared, not copied: a connection hands the same key to every point of
+/// a series it has seen before (see [`crate::protocol::SeriesCache`]), and
+/// the writer's id map and the series index hold one allocation between
+/// them.
+#[derive(Clone)]
+pub struct SeriesKey(Arc<KeyData>);
+
+struct KeyData {
+    bytes: Box<[u8]>,
+    /// The id a store's writer gave the series, tagged with that writer
+    /// ([`IdTag`]); 0 before any did. Shared by every clone, so the
+    /// writer resolves the points of a series a connection knows without
+    /// hashing the key.
+    id: AtomicU64,
+}
+
+/// Bits of [`KeyData::id`] below the writer's tag.
+const ID_BITS: u32 = 48;
+const ID_MASK: u64 = (1 << ID_BITS) - 1;
+
+/// A writer's mark on the ids it caches in keys, so that a key appended
+/// to two stores (tests, tools) never gives one store the other's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdTag(u64);
+
+impl IdTag {
+    /// A tag no one else in this process has; `None` once 2^16 - 1 are
+    /// out, and that writer then resolves every key by its map.
+    pub fn unique() -> Option<IdTag> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let tag = NEXT.fetch_add(1, Relaxed);
+        (tag < 1 << (64 - ID_BITS)).then_some(IdTag(tag))
+    }
+}
+
+impl PartialEq for SeriesKey {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.bytes == other.0.bytes
+    }
+}
+
+impl Eq for SeriesKey {}
+
+impl std::hash::Hash for SeriesKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.bytes.hash(state);
+    }
+}
+
+impl PartialOrd for SeriesKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SeriesKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.bytes.cmp(&other.0.bytes)
+    }
+}
 
 impl SeriesKey {
     /// Builds the canonical key; `tags` need not be sorted and must not
@@ -105,7 +167,8 @@ impl SeriesKey {
                 .iter()
                 .map(|(k, v)| k.len() + v.len() + 2)
                 .sum::<usize>();
-        let mut buf = Vec::with_capacity(len);
+        // Assembled on the stack, so the bytes cost one allocation.
+        let mut buf: SmallVec<[u8; 128]> = SmallVec::with_capacity(len);
         buf.extend_from_slice(metric.as_bytes());
         for (k, v) in tags {
             buf.push(0);
@@ -113,7 +176,28 @@ impl SeriesKey {
             buf.push(0);
             buf.extend_from_slice(v.as_bytes());
         }
-        SeriesKey(buf.into_boxed_slice())
+        SeriesKey::wrap(buf[..].into())
+    }
+
+    fn wrap(bytes: Box<[u8]>) -> Self {
+        SeriesKey(Arc::new(KeyData {
+            bytes,
+            id: AtomicU64::new(0),
+        }))
+    }
+
+    /// The id the writer tagged `tag` cached in this key, if it did.
+    pub fn cached_id(&self, tag: IdTag) -> Option<u64> {
+        let v = self.0.id.load(Relaxed);
+        (v >> ID_BITS == tag.0).then_some(v & ID_MASK)
+    }
+
+    /// Caches `id`, which the writer tagged `tag` gave this series for
+    /// good; an id too large for the cache is not cached.
+    pub fn cache_id(&self, tag: IdTag, id: u64) {
+        if id <= ID_MASK {
+            self.0.id.store(tag.0 << ID_BITS | id, Relaxed);
+        }
     }
 
     /// Wraps bytes read back from the store; `None` if they are not a
@@ -123,11 +207,11 @@ impl SeriesKey {
         if text.split('\0').count() % 2 != 1 {
             return None;
         }
-        Some(SeriesKey(bytes.into()))
+        Some(SeriesKey::wrap(bytes.into()))
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        &self.0.bytes
     }
 
     pub fn metric(&self) -> &str {
@@ -142,7 +226,7 @@ impl SeriesKey {
 
     fn parts(&self) -> std::str::Split<'_, char> {
         // Constructed only from &str parts or validated in from_bytes.
-        std::str::from_utf8(&self.0).unwrap_or("").split('\0')
+        std::str::from_utf8(&self.0.bytes).unwrap_or("").split('\0')
     }
 }
 

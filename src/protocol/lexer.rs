@@ -84,6 +84,22 @@ impl<'a> Words<'a> {
             line_text: std::str::from_utf8(line).ok(),
         }
     }
+
+    /// The words of `line` without its UTF-8 check: each word is checked
+    /// alone when its text is asked for, which is cheaper when only a few
+    /// short words are.
+    pub fn unchecked(line: &'a [u8]) -> Self {
+        Words {
+            line,
+            rest: line,
+            line_text: None,
+        }
+    }
+
+    /// What follows the words taken so far, separating spaces included.
+    pub fn rest(&self) -> &'a [u8] {
+        self.rest
+    }
 }
 
 impl<'a> Iterator for Words<'a> {

@@ -16,7 +16,8 @@
 //!
 //! Layout: `lexer` (nom: words, tags), `timestamp`, `names` (allowed
 //! characters), `put` (the check sequence), `error` (reply texts and stats
-//! labels). Java's number parsers and `HashMap` order, which the checks and
+//! labels), `series_cache` (a connection's series by their text, so a
+//! repeated series skips the tag checks; the one piece with state). Java's number parsers and `HashMap` order, which the checks and
 //! their messages follow, come from [`crate::java`].
 
 mod error;
@@ -25,6 +26,7 @@ pub mod fuzzing;
 mod lexer;
 mod names;
 mod put;
+mod series_cache;
 mod timestamp;
 
 #[cfg(test)]
@@ -38,6 +40,7 @@ pub use error::{
 };
 pub use names::first_illegal_char;
 pub use put::Put;
+pub use series_cache::SeriesCache;
 
 use lexer::Words;
 

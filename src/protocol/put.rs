@@ -34,7 +34,7 @@ use super::ParseOptions;
 use crate::java::double_text::non_finite_text;
 use crate::java::hashmap_order;
 use crate::java::number;
-use crate::model::{SeriesKey, Value, MAX_SECONDS};
+use crate::model::{DataPoint, SeriesKey, Value, MAX_SECONDS};
 
 /// A data point as the `put` line gave it, borrowing its names from the
 /// line.
@@ -145,10 +145,7 @@ impl<'a> Point<'a> {
         tag_words: impl Iterator<Item = Word<'a>>,
         tags: &mut TagList<'a>,
     ) -> Result<Self, PutError> {
-        let timestamp = timestamp::parse(&ts_word.lossy()).map_err(PutError::TimestampText)?;
-        if timestamp.raw <= 0 {
-            return Err(PutError::NonPositiveTimestamp(timestamp.raw));
-        }
+        let timestamp = parse_timestamp(ts_word)?;
         for word in tag_words {
             tags.insert(word)?;
         }
@@ -190,16 +187,77 @@ impl<'a> Point<'a> {
             }
         })?;
         let tags = tags.validate(&opts.allow_special_chars)?;
-        if let Some(max) = opts.max_future_ms {
-            if crate::model::beyond_now(self.timestamp.ms, max) {
-                return Err(PutError::TooFarInFuture(self.timestamp.raw));
-            }
+        if too_far_ahead(self.timestamp, opts) {
+            return Err(PutError::TooFarInFuture(self.timestamp.raw));
         }
         Ok(Put {
             metric,
             timestamp_ms: self.timestamp.ms,
             value: self.value,
             tags,
+        })
+    }
+}
+
+/// Steps 2–3: the timestamp word as a number, and above zero.
+fn parse_timestamp(word: Word<'_>) -> Result<Timestamp, PutError> {
+    let timestamp = timestamp::parse(&word.lossy()).map_err(PutError::TimestampText)?;
+    if timestamp.raw <= 0 {
+        return Err(PutError::NonPositiveTimestamp(timestamp.raw));
+    }
+    Ok(timestamp)
+}
+
+/// Step 11.
+fn too_far_ahead(timestamp: Timestamp, opts: &ParseOptions) -> bool {
+    opts.max_future_ms
+        .is_some_and(|max| crate::model::beyond_now(timestamp.ms, max))
+}
+
+/// A `put` line cut into its words, its tags left as the raw text after
+/// the value: what a line of a series seen before needs checked.
+pub struct RawPut<'a> {
+    pub metric: &'a [u8],
+    /// Everything after the value word, separating spaces included.
+    pub tags: &'a [u8],
+    metric_word: Word<'a>,
+    ts: Word<'a>,
+    value: Word<'a>,
+}
+
+impl<'a> RawPut<'a> {
+    /// The parts of `line` (without `\n`) if it is a `put` with at least
+    /// a metric, a timestamp and a value; nothing is checked.
+    pub fn split(line: &'a [u8]) -> Option<RawPut<'a>> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let mut words = Words::unchecked(line);
+        if words.next()?.bytes != b"put" {
+            return None;
+        }
+        let (metric_word, ts, value) = (words.next()?, words.next()?, words.next()?);
+        Some(RawPut {
+            metric: metric_word.bytes,
+            tags: words.rest(),
+            metric_word,
+            ts,
+            value,
+        })
+    }
+
+    /// The point, if the line passes every check that does not look at
+    /// its metric or tags (steps 2, 3, 5, 6, 7 and 11); `None` otherwise,
+    /// and then only [`parse_put`] knows which error OpenTSDB would give.
+    /// For a line whose metric and tag text once parsed, this is
+    /// `parse_put`'s answer: those checks depend on that text alone.
+    pub fn point(&self, opts: &ParseOptions) -> Option<DataPoint> {
+        let timestamp = parse_timestamp(self.ts).ok()?;
+        let value = parse_value(&self.value.lossy(), self.metric_word, timestamp).ok()?;
+        if timestamp.out_of_range() || too_far_ahead(timestamp, opts) {
+            return None;
+        }
+        Some(DataPoint {
+            timestamp_ms: timestamp.ms,
+            value,
         })
     }
 }

@@ -431,3 +431,41 @@ fn a_reply_quotes_at_most_a_few_hundred_bytes_of_the_line() {
     };
     assert_eq!(e.reply(), e.to_string());
 }
+
+/// A line of a series the connection's cache knows skips the tag checks;
+/// it must still get the parser's answer. Each vector's metric and tags
+/// are first put with a valid timestamp and value, then the vector's own
+/// line goes through the cache: what the cache stores, the parser stores.
+#[test]
+fn vectors_answer_the_same_through_a_cache_that_knows_their_series() {
+    let mut hits = 0;
+    for v in load_vectors() {
+        let bytes = v
+            .line_bytes
+            .clone()
+            .unwrap_or_else(|| v.line.clone().into_bytes());
+        let opts = v.options.parse_options();
+        let Some(raw) = put::RawPut::split(&bytes) else {
+            continue;
+        };
+        let primer = [b"put ", raw.metric, b" 1700000000 1", raw.tags].concat();
+        let Ok(Command::Put(known)) = parse_line(&primer, &opts) else {
+            continue;
+        };
+        let mut cache = SeriesCache::default();
+        cache.remember(&primer, &known.series_key());
+        let Some(sample) = cache.put(&bytes, &opts) else {
+            continue;
+        };
+        hits += 1;
+        match parse_line(&bytes, &opts) {
+            Ok(Command::Put(put)) => {
+                assert_eq!(sample.series, put.series_key(), "{}", v.name);
+                assert_eq!(sample.point.timestamp_ms, put.timestamp_ms, "{}", v.name);
+                assert_eq!(sample.point.value, put.value, "{}", v.name);
+            }
+            other => panic!("{}: cached a point the parser answers {other:?}", v.name),
+        }
+    }
+    assert!(hits >= 20, "only {hits} vectors went through the cache");
+}

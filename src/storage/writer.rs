@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use rocksdb::{FlushOptions, WriteBatch, WriteOptions};
 
-use crate::model::{DataPoint, RollupAgg, Sample, SeriesKey, DAY_MS, MAX_TIMESTAMP_MS};
+use crate::model::{DataPoint, IdTag, RollupAgg, Sample, SeriesKey, DAY_MS, MAX_TIMESTAMP_MS};
 
 use super::cf::Partitioned;
 use super::chunk;
@@ -45,6 +45,9 @@ pub const SEAL_WINDOWS_PER_CALL: usize = 16 * 1024;
 pub struct StoreWriter {
     pub(super) shared: Arc<Shared>,
     ids: foldhash::HashMap<SeriesKey, u64>,
+    /// This writer's mark on the ids it caches in keys; `None` resolves
+    /// every key through `ids`.
+    id_tag: Option<IdTag>,
     next_id: u64,
     /// Sequence number of the next log record.
     next_seq: u64,
@@ -109,6 +112,7 @@ impl StoreWriter {
         Ok(StoreWriter {
             shared,
             ids,
+            id_tag: IdTag::unique(),
             next_id,
             next_seq,
             log_floor: replayed.first_seq.unwrap_or(next_seq),
@@ -155,6 +159,10 @@ impl StoreWriter {
             // New series were numbered in the order of `new_keys`.
             let mut index = self.shared.series_index.write();
             for (id, key) in (first_new_id..).zip(self.new_keys.drain(..)) {
+                // Only now: the ids of a commit that failed are given again.
+                if let Some(tag) = self.id_tag {
+                    key.cache_id(tag, id);
+                }
                 index.insert(id, key);
             }
         }
@@ -179,8 +187,14 @@ impl StoreWriter {
             if !ts_in_range(ts) {
                 return Err(StoreError::TimestampOutOfRange(ts));
             }
-            let id = match self.ids.get(&s.series) {
-                Some(&id) => id,
+            let cached = self.id_tag.and_then(|tag| s.series.cached_id(tag));
+            let id = match cached.or_else(|| self.ids.get(&s.series).copied()) {
+                Some(id) => {
+                    if let (None, Some(tag)) = (cached, self.id_tag) {
+                        s.series.cache_id(tag, id);
+                    }
+                    id
+                }
                 None => {
                     let id = self.next_id;
                     if id > MAX_SERIES_ID {
