@@ -106,10 +106,11 @@
 //! fixed-width ones (`0x01`) of versions 2 and 3, which it opens and marks
 //! version 4 at once, so that a version 3 build, which would take the new
 //! records for corrupt ones, refuses the store. Version 5 seals blocks
-//! in the packed chunk format (chunk version 2) when it is smaller; it
-//! reads the version 1 chunks of every older store, which it opens and
-//! marks version 5 at once, so that a version 4 build, which would take
-//! packed chunks for corrupt ones, refuses the store. Version 1 kept
+//! in the packed chunk format (chunk version 2) when it is smaller and
+//! writes rollup records `0x03`; it reads the version 1 chunks and `0x02`
+//! records of version 4 stores, which it opens and marks version 5 at
+//! once, so that a version 4 build, which would take packed chunks and
+//! the new records for corrupt ones, refuses the store. Version 1 kept
 //! the rollups in single `rollup_1h`/`rollup_1d` families; it never
 //! shipped and is not read.
 //!
@@ -132,13 +133,16 @@
 //!   own format version: 1 (bit-level, as the head writes it) or 2
 //!   (packed integers, when smaller). Windows are one hour aligned to epoch hours and
 //!   live in the family of the UTC day or year they start in.
-//! * **Rollup record** = `0x02 ‖ flags u16 LE ‖ varint(count) ‖ first ‖
-//!   last ‖ sum ‖ min ‖ max ‖ sum_sq`, 7 to 85 bytes, about 30 for an hour
+//! * **Rollup record** = `0x03 ‖ flags u16 LE ‖ varint(count) ‖ first ‖
+//!   last ‖ sum ‖ min ‖ max ‖ sum_sq`, 6 to 85 bytes, about 25 for an hour
 //!   of 10 s points: timestamps are
-//!   varint deltas, and each value or statistic takes the shortest exact
-//!   code its two flag bits name (an integer varint, a decimal as in the
-//!   log, 8 raw bytes, or nothing when it follows from the points, as for
-//!   a single point); see `rollup` for the layout. Version 3 stores may
+//!   varint deltas (in seconds when whole), and each value or statistic
+//!   takes the shortest exact code its two flag bits name (an integer
+//!   varint, relative to the first value when that is an integer, a
+//!   decimal as in the log, 8 raw bytes, or nothing when it follows from
+//!   the points, as for a single point); see `rollup` for the layout.
+//!   Version 4 stores hold `0x02` records, the same with absolute integers
+//!   and millisecond deltas, which read the same. Version 3 stores may
 //!   still hold `0x01 ‖ count u64 ‖ sum f64 ‖ min f64 ‖ max f64 ‖ sum_sq
 //!   f64 ‖ first ‖ last` records, point = `ts i64 ‖ kind (0 int, 1 float)
 //!   ‖ 8 value bytes`, all big-endian (75 bytes), which read the same. Day

@@ -30,6 +30,7 @@
 use super::bits::{BitReader, BitWriter};
 use super::{decimal_at, find_decimal, read_uleb128, write_uleb128, ChunkError, POW10};
 use crate::model::{DataPoint, Value};
+use crate::storage::log::{unzigzag, zigzag};
 
 pub(super) const VERSION: u8 = 2;
 
@@ -38,7 +39,7 @@ pub(super) const VERSION: u8 = 2;
 /// decoder allocate (an hour of 10 ms points still fits).
 const MAX_POINTS: usize = 1 << 16;
 
-/// `out` in version 2, or `None` when the values are not all integers or
+/// `points` in version 2, or `None` when the values are not all integers or
 /// all decimals of one scale, or there are no points or too many.
 pub(super) fn encode(points: &[DataPoint]) -> Option<Vec<u8>> {
     // Out-of-order points, which release builds of `super::encode` leave
@@ -133,10 +134,6 @@ fn write_ints(out: &mut Vec<u8>, xs: &[i64]) {
     bits.append_to(out);
 }
 
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
 fn write_sleb128(out: &mut Vec<u8>, v: i64) {
     write_uleb128(out, zigzag(v));
 }
@@ -149,7 +146,7 @@ fn sleb128_len(v: i64) -> usize {
 fn take_sleb128(bytes: &mut &[u8]) -> Result<i64, ChunkError> {
     let (z, used) = read_uleb128(bytes).ok_or(ChunkError::BadHeader)?;
     *bytes = &bytes[used..];
-    Ok((z >> 1) as i64 ^ -((z & 1) as i64))
+    Ok(unzigzag(z))
 }
 
 /// Points of a version 2 chunk, whose layout [`Iter::new`] has checked.
