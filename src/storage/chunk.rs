@@ -9,6 +9,11 @@
 //! points are kept elsewhere by the caller ([`ChunkEncoder::push`] hands them
 //! back).
 //!
+//! A chunk's first byte is its format version. The encoder writes version
+//! 1, which grows a point at a time; [`encode`], which sees every point,
+//! writes the packed version 2 instead when that is smaller (see
+//! `packed`), as it is for most series collectors send. Both are read.
+//!
 //! The scheme follows Facebook's Gorilla paper (delta-of-delta timestamps,
 //! XOR floats, bit-packed), adapted to millisecond timestamps, to integer
 //! values that must stay integers, and to the decimal floats collectors
@@ -88,11 +93,12 @@
 //! random floats do not pay for the search on every point.
 
 mod bits;
+mod packed;
 
 use self::bits::{BitReader, BitWriter, OutOfBits};
 use crate::model::{DataPoint, Value, MAX_EXACT_F64_INT, SECOND_MS};
 
-/// The format version this module writes and reads.
+/// The format version [`ChunkEncoder`] writes.
 const VERSION: u8 = 1;
 
 /// Decimal scales: `POW10[s]` is `10^s`, exact in an `f64`.
@@ -150,6 +156,10 @@ pub enum ChunkError {
     DoubleSwitch { index: usize },
     #[error("{bits} bits after the last point are not padding")]
     TrailingData { bits: usize },
+    #[error("unknown value kind {0} in packed chunk")]
+    UnknownKind(u8),
+    #[error("packed integers with shape {0:#04x}, wider than 64 bits")]
+    BadShape(u8),
 }
 
 /// An open chunk that points are appended to.
@@ -226,7 +236,8 @@ impl ChunkEncoder {
         out
     }
 
-    /// The complete chunk.
+    /// The complete chunk, in version 1 as [`to_bytes`](Self::to_bytes);
+    /// [`encode`] the points to seal them.
     pub fn finish(self) -> Vec<u8> {
         self.to_bytes()
     }
@@ -348,15 +359,20 @@ impl ChunkEncoder {
     }
 }
 
-/// Encodes `points`, which must be strictly increasing in time; in release
-/// builds a point that breaks the order is left out.
+/// Encodes `points`, which must be strictly increasing in time, in the
+/// smaller of versions 1 and 2; in release builds a point that breaks the
+/// order is left out.
 pub fn encode(points: &[DataPoint]) -> Vec<u8> {
     let mut enc = ChunkEncoder::new();
     for &p in points {
         let pushed = enc.push(p);
         debug_assert!(pushed.is_ok(), "chunk points out of order at {p:?}");
     }
-    enc.finish()
+    let streamed = enc.finish();
+    match packed::encode(points) {
+        Some(packed) if packed.len() < streamed.len() => packed,
+        _ => streamed,
+    }
 }
 
 /// Decodes every point of a chunk.
@@ -371,7 +387,16 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<DataPoint>, ChunkError> {
 /// in one loop.
 pub fn decode_into(bytes: &[u8], out: &mut Vec<DataPoint>) -> Result<(), ChunkError> {
     out.clear();
-    let mut it = iter(bytes)?;
+    let mut it = match iter(bytes)?.0 {
+        Inner::Bits(it) => it,
+        Inner::Packed(mut it) => {
+            out.reserve(it.count());
+            while let Some(p) = it.next_point() {
+                out.push(p?);
+            }
+            return Ok(());
+        }
+    };
     out.reserve(it.count);
     while it.index < it.count {
         if it.index > 0 && it.bits.two_zeros() && it.read_zero_run(out) {
@@ -392,9 +417,16 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<DataPoint>) -> Result<(), ChunkEr
 /// point ends the iteration with one `Err`.
 pub fn iter(bytes: &[u8]) -> Result<ChunkIter<'_>, ChunkError> {
     let (&version, rest) = bytes.split_first().ok_or(ChunkError::Empty)?;
-    if version != VERSION {
-        return Err(ChunkError::UnknownVersion(version));
-    }
+    let inner = match version {
+        VERSION => Inner::Bits(bits_iter(bytes, rest)?),
+        packed::VERSION => Inner::Packed(packed::Iter::new(rest)?),
+        _ => return Err(ChunkError::UnknownVersion(version)),
+    };
+    Ok(ChunkIter(inner))
+}
+
+/// Reads the body of a version 1 chunk, `rest` of `bytes`.
+fn bits_iter<'a>(bytes: &[u8], rest: &'a [u8]) -> Result<BitsIter<'a>, ChunkError> {
     let (count, used) = read_uleb128(rest).ok_or(ChunkError::BadHeader)?;
     let body = &rest[used..];
     // The first point takes at least 65 bits, each later one at least 2.
@@ -407,7 +439,7 @@ pub fn iter(bytes: &[u8]) -> Result<ChunkIter<'_>, ChunkError> {
     if count > max {
         return Err(too_large);
     }
-    Ok(ChunkIter {
+    Ok(BitsIter {
         bits: BitReader::new(body),
         count: usize::try_from(count).map_err(|_| too_large)?,
         index: 0,
@@ -420,7 +452,35 @@ pub fn iter(bytes: &[u8]) -> Result<ChunkIter<'_>, ChunkError> {
 
 /// Points of a chunk in time order, decoded lazily.
 #[derive(Debug, Clone)]
-pub struct ChunkIter<'a> {
+pub struct ChunkIter<'a>(Inner<'a>);
+
+#[derive(Debug, Clone)]
+enum Inner<'a> {
+    Bits(BitsIter<'a>),
+    Packed(packed::Iter<'a>),
+}
+
+impl Iterator for ChunkIter<'_> {
+    type Item = Result<DataPoint, ChunkError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match &mut self.0 {
+            Inner::Bits(it) => it.next(),
+            Inner::Packed(it) => it.next_point(),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match &self.0 {
+            Inner::Bits(it) => it.size_hint(),
+            Inner::Packed(it) => (0, Some(it.remaining())),
+        }
+    }
+}
+
+/// A version 1 chunk's points.
+#[derive(Debug, Clone)]
+struct BitsIter<'a> {
     bits: BitReader<'a>,
     count: usize,
     index: usize,
@@ -430,7 +490,7 @@ pub struct ChunkIter<'a> {
     done: bool,
 }
 
-impl Iterator for ChunkIter<'_> {
+impl Iterator for BitsIter<'_> {
     type Item = Result<DataPoint, ChunkError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -466,7 +526,7 @@ impl Iterator for ChunkIter<'_> {
     }
 }
 
-impl ChunkIter<'_> {
+impl BitsIter<'_> {
     /// Reads a run of points whose timestamp and value codes are both `0`
     /// (a regular timestamp and an unchanged delta, or in XOR mode an
     /// unchanged value: `00` per point, the commonest pair) as they are

@@ -66,10 +66,24 @@ fn report(label: &str, shared: &Shared, usage: &DiskUsage, points: u64) {
                     .flatten()
             })
             .sum();
+        // What the files hold before RocksDB's block compression: how much
+        // zstd still finds on top of the records' own coding.
+        let (values, value_bytes) = families()
+            .filter_map(|c| shared.cf(&c.name).ok())
+            .flat_map(|family| {
+                shared
+                    .db
+                    .iterator_cf(&family, rocksdb::IteratorMode::Start)
+                    .map(|item| item.map_or(0, |(_, v)| v.len()))
+                    .collect::<Vec<_>>()
+            })
+            .fold((0usize, 0usize), |(n, b), len| (n + 1, b + len));
         lines.push(format!(
-            "  {kind:<11} {bytes:>11} B  {:.3} B/point  {keys:>9} keys  {:.1} B/key",
+            "  {kind:<11} {bytes:>11} B  {:.3} B/point  {keys:>9} keys  {:.1} B/key  \
+             {:.1} B/value before compression",
             bytes as f64 / points as f64,
-            bytes as f64 / keys.max(1) as f64
+            bytes as f64 / keys.max(1) as f64,
+            value_bytes as f64 / values.max(1) as f64
         ));
     }
     eprintln!(

@@ -77,7 +77,7 @@ impl Window {
     }
 
     /// The encoded chunk, if it alone is the window's content (no late
-    /// points to merge in); sealing then stores it as is.
+    /// points to merge in); sealing then decodes it instead of merging.
     pub fn in_order_chunk(&self) -> Option<Vec<u8>> {
         self.late.is_empty().then(|| self.chunk.to_bytes())
     }

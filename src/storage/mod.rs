@@ -69,7 +69,7 @@
 //! and 14 month families (34 and 3 without retention), and three per year
 //! holding data. RocksDB keeps at most [`cf::MAX_OPEN_FILES`] files open.
 //!
-//! # On-disk format, version 4
+//! # On-disk format, version 5
 //!
 //! `meta["format_version"]` holds the version as a u32 big-endian; open
 //! refuses any other. Values that hold encoded data (log, block, rollup)
@@ -105,7 +105,12 @@
 //! writes the compact rollup records (`0x02`); it still reads the
 //! fixed-width ones (`0x01`) of versions 2 and 3, which it opens and marks
 //! version 4 at once, so that a version 3 build, which would take the new
-//! records for corrupt ones, refuses the store. Version 1 kept
+//! records for corrupt ones, refuses the store. Version 5 seals blocks
+//! in the packed chunk format (chunk version 2) when it is smaller and
+//! writes rollup records `0x03`; it reads the version 1 chunks and `0x02`
+//! records of version 4 stores, which it opens and marks version 5 at
+//! once, so that a version 4 build, which would take packed chunks and
+//! the new records for corrupt ones, refuses the store. Version 1 kept
 //! the rollups in single `rollup_1h`/`rollup_1d` families; it never
 //! shipped and is not read.
 //!
@@ -125,15 +130,19 @@
 //!   existing changed; a build that predates it refuses to open a store
 //!   whose log still holds one (after a clean shutdown the log is empty).
 //! * **Block record** = a chunk ([`chunk`] format), whose first byte is its
-//!   own format version. Windows are one hour aligned to epoch hours and
+//!   own format version: 1 (bit-level, as the head writes it) or 2
+//!   (packed integers, when smaller). Windows are one hour aligned to epoch hours and
 //!   live in the family of the UTC day or year they start in.
-//! * **Rollup record** = `0x02 ‖ flags u16 LE ‖ varint(count) ‖ first ‖
-//!   last ‖ sum ‖ min ‖ max ‖ sum_sq`, 7 to 85 bytes, about 30 for an hour
+//! * **Rollup record** = `0x03 ‖ flags u16 LE ‖ varint(count) ‖ first ‖
+//!   last ‖ sum ‖ min ‖ max ‖ sum_sq`, 6 to 85 bytes, about 25 for an hour
 //!   of 10 s points: timestamps are
-//!   varint deltas, and each value or statistic takes the shortest exact
-//!   code its two flag bits name (an integer varint, a decimal as in the
-//!   log, 8 raw bytes, or nothing when it follows from the points, as for
-//!   a single point); see `rollup` for the layout. Version 3 stores may
+//!   varint deltas (in seconds when whole), and each value or statistic
+//!   takes the shortest exact code its two flag bits name (an integer
+//!   varint, relative to the first value when that is an integer, a
+//!   decimal as in the log, 8 raw bytes, or nothing when it follows from
+//!   the points, as for a single point); see `rollup` for the layout.
+//!   Version 4 stores hold `0x02` records, the same with absolute integers
+//!   and millisecond deltas, which read the same. Version 3 stores may
 //!   still hold `0x01 ‖ count u64 ‖ sum f64 ‖ min f64 ‖ max f64 ‖ sum_sq
 //!   f64 ‖ first ‖ last` records, point = `ts i64 ‖ kind (0 int, 1 float)
 //!   ‖ 8 value bytes`, all big-endian (75 bytes), which read the same. Day
@@ -187,13 +196,14 @@ use head::Head;
 use series_index::SeriesIndex;
 
 /// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// The older formats this build opens and marks as [`FORMAT_VERSION`]: a
+/// version 4 store is a version 5 store with only version 1 chunks; a
 /// version 3 store is a version 4 store with only fixed-width rollup
 /// records, which this build reads; a version 2 store is a version 3 store
 /// without year families, plus the two retired families.
-const UPGRADABLE_VERSIONS: [u32; 2] = [2, 3];
+const UPGRADABLE_VERSIONS: [u32; 3] = [2, 3, 4];
 
 type Db = rocksdb::DBWithThreadMode<MultiThreaded>;
 
@@ -426,8 +436,8 @@ fn check_format(shared: &Shared) -> Result<(), StoreError> {
                 Ok(())
             } else if UPGRADABLE_VERSIONS.contains(&found) {
                 // Before anything is written, so that an older build that
-                // would not see year families or read compact rollups
-                // refuses the store instead.
+                // would not see year families or read compact rollups or
+                // packed chunks refuses the store instead.
                 mark()
             } else {
                 Err(StoreError::FormatVersion { found })

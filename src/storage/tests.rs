@@ -798,7 +798,7 @@ fn other_format_versions_are_refused() {
         .expect("refused");
     assert_eq!(
         err.to_string(),
-        "store has format version 1, this build supports version 4"
+        "store has format version 1, this build supports version 5"
     );
 }
 
@@ -865,6 +865,69 @@ fn version_3_stores_open_with_their_rollups_and_become_version_4() {
     assert_eq!(
         rollups(&r, id, RollupResolution::Day, range.0, range.1),
         raw_rollups(&points, DAY)
+    );
+}
+
+/// Version 4 sealed every block as a version 1 chunk: such a store opens,
+/// reads the same points, is marked 5 (so that version 4 builds, which
+/// cannot read packed chunks, refuse it), and packs what it seals later.
+#[test]
+fn version_4_stores_open_with_their_chunks_and_become_version_5() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = key("m", &[]);
+    let first: Vec<_> = (0..30)
+        .map(|i| int(T0 + i * 10_000, 1000 + i * i))
+        .collect();
+    let later: Vec<_> = (0..30)
+        .map(|i| float(T0 + HOUR + i * 10_000, (i * 37 % 101) as f64 / 4.0))
+        .collect();
+    let versions = |w: &StoreWriter| {
+        let s = &*w.shared;
+        let mut versions = Vec::new();
+        for name in s.family_names().iter().filter(|n| n.starts_with("blocks_")) {
+            let family = s.cf(name).expect("family");
+            for item in s.db.iterator_cf(&family, rocksdb::IteratorMode::Start) {
+                let (_, v) = item.expect("reads");
+                versions.push(v[0]);
+            }
+        }
+        versions
+    };
+    {
+        let (mut w, _r) = open(dir.path());
+        w.append(&samples(&k, &first)).expect("appends");
+        w.seal_all(LATER).expect("seals");
+        assert_eq!(versions(&w), [2]);
+        // As version 4 wrote it: the head's bit-level chunk.
+        let s = &*w.shared;
+        for name in s.family_names().iter().filter(|n| n.starts_with("blocks_")) {
+            let family = s.cf(name).expect("family");
+            for item in s.db.iterator_cf(&family, rocksdb::IteratorMode::Start) {
+                let (k, v) = item.expect("reads");
+                let mut enc = chunk::ChunkEncoder::new();
+                for p in chunk::decode(&v).expect("decodes") {
+                    enc.push(p).expect("in order");
+                }
+                s.db.put_cf(&family, &k, enc.finish()).expect("writes");
+            }
+        }
+        assert_eq!(versions(&w), [1]);
+        w.flush().expect("flushes");
+    }
+    set_format_version(dir.path(), 4);
+    let (mut w, r) = open(dir.path());
+    let version = w.shared.meta(keys::META_FORMAT_VERSION).expect("reads");
+    assert_eq!(version, Some(FORMAT_VERSION.to_be_bytes().to_vec()));
+    let id = id_of(&r, &k);
+    assert_eq!(all_points(&r, id), first);
+    w.append(&samples(&k, &later)).expect("appends");
+    w.seal_all(LATER).expect("seals");
+    assert_eq!(versions(&w), [1, 2]);
+    let all: Vec<_> = first.iter().chain(&later).copied().collect();
+    assert_eq!(all_points(&r, id), all);
+    assert_eq!(
+        rollups(&r, id, RollupResolution::Hour, T0, T0 + DAY),
+        raw_rollups(&all, HOUR)
     );
 }
 

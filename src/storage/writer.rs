@@ -525,9 +525,8 @@ impl StoreWriter {
 }
 
 /// The chunk to store for `window` of series `id`, its hour's rollup, and
-/// the family the block sealed before lives in, if any: the head's chunk
-/// as is when nothing needs merging, otherwise the head laid over that
-/// block.
+/// the family the block sealed before lives in, if any: the head's points,
+/// laid over that block if there is one.
 fn seal_window<'a>(
     shared: &'a Shared,
     id: u64,
@@ -547,19 +546,15 @@ fn seal_window<'a>(
     };
     let corrupt =
         |e: chunk::ChunkError| StoreError::corrupt("head", &keys::series_time(id, start), e);
-    let (chunk, points) = match (old, window.in_order_chunk()) {
-        (None, Some(chunk)) => {
-            let points = chunk::decode(&chunk).map_err(corrupt)?;
-            (chunk, points)
-        }
-        (old, _) => {
-            let points = window
-                .snapshot()
-                .merge_over(old.as_deref())
-                .map_err(corrupt)?;
-            (chunk::encode(&points), points)
-        }
+    let points = match (old, window.in_order_chunk()) {
+        (None, Some(chunk)) => chunk::decode(&chunk).map_err(corrupt)?,
+        (old, _) => window
+            .snapshot()
+            .merge_over(old.as_deref())
+            .map_err(corrupt)?,
     };
+    // Re-encoded even when the head's chunk would do: sealed, it may pack.
+    let chunk = chunk::encode(&points);
     let agg = RollupAgg::of_points(start, &points).ok_or_else(|| {
         StoreError::corrupt("head", &keys::series_time(id, start), "empty window")
     })?;

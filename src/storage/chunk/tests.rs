@@ -27,14 +27,34 @@ fn assert_round_trip(points: &[DataPoint]) -> Vec<u8> {
 
 const T0: i64 = 1_700_000_000_000;
 
+/// `points` as the encoder writes them: version 1, whatever is smaller.
+fn streamed(points: &[DataPoint]) -> Vec<u8> {
+    let mut enc = ChunkEncoder::new();
+    for &p in points {
+        enc.push(p).expect("in order");
+    }
+    enc.finish()
+}
+
+/// Version 1 bytes, also what every chunk of a format 4 store is: they
+/// must keep decoding to the same points.
 #[test]
 fn golden_integer_chunk() {
     // ts0 raw; value 5 as dod 5 (`10 00101`); then ts dod 1000 (`10 0001`),
     // value dod -5 (`10 11011`); then ts dod 0 (`0`), value dod 1 (`10 00001`).
-    let bytes = assert_round_trip(&[int(1000, 5), int(2000, 5), int(3000, 6)]);
+    let points = [int(1000, 5), int(2000, 5), int(3000, 6)];
+    let v1 = [
+        0x01, 0x03, 0, 0, 0, 0, 0, 0, 0x03, 0xE8, 0x8B, 0x0D, 0xB4, 0x10,
+    ];
+    assert_eq!(streamed(&points), v1);
+    assert!(same_points(&decode(&v1).expect("decodes"), &points));
+    // Packed: kind 0; times 1000 (SLEB `D0 0F`), order 1 width 0 (`00`),
+    // base 1000; values 5 (`0A`), order 1 width 1 (`01`), base 0, then
+    // residuals 0 and 1 (`01` padded).
+    let bytes = assert_round_trip(&points);
     assert_eq!(
         bytes,
-        [0x01, 0x03, 0, 0, 0, 0, 0, 0, 0x03, 0xE8, 0x8B, 0x0D, 0xB4, 0x10]
+        [0x02, 0x03, 0x00, 0xD0, 0x0F, 0x00, 0xD0, 0x0F, 0x0A, 0x01, 0x00, 0x40]
     );
 }
 
@@ -47,6 +67,20 @@ fn golden_float_chunk() {
     assert_eq!(
         bytes,
         [0x01, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0xFE, 0x78, 0x33, 0x80, 0xFF, 0x1C, 0x00, 0x20]
+    );
+}
+
+#[test]
+fn golden_packed_decimal_chunk() {
+    // 2.5, 0.37 and 12 share scale 2 (kind 3). Times 0 (`00`), order 1
+    // width 0 (`00`), base 10 (`14`). Mantissas 250 (`F4 03`), 37, 1200:
+    // order 2 (`80`) from delta -213 (`A9 03`) with base 1376 (`C0 15`)
+    // needs no residual bits, where order 1 would take 2 × 11.
+    let points = [float(0, 2.5), float(10, 0.37), float(20, 12.0)];
+    let bytes = assert_round_trip(&points);
+    assert_eq!(
+        bytes,
+        [0x02, 0x03, 0x03, 0x00, 0x00, 0x14, 0xF4, 0x03, 0x80, 0xA9, 0x03, 0xC0, 0x15]
     );
 }
 
@@ -247,7 +281,7 @@ fn crafted(count: u8, build: impl FnOnce(&mut BitWriter)) -> Vec<u8> {
 #[test]
 fn corrupt_headers() {
     assert_eq!(decode(&[]), Err(ChunkError::Empty));
-    assert_eq!(decode(&[2, 0]), Err(ChunkError::UnknownVersion(2)));
+    assert_eq!(decode(&[3, 0]), Err(ChunkError::UnknownVersion(3)));
     assert_eq!(decode(&[1]), Err(ChunkError::BadHeader));
     assert_eq!(decode(&[1, 0x80]), Err(ChunkError::BadHeader));
     assert_eq!(
@@ -278,11 +312,11 @@ fn corrupt_headers() {
 
 #[test]
 fn corrupt_trailing_data() {
-    let mut bytes = encode(&[int(0, 0)]);
+    let mut bytes = streamed(&[int(0, 0)]);
     assert_eq!(bytes.len(), 11);
     bytes.push(0);
     assert_eq!(decode(&bytes), Err(ChunkError::TrailingData { bits: 15 }));
-    let mut bytes = encode(&[int(0, 0)]);
+    let mut bytes = streamed(&[int(0, 0)]);
     bytes[10] |= 1;
     assert_eq!(decode(&bytes), Err(ChunkError::TrailingData { bits: 7 }));
     assert_eq!(
@@ -454,7 +488,50 @@ prop_compose! {
     }
 }
 
+/// Series of one value kind, which `encode` packs: integers of any size
+/// or step, or decimals of mixed scales.
+fn one_kind_series() -> impl Strategy<Value = Vec<DataPoint>> {
+    let ints = prop_oneof![
+        any::<i64>(),
+        -10_000i64..10_000,
+        Just(i64::MIN),
+        Just(i64::MAX),
+    ];
+    let decimals =
+        (-100_000_000i64..100_000_000, 0i32..14).prop_map(|(m, s)| m as f64 / 10f64.powi(s));
+    let values = prop_oneof![
+        prop::collection::vec(ints.prop_map(Value::Int), 1..200),
+        prop::collection::vec(decimals.prop_map(Value::Float), 1..200),
+        (any::<i64>(), -50_000i64..50_000, 1..200usize).prop_map(|(v, step, n)| {
+            (0..n as i64)
+                .map(|i| Value::Int(v.wrapping_add(i * step)))
+                .collect()
+        }),
+    ];
+    (series(), values).prop_map(|(shape, values)| {
+        shape
+            .iter()
+            .zip(values)
+            .map(|(p, value)| DataPoint {
+                timestamp_ms: p.timestamp_ms,
+                value,
+            })
+            .collect()
+    })
+}
+
 proptest! {
+    #[test]
+    fn one_kind_round_trips(points in one_kind_series()) {
+        let bytes = encode(&points);
+        prop_assert!(same_points(&decode(&bytes).expect("decodes"), &points));
+        let iterated: Vec<_> = iter(&bytes).expect("header").collect::<Result<_, _>>().expect("points");
+        prop_assert!(same_points(&iterated, &points));
+        if let Some(packed) = packed::encode(&points) {
+            prop_assert!(same_points(&decode(&packed).expect("packed decodes"), &points));
+        }
+    }
+
     #[test]
     fn round_trips(points in series(), cut in any::<prop::sample::Index>()) {
         let bytes = encode(&points);
@@ -487,6 +564,144 @@ proptest! {
         }
         check_codec_invariants(&bytes);
     }
+}
+
+/// The packed form takes what version 1 cannot beat: values of one kind
+/// (integers, or decimals at a common scale) and no more points than it
+/// may hold.
+#[test]
+fn packed_only_for_values_of_one_kind() {
+    let version = |points: &[DataPoint]| assert_round_trip(points)[0];
+    let ints: Vec<_> = (0..50)
+        .map(|i| int(T0 + i * 10_000, i * i * 7919))
+        .collect();
+    assert_eq!(version(&ints), 2);
+    let mut mixed = ints.clone();
+    mixed[20] = float(mixed[20].timestamp_ms, 3.0);
+    assert_eq!(version(&mixed), 1);
+    let decimals: Vec<_> = (0..50)
+        .map(|i| float(T0 + i * 10_000, [0.5, 12.25, 3.0, 99.9][i as usize % 4]))
+        .collect();
+    assert_eq!(version(&decimals), 2);
+    // -0.0, NaN payloads, infinities and 2^53 at scale 1 are no decimals
+    // of a common scale.
+    let big = MAX_EXACT_F64_INT / 2.0;
+    for odd in [
+        -0.0,
+        f64::from_bits(0x7FF8_0000_DEAD_BEEF),
+        f64::INFINITY,
+        big,
+    ] {
+        let mut points = decimals.clone();
+        points[7] = float(points[7].timestamp_ms, odd);
+        assert_eq!(version(&points), 1, "{odd}");
+    }
+    let many: Vec<_> = (0..70_000).map(|i| int(T0 + i, i % 3 * 1000)).collect();
+    assert_eq!(version(&many), 1);
+}
+
+/// Steps that wrap at 64 bits, extreme integers and timestamps, and
+/// widths up to 64 round-trip in the packed form.
+#[test]
+fn packed_extremes() {
+    for values in [
+        vec![i64::MIN, i64::MAX, 0, i64::MIN, -1, i64::MAX],
+        vec![i64::MAX; 5],
+        vec![i64::MIN, i64::MIN + 1],
+        vec![42],
+    ] {
+        for times in [
+            vec![i64::MIN, -1, 0, 1, i64::MAX - 1, i64::MAX],
+            vec![i64::MIN, i64::MIN + 1, i64::MIN + 3, i64::MIN + 6, 0, 1],
+            vec![
+                T0,
+                T0 + 10_000,
+                T0 + 20_000,
+                T0 + 29_999,
+                T0 + 40_000,
+                T0 + 50_001,
+            ],
+        ] {
+            let points: Vec<_> = times
+                .iter()
+                .zip(&values)
+                .map(|(&t, &v)| int(t, v))
+                .collect();
+            assert_eq!(
+                decode(&packed::encode(&points).expect("packs")),
+                Ok(points.clone())
+            );
+            assert_round_trip(&points);
+        }
+    }
+}
+
+/// Every cut of a packed chunk fails, and so does every damaged header.
+#[test]
+fn corrupt_packed_chunks() {
+    let points: Vec<_> = (0..40)
+        .map(|i| float(T0 + i * 10_000 + i % 3, (i * 37 % 101) as f64 / 10.0))
+        .collect();
+    let bytes = assert_round_trip(&points);
+    assert_eq!(bytes[0], 2);
+    for len in 0..bytes.len() {
+        assert!(
+            decode(&bytes[..len]).is_err(),
+            "{len} of {} bytes decoded",
+            bytes.len()
+        );
+    }
+    // The header as in `golden_integer_chunk`, the values' residuals
+    // varied.
+    let chunk = |tail: &[u8]| {
+        let mut c = vec![0x02, 0x03, 0x00, 0xD0, 0x0F, 0x00, 0xD0, 0x0F];
+        c.extend_from_slice(tail);
+        decode(&c)
+    };
+    assert_eq!(
+        chunk(&[0x0A, 0x01, 0x00, 0x40]),
+        Ok(vec![int(1000, 5), int(2000, 5), int(3000, 6)])
+    );
+    assert_eq!(
+        chunk(&[0x0A, 0x01, 0x00, 0x41]),
+        Err(ChunkError::TrailingData { bits: 6 })
+    );
+    assert_eq!(
+        chunk(&[0x0A, 0x01, 0x00, 0x40, 0x00]),
+        Err(ChunkError::TrailingData { bits: 8 })
+    );
+    assert_eq!(
+        chunk(&[0x0A, 0x41, 0x00, 0x40]),
+        Err(ChunkError::BadShape(0x41))
+    );
+    assert_eq!(
+        chunk(&[0x0A, 0x09, 0x00, 0xFF]),
+        Err(ChunkError::Truncated { index: 1 })
+    );
+    assert_eq!(
+        chunk(&[0x0A, 0x09, 0x00]),
+        Err(ChunkError::Truncated { index: 1 })
+    );
+    assert_eq!(chunk(&[0x0A, 0x01, 0x80]), Err(ChunkError::BadHeader));
+    assert_eq!(decode(&[2, 0, 0, 0]), Err(ChunkError::BadHeader));
+    assert_eq!(
+        decode(&[2, 0x81, 0x80, 0x04, 0, 0]),
+        Err(ChunkError::CountTooLarge {
+            count: 65537,
+            len: 6
+        })
+    );
+    assert_eq!(decode(&[2, 1, 15, 0, 0]), Err(ChunkError::UnknownKind(15)));
+    assert_eq!(decode(&[2, 1, 14, 0, 0x14]), Ok(vec![float(0, 1e-12)]));
+    // Times 100 then a step of 0: the second point repeats the first.
+    assert_eq!(
+        decode(&[2, 2, 0, 0xC8, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00]),
+        Err(ChunkError::NotIncreasing {
+            index: 1,
+            previous: 100,
+            timestamp: 100
+        })
+    );
 }
 
 /// Runs of points coded `00` (regular timestamps, unchanged deltas or
