@@ -44,10 +44,9 @@
 //!   exact whoever wrote or computed what.
 //! * **Buckets** ([`Source::scan_buckets`]): a fixed downsample of
 //!   count, sum, avg, min, max, first or last with buckets of 5 minutes or
-//!   longer is one `GROUP BY series, bucket` statement per round of
-//!   series, exact or answered `None` per series (see [`super::buckets`]).
-//!   It comes before rollups, whose read groups the same `FINAL` points
-//!   to check the stored rows and may then read points too.
+//!   longer that rollups cannot serve (not whole hours) is one
+//!   `GROUP BY series, bucket` statement per round of series, exact or
+//!   answered `None` per series (see [`super::buckets`]).
 //! * Annotations are not part of [`Source`]: [`super::ClickHouseBackend`]
 //!   reads and writes the `annotations` table, running its statements on
 //!   this source's thread (`ClickHouseSource::execute`).
