@@ -28,8 +28,11 @@
 //!   can) makes the bucket inexact: the engine skips NaN and lets the
 //!   order of `-0.0` and `0.0` pick a sign.
 //!
-//! A series with an inexact bucket is answered `None`, so the engine
-//! reads its points.
+//! A series with an inexact bucket is answered from its rollups where
+//! they could stand in (hourly and daily buckets), else `None`, so the
+//! engine reads its points. A sum over whole hours or days is left to
+//! the rollups altogether (they are computed in Rust and exact for
+//! floats too), as floats would send every series back to them anyway.
 //!
 //! # When
 //!
@@ -48,9 +51,9 @@ use std::collections::HashMap;
 use crate::model::{DataPoint, RollupAgg, Value, MINUTE_MS};
 use crate::query::source::{BucketField, Buckets};
 
-use super::id_list;
 use super::rowbinary::{RowError, RowReader};
 use super::schema::Identifier;
+use super::{id_list, rollups};
 
 /// The shortest bucket aggregated in SQL unless configured otherwise.
 pub const DEFAULT_MIN_STEP_MS: i64 = 5 * MINUTE_MS;
@@ -74,8 +77,9 @@ pub(super) fn series_per_statement(step_ms: i64, start_ms: i64, end_ms: i64) -> 
 
 /// The statement aggregating the points of `ids` with
 /// `start_ms <= ts < end_ms` into `buckets`: rows of `series`, bucket
-/// start, `count()`, whether the bucket is exact (see the module doc) and
-/// the value of the field.
+/// start, `count()`, what the bucket counts as read (its points, or the
+/// rollup intervals holding them), whether it is exact (see the module
+/// doc) and the value of the field.
 pub(super) fn sql(
     database: &Identifier,
     ids: &[u64],
@@ -100,8 +104,12 @@ pub(super) fn sql(
         BucketField::Last => (plain.to_owned(), format!("argMax({v}, ts)")),
     };
     let step = buckets.step_ms;
+    let read = match buckets.rollups {
+        Some(resolution) => format!("uniqExact(intDiv(ts, {}))", rollups::width(resolution)),
+        None => "count()".to_owned(),
+    };
     format!(
-        "SELECT series, intDiv(ts, {step}) * {step} AS bucket, count(), {exact}, {value} \
+        "SELECT series, intDiv(ts, {step}) * {step} AS bucket, count(), {read}, {exact}, {value} \
          FROM {database}.points FINAL \
          WHERE series IN ({}) AND ts >= {start_ms} AND ts < {end_ms} \
          GROUP BY series, bucket FORMAT RowBinary",
@@ -109,8 +117,9 @@ pub(super) fn sql(
     )
 }
 
-/// One bucket as read: start, count, the field's value.
-type Bucket = (i64, u64, f64);
+/// One bucket as read: start, count, what it counts as read, the field's
+/// value.
+type Bucket = (i64, u64, u64, f64);
 
 /// A series' buckets, or `None` when one of them is inexact.
 pub(super) type Answer = HashMap<u64, Option<Vec<Bucket>>>;
@@ -129,8 +138,11 @@ pub(super) fn parse(
     let mut r = RowReader::new(answer);
     while !r.is_done() {
         let at = r.position();
-        let row = (|| Ok::<_, RowError>((r.u64()?, r.i64()?, r.u64()?, r.flag()?, r.f64()?)))();
-        let Ok((series, start, count, exact, value)) = row else {
+        let row = (|| {
+            let (series, start, count, read) = (r.u64()?, r.i64()?, r.u64()?, r.u64()?);
+            Ok::<_, RowError>((series, start, count, read, r.flag()?, r.f64()?))
+        })();
+        let Ok((series, start, count, read, exact, value)) = row else {
             return Err((at, "ends inside a row or holds a flag other than 0 or 1"));
         };
         let Some(entry) = out.get_mut(&series) else {
@@ -140,7 +152,7 @@ pub(super) fn parse(
             return Err((at, "holds a bucket out of range"));
         }
         match entry {
-            Some(buckets) if exact => buckets.push((start, count, value)),
+            Some(buckets) if exact => buckets.push((start, count, read, value)),
             _ => *entry = None,
         }
     }
@@ -153,9 +165,14 @@ pub(super) fn parse(
     Ok(out)
 }
 
+/// What `buckets` count as read.
+pub(super) fn read(buckets: &[Bucket]) -> usize {
+    buckets.iter().map(|b| b.2 as usize).sum()
+}
+
 /// A bucket as the engine's rollup arithmetic reads it: the count, and
 /// the value in every field, so whichever the query's function reads.
-pub(super) fn aggregate(&(start_ms, count, value): &Bucket) -> RollupAgg {
+pub(super) fn aggregate(&(start_ms, count, _, value): &Bucket) -> RollupAgg {
     let point = DataPoint {
         timestamp_ms: start_ms,
         value: Value::Float(value),

@@ -44,9 +44,11 @@
 //!   exact whoever wrote or computed what.
 //! * **Buckets** ([`Source::scan_buckets`]): a fixed downsample of
 //!   count, sum, avg, min, max, first or last with buckets of 5 minutes or
-//!   longer that rollups cannot serve (not whole hours) is one
-//!   `GROUP BY series, bucket` statement per round of series, exact or
-//!   answered `None` per series (see [`super::buckets`]).
+//!   longer is one `GROUP BY series, bucket` statement per round of
+//!   series, exact or answered from rollups or points per series (see
+//!   [`super::buckets`]). It comes before rollups (but for sums): the
+//!   rollup read groups the same `FINAL` points to check the stored rows
+//!   and then reads those rows, two statements more.
 //! * Annotations are not part of [`Source`]: [`super::ClickHouseBackend`]
 //!   reads and writes the `annotations` table, running its statements on
 //!   this source's thread (`ClickHouseSource::execute`).
@@ -77,7 +79,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::model::{
     DataPoint, NameKind, RollupAgg, RollupResolution, SeriesKey, SeriesMeta, Value,
 };
-use crate::query::source::{Buckets, PointScan, RollupScan, Source, SourceError};
+use crate::query::source::{BucketField, Buckets, PointScan, RollupScan, Source, SourceError};
 
 use super::client::{ClickHouseError, Client, Compression};
 use super::rowbinary::{RowError, RowReader};
@@ -451,7 +453,8 @@ impl Source for ClickHouseSource {
         start_ms: i64,
         end_ms: i64,
     ) -> Option<Box<dyn RollupScan + 'a>> {
-        if buckets.step_ms < self.min_bucket_ms.max(1) {
+        let whole_sums = buckets.field == BucketField::Sum && buckets.rollups.is_some();
+        if buckets.step_ms < self.min_bucket_ms.max(1) || whole_sums {
             return None;
         }
         let (unique, places) = places(ids);
@@ -464,6 +467,7 @@ impl Source for ClickHouseSource {
             range: (start_ms, end_ms),
             loaded: HashSet::new(),
             ready: HashMap::new(),
+            last_read: 0,
         }))
     }
 
@@ -764,6 +768,8 @@ struct BucketRead<'a> {
     loaded: HashSet<usize>,
     /// What the rounds read answered, until asked for.
     ready: buckets::Answer,
+    /// What the last answer counts as read.
+    last_read: usize,
 }
 
 impl RollupScan for BucketRead<'_> {
@@ -786,15 +792,30 @@ impl RollupScan for BucketRead<'_> {
                 .map_err(|(at, what)| bad_answer(&answer[at..], what))?;
             self.ready.extend(read);
         }
-        Ok(match self.ready.remove(&id) {
-            Some(found) => found.map(|b| b.iter().map(buckets::aggregate).collect()),
+        let answer = match (self.ready.remove(&id), self.buckets.rollups) {
+            (Some(Some(found)), _) => {
+                self.last_read = buckets::read(&found);
+                Some(found.iter().map(buckets::aggregate).collect())
+            }
+            (Some(None), Some(resolution)) => {
+                let (start, end) = self.range;
+                let mut all = self.source.rollups_of(&[id], resolution, start, end)?;
+                let rollups = all.remove(&id).unwrap_or_default();
+                self.last_read = rollups.len();
+                Some(rollups)
+            }
+            (Some(None), None) => None,
             // An empty range holds nothing.
-            None => Some(Vec::new()),
-        })
+            (None, _) => {
+                self.last_read = 0;
+                Some(Vec::new())
+            }
+        };
+        Ok(answer)
     }
 
-    fn points_read(&self, aggs: &[RollupAgg]) -> usize {
-        aggs.iter().map(|a| a.count as usize).sum()
+    fn points_read(&self, _: &[RollupAgg]) -> usize {
+        self.last_read
     }
 }
 

@@ -517,12 +517,18 @@ fn a_hash_collision_is_refused_by_the_writer_and_the_reader() {
 
 /// The body `source` answers to the GET query `m` over `[start, end]` (s).
 fn get(source: &dyn Source, m: &str, start: i64, end: i64) -> String {
+    get_with(source, m, start, end, &[])
+}
+
+/// [`get`] with more query-string parameters.
+fn get_with(source: &dyn Source, m: &str, start: i64, end: i64, more: &[&str]) -> String {
     let pairs: Vec<(String, String)> = [
         ("start", start.to_string()),
         ("end", end.to_string()),
         ("m", m.to_owned()),
     ]
     .into_iter()
+    .chain(more.iter().map(|&k| (k, String::new())))
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     let request = QueryRequest::from_get_params(&pairs).expect("request");
@@ -752,7 +758,8 @@ fn long_rollup_downsamples_read_stored_rows_and_stay_exact_after_late_points_and
 /// `-0.0`, points replayed with their version, rewritten with a newer one
 /// and written stale with an older one, and NaN (stored by SQL: no put
 /// takes it; the embedded store cannot hold it, so only the two ClickHouse
-/// paths are compared there).
+/// paths are compared there). Statistics included: a bucket counts as
+/// read what the points or rollups it stands for would.
 #[test]
 fn buckets_aggregated_in_sql_are_the_points_bit_for_bit() {
     const HOUR: i64 = 3_600_000;
@@ -827,7 +834,7 @@ fn buckets_aggregated_in_sql_are_the_points_bit_for_bit() {
     let (start, end) = (t0 + 95_000, t0 + 2 * HOUR - 5_000);
     let mut queries = Vec::new();
     for f in ["sum", "avg", "min", "max", "count", "first", "last", "dev"] {
-        for step in ["1m", "5m", "7m", "1h"] {
+        for step in ["1m", "5m", "7m", "1h", "2h", "1d"] {
             for fill in ["", "-zero", "-nan"] {
                 queries.push(format!("sum:{step}-{f}{fill}:x{{host=*}}"));
             }
@@ -842,10 +849,14 @@ fn buckets_aggregated_in_sql_are_the_points_bit_for_bit() {
         ]
         .map(String::from),
     );
+    // With the points or rollups read, which limits count too.
+    let stats = &["show_stats"];
     for q in &queries {
-        let want = get(&embedded.reader, q, start, end);
-        assert_eq!(get(&pushed, q, start, end), want, "{q}, buckets in SQL");
-        assert_eq!(get(&from_points, q, start, end), want, "{q}, from points");
+        let want = get_with(&embedded.reader, q, start, end, stats);
+        let got = get_with(&pushed, q, start, end, stats);
+        assert_eq!(got, want, "{q}, buckets in SQL");
+        let got = get_with(&from_points, q, start, end, stats);
+        assert_eq!(got, want, "{q}, from points");
         let q = q.replacen(":x", ":y", 1);
         assert_eq!(
             get(&pushed, &q, start, end),
