@@ -25,8 +25,10 @@
 //!   18.16 than reading the points (a `groupArray` per bucket: 7.7 s
 //!   against 0.65 s for 1.44 M points in 1-minute buckets).
 //! * A value that is NaN or `-0.0` (the first cannot be put, the second
-//!   can) makes the bucket inexact: the engine skips NaN and lets the
-//!   order of `-0.0` and `0.0` pick a sign.
+//!   can) makes the bucket inexact: the engine skips NaN, and of two
+//!   zeros Rust's `f64::min`/`max` leave the sign unspecified while
+//!   ClickHouse keeps the one it met first, which across threads and
+//!   shards need not be the earliest.
 //!
 //! A series with an inexact bucket is answered from its rollups where
 //! they could stand in (hourly and daily buckets), else `None`, so the
@@ -59,10 +61,10 @@ use super::{id_list, rollups};
 pub const DEFAULT_MIN_STEP_MS: i64 = 5 * MINUTE_MS;
 
 /// Buckets per statement at most, as series times buckets per series:
-/// an answer is held whole (33 bytes a row).
+/// an answer is held whole (41 bytes a row).
 const BUCKETS_PER_STATEMENT: i64 = 1 << 20;
 
-/// Series per statement at most (two lists of ids fit well inside what
+/// Series per statement at most (its list of ids stays well inside what
 /// 18.16 parses, see `IDS_PER_STATEMENT`).
 const MAX_SERIES_PER_STATEMENT: usize = 1024;
 
