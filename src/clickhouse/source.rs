@@ -467,6 +467,7 @@ impl Source for ClickHouseSource {
             range: (start_ms, end_ms),
             loaded: HashSet::new(),
             ready: HashMap::new(),
+            from_rollups: HashMap::new(),
             last_read: 0,
         }))
     }
@@ -768,6 +769,9 @@ struct BucketRead<'a> {
     loaded: HashSet<usize>,
     /// What the rounds read answered, until asked for.
     ready: buckets::Answer,
+    /// The rollups of the series SQL cannot answer exactly, when rollups
+    /// can stand in: read once per round, for all of them.
+    from_rollups: HashMap<u64, Vec<RollupAgg>>,
     /// What the last answer counts as read.
     last_read: usize,
 }
@@ -790,6 +794,15 @@ impl RollupScan for BucketRead<'_> {
             ))?;
             let read = buckets::parse(&answer, ids, self.buckets.step_ms, self.range)
                 .map_err(|(at, what)| bad_answer(&answer[at..], what))?;
+            let inexact: Vec<u64> = read
+                .iter()
+                .filter_map(|(&id, found)| found.is_none().then_some(id))
+                .collect();
+            if let (Some(resolution), false) = (self.buckets.rollups, inexact.is_empty()) {
+                let (start, end) = self.range;
+                let rollups = self.source.rollups_of(&inexact, resolution, start, end)?;
+                self.from_rollups.extend(rollups);
+            }
             self.ready.extend(read);
         }
         let answer = match (self.ready.remove(&id), self.buckets.rollups) {
@@ -797,10 +810,8 @@ impl RollupScan for BucketRead<'_> {
                 self.last_read = buckets::read(&found);
                 Some(found.iter().map(buckets::aggregate).collect())
             }
-            (Some(None), Some(resolution)) => {
-                let (start, end) = self.range;
-                let mut all = self.source.rollups_of(&[id], resolution, start, end)?;
-                let rollups = all.remove(&id).unwrap_or_default();
+            (Some(None), Some(_)) => {
+                let rollups = self.from_rollups.remove(&id).unwrap_or_default();
                 self.last_read = rollups.len();
                 Some(rollups)
             }
