@@ -44,11 +44,9 @@
 //!   exact whoever wrote or computed what.
 //! * **Buckets** ([`Source::scan_buckets`]): a fixed downsample of
 //!   count, sum, avg, min, max, first or last with buckets of 5 minutes or
-//!   longer is one `GROUP BY series, bucket` statement per round of
-//!   series, exact or answered from rollups or points per series (see
-//!   [`super::buckets`]). It comes before rollups (but for sums): the
-//!   rollup read groups the same `FINAL` points to check the stored rows
-//!   and then reads those rows, two statements more.
+//!   longer that rollups cannot serve (not whole hours) is one
+//!   `GROUP BY series, bucket` statement per round of series, exact or
+//!   answered `None` per series (see [`super::buckets`]).
 //! * Annotations are not part of [`Source`]: [`super::ClickHouseBackend`]
 //!   reads and writes the `annotations` table, running its statements on
 //!   this source's thread (`ClickHouseSource::execute`).
@@ -79,7 +77,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::model::{
     DataPoint, NameKind, RollupAgg, RollupResolution, SeriesKey, SeriesMeta, Value,
 };
-use crate::query::source::{BucketField, Buckets, PointScan, RollupScan, Source, SourceError};
+use crate::query::source::{Buckets, PointScan, RollupScan, Source, SourceError};
 
 use super::client::{ClickHouseError, Client, Compression};
 use super::rowbinary::{RowError, RowReader};
@@ -453,8 +451,7 @@ impl Source for ClickHouseSource {
         start_ms: i64,
         end_ms: i64,
     ) -> Option<Box<dyn RollupScan + 'a>> {
-        let whole_sums = buckets.field == BucketField::Sum && buckets.rollups.is_some();
-        if buckets.step_ms < self.min_bucket_ms.max(1) || whole_sums {
+        if buckets.step_ms < self.min_bucket_ms.max(1) {
             return None;
         }
         let (unique, places) = places(ids);
@@ -467,8 +464,6 @@ impl Source for ClickHouseSource {
             range: (start_ms, end_ms),
             loaded: HashSet::new(),
             ready: HashMap::new(),
-            from_rollups: HashMap::new(),
-            last_read: 0,
         }))
     }
 
@@ -769,11 +764,6 @@ struct BucketRead<'a> {
     loaded: HashSet<usize>,
     /// What the rounds read answered, until asked for.
     ready: buckets::Answer,
-    /// The rollups of the series SQL cannot answer exactly, when rollups
-    /// can stand in: read once per round, for all of them.
-    from_rollups: HashMap<u64, Vec<RollupAgg>>,
-    /// What the last answer counts as read.
-    last_read: usize,
 }
 
 impl RollupScan for BucketRead<'_> {
@@ -794,39 +784,17 @@ impl RollupScan for BucketRead<'_> {
             ))?;
             let read = buckets::parse(&answer, ids, self.buckets.step_ms, self.range)
                 .map_err(|(at, what)| bad_answer(&answer[at..], what))?;
-            let inexact: Vec<u64> = read
-                .iter()
-                .filter_map(|(&id, found)| found.is_none().then_some(id))
-                .collect();
-            if let (Some(resolution), false) = (self.buckets.rollups, inexact.is_empty()) {
-                let (start, end) = self.range;
-                let rollups = self.source.rollups_of(&inexact, resolution, start, end)?;
-                self.from_rollups.extend(rollups);
-            }
             self.ready.extend(read);
         }
-        let answer = match (self.ready.remove(&id), self.buckets.rollups) {
-            (Some(Some(found)), _) => {
-                self.last_read = buckets::read(&found);
-                Some(found.iter().map(buckets::aggregate).collect())
-            }
-            (Some(None), Some(_)) => {
-                let rollups = self.from_rollups.remove(&id).unwrap_or_default();
-                self.last_read = rollups.len();
-                Some(rollups)
-            }
-            (Some(None), None) => None,
+        Ok(match self.ready.remove(&id) {
+            Some(found) => found.map(|b| b.iter().map(buckets::aggregate).collect()),
             // An empty range holds nothing.
-            (None, _) => {
-                self.last_read = 0;
-                Some(Vec::new())
-            }
-        };
-        Ok(answer)
+            None => Some(Vec::new()),
+        })
     }
 
-    fn points_read(&self, _: &[RollupAgg]) -> usize {
-        self.last_read
+    fn points_read(&self, aggs: &[RollupAgg]) -> usize {
+        aggs.iter().map(|a| a.count as usize).sum()
     }
 }
 

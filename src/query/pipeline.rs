@@ -9,10 +9,11 @@
 //! be computed from pre-aggregates and every bucket boundary is a whole
 //! hour (or a whole UTC day), the pipeline reads `Source::rollups` instead
 //! of raw points, falling back to points when the store has none; both
-//! paths give the same buckets. A store may also aggregate fixed,
-//! epoch-aligned buckets itself (`Source::scan_buckets`, exactly or not
-//! at all), which is asked first; its buckets count as read what the
-//! rollups or points they stand for would. Raw points come through
+//! paths give the same buckets. Where rollups cannot stand in, a store
+//! may aggregate fixed, epoch-aligned buckets itself
+//! (`Source::scan_buckets`, exactly or not at all); a bucket counts as the
+//! points it holds, as reading them does, while a rollup counts as one,
+//! so the two never mix in one query's limits and statistics. Raw points come through
 //! `Source::scan_points`, a series at a time in slices; a downsampled
 //! series goes from those slices straight into its buckets without being
 //! collected.
@@ -93,15 +94,17 @@ impl<'a> Pipeline<'a> {
             _ => None,
         };
         let buckets = match (&grid, &sub.downsample) {
-            (Some(Grid::Regular { step, offset }), Some(spec)) if offset % step == 0 => spec
-                .function
-                .rollup_function()
-                .and_then(bucket_field)
-                .map(|field| Buckets {
-                    step_ms: *step,
-                    field,
-                    rollups,
-                }),
+            (Some(Grid::Regular { step, offset }), Some(spec))
+                if rollups.is_none() && offset % step == 0 =>
+            {
+                spec.function
+                    .rollup_function()
+                    .and_then(bucket_field)
+                    .map(|field| Buckets {
+                        step_ms: *step,
+                        field,
+                    })
+            }
             _ => None,
         };
         Ok(Pipeline {
@@ -115,21 +118,19 @@ impl<'a> Pipeline<'a> {
 }
 
 impl Pipeline<'_> {
-    /// The read of `ids` as aggregates: the store's own buckets when it
-    /// offers them (it knows whether they are cheaper than its rollups),
-    /// else rollups when this pipeline can use them.
+    /// The read of `ids` as aggregates: rollups when this pipeline reads
+    /// them, else the store's own buckets when it offers them.
     pub(super) fn open_rollups<'a>(
         &self,
         source: &'a dyn Source,
         ids: &[u64],
     ) -> Option<Box<dyn RollupScan + 'a>> {
         let (read_start, read_end) = self.read;
-        self.buckets
-            .and_then(|b| source.scan_buckets(ids, b, read_start, read_end))
-            .or_else(|| {
-                self.rollups
-                    .map(|res| source.scan_rollups(ids, res, read_start, read_end))
-            })
+        match (self.rollups, self.buckets) {
+            (Some(res), _) => Some(source.scan_rollups(ids, res, read_start, read_end)),
+            (None, Some(b)) => source.scan_buckets(ids, b, read_start, read_end),
+            (None, None) => None,
+        }
     }
 
     pub(super) fn is_raw(&self) -> bool {

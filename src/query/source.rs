@@ -94,11 +94,9 @@ pub trait Source {
     /// carrying its `start_ms` (the bucket's), `count` and the field
     /// `buckets.field` names; the other fields mean nothing. An answer must
     /// give, through the engine's rollup arithmetic, bit for bit what the
-    /// raw points give. Where a store cannot guarantee that for a series,
-    /// it answers what [`rollups`](Self::rollups) answers when
-    /// `buckets.rollups` names a resolution, else `None` (the caller then
-    /// reads the points). `None` for the whole read: the store does not
-    /// aggregate, as the default.
+    /// raw points give, so a store answers `None` for a series (the caller
+    /// then reads its points) wherever it cannot guarantee that. `None`
+    /// for the whole read: the store does not aggregate, as the default.
     fn scan_buckets<'a>(
         &'a self,
         ids: &[u64],
@@ -121,11 +119,6 @@ pub trait Source {
 pub struct Buckets {
     pub step_ms: i64,
     pub field: BucketField,
-    /// The rollups that could stand in, when the caller would otherwise
-    /// read them: a bucket then counts as read (`RollupScan::points_read`)
-    /// as the rollups of its points would, one per interval holding
-    /// points, so that limits and statistics do not depend on the store.
-    pub rollups: Option<RollupResolution>,
 }
 
 /// A field of [`RollupAgg`] computed per bucket.
@@ -173,11 +166,10 @@ pub trait RollupScan {
     /// the scan was opened for, each asked for once, in any order.
     fn rollups(&mut self, id: u64) -> Result<Option<Vec<RollupAgg>>, SourceError>;
 
-    /// What `aggs`, the answer just given, counts as read against the
-    /// query's point limit and in its statistics: one per rollup (the
-    /// default); a store's buckets count what the points or rollups they
-    /// stand for would (see [`Buckets::rollups`]), so that a query is
-    /// refused, and reports, the same on every store.
+    /// What an answer counts as read against the query's point limit and
+    /// in its statistics: one per rollup (the default); a store's buckets
+    /// count the points they hold, so that a query is refused, and
+    /// reports, the same whether buckets or points were read.
     fn points_read(&self, aggs: &[RollupAgg]) -> usize {
         aggs.len()
     }

@@ -759,7 +759,7 @@ fn long_rollup_downsamples_read_stored_rows_and_stay_exact_after_late_points_and
 /// and written stale with an older one, and NaN (stored by SQL: no put
 /// takes it; the embedded store cannot hold it, so only the two ClickHouse
 /// paths are compared there). Statistics included: a bucket counts as
-/// read what the points or rollups it stands for would.
+/// read the points it stands for; whole hours and days read rollups.
 #[test]
 fn buckets_aggregated_in_sql_are_the_points_bit_for_bit() {
     const HOUR: i64 = 3_600_000;
