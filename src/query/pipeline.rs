@@ -13,10 +13,10 @@
 //! may aggregate fixed, epoch-aligned buckets itself
 //! (`Source::scan_buckets`, exactly or not at all); a bucket counts as the
 //! points it holds, as reading them does, while a rollup counts as one,
-//! so the two never mix in one query's limits and statistics. Raw points come through
-//! `Source::scan_points`, a series at a time in slices; a downsampled
-//! series goes from those slices straight into its buckets without being
-//! collected.
+//! so the two never mix in one query's limits and statistics. Raw points
+//! come through `Source::scan_points`, a series at a time in slices; a
+//! downsampled series goes from those slices straight into its buckets
+//! without being collected.
 
 use crate::model::RollupResolution;
 use crate::model::{DataPoint, Value};
