@@ -44,7 +44,7 @@ use parking_lot::Mutex;
 
 use crate::backend::{Backend, MetadataEntry, Notes};
 use crate::model::{DataPoint, NameKind, RollupAgg, RollupResolution, SeriesMeta, Value};
-use crate::query::source::{PointScan, RollupScan, Source, SourceError, TagSelect};
+use crate::query::source::{Buckets, PointScan, RollupScan, Source, SourceError, TagSelect};
 use crate::storage::{Annotation, DiskUsage, StaleSeries, StorageStats};
 
 use super::rowbinary::{PutRow, RowReader};
@@ -160,6 +160,16 @@ impl Source for ClickHouseBackend {
         end_ms: i64,
     ) -> Box<dyn RollupScan + 'a> {
         self.source.scan_rollups(ids, resolution, start_ms, end_ms)
+    }
+
+    fn scan_buckets<'a>(
+        &'a self,
+        ids: &[u64],
+        buckets: Buckets,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Option<Box<dyn RollupScan + 'a>> {
+        self.source.scan_buckets(ids, buckets, start_ms, end_ms)
     }
 
     fn name_exists(&self, kind: NameKind, name: &str) -> Result<bool, SourceError> {

@@ -51,6 +51,7 @@
 //!   (`DateTime` ends in 2106, before OpenTSDB's last timestamp).
 
 pub mod backend;
+pub mod buckets;
 pub mod client;
 pub mod points;
 pub mod rollups;

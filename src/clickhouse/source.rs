@@ -1,9 +1,12 @@
 //! [`ClickHouseSource`]: the query engine's [`Source`] over the ClickHouse
-//! store, so `/api/query` runs the same engine on either store. Nothing is
-//! pushed down to SQL yet: the engine reads points and computes every
-//! aggregator, downsample, fill and rate itself, which is what makes the
-//! answers byte-identical to the embedded store's (`tests/it/clickhouse_source.rs`
-//! replays every case of `protocol/queries/` on both).
+//! store, so `/api/query` runs the same engine on either store. What SQL
+//! computes is only what the engine would compute bit for bit (series
+//! selection, the time range, and the per-series downsample buckets of
+//! [`super::buckets`]); every aggregator across series, fill, rate and
+//! filter SQL cannot express exactly stays in the engine, which is what
+//! makes the answers byte-identical to the embedded store's
+//! (`tests/it/clickhouse_source.rs` replays every case of
+//! `protocol/queries/` on both).
 //!
 //! # Reads
 //!
@@ -39,6 +42,11 @@
 //!   holding points computed on the fly from them, as the embedded reader
 //!   does for unsealed hours; see [`super::rollups`] for why that is
 //!   exact whoever wrote or computed what.
+//! * **Buckets** ([`Source::scan_buckets`]): a fixed downsample of
+//!   count, sum, avg, min, max, first or last with buckets of 5 minutes or
+//!   longer that rollups cannot serve (not whole hours) is one
+//!   `GROUP BY series, bucket` statement per round of series, exact or
+//!   answered `None` per series (see [`super::buckets`]).
 //! * Annotations are not part of [`Source`]: [`super::ClickHouseBackend`]
 //!   reads and writes the `annotations` table, running its statements on
 //!   this source's thread (`ClickHouseSource::execute`).
@@ -69,18 +77,20 @@ use tokio::sync::{mpsc, oneshot};
 use crate::model::{
     DataPoint, NameKind, RollupAgg, RollupResolution, SeriesKey, SeriesMeta, Value,
 };
-use crate::query::source::{PointScan, RollupScan, Source, SourceError};
+use crate::query::source::{Buckets, PointScan, RollupScan, Source, SourceError};
 
 use super::client::{ClickHouseError, Client, Compression};
 use super::rowbinary::{RowError, RowReader};
 use super::schema::Identifier;
-use super::{id_list, quoted, rollups, IDS_PER_STATEMENT};
+use super::{buckets, id_list, quoted, rollups, IDS_PER_STATEMENT};
 
 /// Reads the ClickHouse store of one database for the query engine.
 pub struct ClickHouseSource {
     client: Client,
     database: Identifier,
     bridge: Bridge,
+    /// The shortest downsample bucket aggregated in SQL.
+    min_bucket_ms: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +115,15 @@ impl ClickHouseSource {
             client: Client::new(url, user, password)?,
             database,
             bridge: Bridge::new()?,
+            min_bucket_ms: buckets::DEFAULT_MIN_STEP_MS,
         })
+    }
+
+    /// Aggregates downsample buckets of `step_ms` and longer in SQL
+    /// (5 minutes by default; see [`super::buckets`] for why).
+    pub fn with_min_bucket(mut self, step_ms: i64) -> ClickHouseSource {
+        self.min_bucket_ms = step_ms;
+        self
     }
 
     /// The database read.
@@ -413,14 +431,7 @@ impl Source for ClickHouseSource {
         start_ms: i64,
         end_ms: i64,
     ) -> Box<dyn RollupScan + 'a> {
-        let mut unique = Vec::with_capacity(ids.len());
-        let mut places = HashMap::with_capacity(ids.len());
-        for &id in ids {
-            places.entry(id).or_insert_with(|| {
-                unique.push(id);
-                unique.len() - 1
-            });
-        }
+        let (unique, places) = places(ids);
         Box::new(RollupRead {
             source: self,
             ids: unique,
@@ -431,6 +442,29 @@ impl Source for ClickHouseSource {
             loaded: HashSet::new(),
             ready: HashMap::new(),
         })
+    }
+
+    fn scan_buckets<'a>(
+        &'a self,
+        ids: &[u64],
+        buckets: Buckets,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Option<Box<dyn RollupScan + 'a>> {
+        if buckets.step_ms < self.min_bucket_ms.max(1) {
+            return None;
+        }
+        let (unique, places) = places(ids);
+        Some(Box::new(BucketRead {
+            source: self,
+            per_round: buckets::series_per_statement(buckets.step_ms, start_ms, end_ms),
+            ids: unique,
+            places,
+            buckets,
+            range: (start_ms, end_ms),
+            loaded: HashSet::new(),
+            ready: HashMap::new(),
+        }))
     }
 
     fn name_exists(&self, kind: NameKind, name: &str) -> Result<bool, SourceError> {
@@ -716,6 +750,54 @@ impl RollupScan for RollupRead<'_> {
     }
 }
 
+/// One open [`Source::scan_buckets`]: the series are read `per_round` at
+/// a time, one statement each round, the round holding a series asked
+/// for first.
+struct BucketRead<'a> {
+    source: &'a ClickHouseSource,
+    per_round: usize,
+    ids: Vec<u64>,
+    places: HashMap<u64, usize>,
+    buckets: Buckets,
+    /// `[start, end)` of the points aggregated.
+    range: (i64, i64),
+    loaded: HashSet<usize>,
+    /// What the rounds read answered, until asked for.
+    ready: buckets::Answer,
+}
+
+impl RollupScan for BucketRead<'_> {
+    fn rollups(&mut self, id: u64) -> Result<Option<Vec<RollupAgg>>, SourceError> {
+        let Some(&place) = self.places.get(&id) else {
+            return Ok(None);
+        };
+        let round = place / self.per_round;
+        if self.loaded.insert(round) && self.range.0 < self.range.1 {
+            let first = round * self.per_round;
+            let ids = &self.ids[first..self.ids.len().min(first + self.per_round)];
+            let answer = self.source.execute(buckets::sql(
+                &self.source.database,
+                ids,
+                self.buckets,
+                self.range.0,
+                self.range.1,
+            ))?;
+            let read = buckets::parse(&answer, ids, self.buckets.step_ms, self.range)
+                .map_err(|(at, what)| bad_answer(&answer[at..], what))?;
+            self.ready.extend(read);
+        }
+        Ok(match self.ready.remove(&id) {
+            Some(found) => found.map(|b| b.iter().map(buckets::aggregate).collect()),
+            // An empty range holds nothing.
+            None => Some(Vec::new()),
+        })
+    }
+
+    fn points_read(&self, aggs: &[RollupAgg]) -> usize {
+        aggs.iter().map(|a| a.count as usize).sum()
+    }
+}
+
 /// The source's own runtime (see the module doc).
 struct Bridge {
     handle: Handle,
@@ -783,6 +865,19 @@ impl Drop for Bridge {
             runtime.shutdown_background();
         }
     }
+}
+
+/// `ids` without repeats, in order, and the place of each in that list.
+fn places(ids: &[u64]) -> (Vec<u64>, HashMap<u64, usize>) {
+    let mut unique = Vec::with_capacity(ids.len());
+    let mut places = HashMap::with_capacity(ids.len());
+    for &id in ids {
+        places.entry(id).or_insert_with(|| {
+            unique.push(id);
+            unique.len() - 1
+        });
+    }
+    (unique, places)
 }
 
 /// The key of series `id` as stored.

@@ -9,21 +9,25 @@
 //! be computed from pre-aggregates and every bucket boundary is a whole
 //! hour (or a whole UTC day), the pipeline reads `Source::rollups` instead
 //! of raw points, falling back to points when the store has none; both
-//! paths give the same buckets. Raw points come through
-//! `Source::scan_points`, a series at a time in slices; a downsampled
-//! series goes from those slices straight into its buckets without being
-//! collected.
+//! paths give the same buckets. Where rollups cannot stand in, a store
+//! may aggregate fixed, epoch-aligned buckets itself
+//! (`Source::scan_buckets`, exactly or not at all); a bucket counts as the
+//! points it holds, as reading them does, while a rollup counts as one,
+//! so the two never mix in one query's limits and statistics. Raw points
+//! come through `Source::scan_points`, a series at a time in slices; a
+//! downsampled series goes from those slices straight into its buckets
+//! without being collected.
 
 use crate::model::RollupResolution;
 use crate::model::{DataPoint, Value};
-use crate::query::aggregator::Fold;
+use crate::query::aggregator::{Fold, RollupFunction};
 use crate::query::deadline::Ticker;
 use crate::query::downsample::{self, downsample_rollups, Doubles, Downsampler, Grid};
 use crate::query::error::QueryError;
 use crate::query::limits::{Budget, QueryLimits};
 use crate::query::rate::{rates, RatePoint};
 use crate::query::request::{Plan, SubPlan};
-use crate::query::source::{PointScan, RollupScan, Source};
+use crate::query::source::{BucketField, Buckets, PointScan, RollupScan, Source};
 
 /// What a sub-query does to each series before aggregation.
 pub(super) struct Pipeline<'a> {
@@ -34,6 +38,8 @@ pub(super) struct Pipeline<'a> {
     pub(super) grid: Option<Grid>,
     /// The pre-aggregates that can stand in for raw points, if any.
     pub(super) rollups: Option<RollupResolution>,
+    /// The buckets a store may aggregate itself, if any.
+    buckets: Option<Buckets>,
 }
 
 /// Buffers reused from one series (or group) to the next.
@@ -87,25 +93,44 @@ impl<'a> Pipeline<'a> {
             }
             _ => None,
         };
+        let buckets = match (&grid, &sub.downsample) {
+            (Some(Grid::Regular { step, offset }), Some(spec))
+                if rollups.is_none() && offset % step == 0 =>
+            {
+                spec.function
+                    .rollup_function()
+                    .and_then(bucket_field)
+                    .map(|field| Buckets {
+                        step_ms: *step,
+                        field,
+                    })
+            }
+            _ => None,
+        };
         Ok(Pipeline {
             sub,
             read,
             grid,
             rollups,
+            buckets,
         })
     }
 }
 
 impl Pipeline<'_> {
-    /// The rollup read of `ids` when this pipeline reads rollups.
+    /// The read of `ids` as aggregates: rollups when this pipeline reads
+    /// them, else the store's own buckets when it offers them.
     pub(super) fn open_rollups<'a>(
         &self,
         source: &'a dyn Source,
         ids: &[u64],
     ) -> Option<Box<dyn RollupScan + 'a>> {
         let (read_start, read_end) = self.read;
-        self.rollups
-            .map(|res| source.scan_rollups(ids, res, read_start, read_end))
+        match (self.rollups, self.buckets) {
+            (Some(res), _) => Some(source.scan_rollups(ids, res, read_start, read_end)),
+            (None, Some(b)) => source.scan_buckets(ids, b, read_start, read_end),
+            (None, None) => None,
+        }
     }
 
     pub(super) fn is_raw(&self) -> bool {
@@ -128,7 +153,8 @@ impl Pipeline<'_> {
             (rollup_scan, &self.grid, &self.sub.downsample)
         {
             if let Some(aggs) = rollup_scan.rollups(id)? {
-                budget.add_points(aggs.len() as u64)?;
+                let read = rollup_scan.points_read(&aggs);
+                budget.add_points(read as u64)?;
                 if aggs.is_empty() {
                     return Ok(None);
                 }
@@ -138,7 +164,7 @@ impl Pipeline<'_> {
                     None => Doubles::default(),
                 };
                 self.finish(&mut scratch.series, budget)?;
-                return Ok(Some((Loaded::Computed, aggs.len())));
+                return Ok(Some((Loaded::Computed, read)));
             }
         }
         if let (Some(grid), Some(spec)) = (&self.grid, &self.sub.downsample) {
@@ -214,4 +240,18 @@ impl Pipeline<'_> {
         }
         Ok(())
     }
+}
+
+/// The field of a store's buckets `f` reads. `dev` is left out: the raw
+/// path folds it as Welford does, which no sum of squares reproduces.
+fn bucket_field(f: RollupFunction) -> Option<BucketField> {
+    Some(match f {
+        RollupFunction::Sum | RollupFunction::Avg => BucketField::Sum,
+        RollupFunction::Count => BucketField::Count,
+        RollupFunction::Min => BucketField::Min,
+        RollupFunction::Max => BucketField::Max,
+        RollupFunction::First => BucketField::First,
+        RollupFunction::Last => BucketField::Last,
+        RollupFunction::Dev => return None,
+    })
 }

@@ -88,9 +88,51 @@ pub trait Source {
         })
     }
 
+    /// Opens a read of the series `ids` downsampled by the store itself:
+    /// per series, one aggregate per bucket `[k * step_ms, (k + 1) * step_ms)`
+    /// of the points with `start_ms <= ts < end_ms`, sorted by start, each
+    /// carrying its `start_ms` (the bucket's), `count` and the field
+    /// `buckets.field` names; the other fields mean nothing. An answer must
+    /// give, through the engine's rollup arithmetic, bit for bit what the
+    /// raw points give, so a store answers `None` for a series (the caller
+    /// then reads its points) wherever it cannot guarantee that. `None`
+    /// for the whole read: the store does not aggregate, as the default.
+    fn scan_buckets<'a>(
+        &'a self,
+        ids: &[u64],
+        buckets: Buckets,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Option<Box<dyn RollupScan + 'a>> {
+        let _ = (ids, buckets, start_ms, end_ms);
+        None
+    }
+
     /// Whether a name of this kind was ever written (OpenTSDB answers
     /// "No such name" for unknown ones).
     fn name_exists(&self, kind: NameKind, name: &str) -> Result<bool, SourceError>;
+}
+
+/// The epoch-aligned buckets of [`Source::scan_buckets`] and the one
+/// aggregate the caller reads from them besides the count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buckets {
+    pub step_ms: i64,
+    pub field: BucketField,
+}
+
+/// A field of [`RollupAgg`] computed per bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BucketField {
+    /// Only `count`.
+    Count,
+    Sum,
+    Min,
+    Max,
+    /// `first.value`.
+    First,
+    /// `last.value`.
+    Last,
 }
 
 /// A tag a query's series must carry and a test on its value, with what
@@ -123,6 +165,14 @@ pub trait RollupScan {
     /// What [`Source::rollups`] answers for series `id`, one of the ids
     /// the scan was opened for, each asked for once, in any order.
     fn rollups(&mut self, id: u64) -> Result<Option<Vec<RollupAgg>>, SourceError>;
+
+    /// What an answer counts as read against the query's point limit and
+    /// in its statistics: one per rollup (the default); a store's buckets
+    /// count the points they hold, so that a query is refused, and
+    /// reports, the same whether buckets or points were read.
+    fn points_read(&self, aggs: &[RollupAgg]) -> usize {
+        aggs.len()
+    }
 }
 
 /// The default rollup scan: one `rollups` call per series.

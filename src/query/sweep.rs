@@ -285,7 +285,7 @@ impl<'g> GridSweep<'g> {
         // straight into the folds.
         let stream = match (&pipeline.grid, &pipeline.sub.downsample) {
             (Some(grid), Some(spec))
-                if pipeline.rollups.is_none()
+                if rollup_scan.is_none()
                     && pipeline.sub.rate.is_none()
                     && spec.fill == downsample::FillPolicy::None =>
             {
