@@ -1282,3 +1282,32 @@ fn deleting_where_raw_data_expired_still_clears_whole_rollups() {
     assert!(starts(RollupResolution::Hour).is_empty());
     assert!(starts(RollupResolution::Day).is_empty());
 }
+
+/// A key shared by several points of one failed commit (as a connection's
+/// series cache shares it) must not keep the id that commit gave it: the
+/// id goes to the next new series, and the key's later points would land
+/// in that series.
+#[test]
+fn a_failed_commit_leaves_no_id_cached_in_its_new_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut w, r) = open(dir.path());
+    let first = key("m", &[("host", "first")]);
+    let mut batch = samples(&first, &[int(T0, 1), int(T0 + 1000, 2)]);
+    batch.push(Sample {
+        series: first.clone(),
+        point: int(-1, 3),
+    });
+    assert!(
+        w.append(&batch).is_err(),
+        "a timestamp before 1970 fails the commit"
+    );
+
+    let second = key("m", &[("host", "second")]);
+    w.append(&samples(&second, &[int(T0, 10)])).unwrap();
+    w.append(&samples(&first, &[int(T0, 20)])).unwrap();
+
+    let (first_id, second_id) = (id_of(&r, &first), id_of(&r, &second));
+    assert_ne!(first_id, second_id);
+    assert_eq!(all_points(&r, second_id), vec![int(T0, 10)]);
+    assert_eq!(all_points(&r, first_id), vec![int(T0, 20)]);
+}

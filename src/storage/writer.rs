@@ -182,6 +182,7 @@ impl StoreWriter {
         self.new_keys.clear();
         self.resolved.clear();
         self.record.start();
+        let first_new_id = self.next_id;
         for s in samples {
             let ts = s.point.timestamp_ms;
             if !ts_in_range(ts) {
@@ -190,7 +191,10 @@ impl StoreWriter {
             let cached = self.id_tag.and_then(|tag| s.series.cached_id(tag));
             let id = match cached.or_else(|| self.ids.get(&s.series).copied()) {
                 Some(id) => {
-                    if let (None, Some(tag)) = (cached, self.id_tag) {
+                    // A series new in this commit is cached by `append`
+                    // once the commit holds: a failed one gives its ids
+                    // out again.
+                    if let (None, Some(tag), true) = (cached, self.id_tag, id < first_new_id) {
                         s.series.cache_id(tag, id);
                     }
                     id
