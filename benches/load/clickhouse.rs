@@ -94,33 +94,7 @@ impl ClickHouseServer {
         remote_servers: &str,
     ) -> Result<ClickHouseServer> {
         std::fs::create_dir_all(dir)?;
-        let root = dir.display();
-        let config = format!(
-            "<yandex>\n\
-             <logger><level>warning</level><console>1</console></logger>\n\
-             <http_port>{http_port}</http_port>\n\
-             <tcp_port>{tcp_port}</tcp_port>\n\
-             <listen_host>127.0.0.1</listen_host>\n\
-             <path>{root}/data/</path>\n\
-             <tmp_path>{root}/tmp/</tmp_path>\n\
-             <user_files_path>{root}/user_files/</user_files_path>\n\
-             <format_schema_path>{root}/format_schemas/</format_schema_path>\n\
-             <users_config>{root}/users.xml</users_config>\n\
-             <default_profile>default</default_profile>\n\
-             <default_database>default</default_database>\n\
-             <mark_cache_size>53687091</mark_cache_size>\n\
-             {remote_servers}\n\
-             </yandex>\n",
-            http_port = http.port(),
-        );
-        let users = "<yandex>\n\
-             <profiles><default></default></profiles>\n\
-             <users><default><password></password><networks><ip>::/0</ip></networks>\
-             <profile>default</profile><quota>default</quota></default></users>\n\
-             <quotas><default></default></quotas>\n\
-             </yandex>\n";
-        std::fs::write(dir.join("config.xml"), config)?;
-        std::fs::write(dir.join("users.xml"), users)?;
+        crate::clickhouse_files::write(dir, http.port(), tcp_port, remote_servers)?;
         let log = dir.join("clickhouse.log");
         let out = File::create(&log)?;
         let mut cmd = Command::new(bin);

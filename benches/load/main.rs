@@ -101,6 +101,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 mod clickhouse;
+#[path = "../../tests/clickhouse/server_files.rs"]
+mod clickhouse_files;
 mod http;
 mod measure;
 mod procfs;

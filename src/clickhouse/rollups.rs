@@ -430,18 +430,11 @@ pub async fn compute(
             ));
         }
         let (mut hour_rows, mut day_rows) = (Vec::new(), Vec::new());
-        let mut rest = &points[..];
-        while let Some(&(series, _, _)) = rest.first() {
-            let n = rest
-                .iter()
-                .position(|(s, _, _)| *s != series)
-                .unwrap_or(rest.len());
-            let versioned: Vec<(DataPoint, u64)> =
-                rest[..n].iter().map(|&(_, p, v)| (p, v)).collect();
-            let hours = hours_of(series, &versioned);
+        for run in points.chunk_by(|a, b| a.0 == b.0) {
+            let versioned: Vec<(DataPoint, u64)> = run.iter().map(|&(_, p, v)| (p, v)).collect();
+            let hours = hours_of(run[0].0, &versioned);
             day_rows.extend(days_of(&hours));
             hour_rows.extend(hours);
-            rest = &rest[n..];
         }
         for (resolution, rows) in [
             (RollupResolution::Hour, &hour_rows),

@@ -327,18 +327,13 @@ impl ClickHouseSource {
             if !rollups::fits(chunk, &points) {
                 return Err(bad_answer(&answer, "is out of order or out of range"));
             }
-            let mut rest = &points[..];
-            while let Some(&(series, _, _)) = rest.first() {
-                let n = rest
-                    .iter()
-                    .position(|(s, _, _)| *s != series)
-                    .unwrap_or(rest.len());
-                let plain: Vec<DataPoint> = rest[..n].iter().map(|(_, p, _)| *p).collect();
-                rest = &rest[n..];
+            for run in points.chunk_by(|a, b| a.0 == b.0) {
+                let series = run[0].0;
                 let (Some(left), Some(into)) = (missing.get(&series), found.get_mut(&series))
                 else {
                     continue;
                 };
+                let plain: Vec<DataPoint> = run.iter().map(|(_, p, _)| *p).collect();
                 for agg in rollups::aggregates(resolution, &plain) {
                     if left.binary_search(&agg.start_ms).is_ok() {
                         into.insert(agg.start_ms, agg);

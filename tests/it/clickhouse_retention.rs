@@ -35,14 +35,6 @@ fn db() -> Identifier {
     Identifier::new("kept").expect("valid name")
 }
 
-fn start(setup: &Runtime) -> ClickHouse {
-    let server = setup.block_on(clickhouse_support::single());
-    setup
-        .block_on(schema::ensure(&server.client(), &db()))
-        .expect("schema");
-    server
-}
-
 fn target(client: Client) -> Target {
     clickhouse_support::spool_target(client, db())
 }
@@ -138,7 +130,7 @@ fn rollup_starts(setup: &Runtime, server: &ClickHouse, table: &str) -> BTreeSet<
 #[test]
 fn expiry_drops_whole_partitions_past_retention_and_keeps_the_rest() {
     let setup = Runtime::new().expect("runtime");
-    let server = start(&setup);
+    let server = clickhouse_support::single_with_schema(&setup, &db());
     let dir = tempfile::tempdir().expect("temp dir");
     let retention = Retention {
         raw_ms: Some(3 * DAY_MS),
@@ -238,7 +230,7 @@ fn an_expiry_with_the_server_down_is_counted_and_holds_nothing_up() {
 #[test]
 fn a_delete_removes_its_range_of_its_series_points_not_yet_shipped_included() {
     let setup = Runtime::new().expect("runtime");
-    let server = start(&setup);
+    let server = clickhouse_support::single_with_schema(&setup, &db());
     let dir = tempfile::tempdir().expect("temp dir");
     // Once the first batch has gone, later points wait an hour: only the
     // delete can make them ship.
@@ -333,7 +325,7 @@ fn a_delete_removes_its_range_of_its_series_points_not_yet_shipped_included() {
 #[test]
 fn a_delete_queued_behind_writes_deletes_them_too_through_the_ingest_thread() {
     let setup = Runtime::new().expect("runtime");
-    let server = start(&setup);
+    let server = clickhouse_support::single_with_schema(&setup, &db());
     let dir = tempfile::tempdir().expect("temp dir");
     let options = SpoolOptions {
         flush_interval: Duration::from_secs(3600),
@@ -545,7 +537,7 @@ fn shipped_hours_get_rollups_once_sealed_again_after_late_points_and_deletes_acr
     use rtsd::query::source::Source;
 
     let setup = Runtime::new().expect("runtime");
-    let server = start(&setup);
+    let server = clickhouse_support::single_with_schema(&setup, &db());
     let dir = tempfile::tempdir().expect("temp dir");
     let quick = SpoolOptions {
         flush_interval: Duration::from_millis(20),

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rtsd::clickhouse::schema::{self, Identifier};
+use rtsd::clickhouse::schema::Identifier;
 use rtsd::clickhouse::source::ClickHouseSource;
 use rtsd::clickhouse::spool::{Spool, SpoolOptions, SpoolStats, Target};
 use rtsd::clickhouse::Client;
@@ -37,18 +37,9 @@ fn db() -> Identifier {
     Identifier::new("spooled").expect("valid name")
 }
 
-/// A server with the schema in place.
-fn start(setup: &Runtime) -> ClickHouse {
-    let server = setup.block_on(clickhouse_support::single());
-    setup
-        .block_on(schema::ensure(&server.client(), &db()))
-        .expect("schema");
-    server
-}
-
 /// A server with the schema in place, killed, and a dir for a spool.
 fn down(setup: &Runtime) -> (ClickHouse, tempfile::TempDir) {
-    let mut server = start(setup);
+    let mut server = clickhouse_support::single_with_schema(setup, &db());
     server.kill();
     (server, tempfile::tempdir().expect("temp dir"))
 }
@@ -139,7 +130,7 @@ fn stored_once(setup: &Runtime, server: &ClickHouse, samples: &[Sample]) {
 #[test]
 fn a_stream_through_the_spool_arrives_once() {
     let setup = Runtime::new().expect("runtime");
-    let server = start(&setup);
+    let server = clickhouse_support::single_with_schema(&setup, &db());
     let dir = tempfile::tempdir().expect("temp dir");
     let mut spool = open(dir.path(), target(server.client()), options());
     let samples = stream(50_000);
@@ -154,7 +145,7 @@ fn a_stream_through_the_spool_arrives_once() {
 #[test]
 fn a_colliding_key_loses_its_points_and_stalls_nothing() {
     let setup = Runtime::new().expect("runtime");
-    let server = start(&setup);
+    let server = clickhouse_support::single_with_schema(&setup, &db());
     let samples = stream(4 * SERIES);
     // Another key holding the id of host h0, as a crafted key would.
     let victim = &samples[0].series;
@@ -183,7 +174,7 @@ fn a_colliding_key_loses_its_points_and_stalls_nothing() {
 #[test]
 fn a_server_killed_mid_stream_gets_everything_once_after_its_restart() {
     let setup = Runtime::new().expect("runtime");
-    let mut server = start(&setup);
+    let mut server = clickhouse_support::single_with_schema(&setup, &db());
     let dir = tempfile::tempdir().expect("temp dir");
     let mut spool = open(dir.path(), target(server.client()), options());
     let samples = stream(50_000);
@@ -253,7 +244,7 @@ fn a_spool_reopened_while_the_server_is_down_ships_once_it_is_back() {
 #[test]
 fn ingest_through_the_spool_answers_sync_once_clickhouse_has_the_points() {
     let setup = Runtime::new().expect("runtime");
-    let server = start(&setup);
+    let server = clickhouse_support::single_with_schema(&setup, &db());
     let dir = tempfile::tempdir().expect("temp dir");
     let spool = open(dir.path(), target(server.client()), options());
     let (tx, _stats, ingest) = clickhouse_support::ingest_over(spool);

@@ -107,6 +107,15 @@ pub fn start() -> (Runtime, ClickHouse, Client) {
     (setup, server, client)
 }
 
+/// A server holding the schema in `db`, set up through `setup`.
+pub fn single_with_schema(setup: &Runtime, db: &Identifier) -> ClickHouse {
+    let server = setup.block_on(single());
+    setup
+        .block_on(schema::ensure(&server.client(), db))
+        .expect("schema");
+    server
+}
+
 pub fn name(text: &str) -> Identifier {
     Identifier::new(text).expect("valid name")
 }
@@ -212,32 +221,8 @@ fn launch(dir: &Path) -> Child {
 impl ClickHouse {
     fn spawn(http_port: u16, tcp_port: u16, remote_servers: &str) -> ClickHouse {
         let dir = tempfile::tempdir().expect("temp dir");
-        let root = dir.path().display();
-        let config = format!(
-            "<yandex>\n\
-             <logger><level>warning</level><console>1</console></logger>\n\
-             <http_port>{http_port}</http_port>\n\
-             <tcp_port>{tcp_port}</tcp_port>\n\
-             <listen_host>127.0.0.1</listen_host>\n\
-             <path>{root}/data/</path>\n\
-             <tmp_path>{root}/tmp/</tmp_path>\n\
-             <user_files_path>{root}/user_files/</user_files_path>\n\
-             <format_schema_path>{root}/format_schemas/</format_schema_path>\n\
-             <users_config>{root}/users.xml</users_config>\n\
-             <default_profile>default</default_profile>\n\
-             <default_database>default</default_database>\n\
-             <mark_cache_size>53687091</mark_cache_size>\n\
-             {remote_servers}\n\
-             </yandex>\n"
-        );
-        let users = "<yandex>\n\
-             <profiles><default></default></profiles>\n\
-             <users><default><password></password><networks><ip>::/0</ip></networks>\
-             <profile>default</profile><quota>default</quota></default></users>\n\
-             <quotas><default></default></quotas>\n\
-             </yandex>\n";
-        std::fs::write(dir.path().join("config.xml"), config).expect("config.xml");
-        std::fs::write(dir.path().join("users.xml"), users).expect("users.xml");
+        crate::clickhouse_files::write(dir.path(), http_port, tcp_port, remote_servers)
+            .expect("clickhouse-server config");
         ClickHouse {
             child: launch(dir.path()),
             http: SocketAddr::from(([127, 0, 0, 1], http_port)),

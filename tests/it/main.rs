@@ -6,6 +6,8 @@ mod auth;
 mod cardinality;
 mod clickhouse;
 mod clickhouse_backend;
+#[path = "../clickhouse/server_files.rs"]
+mod clickhouse_files;
 mod clickhouse_retention;
 mod clickhouse_serve;
 mod clickhouse_source;
