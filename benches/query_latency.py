@@ -58,10 +58,22 @@ HC_TS = NOW - 2 * 3600
 HC_PREFIX = "hc1234"
 
 
+_next_port = 10_000 + os.getpid() * 7_919 % 20_000
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the ephemeral range, as in
+    tests/common/ports.rs: a port from bind(0) may be taken by some outgoing
+    connection before the server we hand it to binds it."""
+    global _next_port
+    while True:
+        port, _next_port = _next_port, _next_port + 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def get(url):

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::http::{free_port, http_get, http_get_ok};
+use crate::http::{free_addr, http_get, http_get_ok};
 
 /// Where Debian's package installs the server.
 pub const DEFAULT_BIN: &str = "/usr/sbin/clickhouse-server";
@@ -50,7 +50,7 @@ impl ClickHouseServer {
     ) -> Result<Vec<ClickHouseServer>> {
         let mut ports = Vec::new();
         for _ in 0..shards {
-            ports.push((free_port()?, free_port()?.port()));
+            ports.push((free_addr(), crate::ports::free_port()));
         }
         let remote_servers = match shards {
             1 => String::new(),

@@ -2,7 +2,7 @@
 //! benchmark needs no HTTP client crate.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
@@ -85,8 +85,6 @@ pub fn truncate(text: &str) -> String {
 }
 
 /// A loopback address nothing listens on yet.
-pub fn free_port() -> Result<SocketAddr> {
-    // Binding port 0 and letting go leaves a small race with other programs,
-    // acceptable on a benchmark machine.
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], crate::ports::free_port()))
 }

@@ -105,6 +105,8 @@ mod clickhouse;
 mod clickhouse_files;
 mod http;
 mod measure;
+#[path = "../../tests/common/ports.rs"]
+mod ports;
 mod procfs;
 mod report;
 mod systems;

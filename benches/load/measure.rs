@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::clickhouse::ClickHouseServer;
-use crate::http::{free_port, http_get};
+use crate::http::{free_addr, http_get};
 use crate::procfs::{clock_ticks_per_sec, cpu_ticks, proc_stat, DiskUsage, ProcSample};
 use crate::systems::{Progress, Target};
 use crate::workload::Workload;
@@ -491,7 +491,7 @@ impl Server {
     fn start(target: &dyn Target, dir: &Path, clickhouse: Option<&str>) -> Result<Server> {
         let data_dir = dir.join("data");
         let log = dir.join("server.log");
-        let (telnet, http) = (free_port()?, free_port()?);
+        let (telnet, http) = (free_addr(), free_addr());
         let out = File::create(&log)?;
         let mut cmd = target.command(&data_dir, telnet, http, clickhouse);
         cmd.stdin(Stdio::null())

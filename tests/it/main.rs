@@ -24,6 +24,8 @@ mod http_api;
 mod ingest_queue;
 mod lifecycle;
 mod limits;
+#[path = "../common/ports.rs"]
+mod ports;
 mod query_cases;
 mod service;
 mod support;

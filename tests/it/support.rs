@@ -12,6 +12,8 @@ use rtsd::query::source::Source;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub use crate::ports::free_port;
+
 /// How long any poll may wait before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -244,15 +246,6 @@ fn dechunk(mut body: &str) -> String {
 /// The `rtsd` binary Cargo built for this test run.
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rtsd"))
-}
-
-/// A port that was free a moment ago, for the spawned binary.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The real binary, serving on loopback with its data in `dir`.
