@@ -103,8 +103,9 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 /// boundary both stores implement, so ingest never knows which it feeds.
 /// Every call comes from the ingest thread, one at a time.
 pub trait Sink {
-    /// Makes `samples` durable as one commit. A `StoreError::Rocks` is
-    /// retried with backoff by the caller; any other error drops them.
+    /// Makes `samples` durable as one commit. An error of the disk
+    /// ([`StoreError::is_disk`]) is retried with backoff by the caller; any
+    /// other error drops them.
     fn append(&mut self, samples: &[Sample]) -> Result<AppendStats, StoreError>;
 
     /// Answers the `?sync` requesters of the last `append` with `outcome`,
@@ -263,8 +264,8 @@ fn take(b: Batch, samples: &mut Vec<Sample>, acks: &mut Vec<Ack>) {
     acks.extend(b.ack);
 }
 
-/// Commits `samples`, then answers their requesters. A commit RocksDB
-/// refuses (disk full, I/O error) is retried with backoff until it goes
+/// Commits `samples`, then answers their requesters. A commit the disk
+/// refuses (full, I/O error) is retried with backoff until it goes
 /// through, so nothing queued or acknowledged is lost: meanwhile the
 /// health says so (`/api/put` answers 503) and the queue fills, its
 /// overflow policy applying as usual. Only shutdown, or an error no retry
@@ -280,7 +281,7 @@ fn commit(
     let mut delay = RETRY_MIN;
     let result = loop {
         match store.append(samples) {
-            Err(e @ StoreError::Rocks(_)) if !shutdown.is_cancelled() => {
+            Err(e) if e.is_disk() && !shutdown.is_cancelled() => {
                 stats.store_errors.fetch_add(1, Relaxed);
                 if stats.health.store_writable() {
                     tracing::error!(error = %e, points = n, "commit failed; retrying until the store takes writes");

@@ -219,7 +219,7 @@ pub fn db_options(opts: &StoreOptions) -> Options {
     // Every commit reaches the OS before `write` returns, so a committed
     // batch survives the process dying; `sync_writes` adds fsync.
     o.set_manual_wal_flush(false);
-    // The log family's memtable pins the WAL until it flushes; bound that.
+    // Memtables pin the WAL files holding their writes until they flush.
     o.set_max_total_wal_size(512 << 20);
     // All memtables together; beyond this the largest one flushes early.
     o.set_db_write_buffer_size(opts.write_buffer_bytes);
@@ -277,13 +277,10 @@ pub fn cf_options(name: &str, cache: &Cache) -> Options {
     o.set_level_compaction_dynamic_level_bytes(true);
     match name {
         LOG => {
-            // Records are written in key order and range-deleted from the
-            // front; big memtables mean most of them die before a flush.
-            // Only startup reads them, so spend no cache or filters on them,
-            // but compress what is flushed: the log holds over an hour of
-            // points until they seal.
-            o.set_write_buffer_size(64 << 20);
-            o.set_max_write_buffer_number(4);
+            // Only delete records (points records are in the journal), a
+            // few per hour at most, read only at startup: a small memtable,
+            // no cache or filters.
+            o.set_write_buffer_size(1 << 20);
             o.set_compression_type(DBCompressionType::Zstd);
             o.set_block_based_table_factory(&table(cache, false, DEFAULT_BLOCK_BYTES));
         }

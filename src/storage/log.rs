@@ -1,7 +1,7 @@
 //! The durability log that makes head chunks survive a crash.
 //!
-//! Every ingest batch becomes one record in the `log` column family, written
-//! in the same RocksDB write batch as any series it created, so replaying a
+//! Every ingest batch becomes one record, appended to the journal (see
+//! `journal`) once any series it created are committed, so replaying a
 //! record always finds its series ids. Records are compact: per point a
 //! varint `id << 2 | kind`, a zigzag varint delta from the previous point's
 //! timestamp (collectors send a scrape's points with one timestamp, so this
@@ -10,15 +10,16 @@
 //! is the varint `zigzag(m) << 3 | s`, 1–3 bytes where its bits take 8.
 //!
 //! A delete (`StoreWriter::delete`) is a record of its own: the time range
-//! and the series ids, committed with the rewritten blocks and rollups.
-//! Replaying it in sequence order removes the range from what earlier
-//! records put back into the head, while later records' points stay.
+//! and the series ids, committed to the `log` family with the rewritten
+//! blocks and rollups. Replaying it in sequence order removes the range
+//! from what earlier records put back into the head, while later records'
+//! points stay.
 //!
-//! Once every window a record touched is sealed, the writer range-deletes
-//! it. A record can outlive some windows it touched (it also holds points of
-//! a window still open), so replay skips points the [`Watermark`] says are
-//! already in blocks; points it cannot rule out are replayed and merged into
-//! their block again on the next seal, which is idempotent.
+//! Once every window a record touched is sealed, the writer deletes it. A
+//! record can outlive some windows it touched (it also holds points of a
+//! window still open), so replay skips points the [`Watermark`] says are
+//! already in blocks; points it cannot rule out are replayed and merged
+//! into their block again on the next seal, which is idempotent.
 //!
 //! The ClickHouse spool ([`crate::clickhouse::spool`]) reuses the points
 //! record for its own records, its ids indexing a per-record series list.

@@ -9,10 +9,11 @@
 //! # Write path
 //!
 //! `append` resolves series ids from an in-memory map (new series get the
-//! next id and their index entries), encodes the batch as one compact log
-//! record and commits the record plus any new index entries in ONE RocksDB
-//! write batch with the WAL on. Only then do the points enter the head
-//! chunks, so readers never see a point that a crash could lose.
+//! next id and their index entries, committed in one RocksDB write batch
+//! with the WAL on), encodes the batch as one compact log record and
+//! appends it to the journal, segment files beside RocksDB (see
+//! `journal`). Only then do the points enter the head chunks, so readers
+//! never see a point that a crash could lose.
 //!
 //! `seal_due` turns head windows into blocks once their hour is over plus a
 //! grace period, at once when they lie beyond the grace in the future (a
@@ -24,17 +25,18 @@
 //! the refolded day rollup are committed together, a few thousand windows
 //! per commit and a bounded number per call so ingest keeps going while a
 //! big hour seals; afterwards the log records no open window needs are
-//! range-deleted. A crash between commits leaves some windows both sealed
-//! and in the log; replay puts them back in the head and the next seal
-//! merges them into the same block again, which changes nothing.
+//! deleted (whole journal segments, a range of the `log` family). A crash
+//! between commits leaves some windows both sealed and in the log; replay
+//! puts them back in the head and the next seal merges them into the same
+//! block again, which changes nothing.
 //!
 //! `delete` removes a time range of some series: blocks of the range are
 //! rewritten without the points (or deleted), their hour rollups
-//! recomputed and their days refolded, and a delete record is appended to
-//! the log, all in ONE write batch; then the head drops the points. Replay
-//! applies delete records in sequence order with the ingest records, so a
-//! point written before a delete stays deleted and one written after it
-//! stays. See `delete`.
+//! recomputed and their days refolded, and a delete record is put in the
+//! `log` family, all in ONE write batch; then the head drops the points.
+//! Log records of both kinds share one sequence; replay merges the journal
+//! and the family in that order, so a point written before a delete stays
+//! deleted and one written after it stays. See `delete`.
 //!
 //! The log therefore holds about an hour plus the grace of points, and the
 //! head the same points compressed. At sustained rates where that exceeds
@@ -69,7 +71,7 @@
 //! and 14 month families (34 and 3 without retention), and three per year
 //! holding data. RocksDB keeps at most [`cf::MAX_OPEN_FILES`] files open.
 //!
-//! # On-disk format, version 5
+//! # On-disk format, version 6
 //!
 //! `meta["format_version"]` holds the version as a u32 big-endian; open
 //! refuses any other. Values that hold encoded data (log, block, rollup)
@@ -83,7 +85,7 @@
 //! |                    | `seal_watermark`                           | u64 BE log seq ‖ i64 window bound (see `log`) |
 //! | `series`           | series key                                 | series id, u64 BE |
 //! | `names`            | `'m'`/`'k'`/`'v'` ‖ name                   | empty |
-//! | `log`              | sequence number, u64 BE                    | log record |
+//! | `log`              | sequence number, u64 BE                    | delete log record |
 //! | `blocks_YYYYMMDD`  | id u64 BE ‖ window start i64               | block record |
 //! | `blocks_YYYY`      | id u64 BE ‖ window start i64               | block record |
 //! | `rollup_1h_YYYYMM` | id u64 BE ‖ hour start i64                 | rollup record |
@@ -112,7 +114,11 @@
 //! once, so that a version 4 build, which would take packed chunks and
 //! the new records for corrupt ones, refuses the store. Version 1 kept
 //! the rollups in single `rollup_1h`/`rollup_1d` families; it never
-//! shipped and is not read.
+//! shipped and is not read. Version 6 moved the points records from the
+//! `log` family to the journal (`journal/`, see `journal`); it replays
+//! the ones a version 5 store left in the family, and marks the store
+//! version 6 at once, so that a version 5 build, which would not see the
+//! journal, refuses the store.
 //!
 //! A series key is `metric (0x00 tagk 0x00 tagv)*`, tags sorted by key
 //! ([`crate::model::SeriesKey`]). Every `i64` in a key is big-endian with
@@ -122,7 +128,9 @@
 //!   varint(zigzag(ts − previous ts in the record, starting from 0)) ‖
 //!   value; kind 0: an integer, varint(zigzag(i)); kind 1: a float, 8 bytes
 //!   little-endian IEEE-754; kind 2: a float equal to `m / 10^s` (s < 8),
-//!   varint(zigzag(m) << 3 | s). Varints are LEB128.
+//!   varint(zigzag(m) << 3 | s). Varints are LEB128. Held in the journal,
+//!   framed as `len u32 LE ‖ seq u64 LE ‖ crc32 u32 LE ‖ record`, in
+//!   segment files `journal/<first seq, 16 hex digits>.journal`.
 //! * **Delete log record** = `0x02 ‖ from ‖ to ‖ varint(id)*`: the points
 //!   of those series with `from <= ts <= to` were deleted; `from` and `to`
 //!   are `i64`s, big-endian with the sign bit flipped like keys. Added
@@ -156,7 +164,7 @@
 //! Module map: `cf` names and tunes the families, `keys` builds every
 //! key, `index` the series index on disk and `series_index` its posting
 //! lists in memory, `head` the in-memory windows, `log` the
-//! log records, `blocks` the time-partitioned families (and the blocks in
+//! log records, `journal` the files holding those of points, `blocks` the time-partitioned families (and the blocks in
 //! them), `rollup` the aggregates, `writer` and `reader` the two halves,
 //! `delete` what a delete rewrites, `annotation` the annotations (written
 //! outside the writer thread).
@@ -169,6 +177,7 @@ mod cf;
 mod delete;
 mod head;
 mod index;
+mod journal;
 mod keys;
 pub(crate) mod log;
 mod reader;
@@ -196,14 +205,16 @@ use head::Head;
 use series_index::SeriesIndex;
 
 /// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 /// The older formats this build opens and marks as [`FORMAT_VERSION`]: a
+/// version 5 store is a version 6 store with its points records in the
+/// `log` family instead of the journal, which replay reads from both; a
 /// version 4 store is a version 5 store with only version 1 chunks; a
 /// version 3 store is a version 4 store with only fixed-width rollup
 /// records, which this build reads; a version 2 store is a version 3 store
 /// without year families, plus the two retired families.
-const UPGRADABLE_VERSIONS: [u32; 3] = [2, 3, 4];
+const UPGRADABLE_VERSIONS: [u32; 4] = [2, 3, 4, 5];
 
 type Db = rocksdb::DBWithThreadMode<MultiThreaded>;
 
@@ -287,6 +298,9 @@ pub enum StoreError {
     /// full: what was being done, and what the server or the wait said.
     #[error("{0}")]
     Server(String),
+    /// Writing, reading or truncating the journal's segment files.
+    #[error("journal: {0}")]
+    Journal(#[source] std::io::Error),
     #[error("starting {what}: {source}")]
     Start {
         what: &'static str,
@@ -296,6 +310,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether this is the disk failing (full, an I/O error): worth trying
+    /// again once it may have recovered.
+    pub fn is_disk(&self) -> bool {
+        matches!(self, StoreError::Rocks(_) | StoreError::Journal(_))
+    }
+
     fn corrupt(family: &str, key: &[u8], detail: impl ToString) -> StoreError {
         StoreError::Corrupt {
             family: family.to_owned(),
@@ -436,8 +456,9 @@ fn check_format(shared: &Shared) -> Result<(), StoreError> {
                 Ok(())
             } else if UPGRADABLE_VERSIONS.contains(&found) {
                 // Before anything is written, so that an older build that
-                // would not see year families or read compact rollups or
-                // packed chunks refuses the store instead.
+                // would not see year families, read compact rollups or
+                // packed chunks, or replay the journal refuses the store
+                // instead.
                 mark()
             } else {
                 Err(StoreError::FormatVersion { found })

@@ -78,19 +78,29 @@ pub(super) fn rollups(
         .expect("rollups available")
 }
 
-/// Log records still in RocksDB (not just counted).
+/// Log records still on disk (not just counted): in journal segments and
+/// in the `log` family.
 fn live_log_records(r: &StoreReader) -> usize {
     let shared = &r.shared;
+    let mut n = 0;
+    journal::Journal::open(&journal_dir(r), false, |_, _| {
+        n += 1;
+        Ok(())
+    })
+    .expect("reads the journal");
     let mut it = shared
         .db
         .raw_iterator_cf(&shared.cf(cf::LOG).expect("log family"));
     it.seek_to_first();
-    let mut n = 0;
     while it.valid() {
         n += 1;
         it.next();
     }
     n
+}
+
+fn journal_dir(r: &StoreReader) -> std::path::PathBuf {
+    r.shared.dir.join(writer::JOURNAL_DIR)
 }
 
 #[test]
@@ -254,45 +264,41 @@ fn sealed_data_survives_reopen_and_empties_the_log() {
     assert_eq!(all_points(&r, id_of(&r, &k)), points);
 }
 
-/// Log SST files RocksDB holds on disk.
-fn log_files(r: &StoreReader) -> usize {
-    let files = r.shared.db.live_files().expect("lists files");
-    files
-        .iter()
-        .filter(|f| f.column_family_name == cf::LOG)
-        .count()
+/// Journal segment files on disk.
+fn segment_files(r: &StoreReader) -> usize {
+    std::fs::read_dir(journal_dir(r)).expect("lists").count()
 }
 
-/// The worst moment for a power cut is right after a seal deleted log
-/// files whose points now live only in the new blocks; the seal syncs the
-/// WAL first, so a copy of the directory taken then (what survives) holds
-/// every point.
+/// Copies the files of `from` and of its subdirectories into `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("creates");
+    for entry in std::fs::read_dir(from).expect("lists") {
+        let entry = entry.expect("lists");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("stats").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copies");
+        }
+    }
+}
+
+/// The worst moment for a power cut is right after a seal deleted journal
+/// segments whose points now live only in the new blocks; the seal syncs
+/// the WAL first, so a copy of the directory taken then (what survives)
+/// holds every point.
 #[test]
-fn a_copy_taken_right_after_log_files_are_deleted_reopens_complete() {
+fn a_copy_taken_right_after_journal_segments_are_deleted_reopens_complete() {
     let dir = tempfile::tempdir().expect("tempdir");
     let k = key("m", &[]);
     let points: Vec<DataPoint> = (0..1000).map(|i| int(T0 + i * 1000, i)).collect();
     let (mut w, r) = open(dir.path());
     w.append(&samples(&k, &points)).expect("appends");
-    // Move the log record into an SST below level 0, the files a seal
-    // deletes outright instead of leaving to compaction.
-    {
-        let log_cf = r.shared.cf(cf::LOG).expect("log family");
-        r.shared.db.flush_cf(&log_cf).expect("flushes");
-        r.shared
-            .db
-            .compact_range_cf(&log_cf, None::<&[u8]>, None::<&[u8]>);
-    }
-    assert_eq!(log_files(&r), 1);
+    assert_eq!(segment_files(&r), 1);
     assert_eq!(w.seal_due(LATER).expect("seals"), 1);
-    assert_eq!(log_files(&r), 0, "the seal deleted the log file");
+    assert_eq!(segment_files(&r), 0, "the seal deleted the segment");
     let copy = tempfile::tempdir().expect("tempdir");
-    for entry in std::fs::read_dir(dir.path()).expect("lists") {
-        let entry = entry.expect("lists");
-        if entry.file_type().expect("stats").is_file() {
-            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).expect("copies");
-        }
-    }
+    copy_tree(dir.path(), copy.path());
     drop((w, r));
     let (_w, r) = open(copy.path());
     assert_eq!(all_points(&r, id_of(&r, &k)), points);
@@ -798,8 +804,46 @@ fn other_format_versions_are_refused() {
         .expect("refused");
     assert_eq!(
         err.to_string(),
-        "store has format version 1, this build supports version 5"
+        "store has format version 1, this build supports version 6"
     );
+}
+
+/// Version 5 kept points records in the `log` family. Replay takes them in
+/// sequence order with the journal's, so the newest write of a timestamp
+/// wins whichever holds it, and marks the store version 6.
+#[test]
+fn version_5_points_records_in_the_log_family_replay_in_order_with_the_journal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = key("m", &[]);
+    let id = {
+        let (mut w, r) = open(dir.path());
+        // Record 0, in the journal.
+        w.append(&samples(&k, &[int(T0, 1)])).expect("appends");
+        let id = id_of(&r, &k);
+        // Record 1, in the family, as version 5 wrote it.
+        let mut record = log::RecordEncoder::default();
+        record.start();
+        record.push(id, int(T0, 2));
+        let log_cf = r.shared.cf(cf::LOG).expect("log family");
+        r.shared
+            .db
+            .put_cf(&log_cf, keys::u64_key(1), record.bytes())
+            .expect("writes");
+        id
+    };
+    set_format_version(dir.path(), 5);
+    {
+        let (mut w, r) = open(dir.path());
+        let version = w.shared.meta(keys::META_FORMAT_VERSION).expect("reads");
+        assert_eq!(version, Some(FORMAT_VERSION.to_be_bytes().to_vec()));
+        assert_eq!(all_points(&r, id), vec![int(T0, 2)]);
+        // Record 2, in the journal again.
+        w.append(&samples(&k, &[int(T0, 3), int(T0 + 1000, 4)]))
+            .expect("appends");
+    }
+    let (_w, r) = open(dir.path());
+    assert_eq!(all_points(&r, id), vec![int(T0, 3), int(T0 + 1000, 4)]);
+    assert_eq!(r.stats().log_records, 3);
 }
 
 /// Version 2 stored only day, month and year families, which version 3

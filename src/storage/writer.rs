@@ -9,18 +9,19 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use rocksdb::{FlushOptions, WriteBatch, WriteOptions};
+use rocksdb::{DBRawIteratorWithThreadMode, FlushOptions, WriteBatch, WriteOptions};
 
 use crate::model::{DataPoint, IdTag, RollupAgg, Sample, SeriesKey, DAY_MS, MAX_TIMESTAMP_MS};
 
 use super::cf::Partitioned;
 use super::chunk;
-use super::head::{window_start, Window, WINDOW_MS};
+use super::head::{window_start, Head, Window, WINDOW_MS};
 use super::index::{self, IndexFamilies};
+use super::journal::Journal;
 use super::log::{self, Record, RecordEncoder, Watermark};
 use super::series_index::SeriesIndex;
 use super::{blocks, cf, delete, keys, rollup};
-use super::{Shared, StoreError, StoreOptions};
+use super::{Db, Shared, StoreError, StoreOptions};
 
 /// What one `append` did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -31,6 +32,9 @@ pub struct AppendStats {
 
 /// Series ids stay below 2^62: log records shift them left by two.
 const MAX_SERIES_ID: u64 = (1 << 62) - 1;
+
+/// The journal's directory inside the store's.
+pub const JOURNAL_DIR: &str = "journal";
 
 /// Windows sealed per RocksDB commit: bounds the write batch (a block is a
 /// few hundred bytes) while amortising the commit.
@@ -53,12 +57,19 @@ pub struct StoreWriter {
     next_seq: u64,
     /// Lowest log sequence number not yet deleted.
     log_floor: u64,
+    /// Where records of points go; delete records go to the `log` family.
+    journal: Journal,
     record: RecordEncoder,
     /// The current batch with ids resolved, kept to fill the head after
     /// the commit; reused so ingest does not allocate per batch.
     resolved: Vec<(u64, DataPoint)>,
-    /// Series created by the current batch, forgotten again if it fails.
+    /// Series created by the current batch, forgotten again if their
+    /// commit fails.
     new_keys: Vec<SeriesKey>,
+    /// Series committed since the last successful `append`: a batch whose
+    /// series commit held but whose record did not counts them when its
+    /// retry goes through.
+    new_series: usize,
     write_opts: WriteOptions,
     seal_grace_ms: i64,
     head_memory_limit: usize,
@@ -97,13 +108,14 @@ impl StoreWriter {
         };
         *shared.series_index.write() = SeriesIndex::build(ids.iter().map(|(k, &id)| (k, id)));
         let next_id = stored_next.max(max_id + 1);
-        let replayed = replay(&shared, next_id, watermark)?;
+        let (journal, replayed) = replay(&shared, next_id, watermark, opts.sync_writes)?;
         let next_seq = replayed.next_seq.max(watermark.map_or(0, |w| w.seq));
         shared.series.store(ids.len(), Relaxed);
         shared.log_records.store(replayed.records, Relaxed);
         tracing::info!(
             series = ids.len(),
             log_records = replayed.records,
+            journal_bytes_cut = replayed.cut,
             head_points = shared.head.read().points(),
             "store opened"
         );
@@ -116,9 +128,11 @@ impl StoreWriter {
             next_id,
             next_seq,
             log_floor: replayed.first_seq.unwrap_or(next_seq),
+            journal,
             record: RecordEncoder::default(),
             resolved: Vec::new(),
             new_keys: Vec::new(),
+            new_series: 0,
             write_opts,
             seal_grace_ms: opts.seal_grace_ms,
             head_memory_limit: opts.head_memory_limit,
@@ -130,52 +144,47 @@ impl StoreWriter {
         self.ids.keys()
     }
 
-    /// Resolves series ids (new series get ids and index entries), appends
-    /// to head chunks, and commits ONE RocksDB write batch holding the
-    /// batch's log record plus any new index entries. When it returns Ok,
-    /// the batch survives kill -9; on error nothing of it was stored.
+    /// Resolves series ids (new series get ids and index entries, committed
+    /// in one RocksDB write batch), appends the batch's record to the
+    /// journal, then to head chunks. When it returns Ok, the batch survives
+    /// kill -9; on error none of its points was stored (its new series
+    /// may have been).
     pub fn append(&mut self, samples: &[Sample]) -> Result<AppendStats, StoreError> {
         if samples.is_empty() {
             return Ok(AppendStats::default());
         }
         let first_new_id = self.next_id;
-        if let Err(e) = self.commit(samples) {
-            for key in self.new_keys.drain(..) {
-                self.ids.remove(&key);
+        let seq = match self.commit(samples) {
+            Ok(seq) => seq,
+            Err(e) => {
+                // Only series whose commit failed are still here; their
+                // ids are given out again.
+                if !self.new_keys.is_empty() {
+                    for key in self.new_keys.drain(..) {
+                        self.ids.remove(&key);
+                    }
+                    self.next_id = first_new_id;
+                }
+                return Err(e);
             }
-            self.next_id = first_new_id;
-            return Err(e);
-        }
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        };
         {
             let mut head = self.shared.head.write();
             for &(id, p) in &self.resolved {
                 head.push(id, p, seq);
             }
         }
-        let new_series = self.new_keys.len();
-        if new_series > 0 {
-            // New series were numbered in the order of `new_keys`.
-            let mut index = self.shared.series_index.write();
-            for (id, key) in (first_new_id..).zip(self.new_keys.drain(..)) {
-                // Only now: the ids of a commit that failed are given again.
-                if let Some(tag) = self.id_tag {
-                    key.cache_id(tag, id);
-                }
-                index.insert(id, key);
-            }
-        }
-        self.shared.series.store(self.ids.len(), Relaxed);
         self.shared.log_records.fetch_add(1, Relaxed);
         Ok(AppendStats {
             points: samples.len(),
-            new_series,
+            new_series: std::mem::take(&mut self.new_series),
         })
     }
 
-    /// Resolves, encodes and commits `samples` without touching the head.
-    fn commit(&mut self, samples: &[Sample]) -> Result<(), StoreError> {
+    /// Resolves and encodes `samples`, commits their new series and
+    /// journals their record, without touching the head; returns the
+    /// record's sequence number.
+    fn commit(&mut self, samples: &[Sample]) -> Result<u64, StoreError> {
         let shared = Arc::clone(&self.shared);
         let mut batch = WriteBatch::default();
         let families = IndexFamilies::new(&shared)?;
@@ -220,14 +229,32 @@ impl StoreWriter {
                 keys::META_NEXT_SERIES_ID,
                 keys::u64_key(self.next_id),
             );
+            // Before the record: replay must find every id it names.
+            shared.db.write_opt(batch, &self.write_opts)?;
+            self.publish_new_series(first_new_id);
         }
-        batch.put_cf(
-            &shared.cf(cf::LOG)?,
-            keys::u64_key(self.next_seq),
-            self.record.bytes(),
-        );
-        shared.db.write_opt(batch, &self.write_opts)?;
-        Ok(())
+        // Taken even if the append fails: a torn frame may hold it.
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.journal
+            .append(seq, self.record.bytes())
+            .map_err(StoreError::Journal)?;
+        Ok(seq)
+    }
+
+    /// Makes the series of `new_keys`, numbered from `first_id` in their
+    /// order and now committed, known to readers.
+    fn publish_new_series(&mut self, first_id: u64) {
+        self.new_series += self.new_keys.len();
+        let mut index = self.shared.series_index.write();
+        for (id, key) in (first_id..).zip(self.new_keys.drain(..)) {
+            // Only now: the ids of a commit that failed are given again.
+            if let Some(tag) = self.id_tag {
+                key.cache_id(tag, id);
+            }
+            index.insert(id, key);
+        }
+        self.shared.series.store(self.ids.len(), Relaxed);
     }
 
     /// Deletes the points of series `ids` with timestamps in `[from, to]`
@@ -455,6 +482,9 @@ impl StoreWriter {
                 keys::u64_key(0),
                 keys::u64_key(keep_from - 1),
             )?;
+            self.journal
+                .truncate(keep_from, self.next_seq)
+                .map_err(StoreError::Journal)?;
             self.log_floor = keep_from;
         }
         self.shared
@@ -586,34 +616,82 @@ struct Replayed {
     first_seq: Option<u64>,
     next_seq: u64,
     records: u64,
+    /// Bytes of torn journal tails cut off.
+    cut: u64,
 }
 
-/// Replays the log into the head, skipping points the watermark proves
-/// sealed. `next_id` bounds the valid series ids.
+/// Replays the log (the journal's records and the `log` family's, merged
+/// by sequence number) into the head, skipping points the watermark proves
+/// sealed, and opens the journal for appends. `next_id` bounds the valid
+/// series ids.
 fn replay(
     shared: &Shared,
     next_id: u64,
     watermark: Option<Watermark>,
-) -> Result<Replayed, StoreError> {
+    sync: bool,
+) -> Result<(Journal, Replayed), StoreError> {
     let log_cf = shared.cf(cf::LOG)?;
-    let mut it = shared.db.raw_iterator_cf(&log_cf);
-    it.seek_to_first();
-    let mut head = shared.head.write();
-    let mut out = Replayed {
-        first_seq: None,
-        next_seq: 0,
-        records: 0,
+    let mut family = shared.db.raw_iterator_cf(&log_cf);
+    family.seek_to_first();
+    let mut into = Replay {
+        head: &mut shared.head.write(),
+        next_id,
+        watermark,
+        out: Replayed {
+            first_seq: None,
+            next_seq: 0,
+            records: 0,
+            cut: 0,
+        },
     };
-    while let Some((k, v)) = it.item() {
-        let bad = |detail: String| StoreError::corrupt(cf::LOG, k, detail);
-        let seq = keys::parse_u64(k).ok_or_else(|| bad("sequence number is not 8 bytes".into()))?;
+    let dir = shared.dir.join(JOURNAL_DIR);
+    let (journal, journaled) = Journal::open(&dir, sync, |seq, record| {
+        into.family_below(&mut family, seq)?;
+        into.apply(JOURNAL_DIR, seq, record)
+    })?;
+    into.family_below(&mut family, u64::MAX)?;
+    family.status()?;
+    into.out.cut = journaled.cut;
+    Ok((journal, into.out))
+}
+
+/// Where replayed records go.
+struct Replay<'a> {
+    head: &'a mut Head,
+    next_id: u64,
+    watermark: Option<Watermark>,
+    out: Replayed,
+}
+
+impl Replay<'_> {
+    /// Applies the `log` family's records below `before`, in order.
+    fn family_below(
+        &mut self,
+        family: &mut DBRawIteratorWithThreadMode<'_, Db>,
+        before: u64,
+    ) -> Result<(), StoreError> {
+        while let Some((k, v)) = family.item() {
+            let seq = keys::parse_u64(k)
+                .ok_or_else(|| StoreError::corrupt(cf::LOG, k, "sequence number is not 8 bytes"))?;
+            if seq >= before {
+                break;
+            }
+            self.apply(cf::LOG, seq, v)?;
+            family.next();
+        }
+        Ok(())
+    }
+
+    /// Applies record `seq`, read from `source`.
+    fn apply(&mut self, source: &str, seq: u64, record: &[u8]) -> Result<(), StoreError> {
+        let bad = |detail: String| StoreError::corrupt(source, &keys::u64_key(seq), detail);
         let known = |id: u64| {
-            if id == 0 || id >= next_id {
+            if id == 0 || id >= self.next_id {
                 return Err(bad(format!("unknown series id {id}")));
             }
             Ok(id)
         };
-        match log::decode(v).map_err(|e| bad(e.to_string()))? {
+        match log::decode(record).map_err(|e| bad(e.to_string()))? {
             Record::Points(points) => {
                 for item in points {
                     let (id, p) = item.map_err(|e| bad(e.to_string()))?;
@@ -621,24 +699,25 @@ fn replay(
                     if !ts_in_range(p.timestamp_ms) {
                         return Err(bad(format!("timestamp {} out of range", p.timestamp_ms)));
                     }
-                    if watermark.is_some_and(|w| w.covers(seq, window_start(p.timestamp_ms))) {
-                        continue;
+                    let sealed = self
+                        .watermark
+                        .is_some_and(|w| w.covers(seq, window_start(p.timestamp_ms)));
+                    if !sealed {
+                        self.head.push(id, p, seq);
                     }
-                    head.push(id, p, seq);
                 }
             }
             Record::Delete(d) => {
                 for &id in &d.ids {
-                    head.delete(known(id)?, d.from, d.to)
+                    self.head
+                        .delete(known(id)?, d.from, d.to)
                         .map_err(|e| bad(e.to_string()))?;
                 }
             }
         }
-        out.first_seq.get_or_insert(seq);
-        out.next_seq = seq + 1;
-        out.records += 1;
-        it.next();
+        self.out.first_seq.get_or_insert(seq);
+        self.out.next_seq = seq + 1;
+        self.out.records += 1;
+        Ok(())
     }
-    it.status()?;
-    Ok(out)
 }
