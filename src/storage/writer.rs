@@ -190,6 +190,9 @@ impl StoreWriter {
         let families = IndexFamilies::new(&shared)?;
         self.new_keys.clear();
         self.resolved.clear();
+        // Exact: commits are of about one size, and doubling would hold
+        // twice that for good.
+        self.resolved.reserve_exact(samples.len());
         self.record.start();
         let first_new_id = self.next_id;
         for s in samples {
