@@ -19,6 +19,10 @@ before it queries:
   (g) the series of one host (OpenTSDB's /api/search/lookup, PromQL's
       /api/v1/series).
 
+  (z) a request with next to nothing to do (rtsd's /api/version,
+      VictoriaMetrics' /health): what Python's client and one HTTP round
+      trip cost on this machine, the floor under every figure above.
+
 With --clickhouse, (a)-(c) also run against rtsd on ClickHouse
 (`serve --store clickhouse`): the script starts its own clickhouse-server
 (a minimal generated config in a temp dir, free loopback ports), loads the
@@ -49,7 +53,7 @@ import time
 import urllib.parse
 import urllib.request
 
-RUNS, WARMUP = 20, 2
+RUNS, WARMUP = 50, 5
 NOW = int(time.time()) // 60 * 60
 DAY, MONTH = 86400, 30 * 86400
 HC_HOSTS, HC_CORES = 250_000, 4
@@ -240,11 +244,17 @@ def rtsd(binary, data, n, clickhouse_url=None):
         "e": timed(q(f"sum:bench.hc{{host=wildcard({HC_PREFIX}*)}}", HC_TS - 60)),
         "f": timed(q(f"sum:bench.hc{{host=regexp(^{HC_PREFIX}[0-9]*$)}}", HC_TS - 60)),
         "g": timed(f"{base}/api/search/lookup?m={urllib.parse.quote('bench.hc{host=hc12345}')}"),
+        "z": timed(f"{base}/api/version"),
     }
     proc.send_signal(signal.SIGTERM)
     proc.wait()
     shutil.rmtree(d, ignore_errors=True)
     return out
+
+
+def ms(value):
+    """Two decimals below 10 ms, where a tenth is most of the figure."""
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
 
 
 def port_open(port):
@@ -286,6 +296,7 @@ def victoria(binary, data, n):
         "f": timed(rng(f'sum(bench.hc{{host=~"{HC_PREFIX}[0-9]*"}})', HC_TS - 60, 60)),
         "g": timed(f"{base}/api/v1/series?start={HC_TS - 60}&end={NOW}&match[]="
                    + urllib.parse.quote('bench.hc{host="hc12345"}')),
+        "z": timed(f"{base}/health"),
     }
     proc.send_signal(signal.SIGTERM)
     proc.wait()
@@ -318,13 +329,14 @@ def main():
              "d": "(d) 1 M series: tag value suggestions for a prefix",
              "e": "(e) 1 M series: sum over a wildcard host filter (444 series)",
              "f": "(f) 1 M series: sum over a regexp host filter (444 series)",
-             "g": "(g) 1 M series: series of one host (lookup)"}
+             "g": "(g) 1 M series: series of one host (lookup)",
+             "z": "(z) a trivial request: the client's and HTTP's floor"}
     systems = list(results)
     print(f"{n} points loaded; median / p90 ms over {RUNS} runs\n")
     print("| query | " + " | ".join(systems) + " |")
     print("|---|" + "---:|" * len(systems))
     for k, label in names.items():
-        cells = [f"{results[s][k][0]:.1f} / {results[s][k][1]:.1f}" if k in results[s] else "—"
+        cells = [f"{ms(results[s][k][0])} / {ms(results[s][k][1])}" if k in results[s] else "—"
                  for s in systems]
         print(f"| {label} | " + " | ".join(cells) + " |")
 
