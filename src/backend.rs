@@ -64,6 +64,11 @@ pub trait Backend: Source + Send + Sync {
     /// directory (`crate::http::metadata`).
     fn share_metadata(&self, entries: &[MetadataEntry]) -> Result<(), SourceError>;
 
+    /// Whether reads only touch this process's memory and local disk,
+    /// never wait on another server: such a store may answer a small
+    /// query on an async worker instead of the blocking pool.
+    fn reads_locally(&self) -> bool;
+
     /// Every figure, disk usage read now.
     fn stats(&self) -> StorageStats {
         self.stats_with(Arc::new(self.disk_usage()))
@@ -174,6 +179,10 @@ impl Backend for StoreReader {
     /// One node: the data directory's file is the whole store.
     fn share_metadata(&self, _entries: &[MetadataEntry]) -> Result<(), SourceError> {
         Ok(())
+    }
+
+    fn reads_locally(&self) -> bool {
+        true
     }
 }
 

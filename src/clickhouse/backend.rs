@@ -349,6 +349,10 @@ impl Backend for ClickHouseBackend {
 
     /// Rows of the `metadata` table, the newest (by clock) of a key winning
     /// after `FINAL`, so every node's posts are in one place.
+    fn reads_locally(&self) -> bool {
+        false
+    }
+
     fn share_metadata(&self, entries: &[MetadataEntry]) -> Result<(), SourceError> {
         if entries.is_empty() {
             return Ok(());

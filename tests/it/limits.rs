@@ -444,3 +444,62 @@ async fn stats_flood_from_non_reading_clients_keeps_memory_bounded() {
     d.signal("-TERM");
     assert!(d.wait().await.success());
 }
+
+/// A small query runs on the async worker that received it, under bounds
+/// of its own (`http::query`); one past them is answered whole by the
+/// blocking pool, not refused or cut short, and counts as no refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_past_the_async_workers_bounds_are_answered_whole() {
+    let d = TestDaemon::start().await;
+    let t0 = 1_700_000_000;
+    let mut lines = String::new();
+    for host in 0..100 {
+        lines.push_str(&format!("put wide.m {t0} 1 host=h{host}\n"));
+    }
+    let long = 40_000;
+    for i in 0..long {
+        lines.push_str(&format!("put long.m {} {i} host=a\n", t0 + i));
+    }
+    exchange(d.telnet(), lines.as_bytes()).await;
+    d.wait_stored(100 + long as u64).await;
+    let ask = |m: &str| {
+        format!(
+            "/api/query?start={t0}&end={}&m={m}",
+            t0 + long,
+            m = m.replace('{', "%7B").replace('}', "%7D")
+        )
+    };
+    let stats = &d.daemon.stats;
+    let answer = |path: String| dps_of(d.http(), path);
+    // 100 series, past the 64 a worker takes on.
+    let wide = answer(ask("sum:wide.m")).await;
+    assert_eq!(wide.len(), 1);
+    assert_eq!(wide[&t0.to_string()], 100);
+    // 40,000 points, past the 32 Ki.
+    let dps = answer(ask("sum:long.m{host=a}")).await;
+    assert_eq!(dps.len(), long as usize);
+    for (i, (ts, v)) in dps.iter().enumerate() {
+        assert_eq!(
+            (ts.as_str(), v.as_i64()),
+            (&*(t0 + i as i64).to_string(), Some(i as i64))
+        );
+    }
+    // Within the bounds, on the worker: the same answer as the pool's.
+    let few = answer(ask("sum:wide.m{}{host=literal_or(h1|h2|h3)}")).await;
+    assert_eq!(few[&t0.to_string()], 3);
+    for limit in ["series", "points", "deadline", "query_buckets"] {
+        assert_eq!(stats.query_refused_count(limit), 0, "{limit}");
+    }
+    d.stop().await;
+}
+
+/// The `dps` of the first result of the query at `path`.
+async fn dps_of(
+    addr: std::net::SocketAddr,
+    path: String,
+) -> serde_json::Map<String, serde_json::Value> {
+    let (status, reply) = http(addr, "GET", &path, b"").await;
+    assert_eq!(status, 200, "{path}: {reply}");
+    let json: serde_json::Value = serde_json::from_str(&reply).expect("JSON");
+    json[0]["dps"].as_object().expect("dps").clone()
+}
