@@ -51,10 +51,11 @@ pub(super) fn stored_rollups(
     from: i64,
     to: i64,
 ) -> Result<BTreeMap<i64, RollupAgg>, StoreError> {
-    let mut out = BTreeMap::new();
     if from >= to {
-        return Ok(out);
+        return Ok(BTreeMap::new());
     }
+    let mut rows = Vec::new();
+    let mut families = 0;
     for (_, name, family) in shared.partitions(kind).covering(&shared.db, from, to - 1) {
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(keys::series_time(id, to).to_vec());
@@ -64,13 +65,21 @@ pub(super) fn stored_rollups(
             let (_, start) = keys::parse_series_time(k)
                 .ok_or_else(|| StoreError::corrupt(&name, k, "malformed rollup key"))?;
             let agg = rollup::decode(start, v).map_err(|e| StoreError::corrupt(&name, k, e))?;
-            // Fine families come first: their copy wins (see `blocks`).
-            out.entry(start).or_insert(agg);
+            rows.push((start, agg));
             it.next();
         }
         it.status()?;
+        families += 1;
     }
-    Ok(out)
+    if families > 1 {
+        // Fine families come first: their copy wins (see `blocks`). The
+        // sort is stable, so the first of equal starts is theirs.
+        rows.sort_by_key(|&(start, _)| start);
+        rows.dedup_by_key(|&mut (start, _)| start);
+    }
+    // From sorted rows the map is built in one pass; inserting them one by
+    // one was 5 % of a profile of answering 30 days of hours.
+    Ok(rows.into_iter().collect())
 }
 
 /// Clamps a query range to the timestamps the store can hold; `None` if
