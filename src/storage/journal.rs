@@ -36,6 +36,10 @@ use super::StoreError;
 /// disk in steps of about this much.
 const SEGMENT_BYTES: u64 = 64 << 20;
 
+/// Size from which a segment holding records no longer needed moves
+/// appends to a new one at truncation, so that it can go at the next.
+const ROLL_AFTER_TRUNCATE: u64 = SEGMENT_BYTES / 16;
+
 const HEADER: usize = 16;
 const SUFFIX: &str = ".journal";
 
@@ -164,7 +168,13 @@ impl Journal {
     /// Deletes every segment whose records all lie below `keep_from`;
     /// `next_seq` is the sequence number the next append will take.
     pub fn truncate(&mut self, keep_from: u64, next_seq: u64) -> io::Result<()> {
-        if keep_from >= next_seq && self.current.as_ref().is_some_and(|s| s.first < keep_from) {
+        // The segment appended to goes too once nothing of it is needed, or
+        // will once it is rolled: without that, a slow stream would keep
+        // hours of records until the segment filled up.
+        let obsolete = |s: &Segment| {
+            s.first < keep_from && (keep_from >= next_seq || s.len >= ROLL_AFTER_TRUNCATE)
+        };
+        if self.current.as_ref().is_some_and(obsolete) {
             self.roll();
         }
         while let Some(&first) = self.older.front() {
@@ -364,6 +374,29 @@ mod tests {
         drop(j);
         let (_, seen, _) = reopen(dir.path());
         assert_eq!(seen, vec![(6, b"e".to_vec())]);
+    }
+
+    #[test]
+    fn a_big_enough_segment_with_obsolete_records_is_rolled_to_go_later() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut j, _, _) = reopen(dir.path());
+        let record = vec![7u8; 1 << 20];
+        for seq in 0..4 {
+            j.append(seq, &record).expect("appends");
+        }
+        j.truncate(2, 4).expect("truncates");
+        assert_eq!(j.segment_count(), 1, "records 2 and 3 are still needed");
+        j.append(4, b"x").expect("appends");
+        assert_eq!(j.segment_count(), 2, "appends went to a new segment");
+        j.truncate(4, 5).expect("truncates");
+        assert_eq!(
+            j.segment_count(),
+            1,
+            "the old one went once all of it could"
+        );
+        drop(j);
+        let (_, seen, _) = reopen(dir.path());
+        assert_eq!(seen, vec![(4, b"x".to_vec())]);
     }
 
     #[test]
