@@ -163,12 +163,15 @@ impl Partitioned {
 
     /// The family name of `period`.
     pub fn name(self, period: Period) -> String {
-        let format = match period.span {
-            Span::Day => "%Y%m%d",
-            Span::Month => "%Y%m",
-            Span::Year => "%Y",
-        };
-        format!("{}{}", self.prefix(), date_of(period.start).format(format))
+        // Digits written directly: every block lookup and seal names its
+        // families, and chrono's format strings showed in seal profiles.
+        let date = date_of(period.start);
+        let (prefix, y) = (self.prefix(), date.year());
+        match period.span {
+            Span::Day => format!("{prefix}{y:04}{:02}{:02}", date.month(), date.day()),
+            Span::Month => format!("{prefix}{y:04}{:02}", date.month()),
+            Span::Year => format!("{prefix}{y:04}"),
+        }
     }
 
     /// The kind and period of a partitioned family name, `None` for other
