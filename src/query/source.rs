@@ -10,8 +10,9 @@ use crate::model::{DataPoint, NameKind, RollupAgg, RollupResolution, SeriesMeta}
 pub struct SourceError(pub String);
 
 /// Read access to stored series. Implementations must be cheap to call
-/// concurrently from many requests.
-pub trait Source {
+/// concurrently from many requests, and from several threads of one
+/// (which read a group's series in parallel).
+pub trait Source: Sync {
     /// Every series of `metric`, or `None` if no such metric was ever written.
     fn series_of_metric(&self, metric: &str) -> Result<Option<Vec<SeriesMeta>>, SourceError>;
 

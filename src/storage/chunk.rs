@@ -389,13 +389,7 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<DataPoint>) -> Result<(), ChunkEr
     out.clear();
     let mut it = match iter(bytes)?.0 {
         Inner::Bits(it) => it,
-        Inner::Packed(mut it) => {
-            out.reserve(it.count());
-            while let Some(p) = it.next_point() {
-                out.push(p?);
-            }
-            return Ok(());
-        }
+        Inner::Packed(mut it) => return it.decode_into(out),
     };
     out.reserve(it.count);
     while it.index < it.count {
