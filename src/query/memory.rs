@@ -98,6 +98,11 @@ impl Source for MemSource {
             .collect())
     }
 
+    /// Each series is read on its own, through `points`.
+    fn parallel_scans(&self) -> bool {
+        true
+    }
+
     fn rollups(
         &self,
         id: u64,

@@ -12,9 +12,10 @@
 //! are taken, so the buckets held stay a few series' worth however large
 //! the group and however slow one series is to read.
 //!
-//! Helpers start only once the group proves to hold enough points to pay
-//! for a thread (judged from the series the calling thread read first), so
-//! small queries stay on one thread.
+//! Helpers start only where the source reads nothing twice through
+//! several scans ([`Source::parallel_scans`]), and once the group proves to
+//! hold enough points to pay for a thread (judged from the series the
+//! calling thread read first), so small queries stay on one thread.
 
 use std::ops::ControlFlow;
 use std::sync::OnceLock;
@@ -112,7 +113,10 @@ pub(super) fn each_downsampled(
                     own_series += 1;
                     own_points += result.as_ref().map_or(0, |&n| n);
                     let expected = (own_points / own_series).saturating_mul(ids.len() - i - 1);
-                    if threads() > 1 && expected >= MIN_POINTS_FOR_HELPERS {
+                    if threads() > 1
+                        && source.parallel_scans()
+                        && expected >= MIN_POINTS_FOR_HELPERS
+                    {
                         // Each helper holds a clone, and the original is
                         // dropped, so that `recv` fails rather than waits
                         // should every helper die.

@@ -57,6 +57,16 @@ pub trait Source: Sync {
         })
     }
 
+    /// Whether one query may read a group's series through several
+    /// [`scan_points`](Self::scan_points) at once, one per thread, each
+    /// opened for every series but asked for only some. True only where
+    /// that reads nothing twice, as for a store that seeks to each series
+    /// it is asked for; a store that reads many series per request would
+    /// read every one once per scan. False by default.
+    fn parallel_scans(&self) -> bool {
+        false
+    }
+
     /// Aggregates of series `id` for every interval of `resolution` that
     /// starts in `[start_ms, end_ms)` and holds data, sorted by start. They
     /// equal what the raw points give, unsealed data included. `None` means
