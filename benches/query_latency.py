@@ -3,8 +3,10 @@
 
 Loads the same generated data into both systems over their OpenTSDB telnet
 listeners, waits until everything is stored (and, for rtsd, sealed into
-blocks and hourly rollups), then times three queries over HTTP on loopback,
-each over one kept-alive connection:
+blocks and hourly rollups) and the server has settled (under a tenth of a
+core busy over a second: the timed queries get the machine to themselves),
+then times three queries over HTTP on loopback, each over one kept-alive
+connection:
 
   (a) one series over a day, raw points;
   (b) sum over 1,000 series of a 1-minute average, over a day;
@@ -91,6 +93,26 @@ def wait_for(cond, what, limit=300):
         if time.time() - start > limit:
             sys.exit(f"timed out waiting for {what}")
         time.sleep(0.2)
+
+
+def settle(pid, what, limit=120):
+    """Waits until process `pid` uses under a tenth of a core over a second.
+    Right after a load a store still works in the background (rtsd rolls
+    up the windows it sealed for some 20 s, VictoriaMetrics merges parts),
+    which would take a core from the queries timed."""
+    def cpu_s():
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    start, before = time.time(), cpu_s()
+    while True:
+        time.sleep(1)
+        now = cpu_s()
+        if now - before < 0.1:
+            return
+        if time.time() - start > limit:
+            sys.exit(f"timed out waiting for {what} to settle")
+        before = now
 
 
 def lines():
@@ -225,6 +247,7 @@ def rtsd(binary, data, n, clickhouse_url=None):
     if clickhouse_url:
         # Shipped: every point is in ClickHouse, where queries read.
         wait_for(lambda: stat("tsd.rtsd.spool.points") == 0, "rtsd to ship its spool", limit=600)
+        settle(proc.pid, "rtsd")
         out = {
             "a": timed(q("none:bench.a{host=h1}", NOW - DAY)),
             "b": timed(q("sum:1m-avg:bench.a", NOW - DAY)),
@@ -236,6 +259,7 @@ def rtsd(binary, data, n, clickhouse_url=None):
         return out
     # Everything but the current hour sealed into blocks and rollups.
     wait_for(lambda: stat("tsd.rtsd.storage.head.points") <= 1010 * 60, "rtsd to seal")
+    settle(proc.pid, "rtsd")
     out = {
         "a": timed(q("none:bench.a{host=h1}", NOW - DAY)),
         "b": timed(q("sum:1m-avg:bench.a", NOW - DAY)),
@@ -283,6 +307,7 @@ def victoria(binary, data, n):
 
     wait_for(lambda: inserted() >= n, "victoria-metrics to store")
     get(base + "/internal/force_flush")
+    settle(proc.pid, "victoria-metrics")
     rng = lambda q, start, step: (f"{base}/api/v1/query_range?nocache=1&query={urllib.parse.quote(q)}"
                                   f"&start={start}&end={NOW}&step={step}")
     series = urllib.parse.quote('bench.a{host="h1"}')

@@ -2,7 +2,7 @@
 //! tests and the `query_body` fuzz invariants run queries against, so
 //! they need no RocksDB.
 
-use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use crate::model::{DataPoint, NameKind, RollupAgg, RollupResolution, SeriesKey, SeriesMeta};
 use crate::query::source::{Source, SourceError};
@@ -14,9 +14,9 @@ pub(crate) struct MemSource {
     series: Vec<(SeriesMeta, Vec<DataPoint>)>,
     rollups_enabled: bool,
     /// `rollups` calls so far, so tests see which path a query took.
-    pub(crate) rollup_reads: Cell<usize>,
+    pub(crate) rollup_reads: AtomicUsize,
     /// `points` calls so far.
-    pub(crate) point_reads: Cell<usize>,
+    pub(crate) point_reads: AtomicUsize,
 }
 
 impl MemSource {
@@ -89,13 +89,18 @@ impl Source for MemSource {
     }
 
     fn points(&self, id: u64, start_ms: i64, end_ms: i64) -> Result<Vec<DataPoint>, SourceError> {
-        self.point_reads.set(self.point_reads.get() + 1);
+        self.point_reads.fetch_add(1, Relaxed);
         Ok(self
             .data(id)
             .iter()
             .filter(|p| start_ms <= p.timestamp_ms && p.timestamp_ms <= end_ms)
             .copied()
             .collect())
+    }
+
+    /// Each series is read on its own, through `points`.
+    fn parallel_scans(&self) -> bool {
+        true
     }
 
     fn rollups(
@@ -105,7 +110,7 @@ impl Source for MemSource {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Option<Vec<RollupAgg>>, SourceError> {
-        self.rollup_reads.set(self.rollup_reads.get() + 1);
+        self.rollup_reads.fetch_add(1, Relaxed);
         if !self.rollups_enabled {
             return Ok(None);
         }

@@ -16,7 +16,8 @@
 //! - [`engine`]: resolving, grouping, and the order of the steps, within
 //!   [`limits`]; each series goes through its sub-query's pipeline
 //!   (`pipeline`: read, downsample, fill, rate) and each group through a
-//!   cross-series sweep (`sweep`); every long loop polls the deadline
+//!   cross-series sweep (`sweep`), whose series may be read on several
+//!   threads (`parallel`); every long loop polls the deadline
 //!   (`deadline`);
 //! - [`downsample`], [`rate`], [`aggregator`]: the per-series and
 //!   per-timestamp functions;
@@ -38,6 +39,7 @@ pub mod fuzzing;
 pub mod limits;
 mod memory;
 pub mod output;
+mod parallel;
 mod pipeline;
 mod query_string;
 pub mod rate;

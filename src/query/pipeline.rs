@@ -18,9 +18,11 @@
 //! downsampled series goes from those slices straight into its buckets
 //! without being collected.
 
+use std::time::Instant;
+
 use crate::model::RollupResolution;
 use crate::model::{DataPoint, Value};
-use crate::query::aggregator::{Fold, RollupFunction};
+use crate::query::aggregator::{Aggregator, Fold, RollupFunction};
 use crate::query::deadline::Ticker;
 use crate::query::downsample::{self, downsample_rollups, Doubles, Downsampler, Grid};
 use crate::query::error::QueryError;
@@ -168,18 +170,15 @@ impl Pipeline<'_> {
             }
         }
         if let (Some(grid), Some(spec)) = (&self.grid, &self.sub.downsample) {
-            // Points go straight from the store into the buckets.
             let out = &mut scratch.series;
-            out.clear();
-            let mut d = Downsampler::new(grid, spec.function, std::mem::take(&mut scratch.buf));
-            let ticker = &mut Ticker::new(budget.limits.deadline);
-            let read = scan.scan(id, &mut |points| {
-                d.push(points, out);
-                ticker.keep_going(points.len())
-            })?;
-            ticker.stopped()?;
-            d.finish(out);
-            scratch.buf = d.into_buf();
+            let read = downsample_scan(
+                scan,
+                id,
+                (grid, spec.function),
+                budget.limits.deadline,
+                &mut scratch.buf,
+                out,
+            )?;
             budget.add_points(read as u64)?;
             if read == 0 {
                 return Ok(None);
@@ -240,6 +239,32 @@ impl Pipeline<'_> {
         }
         Ok(())
     }
+}
+
+/// Reads series `id` from `scan` through a downsampler on `grid` into `out`
+/// (cleared first), polling `deadline`; returns the points read. Points go
+/// straight from the store into the buckets, never collected. `buf` is the
+/// downsampler's scratch space, reused across series.
+pub(super) fn downsample_scan(
+    scan: &mut dyn PointScan,
+    id: u64,
+    (grid, function): (&Grid, Aggregator),
+    deadline: Option<Instant>,
+    buf: &mut Vec<f64>,
+    out: &mut Doubles,
+) -> Result<usize, QueryError> {
+    out.clear();
+    let mut d = Downsampler::new(grid, function, std::mem::take(buf));
+    let ticker = &mut Ticker::new(deadline);
+    let read = scan.scan(id, &mut |points| {
+        d.push(points, out);
+        ticker.keep_going(points.len())
+    });
+    d.finish(out);
+    *buf = d.into_buf();
+    let read = read?;
+    ticker.stopped()?;
+    Ok(read)
 }
 
 /// The field of a store's buckets `f` reads. `dev` is left out: the raw

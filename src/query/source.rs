@@ -10,8 +10,9 @@ use crate::model::{DataPoint, NameKind, RollupAgg, RollupResolution, SeriesMeta}
 pub struct SourceError(pub String);
 
 /// Read access to stored series. Implementations must be cheap to call
-/// concurrently from many requests.
-pub trait Source {
+/// concurrently from many requests, and from several threads of one
+/// (which read a group's series in parallel).
+pub trait Source: Sync {
     /// Every series of `metric`, or `None` if no such metric was ever written.
     fn series_of_metric(&self, metric: &str) -> Result<Option<Vec<SeriesMeta>>, SourceError>;
 
@@ -54,6 +55,16 @@ pub trait Source {
             start_ms,
             end_ms,
         })
+    }
+
+    /// Whether one query may read a group's series through several
+    /// [`scan_points`](Self::scan_points) at once, one per thread, each
+    /// opened for every series but asked for only some. True only where
+    /// that reads nothing twice, as for a store that seeks to each series
+    /// it is asked for; a store that reads many series per request would
+    /// read every one once per scan. False by default.
+    fn parallel_scans(&self) -> bool {
+        false
     }
 
     /// Aggregates of series `id` for every interval of `resolution` that

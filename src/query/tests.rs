@@ -7,6 +7,7 @@
 //! answer; the unit tests of each part stay beside their code.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use serde::Deserialize;
@@ -422,7 +423,7 @@ fn calendar_days_across_dst_in_a_timezone() {
             "rollups={rollups}"
         );
         // Whole hours in New York: the engine asks for hourly rollups.
-        assert!(src.rollup_reads.get() > 0);
+        assert!(src.rollup_reads.load(Relaxed) > 0);
         // The same days in UTC start at 00:00Z.
         let got = run(
             &src,
@@ -931,9 +932,9 @@ fn rollups_give_the_raw_answers() {
                             "queries":[{{"aggregator":"{agg}","metric":"roll","downsample":"{interval}-{function}{fill}"{rate},"tags":{{"host":"*"}}}},
                                        {{"aggregator":"{agg}","metric":"roll","downsample":"{interval}-{function}{fill}"{rate}}}]}}"#
                     );
-                    let before = rolled.rollup_reads.get();
+                    let before = rolled.rollup_reads.load(Relaxed);
                     let (want, got) = (run(&raw, &q), run(&rolled, &q));
-                    if rolled.rollup_reads.get() > before {
+                    if rolled.rollup_reads.load(Relaxed) > before {
                         rolled_up += 1;
                     }
                     if function == "dev" {
@@ -954,7 +955,7 @@ fn rollups_give_the_raw_answers() {
     }
     assert!(rolled_up > 500, "rollups used for {rolled_up} queries");
     // Intervals that cut hours, and functions rollups cannot answer, read points.
-    let before = rolled.rollup_reads.get();
+    let before = rolled.rollup_reads.load(Relaxed);
     for ds in ["30m-sum", "1h-p99", "1h-median", "0all-sum", "1dc-sum"] {
         let zone = if ds == "1dc-sum" {
             r#","timezone":"Asia/Kolkata""#
@@ -966,13 +967,13 @@ fn rollups_give_the_raw_answers() {
         );
         assert_eq!(run(&raw, &q), run(&rolled, &q), "{ds}");
     }
-    assert_eq!(rolled.rollup_reads.get(), before);
+    assert_eq!(rolled.rollup_reads.load(Relaxed), before);
     // ROLLUP_RAW keeps the engine on points.
     let q = r#"{"start":"2024/03/08","end":"2024/03/10","queries":[{"aggregator":"sum","metric":"roll","downsample":"1h-sum","rollupUsage":"ROLLUP_RAW"}]}"#;
     run(&rolled, q);
-    assert_eq!(rolled.rollup_reads.get(), before);
+    assert_eq!(rolled.rollup_reads.load(Relaxed), before);
     // A store without rollups falls back to points.
-    assert!(raw.rollup_reads.get() > 0 && raw.point_reads.get() > 0);
+    assert!(raw.rollup_reads.load(Relaxed) > 0 && raw.point_reads.load(Relaxed) > 0);
 }
 
 /// Replays `protocol/queries/*.json`, the cases the HTTP tests also run

@@ -389,13 +389,7 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<DataPoint>) -> Result<(), ChunkEr
     out.clear();
     let mut it = match iter(bytes)?.0 {
         Inner::Bits(it) => it,
-        Inner::Packed(mut it) => {
-            out.reserve(it.count());
-            while let Some(p) = it.next_point() {
-                out.push(p?);
-            }
-            return Ok(());
-        }
+        Inner::Packed(mut it) => return it.decode_into(out),
     };
     out.reserve(it.count);
     while it.index < it.count {
@@ -526,6 +520,35 @@ impl Iterator for BitsIter<'_> {
     }
 }
 
+/// Pushes up to `run` points of a regular run onto `out`: timestamps
+/// stepping by `delta` from `t`, integers by `step` from `v`, each made a
+/// value by `value`, until a timestamp would not increase. Returns the
+/// last timestamp and integer, and the points pushed.
+#[inline(always)]
+fn push_run(
+    out: &mut Vec<DataPoint>,
+    run: usize,
+    (mut t, delta): (i64, i64),
+    (mut v, step): (i64, i64),
+    value: impl Fn(i64) -> Value,
+) -> (i64, i64, usize) {
+    let mut n = 0;
+    while n < run {
+        let next = t.wrapping_add(delta);
+        if next <= t {
+            break;
+        }
+        t = next;
+        v = v.wrapping_add(step);
+        out.push(DataPoint {
+            timestamp_ms: t,
+            value: value(v),
+        });
+        n += 1;
+    }
+    (t, v, n)
+}
+
 impl BitsIter<'_> {
     /// Reads a run of points whose timestamp and value codes are both `0`
     /// (a regular timestamp and an unchanged delta, or in XOR mode an
@@ -539,51 +562,29 @@ impl BitsIter<'_> {
         if run == 0 {
             return false;
         }
-        let delta = self.ts_delta as i64;
-        let mut t = self.prev_ts;
-        let mut n = 0;
+        let (t, delta) = (self.prev_ts, self.ts_delta as i64);
         let vs = &mut self.values;
-        match vs.mode {
-            Mode::Int | Mode::Decimal(_) => {
-                let scale = match vs.mode {
-                    Mode::Decimal(s) => Some(POW10[usize::from(s)]),
-                    _ => None,
-                };
-                let mut v = vs.prev;
-                while n < run {
-                    let next = t.wrapping_add(delta);
-                    if next <= t {
-                        break;
-                    }
-                    t = next;
-                    v = v.wrapping_add(vs.delta);
-                    out.push(DataPoint {
-                        timestamp_ms: t,
-                        value: match scale {
-                            None => Value::Int(v),
-                            Some(p) => Value::Float(v as f64 / p),
-                        },
-                    });
-                    n += 1;
-                }
+        // One loop per kind of value: with one for all, the compiler
+        // divides every integer as if it were a decimal.
+        let (t, n) = match vs.mode {
+            Mode::Int => {
+                let (t, v, n) = push_run(out, run, (t, delta), (vs.prev, vs.delta), Value::Int);
                 vs.prev = v;
+                (t, n)
+            }
+            Mode::Decimal(s) => {
+                let p = POW10[usize::from(s)];
+                let decimal = |v| Value::Float(v as f64 / p);
+                let (t, v, n) = push_run(out, run, (t, delta), (vs.prev, vs.delta), decimal);
+                vs.prev = v;
+                (t, n)
             }
             Mode::Xor => {
                 let value = Value::Float(f64::from_bits(vs.prev_bits));
-                while n < run {
-                    let next = t.wrapping_add(delta);
-                    if next <= t {
-                        break;
-                    }
-                    t = next;
-                    out.push(DataPoint {
-                        timestamp_ms: t,
-                        value,
-                    });
-                    n += 1;
-                }
+                let (t, _, n) = push_run(out, run, (t, delta), (0, 0), |_| value);
+                (t, n)
             }
-        }
+        };
         self.prev_ts = t;
         self.index += n;
         self.bits.skip(2 * n as u32);

@@ -412,6 +412,11 @@ impl Source for StoreReader {
         Box::new(self.scan(ids, start_ms, end_ms))
     }
 
+    /// A scan seeks to each series it is asked for.
+    fn parallel_scans(&self) -> bool {
+        true
+    }
+
     fn rollups(
         &self,
         id: u64,
@@ -503,15 +508,16 @@ impl Stream<'_> {
         }
     }
 
-    /// Moves past families with no block left for the current series.
-    fn settle(&mut self) -> Result<(), StoreError> {
+    /// Moves past families with no block left for the current series;
+    /// the start of the next block, if any.
+    fn settle(&mut self) -> Result<Option<i64>, StoreError> {
         while let Some(f) = self.families.get(self.at) {
-            if f.block()?.is_some() {
-                break;
+            if let Some((start, _)) = f.block()? {
+                return Ok(Some(start));
             }
             self.at += 1;
         }
-        Ok(())
+        Ok(None)
     }
 
     /// The next block, once settled.
@@ -614,8 +620,7 @@ impl Scan<'_> {
                 // The stream whose next block starts first, the finer on a tie.
                 let mut next: Option<(usize, i64)> = None;
                 for (i, s) in streams.iter_mut().enumerate() {
-                    s.settle()?;
-                    if let Some((block_start, _)) = s.block()? {
+                    if let Some(block_start) = s.settle()? {
                         if next.map_or(true, |(_, n)| block_start < n) {
                             next = Some((i, block_start));
                         }

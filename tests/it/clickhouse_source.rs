@@ -11,8 +11,8 @@
 //! threads outside any runtime, so a small runtime here only starts the
 //! server and writes the data.
 
-use std::cell::Cell;
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use rtsd::clickhouse::writer::{self, WriteError};
@@ -132,13 +132,13 @@ fn every_query_case_answers_byte_identically_on_clickhouse_and_rocksdb() {
                 "{label} (no buckets in SQL):\n  clickhouse {from_points:?}\n  rocksdb    {on_rocksdb:?}"
             ));
         }
-        bucket_cases += usize::from(pushed.from_sql.get() > 0);
-        fallback_cases += usize::from(pushed.from_points.get() > 0);
+        bucket_cases += usize::from(pushed.from_sql.load(Relaxed) > 0);
+        fallback_cases += usize::from(pushed.from_points.load(Relaxed) > 0);
         // A case whose queries read rollups is answered twice more: with
         // every hour's and day's rollups computed and stored, and with
         // every other hour's and day's row overridden by a wrong one of a
         // higher version, which the read's check must refuse.
-        if counting.rollups.get() > 0 {
+        if counting.rollups.load(Relaxed) > 0 {
             rollup_cases += 1;
             stored_rows += compute_rollups(&setup, &client, &db, &samples).hour_rows;
             for forged in [false, true] {
@@ -208,9 +208,9 @@ fn every_query_case_answers_byte_identically_on_clickhouse_and_rocksdb() {
 struct Counting<S> {
     inner: S,
     buckets: bool,
-    rollups: Cell<usize>,
-    from_sql: Cell<usize>,
-    from_points: Cell<usize>,
+    rollups: AtomicUsize,
+    from_sql: AtomicUsize,
+    from_points: AtomicUsize,
 }
 
 impl<S: Source> Counting<S> {
@@ -218,9 +218,9 @@ impl<S: Source> Counting<S> {
         Counting {
             inner,
             buckets,
-            rollups: Cell::new(0),
-            from_sql: Cell::new(0),
-            from_points: Cell::new(0),
+            rollups: AtomicUsize::new(0),
+            from_sql: AtomicUsize::new(0),
+            from_points: AtomicUsize::new(0),
         }
     }
 }
@@ -228,8 +228,8 @@ impl<S: Source> Counting<S> {
 /// A bucket read of [`Counting`].
 struct CountedBuckets<'a> {
     inner: Box<dyn RollupScan + 'a>,
-    from_sql: &'a Cell<usize>,
-    from_points: &'a Cell<usize>,
+    from_sql: &'a AtomicUsize,
+    from_points: &'a AtomicUsize,
 }
 
 impl RollupScan for CountedBuckets<'_> {
@@ -240,7 +240,7 @@ impl RollupScan for CountedBuckets<'_> {
         } else {
             self.from_points
         };
-        counter.set(counter.get() + 1);
+        counter.fetch_add(1, Relaxed);
         Ok(got)
     }
 
@@ -286,7 +286,7 @@ impl<S: Source> Source for Counting<S> {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Option<Vec<RollupAgg>>, SourceError> {
-        self.rollups.set(self.rollups.get() + 1);
+        self.rollups.fetch_add(1, Relaxed);
         self.inner.rollups(id, resolution, start_ms, end_ms)
     }
 
@@ -298,7 +298,7 @@ impl<S: Source> Source for Counting<S> {
         start_ms: i64,
         end_ms: i64,
     ) -> Box<dyn RollupScan + 'a> {
-        self.rollups.set(self.rollups.get() + 1);
+        self.rollups.fetch_add(1, Relaxed);
         self.inner.scan_rollups(ids, resolution, start_ms, end_ms)
     }
 
@@ -613,7 +613,7 @@ fn long_rollup_downsamples_read_stored_rows_and_stay_exact_after_late_points_and
         "sum:6h-count:m",
     ];
     let compare = |clickhouse: &Counting<_>, embedded: &StoreReader, what: &str| {
-        let before = clickhouse.rollups.get();
+        let before = clickhouse.rollups.load(Relaxed);
         for q in queries {
             assert_eq!(
                 get(clickhouse, q, start, end),
@@ -621,7 +621,10 @@ fn long_rollup_downsamples_read_stored_rows_and_stay_exact_after_late_points_and
                 "{what}: {q}"
             );
         }
-        assert!(clickhouse.rollups.get() > before, "{what}: no rollup reads");
+        assert!(
+            clickhouse.rollups.load(Relaxed) > before,
+            "{what}: no rollup reads"
+        );
     };
     compare(&clickhouse, &embedded.reader, "computed");
 
@@ -864,9 +867,9 @@ fn buckets_aggregated_in_sql_are_the_points_bit_for_bit() {
             "{q}"
         );
     }
-    assert!(pushed.from_sql.get() > 0 && pushed.from_points.get() > 0);
+    assert!(pushed.from_sql.load(Relaxed) > 0 && pushed.from_points.load(Relaxed) > 0);
     assert_eq!(
-        from_points.from_sql.get() + from_points.from_points.get(),
+        from_points.from_sql.load(Relaxed) + from_points.from_points.load(Relaxed),
         0
     );
 }

@@ -145,13 +145,13 @@ impl<'a> BitReader<'a> {
         }
     }
 
-    /// Reads `n` bits, `1 <= n <= 64`.
-    #[inline]
+    /// Reads `n` bits, `1 <= n <= 64`. Always inlined: a packed chunk
+    /// reads a value or two per point, and a call costs more than the read.
+    #[inline(always)]
     pub(super) fn read(&mut self, n: u32) -> Result<u64, OutOfBits> {
         debug_assert!((1..=64).contains(&n));
         if n > 56 {
-            let hi = self.read(n - 32)?;
-            return Ok(hi << 32 | self.read(32)?);
+            return self.read_wide(n);
         }
         if self.avail < n {
             self.refill();
@@ -163,6 +163,14 @@ impl<'a> BitReader<'a> {
         self.acc <<= n;
         self.avail -= n;
         Ok(v)
+    }
+
+    /// [`read`](Self::read) of more bits than a refill guarantees, in two
+    /// reads; rare, and kept out of line.
+    #[inline(never)]
+    fn read_wide(&mut self, n: u32) -> Result<u64, OutOfBits> {
+        let hi = self.read(n - 32)?;
+        Ok(hi << 32 | self.read(32)?)
     }
 
     /// Reads an `n`-bit two's complement number, `1 <= n <= 64`.

@@ -202,10 +202,6 @@ impl<'a> Iter<'a> {
         })
     }
 
-    pub(super) fn count(&self) -> usize {
-        self.count
-    }
-
     pub(super) fn remaining(&self) -> usize {
         if self.done {
             0
@@ -217,6 +213,40 @@ impl<'a> Iter<'a> {
     /// The next point; `None` after the last one or after an error.
     #[inline(always)]
     pub(super) fn next_point(&mut self) -> Option<Result<DataPoint, ChunkError>> {
+        let scale = self.scale;
+        self.next_with(|v| match scale {
+            None => Value::Int(v),
+            Some(p) => Value::Float(v as f64 / p),
+        })
+    }
+
+    /// Appends every remaining point to `out`, stopping at the first
+    /// error. Integers and decimals each get a loop of their own: with
+    /// one loop for both, the compiler divides for every point and picks
+    /// the integer after.
+    pub(super) fn decode_into(&mut self, out: &mut Vec<DataPoint>) -> Result<(), ChunkError> {
+        out.reserve(self.remaining());
+        match self.scale {
+            None => self.push_all(out, Value::Int),
+            Some(p) => self.push_all(out, |v| Value::Float(v as f64 / p)),
+        }
+    }
+
+    #[inline(always)]
+    fn push_all(
+        &mut self,
+        out: &mut Vec<DataPoint>,
+        value: impl Fn(i64) -> Value,
+    ) -> Result<(), ChunkError> {
+        while let Some(p) = self.next_with(&value) {
+            out.push(p?);
+        }
+        Ok(())
+    }
+
+    /// The next point, its value made by `value` from the stored integer.
+    #[inline(always)]
+    fn next_with(&mut self, value: impl Fn(i64) -> Value) -> Option<Result<DataPoint, ChunkError>> {
         if self.done || self.index == self.count {
             self.done = true;
             return None;
@@ -236,10 +266,7 @@ impl<'a> Iter<'a> {
         self.index += 1;
         Some(Ok(DataPoint {
             timestamp_ms,
-            value: match self.scale {
-                None => Value::Int(v),
-                Some(p) => Value::Float(v as f64 / p),
-            },
+            value: value(v),
         }))
     }
 }
