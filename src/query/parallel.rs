@@ -57,13 +57,15 @@ type Read = (usize, Result<usize, QueryError>, Doubles);
 /// with `function`, and calls `visit` with each one's index, points read
 /// and buckets, in the order of `ids`, until `visit` breaks or fails;
 /// a failed read fails the call when its series' turn comes. The deadline
-/// is checked before each series is visited. `buf` is the calling thread's
-/// downsampler scratch space.
+/// is checked before each series is visited; `room` is how many points
+/// the query may still read, so that one about to be refused (or run
+/// under an async worker's small bounds, `http::query`) starts no helper.
+/// `buf` is the calling thread's downsampler scratch space.
 pub(super) fn each_downsampled(
     source: &dyn Source,
     pipeline: &Pipeline,
     (grid, function): (&Grid, Aggregator),
-    deadline: Option<Instant>,
+    (deadline, room): (Option<Instant>, usize),
     ids: &[u64],
     buf: &mut Vec<f64>,
     mut visit: impl FnMut(usize, usize, &Doubles) -> Result<ControlFlow<()>, QueryError>,
@@ -112,7 +114,9 @@ pub(super) fn each_downsampled(
                     let (i, result, series) = read(&mut *scan, i, &mut *buf);
                     own_series += 1;
                     own_points += result.as_ref().map_or(0, |&n| n);
-                    let expected = (own_points / own_series).saturating_mul(ids.len() - i - 1);
+                    let expected = (own_points / own_series)
+                        .saturating_mul(ids.len() - i - 1)
+                        .min(room);
                     if threads() > 1
                         && source.parallel_scans()
                         && expected >= MIN_POINTS_FOR_HELPERS

@@ -292,11 +292,12 @@ impl<'g> GridSweep<'g> {
                 && spec.fill == downsample::FillPolicy::None
             {
                 let deadline = budget.limits.deadline;
+                let room = budget.limits.max_points.saturating_sub(budget.points);
                 let flow = parallel::each_downsampled(
                     source,
                     pipeline,
                     (grid, spec.function),
-                    deadline,
+                    (deadline, room),
                     ids,
                     &mut scratch.buf,
                     |i, read, series| {

@@ -475,7 +475,7 @@ async fn queries_past_the_async_workers_bounds_are_answered_whole() {
     let wide = answer(ask("sum:wide.m")).await;
     assert_eq!(wide.len(), 1);
     assert_eq!(wide[&t0.to_string()], 100);
-    // 40,000 points, past the 32 Ki.
+    // 40,000 points, past the 16 Ki.
     let dps = answer(ask("sum:long.m{host=a}")).await;
     assert_eq!(dps.len(), long as usize);
     for (i, (ts, v)) in dps.iter().enumerate() {
