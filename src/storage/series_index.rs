@@ -76,6 +76,20 @@ impl SeriesIndex {
         self.keys[slot] = Some(key);
     }
 
+    pub(super) fn has_metric(&self, metric: &str) -> bool {
+        self.metrics.contains_key(metric)
+    }
+
+    pub(super) fn has_tag_key(&self, key: &str) -> bool {
+        self.tags.contains_key(key)
+    }
+
+    pub(super) fn has_tag(&self, key: &str, value: &str) -> bool {
+        self.tags
+            .get(key)
+            .is_some_and(|values| values.contains_key(value))
+    }
+
     pub(super) fn meta(&self, id: u64) -> Option<SeriesMeta> {
         let key = self.keys.get(usize::try_from(id).ok()?)?.as_ref()?;
         Some(SeriesMeta {

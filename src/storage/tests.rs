@@ -391,6 +391,57 @@ fn rollups_equal_raw_aggregates_sealed_head_and_mixed() {
     assert_eq!(r.stats().head_chunks, 0);
 }
 
+/// A new series puts only the names the store does not know yet, within
+/// a commit and across commits; every name is still suggested, also after
+/// a reopen.
+#[test]
+fn known_names_are_not_put_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let names_in_memtable = |r: &StoreReader| {
+        let names = r.shared.cf(cf::NAMES).expect("names family");
+        r.shared
+            .db
+            .property_int_value_cf(&names, "rocksdb.num-entries-active-mem-table")
+            .expect("reads")
+            .expect("known property")
+    };
+    let hosts = |range: std::ops::Range<i32>| -> Vec<Sample> {
+        range
+            .flat_map(|h| samples(&key("m", &[("host", &format!("h{h}"))]), &[int(T0, 1)]))
+            .collect()
+    };
+    {
+        let (mut w, r) = open(dir.path());
+        // One commit of 50 new series, then 50 more one by one.
+        w.append(&hosts(0..50)).expect("appends");
+        for h in 50..100 {
+            w.append(&hosts(h..h + 1)).expect("appends");
+        }
+        // The metric, the tag key and 100 values; it was 300 puts.
+        assert_eq!(names_in_memtable(&r), 102);
+        assert_eq!(
+            r.suggest(NameKind::TagValue, "h", 1000)
+                .expect("reads")
+                .len(),
+            100
+        );
+    }
+    let (mut w, r) = open(dir.path());
+    w.append(&hosts(100..101)).expect("appends");
+    assert_eq!(names_in_memtable(&r), 1, "only the new value");
+    assert_eq!(r.suggest(NameKind::Metric, "", 10).expect("reads"), ["m"]);
+    assert_eq!(
+        r.suggest(NameKind::TagKey, "", 10).expect("reads"),
+        ["host"]
+    );
+    assert_eq!(
+        r.suggest(NameKind::TagValue, "h", 1000)
+            .expect("reads")
+            .len(),
+        101
+    );
+}
+
 #[test]
 fn suggest_lookup_and_names() {
     let dir = tempfile::tempdir().expect("tempdir");

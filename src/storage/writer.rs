@@ -9,6 +9,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use parking_lot::RwLockReadGuard;
+
 use rocksdb::{DBRawIteratorWithThreadMode, FlushOptions, WriteBatch, WriteOptions};
 
 use crate::model::{DataPoint, IdTag, RollupAgg, Sample, SeriesKey, DAY_MS, MAX_TIMESTAMP_MS};
@@ -16,7 +18,7 @@ use crate::model::{DataPoint, IdTag, RollupAgg, Sample, SeriesKey, DAY_MS, MAX_T
 use super::cf::Partitioned;
 use super::chunk;
 use super::head::{window_start, Head, Window, WINDOW_MS};
-use super::index::{self, IndexFamilies};
+use super::index::{self, IndexFamilies, NewNames};
 use super::journal::Journal;
 use super::log::{self, Record, RecordEncoder, Watermark};
 use super::series_index::SeriesIndex;
@@ -188,6 +190,8 @@ impl StoreWriter {
         let shared = Arc::clone(&self.shared);
         let mut batch = WriteBatch::default();
         let families = IndexFamilies::new(&shared)?;
+        // Only read when a series is new, which most commits have none of.
+        let mut names: Option<(RwLockReadGuard<SeriesIndex>, foldhash::HashSet<Vec<u8>>)> = None;
         self.new_keys.clear();
         self.resolved.clear();
         // Exact: commits are of about one size, and doubling would hold
@@ -217,7 +221,10 @@ impl StoreWriter {
                         return Err(StoreError::SeriesIdsExhausted(id));
                     }
                     self.next_id += 1;
-                    index::add_series(&mut batch, &families, &s.series, id);
+                    let (index, written) = names
+                        .get_or_insert_with(|| (shared.series_index.read(), Default::default()));
+                    let names = NewNames { index, written };
+                    index::add_series(&mut batch, &families, &s.series, id, names);
                     self.ids.insert(s.series.clone(), id);
                     self.new_keys.push(s.series.clone());
                     id
@@ -226,6 +233,8 @@ impl StoreWriter {
             self.record.push(id, s.point);
             self.resolved.push((id, s.point));
         }
+        // Before `publish_new_series` takes the index for writing.
+        drop(names);
         if !self.new_keys.is_empty() {
             batch.put_cf(
                 &shared.cf(cf::META)?,
