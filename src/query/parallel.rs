@@ -5,7 +5,9 @@
 //! other, and is most of a downsampled query's work; the cross-series
 //! folds that follow must see the series in group order, or float sums
 //! would change in their last bits. So the calling thread and its helpers
-//! take series in group order, each through a store scan of its own, and
+//! take series in group order, each through a store scan of its own
+//! ([`Source::sibling_scans`]: the embedded store's share one copy of the
+//! head), and
 //! the calling thread hands each series' buckets to the caller once every
 //! series before it has been handed over. A series may only be taken
 //! while fewer than [`WINDOW`] series from the next one to hand over on
@@ -71,7 +73,7 @@ pub(super) fn each_downsampled(
     mut visit: impl FnMut(usize, usize, &Doubles) -> Result<ControlFlow<()>, QueryError>,
 ) -> Result<ControlFlow<()>, QueryError> {
     let (read_start, read_end) = pipeline.read;
-    let open = || source.scan_points(ids, read_start, read_end - 1);
+    let open = source.sibling_scans(ids, read_start, read_end - 1);
     // Buckets handed over come back here for another series to fill.
     let (spare_tx, spare_rx) = crossbeam_channel::unbounded::<Doubles>();
     let read = |scan: &mut dyn PointScan, i: usize, buf: &mut Vec<f64>| {

@@ -67,6 +67,15 @@ pub trait Source: Sync {
         false
     }
 
+    /// Opens scans for threads that share the reading of `ids`: each call
+    /// of the function returned opens one, reading as
+    /// [`scan_points`](Self::scan_points) would, sharing with its siblings
+    /// what the store takes into memory up front. The default opens each
+    /// through `scan_points`.
+    fn sibling_scans<'a>(&'a self, ids: &'a [u64], start_ms: i64, end_ms: i64) -> ScanOpener<'a> {
+        Box::new(move || self.scan_points(ids, start_ms, end_ms))
+    }
+
     /// Aggregates of series `id` for every interval of `resolution` that
     /// starts in `[start_ms, end_ms)` and holds data, sorted by start. They
     /// equal what the raw points give, unsealed data included. `None` means
@@ -158,6 +167,10 @@ pub struct TagSelect<'a> {
 }
 
 /// An open [`Source::scan_points`].
+/// Opens one of several scans of the same series (see
+/// [`Source::sibling_scans`]), from any thread.
+pub type ScanOpener<'a> = Box<dyn Fn() -> Box<dyn PointScan + 'a> + Sync + 'a>;
+
 pub trait PointScan {
     /// Calls `visit` with the points of series `id`, one of the ids the
     /// scan was opened for, in time order, in any number of non-empty

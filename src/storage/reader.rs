@@ -18,7 +18,7 @@ use rocksdb::{BoundColumnFamily, DBRawIteratorWithThreadMode, ReadOptions};
 
 use crate::model::{DataPoint, RollupAgg, DAY_MS, MAX_TIMESTAMP_MS};
 use crate::model::{NameKind, RollupResolution, SeriesMeta};
-use crate::query::source::{PointScan, Source, SourceError, TagSelect};
+use crate::query::source::{PointScan, ScanOpener, Source, SourceError, TagSelect};
 
 use super::cf::{self, Partitioned, Period};
 use super::head::{window_start, Window, WindowSnapshot, WINDOW_MS};
@@ -278,6 +278,7 @@ impl StoreReader {
             reader: self,
             ids: ids.to_vec(),
             range: clamp(start, end),
+            heads: None,
             open: None,
             buf: Vec::new(),
         }
@@ -417,6 +418,20 @@ impl Source for StoreReader {
         true
     }
 
+    /// Siblings share one copy of the head's windows, taken now: before
+    /// any of them creates its iterators, as each scan's own copy is.
+    fn sibling_scans<'a>(&'a self, ids: &'a [u64], start_ms: i64, end_ms: i64) -> ScanOpener<'a> {
+        let scan = self.scan(ids, start_ms, end_ms);
+        let heads = Arc::new(scan.range.map_or_else(Heads::new, |(start, end)| {
+            snapshot_heads(&self.shared, ids, window_start(start), window_start(end))
+        }));
+        Box::new(move || {
+            let mut scan = self.scan(ids, start_ms, end_ms);
+            scan.heads = Some(Arc::clone(&heads));
+            Box::new(scan)
+        })
+    }
+
     fn rollups(
         &self,
         id: u64,
@@ -447,13 +462,26 @@ struct Scan<'a> {
     ids: Vec<u64>,
     /// `[start, end]`, clamped; `None` when nothing can be stored there.
     range: Option<(i64, i64)>,
+    /// The head windows shared with sibling scans, if any.
+    heads: Option<Arc<Heads>>,
     open: Option<Open<'a>>,
     buf: Vec<DataPoint>,
 }
 
+/// Head windows by series.
+type Heads = std::collections::HashMap<u64, Vec<WindowSnapshot>>;
+
+/// The head windows of `ids` overlapping windows `from..=to`.
+fn snapshot_heads(shared: &Shared, ids: &[u64], from: i64, to: i64) -> Heads {
+    let head = shared.head.read();
+    ids.iter()
+        .map(|&id| (id, head.snapshot(id, from, to)))
+        .filter(|(_, w)| !w.is_empty())
+        .collect()
+}
+
 struct Open<'a> {
-    /// Head windows by series, taken by the first scan of each.
-    heads: std::collections::HashMap<u64, Vec<WindowSnapshot>>,
+    heads: Arc<Heads>,
     /// One stream per period length, fine first.
     streams: Vec<Stream<'a>>,
 }
@@ -538,15 +566,13 @@ impl Stream<'_> {
 impl<'a> Scan<'a> {
     fn open(&mut self, from: i64, to: i64) -> &mut Open<'a> {
         let shared = &*self.reader.shared;
-        let ids = &self.ids;
+        let (ids, heads) = (&self.ids, &mut self.heads);
         self.open.get_or_insert_with(|| {
-            let heads = {
-                let head = shared.head.read();
-                ids.iter()
-                    .map(|&id| (id, head.snapshot(id, from, to)))
-                    .filter(|(_, w)| !w.is_empty())
-                    .collect()
-            };
+            // Before the iterators: a window sealed in between is then
+            // read twice (and merged), never missed.
+            let heads = heads
+                .take()
+                .unwrap_or_else(|| Arc::new(snapshot_heads(shared, ids, from, to)));
             let mut streams: Vec<Stream> = Vec::new();
             for (period, name, family) in shared.blocks.covering(&shared.db, from, to) {
                 let family = Family {
@@ -595,9 +621,9 @@ impl Scan<'_> {
         let open = self.open(from, to);
         let mut heads = open
             .heads
-            .remove(&id)
-            .unwrap_or_default()
-            .into_iter()
+            .get(&id)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
             .peekable();
         let mut count = 0;
         // The points of one window, cut to `[start, end]`; a break from
@@ -637,12 +663,12 @@ impl Scan<'_> {
                 }
                 if let Some((_, value)) = streams[i].block()? {
                     while let Some(h) = heads.next_if(|h| h.start < block_start) {
-                        if emit(&merge(id, &h, None)?).is_break() {
+                        if emit(&merge(id, h, None)?).is_break() {
                             break 'scan;
                         }
                     }
                     let flow = match heads.next_if(|h| h.start == block_start) {
-                        Some(h) => emit(&merge(id, &h, Some(value))?),
+                        Some(h) => emit(&merge(id, h, Some(value))?),
                         None => {
                             chunk::decode_into(value, &mut buf)
                                 .map_err(|e| corrupt_block(id, block_start, e))?;
@@ -656,7 +682,7 @@ impl Scan<'_> {
                 streams[i].advance();
             }
             for h in heads {
-                if emit(&merge(id, &h, None)?).is_break() {
+                if emit(&merge(id, h, None)?).is_break() {
                     break 'scan;
                 }
             }
@@ -789,5 +815,52 @@ mod tests {
             assert_eq!(slices, 1);
             assert!(n < r.points(id, i64::MIN, i64::MAX).unwrap().len(), "{id}");
         }
+    }
+
+    /// A group large enough for helper threads reads through sibling scans
+    /// that share one copy of the head: sealed hours, head hours, late
+    /// points laid over blocks, answered as the general sweep answers them.
+    #[test]
+    fn sibling_scans_answer_as_one_scan() {
+        use crate::query::{execute, QueryLimits, QueryRequest};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut w, r) = Store::open(dir.path(), StoreOptions::default()).expect("opens");
+        // 130 series × 3 hours at 10 s: 140 k points, past the helpers'
+        // threshold; the first two hours sealed, then late points into
+        // them.
+        for h in 0..130 {
+            let points: Vec<DataPoint> = (0..1080).map(|i| point(i * 10_000 + h, i + h)).collect();
+            put(&mut w, &format!("h{h}"), &points);
+        }
+        let grace = StoreOptions::default().seal_grace_ms;
+        assert_eq!(
+            w.seal_due(T0 + 2 * WINDOW_MS + grace + 1).expect("seals"),
+            260
+        );
+        for h in (0..130).step_by(3) {
+            put(
+                &mut w,
+                &format!("h{h}"),
+                &[point(20 * 60_000 + 1, -7), point(30_000 + h, 1000)],
+            );
+        }
+        let body = format!(
+            r#"{{"start":{},"end":{},"queries":[{{"aggregator":"sum","metric":"m","downsample":"1m-avg"}}]}}"#,
+            T0,
+            T0 + 3 * WINDOW_MS
+        );
+        let request = QueryRequest::from_json(body.as_bytes()).expect("parses");
+        let [general, grid] = [0, QueryLimits::default().grid_max_slots].map(|grid_max_slots| {
+            let limits = QueryLimits {
+                grid_max_slots,
+                ..QueryLimits::default()
+            };
+            let response = execute(&r, &request, T0 + 30 * WINDOW_MS, &limits).expect("answers");
+            assert_eq!(response.sweeps.grid, usize::from(grid_max_slots > 0));
+            let mut out = String::new();
+            response.write_json(&mut out);
+            out
+        });
+        assert_eq!(grid, general);
     }
 }
