@@ -273,15 +273,19 @@ impl StoreReader {
 
     /// A scan of `ids` over `[start, end]`, cut to what retention keeps.
     fn scan(&self, ids: &[u64], start: i64, end: i64) -> Scan<'_> {
-        let start = start.max(self.cutoff(Partitioned::Blocks));
         Scan {
             reader: self,
             ids: ids.to_vec(),
-            range: clamp(start, end),
+            range: self.scan_range(start, end),
             heads: None,
             open: None,
             buf: Vec::new(),
         }
+    }
+
+    /// `[start, end]` cut to what retention keeps and the store can hold.
+    fn scan_range(&self, start: i64, end: i64) -> Option<(i64, i64)> {
+        clamp(start.max(self.cutoff(Partitioned::Blocks)), end)
     }
 
     /// Hour aggregates of `id` for hours starting in `[from, to)`: stored
@@ -421,8 +425,8 @@ impl Source for StoreReader {
     /// Siblings share one copy of the head's windows, taken now: before
     /// any of them creates its iterators, as each scan's own copy is.
     fn sibling_scans<'a>(&'a self, ids: &'a [u64], start_ms: i64, end_ms: i64) -> ScanOpener<'a> {
-        let scan = self.scan(ids, start_ms, end_ms);
-        let heads = Arc::new(scan.range.map_or_else(Heads::new, |(start, end)| {
+        let range = self.scan_range(start_ms, end_ms);
+        let heads = Arc::new(range.map_or_else(Heads::new, |(start, end)| {
             snapshot_heads(&self.shared, ids, window_start(start), window_start(end))
         }));
         Box::new(move || {
