@@ -11,8 +11,9 @@
 //!
 //! Each iteration runs `query::execute` and writes the JSON answer, as the
 //! HTTP handler does. `cargo bench --bench query`. Before the measurements
-//! a report prints the best and median CPU time of each of those queries
-//! and of a few other shapes (the general sweep over raw points and rates,
+//! a report prints the best and median CPU time of the calling thread
+//! for each of those queries, and the mean over all threads (a parallel
+//! query's helpers included), and the same for a few other shapes (the general sweep over raw points and rates,
 //! rollups, a percentile, a fill, `none`): CPU time moves less than wall
 //! time on a shared machine. `QUERY_REPORT_RUNS` (default 30) sets the runs,
 //! for a profiler.
@@ -99,6 +100,21 @@ fn run(reader: &StoreReader, req: &QueryRequest) -> String {
     out
 }
 
+/// CPU time of every thread of this process, living or gone, in ms: the
+/// user and system ticks of `/proc/self/stat` (USER_HZ, 100 per second on
+/// Linux), coarse, so only a mean over many runs means much; a parallel
+/// query's helpers count here and not in [`cpu_ms`]. `None` where that
+/// file is missing.
+fn process_cpu_ms() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which may hold spaces: state is
+    // field 3, utime and stime fields 14 and 15.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user + system) as f64 * 10.0)
+}
+
 /// CPU time of this thread in ms: the first field of Linux's
 /// `/proc/thread-self/schedstat` (nanoseconds on a CPU), read without
 /// `unsafe`. Where that file is missing, wall time stands in.
@@ -164,6 +180,7 @@ fn bench_queries(c: &mut Criterion) {
         ),
     ];
     for (name, req) in cases.iter().chain(&others) {
+        let all_threads = process_cpu_ms();
         let mut runs: Vec<f64> = (0..n)
             .map(|_| {
                 let t = cpu_ms();
@@ -171,9 +188,14 @@ fn bench_queries(c: &mut Criterion) {
                 cpu_ms() - t
             })
             .collect();
+        let all_threads = all_threads
+            .zip(process_cpu_ms())
+            .map_or(String::new(), |(before, after)| {
+                format!(", all threads' mean {:.2}", (after - before) / n as f64)
+            });
         runs.sort_by(f64::total_cmp);
         eprintln!(
-            "query report: {name}: CPU ms best {:.2}, median {:.2}",
+            "query report: {name}: CPU ms best {:.2}, median {:.2}{all_threads}",
             runs[0],
             runs[n / 2]
         );

@@ -389,7 +389,7 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<DataPoint>) -> Result<(), ChunkEr
     out.clear();
     let mut it = match iter(bytes)?.0 {
         Inner::Bits(it) => it,
-        Inner::Packed(mut it) => return it.decode_into(out),
+        Inner::Packed(it) => return it.decode_into(out),
     };
     out.reserve(it.count);
     while it.index < it.count {

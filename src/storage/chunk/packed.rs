@@ -220,28 +220,43 @@ impl<'a> Iter<'a> {
         })
     }
 
-    /// Appends every remaining point to `out`, stopping at the first
-    /// error. Integers and decimals each get a loop of their own: with
-    /// one loop for both, the compiler divides for every point and picks
-    /// the integer after.
-    pub(super) fn decode_into(&mut self, out: &mut Vec<DataPoint>) -> Result<(), ChunkError> {
-        out.reserve(self.remaining());
+    /// Appends every point to `out`, or those before the first out of
+    /// order and that error. Each sequence is unpacked whole in a loop of
+    /// its own, chosen once for its order and width, into places sized up
+    /// front: point by point, with both sequences' branches and a push per
+    /// point, decoding cost 3.8 ns a point, twice version 1's (1,440
+    /// integer points in chunks of 60 as query (b) reads them). Integers
+    /// and decimals each get a loop too: with one loop for both, the
+    /// compiler divides for every point and picks the integer after.
+    pub(super) fn decode_into(mut self, out: &mut Vec<DataPoint>) -> Result<(), ChunkError> {
+        let start = out.len();
+        let unset = DataPoint {
+            timestamp_ms: 0,
+            value: Value::Int(0),
+        };
+        out.resize(start + self.count, unset);
+        let points = &mut out[start..];
+        self.times.unpack(points, |p, t| p.timestamp_ms = t);
         match self.scale {
-            None => self.push_all(out, Value::Int),
-            Some(p) => self.push_all(out, |v| Value::Float(v as f64 / p)),
+            None => self.values.unpack(points, |p, v| p.value = Value::Int(v)),
+            Some(s) => self
+                .values
+                .unpack(points, |p, v| p.value = Value::Float(v as f64 / s)),
         }
-    }
-
-    #[inline(always)]
-    fn push_all(
-        &mut self,
-        out: &mut Vec<DataPoint>,
-        value: impl Fn(i64) -> Value,
-    ) -> Result<(), ChunkError> {
-        while let Some(p) = self.next_with(&value) {
-            out.push(p?);
-        }
-        Ok(())
+        let Some(index) = points
+            .windows(2)
+            .position(|w| w[1].timestamp_ms <= w[0].timestamp_ms)
+            .map(|i| i + 1)
+        else {
+            return Ok(());
+        };
+        let (previous, timestamp) = (points[index - 1].timestamp_ms, points[index].timestamp_ms);
+        out.truncate(start + index);
+        Err(ChunkError::NotIncreasing {
+            index,
+            previous,
+            timestamp,
+        })
     }
 
     /// The next point, its value made by `value` from the stored integer.
@@ -328,6 +343,50 @@ impl<'a> Ints<'a> {
         *bytes = rest;
         ints.residuals = BitReader::new(packed);
         Ok(ints)
+    }
+
+    /// Sets every integer of the sequence, one per point of `points` (as
+    /// many as the sequence holds), through `set`; for a sequence not yet
+    /// read from.
+    #[inline(always)]
+    fn unpack(&mut self, points: &mut [DataPoint], set: impl Fn(&mut DataPoint, i64)) {
+        let Some((first, rest)) = points.split_first_mut() else {
+            return;
+        };
+        set(first, self.prev);
+        let rest = match (self.order2, rest.split_first_mut()) {
+            (true, Some((second, rest))) => {
+                self.prev = self.prev.wrapping_add(self.delta);
+                set(second, self.prev);
+                rest
+            }
+            _ => rest,
+        };
+        let (base, mut prev, mut delta) = (self.base, self.prev, self.delta);
+        match (self.width, self.order2) {
+            (0, false) => rest.iter_mut().for_each(|p| {
+                prev = prev.wrapping_add(base);
+                set(p, prev);
+            }),
+            (0, true) => rest.iter_mut().for_each(|p| {
+                delta = delta.wrapping_add(base);
+                prev = prev.wrapping_add(delta);
+                set(p, prev);
+            }),
+            // `new` checked that every residual is there.
+            (w, false) => rest.iter_mut().for_each(|p| {
+                let step = base.wrapping_add(self.residuals.read(w).unwrap_or(0) as i64);
+                prev = prev.wrapping_add(step);
+                set(p, prev);
+            }),
+            (w, true) => rest.iter_mut().for_each(|p| {
+                let step = base.wrapping_add(self.residuals.read(w).unwrap_or(0) as i64);
+                delta = delta.wrapping_add(step);
+                prev = prev.wrapping_add(delta);
+                set(p, prev);
+            }),
+        }
+        (self.prev, self.delta) = (prev, delta);
     }
 
     /// The `index`th integer; called for 0, 1, 2, … in turn.

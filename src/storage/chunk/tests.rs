@@ -764,3 +764,26 @@ fn a_run_that_wraps_fails_where_it_wraps() {
     let iterated: Result<Vec<DataPoint>, _> = iter(&bytes).and_then(|it| it.collect());
     assert_eq!(iterated, want);
 }
+
+/// A packed chunk whose timestamps fall back at the fourth point: the
+/// whole-sequence decode keeps the three before it and fails there, as
+/// reading point by point does.
+#[test]
+fn packed_decode_stops_where_time_goes_back() {
+    // Times from 100 by steps -5 + (15, 15, 0), 8 bits each; values from
+    // 7 by steps of 1, no residual bits.
+    let bytes = [2, 4, 0, 0xC8, 0x01, 0x08, 0x09, 15, 15, 0, 0x0E, 0x00, 0x02];
+    let error = ChunkError::NotIncreasing {
+        index: 3,
+        previous: 120,
+        timestamp: 115,
+    };
+    let mut out = vec![int(1, 1)];
+    assert_eq!(decode_into(&bytes, &mut out), Err(error.clone()));
+    assert_eq!(out, vec![int(100, 7), int(110, 8), int(120, 9)]);
+    let mut it = iter(&bytes).expect("header");
+    let read: Vec<DataPoint> = it.by_ref().map_while(Result::ok).collect();
+    assert_eq!(read, out);
+    let iterated: Result<Vec<DataPoint>, _> = iter(&bytes).and_then(|it| it.collect());
+    assert_eq!(iterated, Err(error));
+}
