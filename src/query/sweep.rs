@@ -44,7 +44,7 @@ use std::time::Instant;
 use crate::model::{DataPoint, Value};
 use crate::query::aggregator::{Aggregator, Fold, FoldOp, Interpolation, WithFold};
 use crate::query::deadline::{check_deadline, Ticker};
-use crate::query::downsample::{self, BucketSink, Doubles, Slots};
+use crate::query::downsample::{self, Doubles, Slots};
 use crate::query::error::QueryError;
 use crate::query::limits::Budget;
 use crate::query::parallel;
@@ -423,7 +423,7 @@ struct Adding<'s, 'g, F> {
 impl<F: FoldOp> Adding<'_, '_, F> {
     /// Folds the longest run at the front of `ts` that lands on the
     /// regular slots right after the series' last bucket, one each, as
-    /// [`bucket`](BucketSink::bucket) would but with no lookup and no gap
+    /// [`bucket`](Self::bucket) would but with no lookup and no gap
     /// to fill: most of a dense series. Returns the run's length.
     #[inline(always)]
     fn next_slots(&mut self, ts: &[i64], vals: &[f64]) -> usize {
@@ -461,9 +461,9 @@ impl<F: FoldOp> Adding<'_, '_, F> {
         }
         run
     }
-}
 
-impl<F: FoldOp> BucketSink for Adding<'_, '_, F> {
+    /// Folds the series' bucket starting at `x1`, and its interpolation at
+    /// the slots since its last bucket.
     #[inline(always)]
     fn bucket(&mut self, x1: i64, y1: f64) {
         let sweep = &mut *self.sweep;

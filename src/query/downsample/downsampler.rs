@@ -1,8 +1,7 @@
 //! Folding one series into its buckets: raw points through a
 //! [`Downsampler`] (as they stream from the store, in slices), or hourly and
 //! daily rollups through [`downsample_rollups`]; then [`fill`] adds the
-//! empty buckets a fill policy asks for. Buckets come out as [`Doubles`]
-//! or go straight into any [`BucketSink`], such as the grid sweep's folds.
+//! empty buckets a fill policy asks for. Buckets come out as [`Doubles`].
 
 use super::grid::Grid;
 use super::spec::FillPolicy;
@@ -46,17 +45,9 @@ pub(crate) fn downsample_points(
     out
 }
 
-/// Where a [`Downsampler`] puts its buckets.
-pub(crate) trait BucketSink {
-    fn bucket(&mut self, start: i64, value: f64);
-}
-
-impl BucketSink for Doubles {
-    #[inline]
-    fn bucket(&mut self, start: i64, value: f64) {
-        self.push(start, value);
-    }
-}
+/// Runs of points a step apart shorter than this go point by point: the
+/// run's own bookkeeping costs about what it saves on a few points.
+const MIN_RUN: usize = 4;
 
 /// Folds raw points, given in time order in any number of slices, into one
 /// value per non-empty bucket. A foldable function keeps a running
@@ -96,14 +87,14 @@ impl<'g> Downsampler<'g> {
     }
 
     /// Emits the bucket being filled, if it holds anything.
-    fn flush(&mut self, out: &mut impl BucketSink) {
+    fn flush(&mut self, out: &mut Doubles) {
         if let (Some((start, _)), true) = (self.current, self.filled) {
             let v = if self.fold {
                 self.function.fold_result(&self.acc)
             } else {
                 self.function.run(&mut self.buf)
             };
-            out.bucket(start, v);
+            out.push(start, v);
         }
         self.acc = Fold::default();
         self.buf.clear();
@@ -125,7 +116,7 @@ impl<'g> Downsampler<'g> {
     }
 
     /// Adds points later than any pushed before.
-    pub(crate) fn push(&mut self, points: &[DataPoint], out: &mut impl BucketSink) {
+    pub(crate) fn push(&mut self, points: &[DataPoint], out: &mut Doubles) {
         if !self.fold {
             for p in points {
                 if !matches!(self.current, Some((_, end)) if p.timestamp_ms < end) {
@@ -139,12 +130,12 @@ impl<'g> Downsampler<'g> {
             }
             return;
         }
-        struct Push<'a, 'g, S> {
+        struct Push<'a, 'g> {
             d: &'a mut Downsampler<'g>,
             points: &'a [DataPoint],
-            out: &'a mut S,
+            out: &'a mut Doubles,
         }
-        impl<S: BucketSink> WithFold for Push<'_, '_, S> {
+        impl WithFold for Push<'_, '_> {
             type Output = ();
             fn run<F: FoldOp>(self, op: F) {
                 self.d.push_folded(op, self.points, self.out);
@@ -159,7 +150,7 @@ impl<'g> Downsampler<'g> {
     }
 
     #[inline(always)]
-    fn push_folded<F: FoldOp>(&mut self, op: F, points: &[DataPoint], out: &mut impl BucketSink) {
+    fn push_folded<F: FoldOp>(&mut self, op: F, points: &[DataPoint], out: &mut Doubles) {
         if let Grid::Regular { step, .. } = *self.grid {
             return self.push_regular(op, step, points, out);
         }
@@ -168,7 +159,7 @@ impl<'g> Downsampler<'g> {
             let ts = p.timestamp_ms;
             if !matches!(self.current, Some((_, end)) if ts < end) {
                 if let (Some((start, _)), true) = (self.current, filled) {
-                    out.bucket(start, op.result(&acc));
+                    out.push(start, op.result(&acc));
                 }
                 acc = Fold::default();
                 filled = false;
@@ -182,16 +173,62 @@ impl<'g> Downsampler<'g> {
         (self.acc, self.filled) = (acc, filled);
     }
 
-    /// `push_folded` on a regular grid, where every point has a bucket, so
-    /// a bucket is current (and filled) from the first point on.
+    /// `push_folded` on a regular grid. A point a step after another lands
+    /// in the bucket after that one's, so in a run of points a step apart
+    /// (data at the grid's own interval, the commonest downsample) each
+    /// point but the first and last has a bucket of its own: those are
+    /// written straight from their values, the rest go point by point.
+    /// One bucket per point cost 2.9 ns a point point by point and costs
+    /// 1.5 ns so (query (b): 1,440 one-minute points per series in slices
+    /// of 60).
     #[inline(always)]
     fn push_regular<F: FoldOp>(
         &mut self,
         op: F,
         step: i64,
         points: &[DataPoint],
-        out: &mut impl BucketSink,
+        out: &mut Doubles,
     ) {
+        let run = points
+            .windows(2)
+            .take_while(|w| w[1].timestamp_ms.checked_sub(w[0].timestamp_ms) == Some(step))
+            .count();
+        if run < MIN_RUN {
+            return self.push_each(op, step, points, out);
+        }
+        self.push_each(op, step, &points[..1], out);
+        // The first point's bucket, and the end of the last point's.
+        let (Some((start, _)), true) = (self.current, self.filled) else {
+            return self.push_each(op, step, &points[1..], out);
+        };
+        let Some(last_end) = (run as i64 + 1)
+            .checked_mul(step)
+            .and_then(|span| start.checked_add(span))
+        else {
+            return self.push_each(op, step, &points[1..], out);
+        };
+        let one = |p: &DataPoint| {
+            let mut acc = Fold::default();
+            match p.value {
+                Value::Int(i) => op.push_number(&mut acc, i as f64),
+                Value::Float(f) => op.push(&mut acc, f),
+            }
+            acc
+        };
+        out.push(start, op.result(&self.acc));
+        let alone = &points[1..run];
+        out.ts
+            .extend((1..=alone.len() as i64).map(|k| start + k * step));
+        out.vals.extend(alone.iter().map(|p| op.result(&one(p))));
+        self.acc = one(&points[run]);
+        self.current = Some((last_end - step, last_end));
+        self.push_each(op, step, &points[run + 1..], out);
+    }
+
+    /// `push_folded` on a regular grid point by point. Every point has a
+    /// bucket, so a bucket is current (and filled) from the first point on.
+    #[inline(always)]
+    fn push_each<F: FoldOp>(&mut self, op: F, step: i64, points: &[DataPoint], out: &mut Doubles) {
         let mut acc = self.acc;
         let mut current = self.current.is_some();
         // Before the first point, no bucket, and every point is past it.
@@ -200,7 +237,7 @@ impl<'g> Downsampler<'g> {
             let ts = p.timestamp_ms;
             if ts >= end {
                 if current {
-                    out.bucket(start, op.result(&acc));
+                    out.push(start, op.result(&acc));
                 }
                 acc = Fold::default();
                 (start, end) = match ts.checked_sub(end) {
@@ -229,7 +266,7 @@ impl<'g> Downsampler<'g> {
     }
 
     /// Emits the last bucket and starts over for another series.
-    pub(crate) fn finish(&mut self, out: &mut impl BucketSink) {
+    pub(crate) fn finish(&mut self, out: &mut Doubles) {
         self.flush(out);
         self.current = None;
         self.hint = 0;
@@ -387,7 +424,10 @@ mod tests {
         /// bucket's values collected in one piece.
         #[test]
         fn downsampler_matches_run_per_bucket(
-            raw in proptest::collection::vec((1i64..5_000, -50i64..50, proptest::bool::ANY), 0..200),
+            raw in proptest::collection::vec(
+                (1i64..5_000, -50i64..50, proptest::bool::ANY, proptest::bool::weighted(0.7)),
+                0..200,
+            ),
             cuts in proptest::collection::vec(0usize..200, 0..6),
             step in proptest::sample::select(vec![1i64, 1000, 3000, 60_000]),
             function in proptest::sample::select(vec![
@@ -399,8 +439,10 @@ mod tests {
             let mut t = 1_000_000;
             let points: Vec<DataPoint> = raw
                 .iter()
-                .map(|&(dt, v, int)| {
-                    t += dt;
+                // Mostly a step apart, in runs, as data at the grid's own
+                // interval comes.
+                .map(|&(dt, v, int, on_step)| {
+                    t += if on_step { step } else { dt };
                     DataPoint {
                         timestamp_ms: t,
                         value: if int { Value::Int(v) } else { Value::Float(v as f64 / 4.0) },
