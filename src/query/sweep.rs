@@ -158,10 +158,10 @@ fn general(
             Loaded::Computed => computed.push(scratch.series.clone()),
         }
     }
-    let points = if pipeline.is_raw() {
-        sweep.run(&raw)?
-    } else {
-        sweep.run(&computed)?
+    let points = match (pipeline.is_raw(), raw.as_slice()) {
+        (true, [one]) => sweep.single(one)?,
+        (true, _) => sweep.run(&raw)?,
+        (false, _) => sweep.run(&computed)?,
     };
     Ok((points, present, raw_points))
 }
@@ -504,6 +504,33 @@ impl<F: FoldOp> Adding<'_, '_, F> {
 const EXACT_INT: f64 = crate::model::MAX_EXACT_F64_INT;
 
 impl Sweep {
+    /// What [`run`](Self::run) answers for one series of raw points (no
+    /// rates): each point alone at its own timestamp. Without the sweep's
+    /// per-step visits of every series, a group of one is answered in half
+    /// the time (6.4 against 12.7 µs for 1,440 points); the most common
+    /// raw query, one series over a range (query (a)), is such a group.
+    fn single(&self, points: &[DataPoint]) -> Result<Vec<(i64, Value)>, QueryError> {
+        let mut ticker = Ticker::new(self.deadline);
+        let mut out = Vec::with_capacity(points.len());
+        for (i, p) in points.iter().enumerate() {
+            ticker.tick()?;
+            let (y, exact) = match p.value {
+                Value::Int(v) => (v as f64, Some(v)),
+                Value::Float(f) => (f, None),
+            };
+            // OpenTSDB's integer path looks at the point and the next one.
+            let next_int = points
+                .get(i + 1)
+                .map_or(true, |q| matches!(q.value, Value::Int(_)));
+            let r = self.aggregator.run(&mut [y]);
+            out.push((
+                p.timestamp_ms,
+                number(r, exact.is_some() && next_int, exact),
+            ));
+        }
+        Ok(out)
+    }
+
     fn run<C: Column>(&self, cols: &[C]) -> Result<Vec<(i64, Value)>, QueryError> {
         let mut pos = vec![0usize; cols.len()];
         let mut buf: Vec<f64> = Vec::with_capacity(cols.len());
@@ -826,6 +853,45 @@ mod tests {
             });
         }
         out
+    }
+
+    proptest! {
+        /// A group of one series of raw points answers as the sweep over
+        /// it does, bit for bit, for every aggregator.
+        #[test]
+        fn one_raw_series_answers_as_the_sweep(
+            s in series_strategy(),
+            extremes in prop::collection::vec((0usize..150, 0usize..4), 0..6),
+        ) {
+            let mut points = make_series(s);
+            for (at, which) in extremes {
+                if let Some(p) = points.get_mut(at) {
+                    p.value = [
+                        Value::Int(i64::MAX - 1),
+                        Value::Int(-(1 << 60) - 1),
+                        Value::Float(-0.0),
+                        Value::Float(f64::NAN),
+                    ][which];
+                }
+            }
+            let bits = |out: Vec<(i64, Value)>| -> Vec<(i64, u64, bool)> {
+                out.into_iter()
+                    .map(|(t, v)| match v {
+                        Value::Int(i) => (t, i as u64, true),
+                        Value::Float(f) => (t, f.to_bits(), false),
+                    })
+                    .collect()
+            };
+            for &name in crate::query::aggregator::aggregator_names() {
+                let sweep = Sweep {
+                    aggregator: Aggregator::from_name(name).unwrap(),
+                    rates: false,
+                    deadline: None,
+                };
+                let want = bits(sweep.run(&[points.clone()]).unwrap());
+                prop_assert_eq!(bits(sweep.single(&points).unwrap()), want, "{}", name);
+            }
+        }
     }
 
     proptest! {
