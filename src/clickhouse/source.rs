@@ -51,8 +51,9 @@
 //!   highest `version`, as `FINAL` collapses rows; every read of points
 //!   for the engine keeps it so. Settling it in SQL without `FINAL`
 //!   (`argMax(..., version)` with `GROUP BY series, ts`) took 1328 ms for
-//!   the 2.31 M rows above. The buckets of [`super::buckets`] are still
-//!   grouped under `FINAL`.
+//!   the 2.31 M rows above. The buckets of [`super::buckets`] are
+//!   grouped without `FINAL` too, and used only where every timestamp
+//!   has one row.
 //! * **Rollups** ([`Source::rollups`]): the rows of `rollup_1h`/`rollup_1d`
 //!   that match the points there now (checked per interval by `count()`,
 //!   `uniqExact(ts)` and `sum(version)` of the rows of points), and every
