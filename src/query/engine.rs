@@ -14,7 +14,7 @@
 //! point is read; matched series, points read or produced and the
 //! deadline are checked as the query runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use crate::model::SeriesKey;
 use crate::model::{NameKind, SeriesMeta};
@@ -117,14 +117,21 @@ fn resolve(source: &dyn Source, sub: &SubPlan) -> Result<Vec<SeriesMeta>, QueryE
     });
     // A name some matched series carries was written, so only the others
     // are asked about: on a store where each question is a statement
-    // (ClickHouse, a few ms each) a query for one host asks none.
-    let carried = |kind: NameKind, name: &str| {
-        series.iter().any(|s| {
-            s.key.tags().any(|(k, v)| match kind {
-                NameKind::TagKey => k == name,
-                _ => v == name,
-            })
-        })
+    // (ClickHouse, a few ms each) a query for one host asks none. Many
+    // values (a dashboard variable set to all hosts) are looked up in
+    // the set of the values carried, not by a pass over the series each.
+    let listed: usize = sub.filters.iter().map(|f| f.literal_values().len()).sum();
+    let values: HashSet<&str> = match listed > FEW_VALUES {
+        true => series
+            .iter()
+            .flat_map(|s| s.key.tags().map(|(_, v)| v))
+            .collect(),
+        false => HashSet::new(),
+    };
+    let carried = |kind: NameKind, name: &str| match kind {
+        NameKind::TagKey => series.iter().any(|s| s.key.tags().any(|(k, _)| k == name)),
+        _ if listed > FEW_VALUES => values.contains(name),
+        _ => series.iter().any(|s| s.key.tags().any(|(_, v)| v == name)),
     };
     let exists = |kind: NameKind, name: &str| -> Result<bool, QueryError> {
         Ok(carried(kind, name) || source.name_exists(kind, name)?)
@@ -142,6 +149,10 @@ fn resolve(source: &dyn Source, sub: &SubPlan) -> Result<Vec<SeriesMeta>, QueryE
     series.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     Ok(series)
 }
+
+/// Literal values a query may list before [`resolve`] collects the values
+/// its matched series carry into a set.
+const FEW_VALUES: usize = 8;
 
 /// The filter that lets a store skip the most series: one naming literal
 /// values, else the one with the longest value prefix. Every filter
