@@ -13,9 +13,10 @@
 //! * **Lookup**: every filter is an `arrayExists` over the zipped tag
 //!   arrays, `*` matching any key or value, as in the series index; by
 //!   series id (here the hash, [`super::series_id`]) and `LIMIT`.
-//! * **Last point**: the newest row of the series under `FINAL` (the
-//!   newest write of a timestamp wins). rtsd applies no retention to
-//!   ClickHouse, so every stored point counts.
+//! * **Last point**: the newest timestamp of the series' rows, then its
+//!   point as a scan reads it (the newest write of a timestamp wins).
+//!   rtsd applies no retention to ClickHouse, so every stored point
+//!   counts.
 //! * **Stale series**: one statement, the series of the metric `LEFT JOIN`ed
 //!   to one `GROUP BY series` of `max(ts)` (duplicate rows of a point share
 //!   its `ts`, so no `FINAL` is needed), keeping those without a point or
@@ -240,7 +241,24 @@ impl Backend for ClickHouseBackend {
             .series_limited(&conditions.join(" AND "), Some(limit))
     }
 
+    /// The newest timestamp first, then its point read as any scan reads
+    /// points (`FINAL` over every partition of a series took 64 ms for
+    /// 30 days at 60 s on 18.16; the two statements 5.6 and 2.1 ms).
     fn last_point(&self, id: u64) -> Result<Option<DataPoint>, SourceError> {
+        let db = self.source.database();
+        // The rows of one point share its timestamp, so no `FINAL`.
+        let answer = self.source.execute(format!(
+            "SELECT max(ts), count() FROM {db}.points WHERE series = {id} FORMAT RowBinary"
+        ))?;
+        let mut r = RowReader::new(&answer);
+        let newest = r.i64().map_err(row_error)?;
+        if r.u64().map_err(row_error)? == 0 {
+            return Ok(None);
+        }
+        if let Some(&last) = self.source.points(id, newest, newest)?.last() {
+            return Ok(Some(last));
+        }
+        // Deleted in between: what is newest now.
         let answer = self.source.execute(format!(
             "SELECT ts, is_int, int_value, float_value FROM {}.points FINAL \
              WHERE series = {id} ORDER BY ts DESC LIMIT 1 FORMAT RowBinary",

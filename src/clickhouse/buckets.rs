@@ -1,7 +1,14 @@
 //! Downsample buckets aggregated by ClickHouse (`Source::scan_buckets`):
-//! one row per series and bucket instead of its raw points, computed under
-//! `FINAL` (one point per timestamp, the newest write), as exact as the
-//! engine's own fold or not used at all.
+//! one row per series and bucket instead of its raw points, as exact as
+//! the engine's own fold or not used at all.
+//!
+//! The rows are read without `FINAL`, which on 18.16 costs more than the
+//! grouping (1000 series over a day at 60 s, 5-minute buckets: 400 ms
+//! with it, 272 ms without; 15-minute 235 and 165 ms; 10 series 29 and
+//! 6.4 ms), so a bucket counts its rows and its distinct timestamps: where
+//! they differ, rows of a replay or a rewrite no merge has collapsed yet
+//! are in it, and it is inexact (below); where they agree, its rows are
+//! the points `FINAL` would keep (one per timestamp, the newest write).
 //!
 //! # Exact or not at all
 //!
@@ -11,8 +18,8 @@
 //! * `count()`, `min`, `max`: exact for finite values with no `-0.0`,
 //!   which compare as a total order whose equal values are the same bits,
 //!   so no order of adding rows or merging threads and shards matters.
-//! * `argMin(v, ts)` / `argMax(v, ts)` for `first` / `last`: one point
-//!   per timestamp under `FINAL`, so the earliest and latest are unique.
+//! * `argMin(v, ts)` / `argMax(v, ts)` for `first` / `last`: one row
+//!   per timestamp, so the earliest and latest are unique.
 //! * `sum` (and `avg`, the sum over the count): only for buckets of
 //!   integers whose magnitudes add up to less than 2^52 (checked in
 //!   `f64`, whose error stays far inside the factor 2 to 2^53). Every
@@ -80,8 +87,8 @@ pub(super) fn series_per_statement(step_ms: i64, start_ms: i64, end_ms: i64) -> 
 
 /// The statement aggregating the points of `ids` with
 /// `start_ms <= ts < end_ms` into `buckets`: rows of `series`, bucket
-/// start, `count()`, whether the bucket is exact (see the module doc) and
-/// the value of the field.
+/// start, `count()`, whether the bucket is exact (one row per timestamp,
+/// and see the module doc) and the value of the field.
 pub(super) fn sql(
     database: &Identifier,
     ids: &[u64],
@@ -107,8 +114,9 @@ pub(super) fn sql(
     };
     let step = buckets.step_ms;
     format!(
-        "SELECT series, intDiv(ts, {step}) * {step} AS bucket, count(), {exact}, {value} \
-         FROM {database}.points FINAL \
+        "SELECT series, intDiv(ts, {step}) * {step} AS bucket, count(), \
+         {exact} AND count() = uniqExact(ts), {value} \
+         FROM {database}.points \
          WHERE series IN ({}) AND ts >= {start_ms} AND ts < {end_ms} \
          GROUP BY series, bucket FORMAT RowBinary",
         id_list(ids)

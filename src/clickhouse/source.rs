@@ -18,30 +18,49 @@
 //! * **Names**: a metric is found through the sort key; a tag key or value
 //!   by `has()` over the whole series table, which is fine for the series
 //!   counts one server holds and is the first thing to index for more.
-//! * **Points** of many series ([`Source::scan_points`]) come from ONE
-//!   statement per 4096 series (what fits in a statement, see
-//!   `IDS_PER_STATEMENT`), streamed: rows are decoded as they arrive and
-//!   handed over a series at a time, never collected whole. The engine
-//!   asks for the series in its own order (by key), not by id, so the
-//!   statement sorts by each id's place in the request
-//!   (`transform(series, ids, places)`, a hash lookup; `indexOf` was 15×
-//!   slower with 4096 ids) and then by time. A series asked for after
-//!   later ones were read is served from what was kept while passing it.
-//!   [`Source::points`] is such a scan of one series.
-//! * **One point per timestamp, newest write wins**: `FINAL`, which
-//!   collapses the rows of one `(series, ts)` to the highest `version`
-//!   before the answer. `argMax(..., version)` with `GROUP BY series, ts`
-//!   is the alternative; on 18.16.1 (this 2-core machine, loaded; median
-//!   of 9) reading 1000 series, 405 000 rows of which 105 000 were
-//!   duplicates in unmerged parts, in request order took 135 ms with
-//!   `FINAL` and 277 ms with `argMax`; one series of 300 points took 4 ms
-//!   either way. So `FINAL`.
+//! * **Points** of many series ([`Source::scan_points`]) come in rounds:
+//!   one statement for as many series as fit (4096 ids at most, see
+//!   `IDS_PER_STATEMENT`, and [`ROUND_ROWS`] rows), in the order the
+//!   engine asks for them (its group order, by key, which fixes the order
+//!   its folds add in, so the store cannot choose it). A round's
+//!   statement has neither `FINAL` nor `ORDER BY`: it brings every row of
+//!   its series with its `version`, in whatever order the parts give,
+//!   and rtsd keeps per series and timestamp the row of the highest
+//!   version, which is what `FINAL` keeps of a
+//!   `ReplacingMergeTree(version)`, then hands each series over when
+//!   asked. On 18.16.1 (2 cores; median of 5 to 30) `FINAL` is what
+//!   costs: a day of one series at 60 s took 8.4 ms as `FINAL` sorted by
+//!   request order, 7.7 ms with `FINAL` alone, 2.5 ms with neither; of
+//!   1000 series (1.44 M rows, 47 MB) 605, 278 and 211 ms, and with
+//!   every point's rows there once to three times in unmerged parts
+//!   (2.31 M rows) 683, 406 and 401 ms; of 10, 100 and 300 series `FINAL`
+//!   took 25, 103 and 180 ms, its rows read plainly 7, 26 and 71 ms.
+//!   Sorting by request order in SQL (`transform(series, ids, places)`)
+//!   cost 300 ms of the 605; rtsd puts rows in their place as they
+//!   arrive. The price is memory: a round is held whole (32 bytes a row)
+//!   before its first series is handed over, hence the bound on its rows,
+//!   which sizes rounds after the first from the rows per series seen.
+//!   Two cases go back to the old way, one statement with `FINAL` sorted
+//!   by request order and streamed: a round that brings more rows than
+//!   the bound (dropped when it passes it; a series with more than a
+//!   round holds is so streamed), and a timestamp whose newest rows
+//!   disagree, two writes sharing a version (two nodes' sequences can
+//!   meet), which `FINAL` settles by insertion order that the rows do not
+//!   show. [`Source::points`] is a scan of one series.
+//! * **One point per timestamp, newest write wins**: as above, the
+//!   highest `version`, as `FINAL` collapses rows; every read of points
+//!   for the engine keeps it so. Settling it in SQL without `FINAL`
+//!   (`argMax(..., version)` with `GROUP BY series, ts`) took 1328 ms for
+//!   the 2.31 M rows above. The buckets of [`super::buckets`] are
+//!   grouped without `FINAL` too, and used only where every timestamp
+//!   has one row.
 //! * **Rollups** ([`Source::rollups`]): the rows of `rollup_1h`/`rollup_1d`
-//!   that match the points there now (checked per interval by `count()`
-//!   and `sum(version)` of the `FINAL` points), and every other interval
-//!   holding points computed on the fly from them, as the embedded reader
-//!   does for unsealed hours; see [`super::rollups`] for why that is
-//!   exact whoever wrote or computed what.
+//!   that match the points there now (checked per interval by `count()`,
+//!   `uniqExact(ts)` and `sum(version)` of the rows of points), and every
+//!   other interval holding points computed on the fly from them (read as
+//!   a round is, without `FINAL`), as the embedded reader does for
+//!   unsealed hours; see [`super::rollups`] for why that is exact whoever
+//!   wrote or computed what.
 //! * **Buckets** ([`Source::scan_buckets`]): a fixed downsample of
 //!   count, sum, avg, min, max, first or last with buckets of 5 minutes or
 //!   longer that rollups cannot serve (not whole hours) is one
@@ -91,6 +110,8 @@ pub struct ClickHouseSource {
     bridge: Bridge,
     /// The shortest downsample bucket aggregated in SQL.
     min_bucket_ms: i64,
+    /// Rows one round of a point scan holds at most (see [`ROUND_ROWS`]).
+    round_rows: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +137,16 @@ impl ClickHouseSource {
             database,
             bridge: Bridge::new()?,
             min_bucket_ms: buckets::DEFAULT_MIN_STEP_MS,
+            round_rows: ROUND_ROWS,
         })
+    }
+
+    /// Holds at most `rows` rows per round of a point scan ([`ROUND_ROWS`]
+    /// by default); past them a round is read in order, streamed. For
+    /// tests, which need that path with a few rows.
+    pub fn with_round_rows(mut self, rows: usize) -> ClickHouseSource {
+        self.round_rows = rows.max(1);
+        self
     }
 
     /// Aggregates downsample buckets of `step_ms` and longer in SQL
@@ -181,26 +211,22 @@ impl ClickHouseSource {
     }
 
     fn scan(&self, ids: &[u64], start_ms: i64, end_ms: i64) -> Scan<'_> {
-        let mut unique = Vec::with_capacity(ids.len());
-        let mut places = HashMap::with_capacity(ids.len());
         // Nothing can be stored in an empty range.
-        if start_ms <= end_ms {
-            for &id in ids {
-                places.entry(id).or_insert_with(|| {
-                    unique.push(id);
-                    unique.len() - 1
-                });
-            }
-        }
+        let (unique, places) = match start_ms <= end_ms {
+            true => places(ids),
+            false => (Vec::new(), HashMap::new()),
+        };
         Scan {
             source: self,
             ids: unique,
             places,
             start_ms,
             end_ms,
+            covered: 0,
+            kept: HashMap::new(),
             reading: None,
-            opened: 0,
-            early: HashMap::new(),
+            rows_seen: 0,
+            places_seen: 0,
             points: Vec::new(),
         }
     }
@@ -322,18 +348,11 @@ impl ClickHouseSource {
             }
         }
         for chunk in statements.iter().filter(|s| !s.is_empty()) {
-            let answer = self.execute(rollups::points_sql(&self.database, chunk))?;
-            let points = rollups::parse_points(&answer).map_err(row_error)?;
-            if !rollups::fits(chunk, &points) {
-                return Err(bad_answer(&answer, "is out of order or out of range"));
-            }
-            for run in points.chunk_by(|a, b| a.0 == b.0) {
-                let series = run[0].0;
+            for (series, plain) in self.points_in(chunk)? {
                 let (Some(left), Some(into)) = (missing.get(&series), found.get_mut(&series))
                 else {
                     continue;
                 };
-                let plain: Vec<DataPoint> = run.iter().map(|(_, p, _)| *p).collect();
                 for agg in rollups::aggregates(resolution, &plain) {
                     if left.binary_search(&agg.start_ms).is_ok() {
                         into.insert(agg.start_ms, agg);
@@ -347,11 +366,132 @@ impl ClickHouseSource {
         Ok(out)
     }
 
-    /// Opens the statement that reads the points of the `chunk`th
-    /// [`IDS_PER_STATEMENT`] of the scan's ids.
-    fn read_chunk(&self, scan_ids: &[u64], chunk: usize, start_ms: i64, end_ms: i64) -> Reading {
-        let first = chunk * IDS_PER_STATEMENT;
-        let ids = &scan_ids[first..scan_ids.len().min(first + IDS_PER_STATEMENT)];
+    /// The points of each series of `ranges` in its ranges, by series:
+    /// its rows read without `FINAL` and the newest kept per timestamp,
+    /// or, where two writes share a version, read again with `FINAL`
+    /// (see [`newest`]).
+    fn points_in(
+        &self,
+        ranges: &[(u64, Vec<(i64, i64)>)],
+    ) -> Result<Vec<(u64, Vec<DataPoint>)>, SourceError> {
+        let mut by_series: HashMap<u64, Vec<Versioned>> = HashMap::new();
+        for (series, p, version) in self.read_points(ranges, false)? {
+            by_series.entry(series).or_default().push(Versioned {
+                ts: p.timestamp_ms,
+                version,
+                value: p.value,
+            });
+        }
+        let mut out = Vec::with_capacity(by_series.len());
+        for (series, rows) in by_series {
+            match newest(rows) {
+                Some(points) => out.push((series, points)),
+                None => {
+                    let points = self.read_points(ranges, true)?;
+                    return Ok(points
+                        .chunk_by(|a, b| a.0 == b.0)
+                        .map(|run| (run[0].0, run.iter().map(|(_, p, _)| *p).collect()))
+                        .collect());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The rows of points of `ranges`: every row in any order, or with
+    /// `FINAL` by series and time; checked to be what was asked for.
+    fn read_points(
+        &self,
+        ranges: &[(u64, Vec<(i64, i64)>)],
+        with_final: bool,
+    ) -> Result<Vec<(u64, DataPoint, u64)>, SourceError> {
+        let sql = match with_final {
+            true => rollups::points_sql(&self.database, ranges),
+            false => rollups::rows_sql(&self.database, ranges),
+        };
+        let answer = self.execute(sql)?;
+        let rows = rollups::parse_points(&answer).map_err(row_error)?;
+        let fits = match with_final {
+            true => rollups::fits(ranges, &rows),
+            false => rollups::within(ranges, &rows),
+        };
+        match fits {
+            true => Ok(rows),
+            false => Err(bad_answer(&answer, "is out of order or out of range")),
+        }
+    }
+
+    /// Reads the points of `ids`, the places `first..` of a scan, in one
+    /// statement without `FINAL` or `ORDER BY` (see the module doc) and
+    /// keeps each series' newest write per timestamp; or says why the
+    /// round must be read in order instead.
+    fn read_round(
+        &self,
+        ids: &[u64],
+        first: usize,
+        places: &HashMap<u64, usize>,
+        range: (i64, i64),
+    ) -> Result<Round, SourceError> {
+        let sql = format!(
+            "SELECT series, ts, is_int, int_value, float_value, version FROM {}.points \
+             WHERE series IN ({}) AND ts >= {} AND ts <= {} FORMAT RowBinary",
+            self.database,
+            id_list(ids),
+            range.0,
+            range.1
+        );
+        let mut stream = Stream::new(self.bridge.stream(self.client.clone(), sql));
+        let mut rows: Vec<Vec<Versioned>> = vec![Vec::new(); ids.len()];
+        let mut total = 0;
+        loop {
+            let rest = stream.fill(VERSIONED_ROW_LEN)?;
+            if rest.is_empty() {
+                break;
+            }
+            let Some((series, row)) = decode_versioned(rest) else {
+                return Err(bad_answer(
+                    rest,
+                    "ends inside a row or holds a bad value flag",
+                ));
+            };
+            let place = places
+                .get(&series)
+                .and_then(|p| p.checked_sub(first))
+                .filter(|&p| p < ids.len());
+            let Some(place) = place else {
+                return Err(bad_answer(rest, "holds a series not asked for"));
+            };
+            if row.ts < range.0 || row.ts > range.1 {
+                return Err(bad_answer(rest, "is out of range"));
+            }
+            stream.advance(VERSIONED_ROW_LEN);
+            total += 1;
+            if total > self.round_rows {
+                // Dropping the stream ends the statement.
+                let places = rows.iter().filter(|r| !r.is_empty()).count();
+                return Ok(Round::TooBig {
+                    rows: total,
+                    places: places.max(1),
+                });
+            }
+            rows[place].push(row);
+        }
+        let mut read = Vec::new();
+        for (i, series) in rows.into_iter().enumerate() {
+            if series.is_empty() {
+                continue;
+            }
+            match newest(series) {
+                Some(points) => read.push((first + i, points)),
+                None => return Ok(Round::Undecided { rows: total }),
+            }
+        }
+        Ok(Round::Read { read, rows: total })
+    }
+
+    /// Opens the statement that reads the points of `ids`, the places
+    /// `first..` of a scan, with `FINAL`, by place and time, streamed.
+    fn read_in_order(&self, ids: &[u64], first: usize, start_ms: i64, end_ms: i64) -> Reading {
         let places: Vec<u64> = (first as u64..).take(ids.len()).collect();
         let ids = id_list(ids);
         let sql = format!(
@@ -362,13 +502,10 @@ impl ClickHouseSource {
             id_list(&places)
         );
         Reading {
-            pieces: self.bridge.stream(self.client.clone(), sql),
+            stream: Stream::new(self.bridge.stream(self.client.clone(), sql)),
             first,
-            end: first + IDS_PER_STATEMENT,
-            bytes: Vec::new(),
-            at: 0,
+            end: first + places.len(),
             last: None,
-            finished: false,
         }
     }
 }
@@ -477,8 +614,8 @@ impl Source for ClickHouseSource {
     }
 }
 
-/// One open [`Source::scan_points`]. Statements are opened in order, the
-/// first on the first [`PointScan::scan`].
+/// One open [`Source::scan_points`]: its ids are read in rounds of
+/// consecutive places, the first when a series is first asked for.
 struct Scan<'a> {
     source: &'a ClickHouseSource,
     /// The ids in the order first asked for; an id's index is its place.
@@ -486,31 +623,174 @@ struct Scan<'a> {
     places: HashMap<u64, usize>,
     start_ms: i64,
     end_ms: i64,
-    /// The statement being read.
+    /// Places below it belong to a round read or being read.
+    covered: usize,
+    /// Points of series read and not yet asked for, by place.
+    kept: HashMap<usize, Vec<DataPoint>>,
+    /// The round being read in order.
     reading: Option<Reading>,
-    /// How many statements were opened.
-    opened: usize,
-    /// Points of series passed before they were asked for.
-    early: HashMap<u64, Vec<DataPoint>>,
+    /// Rows, and places with rows, of the rounds read so far: how dense
+    /// the series are, which sizes the next round.
+    rows_seen: usize,
+    places_seen: usize,
     /// The series being handed over, reused.
     points: Vec<DataPoint>,
 }
 
-/// A streamed answer of [`ClickHouseSource::read_chunk`] and how far it has
-/// been decoded.
-struct Reading {
+/// What [`ClickHouseSource::read_round`] made of a round.
+enum Round {
+    /// Each place with rows, its points; `rows` rows came.
+    Read {
+        read: Vec<(usize, Vec<DataPoint>)>,
+        rows: usize,
+    },
+    /// More rows than a round holds: `rows` had come, of `places` places.
+    TooBig { rows: usize, places: usize },
+    /// A timestamp whose newest rows disagree (two writes with one
+    /// version), which only `FINAL` settles.
+    Undecided { rows: usize },
+}
+
+/// Rows one round of a scan holds at most (32 bytes each while read, so
+/// 64 MiB): a day of 1,000 series at 60 s is 1.44 M. A round that brings
+/// more is dropped and read in order instead, streamed, having cost the
+/// reading of these rows; later rounds are sized from the rows per
+/// series seen so far, to half of this.
+const ROUND_ROWS: usize = 2 << 20;
+
+/// A row read without `FINAL`: a point and the version of its write.
+#[derive(Debug, Clone, Copy)]
+struct Versioned {
+    ts: i64,
+    version: u64,
+    value: Value,
+}
+
+/// `series, ts, is_int, int_value, float_value, version`.
+const VERSIONED_ROW_LEN: usize = ROW_LEN + 8;
+
+/// The series and row at the start of `bytes`; `None` if they are not a
+/// whole row or its value flag is neither 0 nor 1.
+fn decode_versioned(bytes: &[u8]) -> Option<(u64, Versioned)> {
+    let mut r = RowReader::new(bytes.get(..VERSIONED_ROW_LEN)?);
+    let series = r.u64().ok()?;
+    let ts = r.i64().ok()?;
+    let is_int = r.flag().ok()?;
+    let (int_value, float_value) = (r.i64().ok()?, r.f64().ok()?);
+    let version = r.u64().ok()?;
+    let value = match is_int {
+        true => Value::Int(int_value),
+        false => Value::Float(float_value),
+    };
+    Some((series, Versioned { ts, version, value }))
+}
+
+/// One series' points from its rows in any order: per timestamp the row
+/// of the highest version, which is what `FINAL` keeps of a
+/// `ReplacingMergeTree(version)`. Rows of one version are one write
+/// replayed, hence equal; two that differ (two nodes' writes can share a
+/// version) are kept by `FINAL` in insertion order, which the rows do not
+/// show, so `None` then.
+fn newest(mut rows: Vec<Versioned>) -> Option<Vec<DataPoint>> {
+    let point = |r: &Versioned| DataPoint {
+        timestamp_ms: r.ts,
+        value: r.value,
+    };
+    // Usually one part's rows, already in order and unique.
+    if rows.windows(2).all(|w| w[0].ts < w[1].ts) {
+        return Some(rows.iter().map(point).collect());
+    }
+    rows.sort_unstable_by_key(|r| (r.ts, r.version));
+    let mut out = Vec::with_capacity(rows.len());
+    for same_ts in rows.chunk_by(|a, b| a.ts == b.ts) {
+        let last = same_ts[same_ts.len() - 1];
+        let tied = same_ts
+            .iter()
+            .rev()
+            .take_while(|r| r.version == last.version);
+        if tied.clone().any(|r| !same_value(r.value, last.value)) {
+            return None;
+        }
+        out.push(point(&last));
+    }
+    Some(out)
+}
+
+/// Whether two values are the same write's: equal bits, NaN included.
+fn same_value(a: Value, b: Value) -> bool {
+    match (a, b) {
+        (Value::Int(a), Value::Int(b)) => a == b,
+        (Value::Float(a), Value::Float(b)) => a.to_bits() == b.to_bits(),
+        _ => false,
+    }
+}
+
+/// A streamed answer, and how far it has been decoded.
+struct Stream {
     pieces: mpsc::Receiver<Piece>,
-    /// The places this statement covers, `first..end`.
-    first: usize,
-    end: usize,
     /// Received and not yet decoded from `at` on: a row may straddle two
     /// pieces.
     bytes: Vec<u8>,
     at: usize,
-    /// The place and time of the last row taken.
-    last: Option<(usize, i64)>,
     /// Whether the answer's last piece has arrived.
     finished: bool,
+}
+
+impl Stream {
+    fn new(pieces: mpsc::Receiver<Piece>) -> Stream {
+        Stream {
+            pieces,
+            bytes: Vec::new(),
+            at: 0,
+            finished: false,
+        }
+    }
+
+    /// What has arrived and is not decoded yet.
+    fn rest(&self) -> &[u8] {
+        &self.bytes[self.at..]
+    }
+
+    /// The rest once it holds `len` bytes or the answer has ended.
+    fn fill(&mut self, len: usize) -> Result<&[u8], SourceError> {
+        while self.rest().len() < len && !self.finished {
+            self.receive()?;
+        }
+        Ok(self.rest())
+    }
+
+    fn advance(&mut self, len: usize) {
+        self.at += len;
+    }
+
+    /// Waits for the next piece of the answer.
+    fn receive(&mut self) -> Result<(), SourceError> {
+        match self.pieces.blocking_recv() {
+            Some(Ok(Some(piece))) => {
+                self.bytes.drain(..self.at);
+                self.at = 0;
+                self.bytes.extend_from_slice(&piece);
+                Ok(())
+            }
+            Some(Ok(None)) => {
+                self.finished = true;
+                Ok(())
+            }
+            Some(Err(e)) => Err(source_error(e)),
+            None => Err(stopped()),
+        }
+    }
+}
+
+/// A round read in order ([`ClickHouseSource::read_in_order`]) and how far
+/// it has been taken.
+struct Reading {
+    stream: Stream,
+    /// The places this statement covers, `first..end`.
+    first: usize,
+    end: usize,
+    /// The place and time of the last row taken.
+    last: Option<(usize, i64)>,
 }
 
 /// A piece of a streamed answer; `Ok(None)` says it is complete.
@@ -524,7 +804,6 @@ const ROW_LEN: usize = 8 + 8 + 1 + 8 + 8;
 const PIECES_AHEAD: usize = 8;
 
 struct Row {
-    series: u64,
     place: usize,
     point: DataPoint,
 }
@@ -541,9 +820,9 @@ impl Reading {
     /// it meets mid-answer after the rows already sent, so every row must
     /// belong: a series of this statement, in order, in the range.
     fn next(&self, places: &HashMap<u64, usize>, range: (i64, i64)) -> Result<Next, SourceError> {
-        let rest = &self.bytes[self.at..];
+        let rest = self.stream.rest();
         if rest.len() < ROW_LEN {
-            return match (self.finished, rest.is_empty()) {
+            return match (self.stream.finished, rest.is_empty()) {
                 (false, _) => Ok(Next::More),
                 (true, true) => Ok(Next::End),
                 (true, false) => Err(bad_answer(rest, "ends inside a row")),
@@ -577,7 +856,6 @@ impl Reading {
             Value::Float(float_value)
         };
         Ok(Next::Row(Row {
-            series,
             place,
             point: DataPoint {
                 timestamp_ms: ts,
@@ -587,32 +865,14 @@ impl Reading {
     }
 
     fn take(&mut self, row: &Row) {
-        self.at += ROW_LEN;
+        self.stream.advance(ROW_LEN);
         self.last = Some((row.place, row.point.timestamp_ms));
-    }
-
-    /// Waits for the next piece of the answer.
-    fn receive(&mut self) -> Result<(), SourceError> {
-        match self.pieces.blocking_recv() {
-            Some(Ok(Some(piece))) => {
-                self.bytes.drain(..self.at);
-                self.at = 0;
-                self.bytes.extend_from_slice(&piece);
-                Ok(())
-            }
-            Some(Ok(None)) => {
-                self.finished = true;
-                Ok(())
-            }
-            Some(Err(e)) => Err(source_error(e)),
-            None => Err(stopped()),
-        }
     }
 }
 
 impl Scan<'_> {
-    /// Reads the open statement up to the rows of `place`: rows before it
-    /// are kept in `early`, rows of it go to `visit` in slices until it
+    /// Reads the round read in order up to the rows of `place`: rows
+    /// before it are kept, rows of it go to `visit` in slices until it
     /// breaks. Returns how many points `visit` got.
     fn read_until(
         &mut self,
@@ -636,12 +896,12 @@ impl Scan<'_> {
                         }
                         self.points.clear();
                     }
-                    reading.receive()?;
+                    reading.stream.receive()?;
                 }
                 Next::End => break,
                 Next::Row(row) if row.place < place => {
                     reading.take(&row);
-                    self.early.entry(row.series).or_default().push(row.point);
+                    self.kept.entry(row.place).or_default().push(row.point);
                 }
                 Next::Row(row) if row.place == place => {
                     reading.take(&row);
@@ -657,6 +917,43 @@ impl Scan<'_> {
         }
         Ok(handed)
     }
+
+    /// How many places the next round covers: as many as
+    /// [`IDS_PER_STATEMENT`] while nothing is known, else what half a
+    /// round's rows hold at the rows per series seen so far.
+    fn round_len(&self) -> usize {
+        if self.rows_seen == 0 {
+            return IDS_PER_STATEMENT;
+        }
+        let per_place = self.rows_seen.div_ceil(self.places_seen.max(1));
+        (self.source.round_rows / 2 / per_place).clamp(1, IDS_PER_STATEMENT)
+    }
+
+    /// Reads the next round: into `kept`, or opens it in order.
+    fn next_round(&mut self) -> Result<(), SourceError> {
+        let first = self.covered;
+        let end = (first + self.round_len()).min(self.ids.len());
+        self.covered = end;
+        let ids = &self.ids[first..end];
+        let range = (self.start_ms, self.end_ms);
+        let (rows, places) = match self.source.read_round(ids, first, &self.places, range)? {
+            Round::Read { read, rows } => {
+                self.kept.extend(read);
+                (rows, ids.len())
+            }
+            Round::TooBig { rows, places } => {
+                self.reading = Some(self.source.read_in_order(ids, first, range.0, range.1));
+                (rows, places)
+            }
+            Round::Undecided { rows } => {
+                self.reading = Some(self.source.read_in_order(ids, first, range.0, range.1));
+                (rows, ids.len())
+            }
+        };
+        self.rows_seen += rows;
+        self.places_seen += places;
+        Ok(())
+    }
 }
 
 impl PointScan for Scan<'_> {
@@ -668,29 +965,29 @@ impl PointScan for Scan<'_> {
         let Some(&place) = self.places.get(&id) else {
             return Ok(0);
         };
-        if let Some(points) = self.early.remove(&id) {
-            // One slice: there is nothing left to stop.
-            let _ = visit(&points);
-            return Ok(points.len());
-        }
-        let chunk = place / IDS_PER_STATEMENT;
-        if chunk + 1 < self.opened {
-            // An earlier statement, read to its end: nothing was kept.
-            return Ok(0);
-        }
-        while chunk >= self.opened {
-            // Asked past the open statement: the rest of it is kept for
-            // the series not yet asked for.
+        loop {
+            if let Some(points) = self.kept.remove(&place) {
+                // One slice: there is nothing left to stop.
+                let _ = visit(&points);
+                return Ok(points.len());
+            }
+            if let Some(reading) = &self.reading {
+                if (reading.first..reading.end).contains(&place) {
+                    return self.read_until(place, visit);
+                }
+            }
+            if place < self.covered {
+                // Its round is read, and held nothing of it.
+                return Ok(0);
+            }
+            // Past every round so far: the rest of the one read in order
+            // is kept for the series not yet asked for.
             if let Some(end) = self.reading.as_ref().map(|r| r.end) {
                 self.read_until(end, &mut |_| ControlFlow::Continue(()))?;
+                self.reading = None;
             }
-            let next = self
-                .source
-                .read_chunk(&self.ids, self.opened, self.start_ms, self.end_ms);
-            self.reading = Some(next);
-            self.opened += 1;
+            self.next_round()?;
         }
-        self.read_until(place, visit)
     }
 }
 
@@ -926,13 +1223,15 @@ mod tests {
     /// A finished answer of `bytes` for a statement over places `0..2`.
     fn answer(bytes: Vec<u8>) -> Reading {
         Reading {
-            pieces: mpsc::channel(1).1,
+            stream: Stream {
+                pieces: mpsc::channel(1).1,
+                bytes,
+                at: 0,
+                finished: true,
+            },
             first: 0,
             end: 2,
-            bytes,
-            at: 0,
             last: None,
-            finished: true,
         }
     }
 
@@ -1003,6 +1302,55 @@ mod tests {
             (rows(&[(10, 101)]), disorder),
         ] {
             assert_eq!(errors(bytes), [error]);
+        }
+    }
+
+    fn v(ts: i64, version: u64, value: Value) -> Versioned {
+        Versioned { ts, version, value }
+    }
+
+    fn p(ts: i64, value: Value) -> DataPoint {
+        DataPoint {
+            timestamp_ms: ts,
+            value,
+        }
+    }
+
+    #[test]
+    fn the_newest_write_of_each_timestamp_wins_as_under_final() {
+        let (i, f) = (Value::Int, Value::Float);
+        // One part's rows: as they came.
+        let plain = vec![v(1, 5, i(1)), v(2, 3, f(0.5))];
+        assert_eq!(newest(plain), Some(vec![p(1, i(1)), p(2, f(0.5))]));
+        // Three parts: a replay (same version, same value), a rewrite
+        // (newer) and a stale write (older), out of order.
+        let parts = vec![
+            v(3, 7, i(3)),
+            v(1, 5, i(1)),
+            v(2, 9, f(2.5)),
+            v(1, 5, i(1)),
+            v(2, 3, i(2)),
+            v(3, 1, i(-3)),
+            v(1, 4, i(-1)),
+        ];
+        assert_eq!(
+            newest(parts),
+            Some(vec![p(1, i(1)), p(2, f(2.5)), p(3, i(3))])
+        );
+        // NaN replayed is the same write.
+        let nan = f64::from_bits(0x7ff8_0000_0000_0001);
+        let replayed = vec![v(1, 5, f(nan)), v(1, 5, f(nan))];
+        let got = newest(replayed).expect("one write");
+        assert_eq!(got.len(), 1);
+        assert!(matches!(got[0].value, Value::Float(x) if x.to_bits() == nan.to_bits()));
+        // Two writes with one version disagree, whatever older rows say.
+        for tied in [
+            vec![v(1, 5, i(1)), v(1, 5, i(2))],
+            vec![v(1, 5, i(1)), v(1, 5, f(1.0))],
+            vec![v(1, 5, f(0.0)), v(1, 5, f(-0.0)), v(1, 2, f(0.0))],
+            vec![v(1, 5, i(1)), v(1, 5, i(1)), v(1, 5, i(2)), v(0, 1, i(0))],
+        ] {
+            assert_eq!(newest(tied.clone()), None, "{tied:?}");
         }
     }
 }

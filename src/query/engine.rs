@@ -14,7 +14,7 @@
 //! point is read; matched series, points read or produced and the
 //! deadline are checked as the query runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use crate::model::SeriesKey;
 use crate::model::{NameKind, SeriesMeta};
@@ -104,16 +104,6 @@ fn resolve(source: &dyn Source, sub: &SubPlan) -> Result<Vec<SeriesMeta>, QueryE
         None => source.series_of_metric(&sub.metric)?,
     };
     let mut series = series.ok_or_else(|| no_such(NameKind::Metric, &sub.metric))?;
-    for f in &sub.filters {
-        if !source.name_exists(NameKind::TagKey, &f.tagk)? {
-            return Err(no_such(NameKind::TagKey, &f.tagk));
-        }
-        for v in f.literal_values() {
-            if !source.name_exists(NameKind::TagValue, v)? {
-                return Err(no_such(NameKind::TagValue, v));
-            }
-        }
-    }
     let filter_keys: Vec<&str> = {
         let mut k: Vec<&str> = sub.filters.iter().map(|f| f.tagk.as_str()).collect();
         k.sort_unstable();
@@ -125,9 +115,44 @@ fn resolve(source: &dyn Source, sub: &SubPlan) -> Result<Vec<SeriesMeta>, QueryE
         sub.filters.iter().all(|f| f.matches(tag(&f.tagk)))
             && (!sub.explicit_tags || s.key.tags().map(|(k, _)| k).eq(filter_keys.iter().copied()))
     });
+    // A name some matched series carries was written, so only the others
+    // are asked about: on a store where each question is a statement
+    // (ClickHouse, a few ms each) a query for one host asks none. Many
+    // values (a dashboard variable set to all hosts) are looked up in
+    // the set of the values carried, not by a pass over the series each.
+    let listed: usize = sub.filters.iter().map(|f| f.literal_values().len()).sum();
+    let values: HashSet<&str> = match listed > FEW_VALUES {
+        true => series
+            .iter()
+            .flat_map(|s| s.key.tags().map(|(_, v)| v))
+            .collect(),
+        false => HashSet::new(),
+    };
+    let carried = |kind: NameKind, name: &str| match kind {
+        NameKind::TagKey => series.iter().any(|s| s.key.tags().any(|(k, _)| k == name)),
+        _ if listed > FEW_VALUES => values.contains(name),
+        _ => series.iter().any(|s| s.key.tags().any(|(_, v)| v == name)),
+    };
+    let exists = |kind: NameKind, name: &str| -> Result<bool, QueryError> {
+        Ok(carried(kind, name) || source.name_exists(kind, name)?)
+    };
+    for f in &sub.filters {
+        if !exists(NameKind::TagKey, &f.tagk)? {
+            return Err(no_such(NameKind::TagKey, &f.tagk));
+        }
+        for v in f.literal_values() {
+            if !exists(NameKind::TagValue, v)? {
+                return Err(no_such(NameKind::TagValue, v));
+            }
+        }
+    }
     series.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     Ok(series)
 }
+
+/// Literal values a query may list before [`resolve`] collects the values
+/// its matched series carry into a set.
+const FEW_VALUES: usize = 8;
 
 /// The filter that lets a store skip the most series: one naming literal
 /// values, else the one with the longest value prefix. Every filter

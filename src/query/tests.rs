@@ -713,6 +713,18 @@ fn unknown_names() {
     assert_eq!(e.message(), "No such name for 'tagk': 'zone'");
     let e = err(r#"{"aggregator":"sum","metric":"f","tags":{"host":"web01|web99"}}"#);
     assert_eq!(e.message(), "No such name for 'tagv': 'web99'");
+    // Many values, as a dashboard lists every host: those the matched
+    // series carry, those only other series carry, and the first unknown.
+    let mut src = filter_source();
+    src.add("g", &[("host", "g7")], &ints(&[(T0, 1)]));
+    let many = |values: &str| {
+        let sub = format!(r#"{{"aggregator":"sum","metric":"f","tags":{{"host":"{values}"}}}}"#);
+        run_with(&src, &body(0, 10, &sub), &QueryLimits::default())
+    };
+    let known = "web01|web02|Web03|db01|lga|sjc|r1|g7|web01";
+    assert!(many(known).is_ok());
+    let e = many(&format!("{known}|x1|x2")).unwrap_err();
+    assert_eq!(e.message(), "No such name for 'tagv': 'x1'");
     // Case-insensitive literals are not resolved.
     assert_eq!(
         run(&src, &filtered(&f("iliteral_or", "host", "web99"), false)),
