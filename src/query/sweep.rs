@@ -34,9 +34,10 @@
 //! number, so `sum` of integers stays `42` while `avg` of 1 and 2 is `1.5`.
 //! Downsampled values and rates are always doubles (`30.0`).
 //!
-//! The file runs past 800 lines for its tests (about 290 lines), which
+//! The file runs past 800 lines for its tests (about 320 lines), which
 //! hold the two sweeps against each other, bit for bit, through the test
-//! hooks that force the general sweep and count the grid sweep's answers.
+//! hooks that force the general sweep and count the grid sweep's answers,
+//! and a group of one raw series against the general sweep.
 
 use std::ops::ControlFlow;
 use std::time::Instant;
