@@ -44,7 +44,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 
 use crate::backend::{Backend, MetadataEntry, Notes};
-use crate::model::{DataPoint, NameKind, RollupAgg, RollupResolution, SeriesMeta, Value};
+use crate::model::{DataPoint, NameKind, RollupAgg, RollupResolution, SeriesMeta};
 use crate::query::source::{Buckets, PointScan, RollupScan, Source, SourceError, TagSelect};
 use crate::storage::{Annotation, DiskUsage, StaleSeries, StorageStats};
 
@@ -268,23 +268,13 @@ impl Backend for ClickHouseBackend {
             return Ok(None);
         }
         let mut r = RowReader::new(&answer);
-        let timestamp_ms = r.i64().map_err(row_error)?;
-        let is_int = r.flag().map_err(row_error)?;
-        let (int_value, float_value) = (r.i64().map_err(row_error)?, r.f64().map_err(row_error)?);
+        let point = r.point().map_err(row_error)?;
         if !r.is_done() {
             return Err(SourceError(
                 "clickhouse answered more than the one last point asked for".into(),
             ));
         }
-        let value = if is_int {
-            Value::Int(int_value)
-        } else {
-            Value::Float(float_value)
-        };
-        Ok(Some(DataPoint {
-            timestamp_ms,
-            value,
-        }))
+        Ok(Some(point))
     }
 
     fn stale_series(

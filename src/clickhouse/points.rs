@@ -82,18 +82,7 @@ fn decode(bytes: &[u8]) -> Result<Vec<DataPoint>, RowError> {
     let mut r = RowReader::new(bytes);
     let mut out = Vec::with_capacity(bytes.len() / 25);
     while !r.is_done() {
-        let timestamp_ms = r.i64()?;
-        let is_int = r.flag()?;
-        let int_value = r.i64()?;
-        let float_value = r.f64()?;
-        out.push(DataPoint {
-            timestamp_ms,
-            value: if is_int {
-                Value::Int(int_value)
-            } else {
-                Value::Float(float_value)
-            },
-        });
+        out.push(r.point()?);
     }
     Ok(out)
 }

@@ -260,20 +260,6 @@ fn in_ranges(ranges: &[(u64, Vec<(i64, i64)>)]) -> String {
     conditions.join(" OR ")
 }
 
-fn get_point(r: &mut RowReader<'_>) -> Result<DataPoint, RowError> {
-    let timestamp_ms = r.i64()?;
-    let is_int = r.flag()?;
-    let (i, f) = (r.i64()?, r.f64()?);
-    Ok(DataPoint {
-        timestamp_ms,
-        value: if is_int {
-            Value::Int(i)
-        } else {
-            Value::Float(f)
-        },
-    })
-}
-
 fn put_point(out: &mut Vec<u8>, p: DataPoint) {
     out.put_i64(p.timestamp_ms);
     match p.value {
@@ -306,8 +292,8 @@ pub fn parse_rows(answer: &[u8]) -> Result<Vec<Row>, RowError> {
         let start_ms = r.i64()?;
         let count = r.u64()?;
         let (sum, min, max, sum_sq) = (r.f64()?, r.f64()?, r.f64()?, r.f64()?);
-        let first = get_point(&mut r)?;
-        let last = get_point(&mut r)?;
+        let first = r.point()?;
+        let last = r.point()?;
         let version = r.u64()?;
         out.push(Row {
             series,
@@ -514,18 +500,10 @@ fn runs(days: &BTreeSet<i64>) -> Vec<(i64, i64)> {
 /// its series. ClickHouse appends an error it meets mid-answer to the
 /// rows already sent, which must not pass for points.
 pub fn fits(ranges: &[(u64, Vec<(i64, i64)>)], points: &[(u64, DataPoint, u64)]) -> bool {
-    let spans: std::collections::HashMap<u64, &[(i64, i64)]> =
-        ranges.iter().map(|(s, r)| (*s, r.as_slice())).collect();
-    let mut last: Option<(u64, i64)> = None;
-    points.iter().all(|&(series, p, _)| {
-        let ts = p.timestamp_ms;
-        let inside = spans
-            .get(&series)
-            .is_some_and(|r| r.iter().any(|(a, b)| (*a..*b).contains(&ts)));
-        let in_order = last.map_or(true, |l| l < (series, ts));
-        last = Some((series, ts));
-        inside && in_order
-    })
+    let in_order = points
+        .windows(2)
+        .all(|w| (w[0].0, w[0].1.timestamp_ms) < (w[1].0, w[1].1.timestamp_ms));
+    in_order && within(ranges, points)
 }
 
 /// Whether every row of `points` (series, point, version) is in a range
@@ -546,7 +524,7 @@ pub fn parse_points(answer: &[u8]) -> Result<Vec<(u64, DataPoint, u64)>, RowErro
     let mut out = Vec::new();
     while !r.is_done() {
         let series = r.u64()?;
-        let point = get_point(&mut r)?;
+        let point = r.point()?;
         out.push((series, point, r.u64()?));
     }
     Ok(out)

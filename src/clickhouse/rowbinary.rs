@@ -3,6 +3,8 @@
 //! (LEB128) and its bytes, an `Array` as its length and its elements, one
 //! field after another, row after row, with no framing.
 
+use crate::model::{DataPoint, Value};
+
 /// Writes RowBinary fields into a buffer.
 pub trait PutRow {
     fn put_u8(&mut self, v: u8);
@@ -114,6 +116,23 @@ impl<'a> RowReader<'a> {
 
     pub fn f64(&mut self) -> Result<f64, RowError> {
         self.u64().map(f64::from_bits)
+    }
+
+    /// A point as the points and rollup tables hold one: `ts Int64,
+    /// is_int UInt8, int_value Int64, float_value Float64`, the flag
+    /// saying which of the two values it is.
+    pub fn point(&mut self) -> Result<DataPoint, RowError> {
+        let timestamp_ms = self.i64()?;
+        let is_int = self.flag()?;
+        let (int_value, float_value) = (self.i64()?, self.f64()?);
+        let value = match is_int {
+            true => Value::Int(int_value),
+            false => Value::Float(float_value),
+        };
+        Ok(DataPoint {
+            timestamp_ms,
+            value,
+        })
     }
 
     /// A `String`'s bytes.

@@ -674,15 +674,14 @@ const VERSIONED_ROW_LEN: usize = ROW_LEN + 8;
 fn decode_versioned(bytes: &[u8]) -> Option<(u64, Versioned)> {
     let mut r = RowReader::new(bytes.get(..VERSIONED_ROW_LEN)?);
     let series = r.u64().ok()?;
-    let ts = r.i64().ok()?;
-    let is_int = r.flag().ok()?;
-    let (int_value, float_value) = (r.i64().ok()?, r.f64().ok()?);
+    let point = r.point().ok()?;
     let version = r.u64().ok()?;
-    let value = match is_int {
-        true => Value::Int(int_value),
-        false => Value::Float(float_value),
+    let versioned = Versioned {
+        ts: point.timestamp_ms,
+        version,
+        value: point.value,
     };
-    Some((series, Versioned { ts, version, value }))
+    Some((series, versioned))
 }
 
 /// One series' points from its rows in any order: per timestamp the row
@@ -829,14 +828,8 @@ impl Reading {
             };
         }
         let mut r = RowReader::new(&rest[..ROW_LEN]);
-        let decoded = (|| {
-            let series = r.u64()?;
-            let ts = r.i64()?;
-            let is_int = r.flag()?;
-            let (int_value, float_value) = (r.i64()?, r.f64()?);
-            Ok::<_, RowError>((series, ts, is_int, int_value, float_value))
-        })();
-        let Ok((series, ts, is_int, int_value, float_value)) = decoded else {
+        let decoded = (|| Ok::<_, RowError>((r.u64()?, r.point()?)))();
+        let Ok((series, point)) = decoded else {
             return Err(bad_answer(rest, "holds a value flag other than 0 or 1"));
         };
         let place = places
@@ -846,22 +839,12 @@ impl Reading {
         let Some(place) = place else {
             return Err(bad_answer(rest, "holds a series not asked for"));
         };
+        let ts = point.timestamp_ms;
         let in_order = self.last.map_or(true, |last| (place, ts) > last);
         if !in_order || ts < range.0 || ts > range.1 {
             return Err(bad_answer(rest, "is out of order or out of range"));
         }
-        let value = if is_int {
-            Value::Int(int_value)
-        } else {
-            Value::Float(float_value)
-        };
-        Ok(Next::Row(Row {
-            place,
-            point: DataPoint {
-                timestamp_ms: ts,
-                value,
-            },
-        }))
+        Ok(Next::Row(Row { place, point }))
     }
 
     fn take(&mut self, row: &Row) {

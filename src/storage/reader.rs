@@ -53,6 +53,7 @@ pub(super) fn stored_rollups(
 ) -> Result<BTreeMap<i64, RollupAgg>, StoreError> {
     Ok(stored_rollup_rows(shared, kind, id, from, to)?
         .into_iter()
+        .map(|agg| (agg.start_ms, agg))
         .collect())
 }
 
@@ -65,7 +66,7 @@ fn stored_rollup_rows(
     id: u64,
     from: i64,
     to: i64,
-) -> Result<Vec<(i64, RollupAgg)>, StoreError> {
+) -> Result<Vec<RollupAgg>, StoreError> {
     if from >= to {
         return Ok(Vec::new());
     }
@@ -80,7 +81,7 @@ fn stored_rollup_rows(
             let (_, start) = keys::parse_series_time(k)
                 .ok_or_else(|| StoreError::corrupt(&name, k, "malformed rollup key"))?;
             let agg = rollup::decode(start, v).map_err(|e| StoreError::corrupt(&name, k, e))?;
-            rows.push((start, agg));
+            rows.push(agg);
             it.next();
         }
         it.status()?;
@@ -89,18 +90,18 @@ fn stored_rollup_rows(
     if families > 1 {
         // Fine families come first: their copy wins (see `blocks`). The
         // sort is stable, so the first of equal starts is theirs.
-        rows.sort_by_key(|&(start, _)| start);
-        rows.dedup_by_key(|&mut (start, _)| start);
+        rows.sort_by_key(|agg| agg.start_ms);
+        rows.dedup_by_key(|agg| agg.start_ms);
     }
     Ok(rows)
 }
 
 /// Puts `agg` at its start in `rows` (sorted by start), in place of any
 /// row there.
-fn overlay(rows: &mut Vec<(i64, RollupAgg)>, agg: RollupAgg) {
-    match rows.binary_search_by_key(&agg.start_ms, |&(start, _)| start) {
-        Ok(i) => rows[i].1 = agg,
-        Err(i) => rows.insert(i, (agg.start_ms, agg)),
+fn overlay(rows: &mut Vec<RollupAgg>, agg: RollupAgg) {
+    match rows.binary_search_by_key(&agg.start_ms, |row| row.start_ms) {
+        Ok(i) => rows[i] = agg,
+        Err(i) => rows.insert(i, agg),
     }
 }
 
@@ -313,7 +314,7 @@ impl StoreReader {
     /// Hour aggregates of `id` for hours starting in `[from, to)`, by
     /// start: stored ones, replaced by on-the-fly ones where the head has
     /// data.
-    fn hours(&self, id: u64, from: i64, to: i64) -> Result<Vec<(i64, RollupAgg)>, StoreError> {
+    fn hours(&self, id: u64, from: i64, to: i64) -> Result<Vec<RollupAgg>, StoreError> {
         if from >= to {
             return Ok(Vec::new());
         }
@@ -366,14 +367,14 @@ impl StoreReader {
                 let mut days = stored_rollup_rows(&self.shared, kind, id, from, end + 1)?;
                 for day in head_days {
                     let hours = self.hours(id, day, day + DAY_MS)?;
-                    if let Some(agg) = rollup::fold(day, hours.into_iter().map(|(_, agg)| agg)) {
+                    if let Some(agg) = rollup::fold(day, hours) {
                         overlay(&mut days, agg);
                     }
                 }
                 days
             }
         };
-        Ok(rows.into_iter().map(|(_, agg)| agg).collect())
+        Ok(rows)
     }
 }
 

@@ -45,6 +45,15 @@ pub(crate) fn downsample_points(
     out
 }
 
+/// Folds a stored value into `acc`: an integer, never NaN, skips the check.
+#[inline(always)]
+fn push_value<F: FoldOp>(op: F, acc: &mut Fold, value: Value) {
+    match value {
+        Value::Int(i) => op.push_number(acc, i as f64),
+        Value::Float(f) => op.push(acc, f),
+    }
+}
+
 /// Runs of points a step apart shorter than this go point by point: the
 /// run's own bookkeeping costs about what it saves on a few points.
 const MIN_RUN: usize = 4;
@@ -209,10 +218,7 @@ impl<'g> Downsampler<'g> {
         };
         let one = |p: &DataPoint| {
             let mut acc = Fold::default();
-            match p.value {
-                Value::Int(i) => op.push_number(&mut acc, i as f64),
-                Value::Float(f) => op.push(&mut acc, f),
-            }
+            push_value(op, &mut acc, p.value);
             acc
         };
         out.push(start, op.result(&self.acc));
@@ -253,10 +259,7 @@ impl<'g> Downsampler<'g> {
                 };
                 current = true;
             }
-            match p.value {
-                Value::Int(i) => op.push_number(&mut acc, i as f64),
-                Value::Float(f) => op.push(&mut acc, f),
-            }
+            push_value(op, &mut acc, p.value);
         }
         self.acc = acc;
         self.filled = current;
