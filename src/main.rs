@@ -76,6 +76,10 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let notifier = Notifier::from_env()?;
+    // Installed before READY=1: a SIGTERM sent the moment the manager hears
+    // READY would otherwise meet the default action and kill the process
+    // without draining the queue.
+    let signals = Signals::install();
     let daemon = Daemon::start_with(settings, activation::from_env()?).await?;
     notifier.ready(&format!(
         "serving telnet on {}, http on {}",
@@ -84,7 +88,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let token = daemon.shutdown_token();
     let supervisor = tokio::spawn(notifier.supervise(token.clone()));
     tokio::spawn(async move {
-        let signal = wait_for_signal().await;
+        let signal = signals.recv().await;
         tracing::info!(signal, "shutting down");
         token.cancel();
     });
@@ -94,18 +98,33 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     result
 }
 
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the daemon can only be killed; say so.
-        tracing::error!("cannot install signal handlers");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+/// The signals that stop the daemon; `None` where the handlers could not
+/// be installed.
+struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Signals(Some((term, int))),
+            _ => {
+                // Without signal handlers the daemon can only be killed; say so.
+                tracing::error!("cannot install signal handlers");
+                Signals(None)
+            }
+        }
+    }
+
+    async fn recv(self) -> &'static str {
+        let Some((mut term, mut int)) = self.0 else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     }
 }

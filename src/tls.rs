@@ -20,7 +20,7 @@ use anyhow::Context;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpStream;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -62,13 +62,24 @@ pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
 pub struct Acceptor {
     files: (PathBuf, PathBuf),
     current: parking_lot::RwLock<TlsAcceptor>,
+    /// Taken by [`Acceptor::reload_on_hangup`].
+    hangup: parking_lot::Mutex<Option<Signal>>,
 }
 
 impl Acceptor {
+    /// Loads the files and installs the SIGHUP handler, so a SIGHUP sent
+    /// once the daemon is ready reloads rather than meets the default
+    /// action, which ends the process. Must run inside the runtime.
     pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Acceptor> {
+        let hangup = signal(SignalKind::hangup())
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, "no SIGHUP handler: certificates load at startup only")
+            })
+            .ok();
         Ok(Acceptor {
             current: parking_lot::RwLock::new(acceptor(cert, key)?),
             files: (cert.to_owned(), key.to_owned()),
+            hangup: parking_lot::Mutex::new(hangup),
         })
     }
 
@@ -76,12 +87,8 @@ impl Acceptor {
     /// connections get the new certificate, open ones keep theirs, and a
     /// file that does not load leaves the old one in place.
     pub async fn reload_on_hangup(&self, shutdown: CancellationToken) {
-        let mut hangup = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "no SIGHUP handler: certificates load at startup only");
-                return;
-            }
+        let Some(mut hangup) = self.hangup.lock().take() else {
+            return;
         };
         let (cert, key) = (&self.files.0, &self.files.1);
         loop {

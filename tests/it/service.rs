@@ -50,11 +50,9 @@ async fn the_binary_reports_ready_then_stopping_and_exits_cleanly() {
             daemon.telnet, daemon.http
         )
     );
-    // READY=1 promises both ports answer.
-    tokio::net::TcpStream::connect(daemon.telnet).await.unwrap();
-    let (status, _) = http(daemon.http, "GET", "/api/version", b"").await;
-    assert_eq!(status, 200);
-
+    // A manager may stop the service the moment it hears READY=1: the
+    // signal handlers must be in place by then, or SIGTERM kills the
+    // process before it drains.
     daemon.signal("-TERM");
     assert_eq!(
         manager.recv().await,
@@ -64,7 +62,7 @@ async fn the_binary_reports_ready_then_stopping_and_exits_cleanly() {
 }
 
 #[tokio::test]
-async fn the_binary_pings_the_watchdog() {
+async fn the_binary_answers_on_both_ports_once_ready_and_pings_the_watchdog() {
     let dir = tempfile::tempdir().unwrap();
     let manager = Manager::bind(dir.path());
     let data = dir.path().join("data");
@@ -77,6 +75,11 @@ async fn the_binary_pings_the_watchdog() {
     )
     .await;
     assert!(manager.recv().await.starts_with("READY=1\n"));
+    // READY=1 promises both ports answer.
+    tokio::net::TcpStream::connect(daemon.telnet).await.unwrap();
+    let (status, _) = http(daemon.http, "GET", "/api/version", b"").await;
+    assert_eq!(status, 200);
+
     assert_eq!(manager.recv().await, "WATCHDOG=1\n");
     daemon.signal("-TERM");
     loop {
