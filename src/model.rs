@@ -89,6 +89,36 @@ pub struct DataPoint {
     pub value: Value,
 }
 
+/// A series as timestamps and doubles apart: raw points read for
+/// downsampling (an integer made a double, as every fold does), bucket
+/// starts and their values, or rate times and rates.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Doubles {
+    pub ts: Vec<i64>,
+    pub vals: Vec<f64>,
+}
+
+impl Doubles {
+    pub(crate) fn clear(&mut self) {
+        self.ts.clear();
+        self.vals.clear();
+    }
+
+    pub(crate) fn push(&mut self, ts: i64, v: f64) {
+        self.ts.push(ts);
+        self.vals.push(v);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    pub(crate) fn extend_points(&mut self, points: &[DataPoint]) {
+        self.ts.extend(points.iter().map(|p| p.timestamp_ms));
+        self.vals.extend(points.iter().map(|p| p.value.as_f64()));
+    }
+}
+
 /// The canonical identity of a series: the metric and its tags sorted by key.
 ///
 /// Encoded as `metric (0x00 tagk 0x00 tagv)*` with tags in byte order of

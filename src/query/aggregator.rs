@@ -239,13 +239,6 @@ fn push_avg(f: &mut Fold, v: f64) {
     }
 }
 
-/// `fold_number` for a value known not to be NaN.
-#[inline(always)]
-fn fold_known_number(f: &mut Fold, v: f64, op: impl Fn(f64, f64) -> f64) {
-    f.a = if f.n == 0 { v } else { op(f.a, v) };
-    f.n += 1;
-}
-
 #[inline(always)]
 fn number_result(f: &Fold) -> f64 {
     if f.n == 0 {
@@ -370,12 +363,6 @@ impl Aggregator {
 pub(crate) trait FoldOp: Copy {
     fn push(self, f: &mut Fold, v: f64);
     fn result(self, f: &Fold) -> f64;
-
-    /// `push` of a value known not to be NaN (an integer's).
-    #[inline(always)]
-    fn push_number(self, f: &mut Fold, v: f64) {
-        self.push(f, v);
-    }
 }
 
 /// A computation generic over a [`FoldOp`], for [`Aggregator::with_fold`].
@@ -406,10 +393,6 @@ struct MaxFold;
 
 impl FoldOp for SumFold {
     #[inline(always)]
-    fn push_number(self, f: &mut Fold, v: f64) {
-        fold_known_number(f, v, |a, b| a + b);
-    }
-    #[inline(always)]
     fn push(self, f: &mut Fold, v: f64) {
         fold_number(f, v, |a, b| a + b);
     }
@@ -420,11 +403,6 @@ impl FoldOp for SumFold {
 }
 
 impl FoldOp for AvgFold {
-    #[inline(always)]
-    fn push_number(self, f: &mut Fold, v: f64) {
-        f.a += v;
-        f.n += 1;
-    }
     #[inline(always)]
     fn push(self, f: &mut Fold, v: f64) {
         push_avg(f, v);
@@ -437,10 +415,6 @@ impl FoldOp for AvgFold {
 
 impl FoldOp for MinFold {
     #[inline(always)]
-    fn push_number(self, f: &mut Fold, v: f64) {
-        fold_known_number(f, v, f64::min);
-    }
-    #[inline(always)]
     fn push(self, f: &mut Fold, v: f64) {
         fold_number(f, v, f64::min);
     }
@@ -451,10 +425,6 @@ impl FoldOp for MinFold {
 }
 
 impl FoldOp for MaxFold {
-    #[inline(always)]
-    fn push_number(self, f: &mut Fold, v: f64) {
-        fold_known_number(f, v, f64::max);
-    }
     #[inline(always)]
     fn push(self, f: &mut Fold, v: f64) {
         fold_number(f, v, f64::max);
@@ -657,7 +627,7 @@ mod tests {
     }
 
     /// The fold of `values` through `fold_push` and through `with_fold`
-    /// (with `push_number` for numbers), which must agree.
+    /// (each aggregator's own fold), which must agree.
     fn fold(agg: Aggregator, values: &[f64]) -> f64 {
         struct Typed<'a>(&'a [f64]);
         impl WithFold for Typed<'_> {
@@ -665,11 +635,7 @@ mod tests {
             fn run<F: FoldOp>(self, op: F) -> f64 {
                 let mut f = Fold::default();
                 for &v in self.0 {
-                    if v.is_nan() {
-                        op.push(&mut f, v);
-                    } else {
-                        op.push_number(&mut f, v);
-                    }
+                    op.push(&mut f, v);
                 }
                 op.result(&f)
             }

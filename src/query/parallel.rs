@@ -23,9 +23,10 @@ use std::ops::ControlFlow;
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use crate::model::Doubles;
 use crate::query::aggregator::Aggregator;
 use crate::query::deadline::check_deadline;
-use crate::query::downsample::{Doubles, Grid};
+use crate::query::downsample::Grid;
 use crate::query::error::QueryError;
 use crate::query::pipeline::{downsample_scan, Pipeline};
 use crate::query::source::{PointScan, Source};

@@ -21,10 +21,10 @@
 use std::time::Instant;
 
 use crate::model::RollupResolution;
-use crate::model::{DataPoint, Value};
+use crate::model::{DataPoint, Doubles, Value};
 use crate::query::aggregator::{Aggregator, Fold, RollupFunction};
 use crate::query::deadline::Ticker;
-use crate::query::downsample::{self, downsample_rollups, Doubles, Downsampler, Grid};
+use crate::query::downsample::{self, downsample_rollups, Downsampler, Grid};
 use crate::query::error::QueryError;
 use crate::query::limits::{Budget, QueryLimits};
 use crate::query::rate::{rates, RatePoint};
@@ -256,9 +256,9 @@ pub(super) fn downsample_scan(
     out.clear();
     let mut d = Downsampler::new(grid, function, std::mem::take(buf));
     let ticker = &mut Ticker::new(deadline);
-    let read = scan.scan(id, &mut |points| {
-        d.push(points, out);
-        ticker.keep_going(points.len())
+    let read = scan.scan_doubles(id, &mut |ts, vals| {
+        d.push(ts, vals, out);
+        ticker.keep_going(ts.len())
     });
     d.finish(out);
     *buf = d.into_buf();

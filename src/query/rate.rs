@@ -16,8 +16,8 @@
 use serde::Deserialize;
 
 use crate::java::jackson;
+use crate::model::Doubles;
 use crate::query::deadline::Ticker;
-use crate::query::downsample::Doubles;
 use crate::query::error::QueryError;
 
 /// `rateOptions` of a sub-query.

@@ -42,10 +42,10 @@
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use crate::model::{DataPoint, Value};
+use crate::model::{DataPoint, Doubles, Value};
 use crate::query::aggregator::{Aggregator, Fold, FoldOp, Interpolation, WithFold};
 use crate::query::deadline::{check_deadline, Ticker};
-use crate::query::downsample::{self, Doubles, Slots};
+use crate::query::downsample::{self, Slots};
 use crate::query::error::QueryError;
 use crate::query::limits::Budget;
 use crate::query::parallel;

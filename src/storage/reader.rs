@@ -16,9 +16,9 @@ use std::sync::Arc;
 use rocksdb::properties::PropName;
 use rocksdb::{BoundColumnFamily, DBRawIteratorWithThreadMode, ReadOptions};
 
-use crate::model::{DataPoint, RollupAgg, DAY_MS, MAX_TIMESTAMP_MS};
+use crate::model::{DataPoint, Doubles, RollupAgg, DAY_MS, MAX_TIMESTAMP_MS};
 use crate::model::{NameKind, RollupResolution, SeriesMeta};
-use crate::query::source::{PointScan, ScanOpener, Source, SourceError, TagSelect};
+use crate::query::source::{PointScan, ScanOpener, Source, SourceError, TagSelect, VisitDoubles};
 
 use super::cf::{self, Partitioned, Period};
 use super::head::{window_start, Window, WindowSnapshot, WINDOW_MS};
@@ -287,8 +287,8 @@ impl StoreReader {
     fn points_in(&self, id: u64, start: i64, end: i64) -> Result<Vec<DataPoint>, StoreError> {
         let mut out = Vec::new();
         self.scan(&[id], start, end)
-            .scan_series(id, &mut |points| {
-                out.extend_from_slice(points);
+            .scan_series(id, &mut Vec::new(), |points, within| {
+                out.extend_from_slice(&points[within]);
                 ControlFlow::Continue(())
             })?;
         Ok(out)
@@ -302,7 +302,8 @@ impl StoreReader {
             range: self.scan_range(start, end),
             heads: None,
             open: None,
-            buf: Vec::new(),
+            points: Vec::new(),
+            doubles: Doubles::default(),
         }
     }
 
@@ -493,7 +494,45 @@ struct Scan<'a> {
     /// The head windows shared with sibling scans, if any.
     heads: Option<Arc<Heads>>,
     open: Option<Open<'a>>,
-    buf: Vec<DataPoint>,
+    points: Vec<DataPoint>,
+    doubles: Doubles,
+}
+
+/// A window's points as a scan hands them on: [`DataPoint`]s, or
+/// timestamps and doubles apart.
+trait Batch {
+    /// Decodes a sealed block into the batch, replacing what it held.
+    fn decode(&mut self, chunk: &[u8]) -> Result<(), chunk::ChunkError>;
+    /// Replaces the batch with merged points.
+    fn set(&mut self, points: Vec<DataPoint>);
+    /// The points at or after `start` and at or before `end`.
+    fn within(&self, start: i64, end: i64) -> std::ops::Range<usize>;
+}
+
+impl Batch for Vec<DataPoint> {
+    fn decode(&mut self, chunk: &[u8]) -> Result<(), chunk::ChunkError> {
+        chunk::decode_into(chunk, self)
+    }
+    fn set(&mut self, points: Vec<DataPoint>) {
+        *self = points;
+    }
+    fn within(&self, start: i64, end: i64) -> std::ops::Range<usize> {
+        self.partition_point(|p| p.timestamp_ms < start)
+            ..self.partition_point(|p| p.timestamp_ms <= end)
+    }
+}
+
+impl Batch for Doubles {
+    fn decode(&mut self, chunk: &[u8]) -> Result<(), chunk::ChunkError> {
+        chunk::decode_doubles(chunk, self)
+    }
+    fn set(&mut self, points: Vec<DataPoint>) {
+        self.clear();
+        self.extend_points(&points);
+    }
+    fn within(&self, start: i64, end: i64) -> std::ops::Range<usize> {
+        self.ts.partition_point(|&t| t < start)..self.ts.partition_point(|&t| t <= end)
+    }
 }
 
 /// Head windows by series.
@@ -631,21 +670,39 @@ impl PointScan for Scan<'_> {
         id: u64,
         visit: &mut dyn FnMut(&[DataPoint]) -> ControlFlow<()>,
     ) -> Result<usize, SourceError> {
-        self.scan_series(id, visit).map_err(SourceError::from)
+        let mut buf = std::mem::take(&mut self.points);
+        let read = self.scan_series(id, &mut buf, |b: &Vec<DataPoint>, r| visit(&b[r]));
+        self.points = buf;
+        read.map_err(SourceError::from)
+    }
+
+    fn scan_doubles(
+        &mut self,
+        id: u64,
+        visit: &mut VisitDoubles<'_>,
+    ) -> Result<usize, SourceError> {
+        let mut buf = std::mem::take(&mut self.doubles);
+        let read = self.scan_series(id, &mut buf, |b: &Doubles, r| {
+            visit(&b.ts[r.clone()], &b.vals[r])
+        });
+        self.doubles = buf;
+        read.map_err(SourceError::from)
     }
 }
 
 impl Scan<'_> {
-    fn scan_series(
+    /// Hands `visit` the points of series `id` in `buf`, a window at a
+    /// time, with the range of them inside the scan's.
+    fn scan_series<B: Batch>(
         &mut self,
         id: u64,
-        visit: &mut dyn FnMut(&[DataPoint]) -> ControlFlow<()>,
+        buf: &mut B,
+        mut visit: impl FnMut(&B, std::ops::Range<usize>) -> ControlFlow<()>,
     ) -> Result<usize, StoreError> {
         let Some((start, end)) = self.range else {
             return Ok(0);
         };
         let (from, to) = (window_start(start), window_start(end));
-        let mut buf = std::mem::take(&mut self.buf);
         let open = self.open(from, to);
         let mut heads = open
             .heads
@@ -656,14 +713,13 @@ impl Scan<'_> {
         let mut count = 0;
         // The points of one window, cut to `[start, end]`; a break from
         // `visit` ends the scan.
-        let mut emit = |points: &[DataPoint]| {
-            let lo = points.partition_point(|p| p.timestamp_ms < start);
-            let hi = points.partition_point(|p| p.timestamp_ms <= end);
-            if lo < hi {
-                count += hi - lo;
-                return visit(&points[lo..hi]);
+        let mut emit = |buf: &B| {
+            let within = buf.within(start, end);
+            if within.is_empty() {
+                return ControlFlow::Continue(());
             }
-            ControlFlow::Continue(())
+            count += within.len();
+            visit(buf, within)
         };
         let streams = &mut open.streams;
         for s in streams.iter_mut() {
@@ -691,31 +747,30 @@ impl Scan<'_> {
                 }
                 if let Some((_, value)) = streams[i].block()? {
                     while let Some(h) = heads.next_if(|h| h.start < block_start) {
-                        if emit(&merge(id, h, None)?).is_break() {
+                        buf.set(merge(id, h, None)?);
+                        if emit(buf).is_break() {
                             break 'scan;
                         }
                     }
-                    let flow = match heads.next_if(|h| h.start == block_start) {
-                        Some(h) => emit(&merge(id, h, Some(value))?),
-                        None => {
-                            chunk::decode_into(value, &mut buf)
-                                .map_err(|e| corrupt_block(id, block_start, e))?;
-                            emit(&buf)
-                        }
-                    };
-                    if flow.is_break() {
+                    match heads.next_if(|h| h.start == block_start) {
+                        Some(h) => buf.set(merge(id, h, Some(value))?),
+                        None => buf
+                            .decode(value)
+                            .map_err(|e| corrupt_block(id, block_start, e))?,
+                    }
+                    if emit(buf).is_break() {
                         break 'scan;
                     }
                 }
                 streams[i].advance();
             }
             for h in heads {
-                if emit(&merge(id, h, None)?).is_break() {
+                buf.set(merge(id, h, None)?);
+                if emit(buf).is_break() {
                     break 'scan;
                 }
             }
         }
-        self.buf = buf;
         Ok(count)
     }
 }
@@ -827,6 +882,24 @@ mod tests {
                     let want = r.points(id, start, end).expect("reads");
                     assert_eq!(n, want.len());
                     assert_eq!(got, want, "{id} in [{start}, {end}]");
+                }
+                // The same points as doubles, from a scan of its own.
+                let mut scan = r.scan_points(order, start, end);
+                for &id in order {
+                    let mut got = Doubles::default();
+                    let n = scan
+                        .scan_doubles(id, &mut |ts, vals| {
+                            assert!(!ts.is_empty());
+                            assert_eq!(ts.len(), vals.len());
+                            got.ts.extend_from_slice(ts);
+                            got.vals.extend_from_slice(vals);
+                            ControlFlow::Continue(())
+                        })
+                        .expect("scans");
+                    let mut want = Doubles::default();
+                    want.extend_points(&r.points(id, start, end).expect("reads"));
+                    assert_eq!(n, want.len());
+                    assert_eq!(got, want, "{id} in [{start}, {end}] as doubles");
                 }
             }
         }

@@ -5,53 +5,27 @@
 
 use super::grid::Grid;
 use super::spec::FillPolicy;
-use crate::model::{DataPoint, RollupAgg, Value};
+use crate::model::{Doubles, RollupAgg};
 use crate::query::aggregator::{Aggregator, Fold, FoldOp, RollupFunction, WithFold};
 use crate::query::deadline::Ticker;
 use crate::query::error::QueryError;
 
-/// A series of doubles: bucket starts (or rate times) and values.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Doubles {
-    pub ts: Vec<i64>,
-    pub vals: Vec<f64>,
-}
-
-impl Doubles {
-    pub(crate) fn clear(&mut self) {
-        self.ts.clear();
-        self.vals.clear();
-    }
-
-    fn push(&mut self, ts: i64, v: f64) {
-        self.ts.push(ts);
-        self.vals.push(v);
-    }
-}
-
 /// One value per non-empty bucket, from raw points in time order.
 #[cfg(test)]
 pub(crate) fn downsample_points(
-    points: &[DataPoint],
+    points: &[crate::model::DataPoint],
     grid: &Grid,
     function: Aggregator,
     buf: &mut Vec<f64>,
 ) -> Doubles {
     let mut out = Doubles::default();
     let mut d = Downsampler::new(grid, function, std::mem::take(buf));
-    d.push(points, &mut out);
+    let mut raw = Doubles::default();
+    raw.extend_points(points);
+    d.push(&raw.ts, &raw.vals, &mut out);
     d.finish(&mut out);
     *buf = d.into_buf();
     out
-}
-
-/// Folds a stored value into `acc`: an integer, never NaN, skips the check.
-#[inline(always)]
-fn push_value<F: FoldOp>(op: F, acc: &mut Fold, value: Value) {
-    match value {
-        Value::Int(i) => op.push_number(acc, i as f64),
-        Value::Float(f) => op.push(acc, f),
-    }
 }
 
 /// Runs of points a step apart shorter than this go point by point: the
@@ -124,16 +98,18 @@ impl<'g> Downsampler<'g> {
         }
     }
 
-    /// Adds points later than any pushed before.
-    pub(crate) fn push(&mut self, points: &[DataPoint], out: &mut Doubles) {
+    /// Adds points later than any pushed before: timestamps `ts` and
+    /// values `vals`, as many.
+    pub(crate) fn push(&mut self, ts: &[i64], vals: &[f64], out: &mut Doubles) {
+        debug_assert_eq!(ts.len(), vals.len());
         if !self.fold {
-            for p in points {
-                if !matches!(self.current, Some((_, end)) if p.timestamp_ms < end) {
+            for (&t, &v) in ts.iter().zip(vals) {
+                if !matches!(self.current, Some((_, end)) if t < end) {
                     self.flush(out);
-                    self.current = self.next_bucket(p.timestamp_ms);
+                    self.current = self.next_bucket(t);
                 }
                 if self.current.is_some() {
-                    self.buf.push(p.value.as_f64());
+                    self.buf.push(v);
                     self.filled = true;
                 }
             }
@@ -141,7 +117,7 @@ impl<'g> Downsampler<'g> {
         }
         struct Push<'a, 'g> {
             d: &'a mut Downsampler<'g>,
-            points: &'a [DataPoint],
+            points: (&'a [i64], &'a [f64]),
             out: &'a mut Doubles,
         }
         impl WithFold for Push<'_, '_> {
@@ -153,29 +129,28 @@ impl<'g> Downsampler<'g> {
         let function = self.function;
         function.with_fold(Push {
             d: self,
-            points,
+            points: (ts, vals),
             out,
         });
     }
 
     #[inline(always)]
-    fn push_folded<F: FoldOp>(&mut self, op: F, points: &[DataPoint], out: &mut Doubles) {
+    fn push_folded<F: FoldOp>(&mut self, op: F, (ts, vals): (&[i64], &[f64]), out: &mut Doubles) {
         if let Grid::Regular { step, .. } = *self.grid {
-            return self.push_regular(op, step, points, out);
+            return self.push_regular(op, step, (ts, vals), out);
         }
         let (mut acc, mut filled) = (self.acc, self.filled);
-        for p in points {
-            let ts = p.timestamp_ms;
-            if !matches!(self.current, Some((_, end)) if ts < end) {
+        for (&t, &v) in ts.iter().zip(vals) {
+            if !matches!(self.current, Some((_, end)) if t < end) {
                 if let (Some((start, _)), true) = (self.current, filled) {
                     out.push(start, op.result(&acc));
                 }
                 acc = Fold::default();
                 filled = false;
-                self.current = self.next_bucket(ts);
+                self.current = self.next_bucket(t);
             }
             if self.current.is_some() {
-                op.push(&mut acc, p.value.as_f64());
+                op.push(&mut acc, v);
                 filled = true;
             }
         }
@@ -195,61 +170,68 @@ impl<'g> Downsampler<'g> {
         &mut self,
         op: F,
         step: i64,
-        points: &[DataPoint],
+        (ts, vals): (&[i64], &[f64]),
         out: &mut Doubles,
     ) {
-        let run = points
+        let run = ts
             .windows(2)
-            .take_while(|w| w[1].timestamp_ms.checked_sub(w[0].timestamp_ms) == Some(step))
+            .take_while(|w| w[1].checked_sub(w[0]) == Some(step))
             .count();
         if run < MIN_RUN {
-            return self.push_each(op, step, points, out);
+            return self.push_each(op, step, (ts, vals), out);
         }
-        self.push_each(op, step, &points[..1], out);
+        self.push_each(op, step, (&ts[..1], &vals[..1]), out);
+        let rest = (&ts[1..], &vals[1..]);
         // The first point's bucket, and the end of the last point's.
         let (Some((start, _)), true) = (self.current, self.filled) else {
-            return self.push_each(op, step, &points[1..], out);
+            return self.push_each(op, step, rest, out);
         };
         let Some(last_end) = (run as i64 + 1)
             .checked_mul(step)
             .and_then(|span| start.checked_add(span))
         else {
-            return self.push_each(op, step, &points[1..], out);
+            return self.push_each(op, step, rest, out);
         };
-        let one = |p: &DataPoint| {
+        let one = |v: f64| {
             let mut acc = Fold::default();
-            push_value(op, &mut acc, p.value);
+            op.push(&mut acc, v);
             acc
         };
         out.push(start, op.result(&self.acc));
-        let alone = &points[1..run];
-        out.ts
-            .extend((1..=alone.len() as i64).map(|k| start + k * step));
-        out.vals.extend(alone.iter().map(|p| op.result(&one(p))));
-        self.acc = one(&points[run]);
+        // Every point of the run lies as far into its bucket as the first.
+        let offset = ts[0] - start;
+        out.ts.extend(ts[1..run].iter().map(|&t| t - offset));
+        out.vals
+            .extend(vals[1..run].iter().map(|&v| op.result(&one(v))));
+        self.acc = one(vals[run]);
         self.current = Some((last_end - step, last_end));
-        self.push_each(op, step, &points[run + 1..], out);
+        self.push_each(op, step, (&ts[run + 1..], &vals[run + 1..]), out);
     }
 
     /// `push_folded` on a regular grid point by point. Every point has a
     /// bucket, so a bucket is current (and filled) from the first point on.
     #[inline(always)]
-    fn push_each<F: FoldOp>(&mut self, op: F, step: i64, points: &[DataPoint], out: &mut Doubles) {
+    fn push_each<F: FoldOp>(
+        &mut self,
+        op: F,
+        step: i64,
+        (ts, vals): (&[i64], &[f64]),
+        out: &mut Doubles,
+    ) {
         let mut acc = self.acc;
         let mut current = self.current.is_some();
         // Before the first point, no bucket, and every point is past it.
         let (mut start, mut end) = self.current.unwrap_or((i64::MIN, i64::MIN));
-        for p in points {
-            let ts = p.timestamp_ms;
-            if ts >= end {
+        for (&t, &v) in ts.iter().zip(vals) {
+            if t >= end {
                 if current {
                     out.push(start, op.result(&acc));
                 }
                 acc = Fold::default();
-                (start, end) = match ts.checked_sub(end) {
+                (start, end) = match t.checked_sub(end) {
                     Some(d) if current && d < step && end <= i64::MAX - step => (end, end + step),
                     // Every timestamp has a bucket on a regular grid.
-                    _ => match self.grid.bucket(ts, &mut self.hint) {
+                    _ => match self.grid.bucket(t, &mut self.hint) {
                         Some(bucket) => bucket,
                         None => {
                             current = false;
@@ -259,7 +241,7 @@ impl<'g> Downsampler<'g> {
                 };
                 current = true;
             }
-            push_value(op, &mut acc, p.value);
+            op.push(&mut acc, v);
         }
         self.acc = acc;
         self.filled = current;
@@ -356,7 +338,7 @@ pub(crate) fn fill(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Value;
+    use crate::model::{DataPoint, Value};
 
     fn pts(data: &[(i64, f64)]) -> Vec<DataPoint> {
         data.iter()
@@ -481,9 +463,11 @@ mod tests {
             cuts.sort_unstable();
             let mut got = Doubles::default();
             let mut d = Downsampler::new(&grid, function, Vec::new());
+            let mut raw = Doubles::default();
+            raw.extend_points(&points);
             let mut from = 0;
             for c in cuts.into_iter().chain([points.len()]) {
-                d.push(&points[from..c], &mut got);
+                d.push(&raw.ts[from..c], &raw.vals[from..c], &mut got);
                 from = c;
             }
             d.finish(&mut got);

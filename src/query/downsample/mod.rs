@@ -29,6 +29,6 @@ mod downsampler;
 mod grid;
 mod spec;
 
-pub(crate) use downsampler::{downsample_rollups, fill, Doubles, Downsampler};
+pub(crate) use downsampler::{downsample_rollups, fill, Downsampler};
 pub(crate) use grid::{read_range, Grid, Slots};
 pub use spec::{DownsampleSpec, FillPolicy, Interval};

@@ -28,7 +28,7 @@
 //! timestamps must be strictly increasing; nothing may follow the values.
 
 use super::bits::{BitReader, BitWriter};
-use super::{decimal_at, find_decimal, read_uleb128, write_uleb128, ChunkError, POW10};
+use super::{decimal_at, find_decimal, read_uleb128, write_uleb128, ChunkError, Sink, POW10};
 use crate::model::{DataPoint, Value};
 use crate::storage::log::{unzigzag, zigzag};
 
@@ -228,32 +228,16 @@ impl<'a> Iter<'a> {
     /// integer points in chunks of 60 as query (b) reads them). Integers
     /// and decimals each get a loop too: with one loop for both, the
     /// compiler divides for every point and picks the integer after.
-    pub(super) fn decode_into(mut self, out: &mut Vec<DataPoint>) -> Result<(), ChunkError> {
+    pub(super) fn decode_into(mut self, out: &mut impl Sink) -> Result<(), ChunkError> {
         let start = out.len();
-        let unset = DataPoint {
-            timestamp_ms: 0,
-            value: Value::Int(0),
-        };
-        out.resize(start + self.count, unset);
-        let points = &mut out[start..];
-        self.times.unpack(points, |p, t| p.timestamp_ms = t);
-        match self.scale {
-            None => self.values.unpack(points, |p, v| p.value = Value::Int(v)),
-            Some(s) => self
-                .values
-                .unpack(points, |p, v| p.value = Value::Float(v as f64 / s)),
-        }
-        let Some(index) = points
-            .windows(2)
-            .position(|w| w[1].timestamp_ms <= w[0].timestamp_ms)
-            .map(|i| i + 1)
-        else {
+        out.unpack(self.count, &mut self.times, &mut self.values, self.scale);
+        let Some(at) = out.not_increasing(start) else {
             return Ok(());
         };
-        let (previous, timestamp) = (points[index - 1].timestamp_ms, points[index].timestamp_ms);
-        out.truncate(start + index);
+        let (previous, timestamp) = (out.timestamp(at - 1), out.timestamp(at));
+        out.truncate(at);
         Err(ChunkError::NotIncreasing {
-            index,
+            index: at - start,
             previous,
             timestamp,
         })
@@ -288,7 +272,7 @@ impl<'a> Iter<'a> {
 
 /// One packed integer sequence being read.
 #[derive(Debug, Clone)]
-struct Ints<'a> {
+pub(super) struct Ints<'a> {
     residuals: BitReader<'a>,
     order2: bool,
     width: u32,
@@ -349,7 +333,7 @@ impl<'a> Ints<'a> {
     /// many as the sequence holds), through `set`; for a sequence not yet
     /// read from.
     #[inline(always)]
-    fn unpack(&mut self, points: &mut [DataPoint], set: impl Fn(&mut DataPoint, i64)) {
+    pub(super) fn unpack<T>(&mut self, points: &mut [T], set: impl Fn(&mut T, i64)) {
         let Some((first, rest)) = points.split_first_mut() else {
             return;
         };

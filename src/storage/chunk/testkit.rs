@@ -3,14 +3,15 @@
 //! `chunk_codec` fuzz target runs and the unit tests replay over its corpus
 //! on stable Rust, and the sample series both tests and benches measure.
 
-use super::{decode, encode, iter, ChunkEncoder};
-use crate::model::{DataPoint, Value};
+use super::{decode, decode_doubles, decode_into, encode, iter, ChunkEncoder};
+use crate::model::{DataPoint, Doubles, Value};
 
 /// Panics if the codec breaks an invariant on `data`:
 ///
 /// - as a chunk, `data` decodes or fails without panicking, [`iter`]
-///   agrees with [`decode`], and decoded points are strictly increasing
-///   and survive a re-encode;
+///   agrees with [`decode`], `decode_doubles` keeps what `decode_into`
+///   keeps (as doubles) and fails alike, and decoded points are strictly
+///   increasing and survive a re-encode;
 /// - read as a point sequence ([`points_from_bytes`]), the points
 ///   survive encode → decode bit for bit in both formats (the encoder's
 ///   and [`encode`]'s, never the larger), [`ChunkEncoder::to_bytes`]
@@ -21,7 +22,24 @@ pub fn check_codec_invariants(data: &[u8]) {
     check_round_trip(&points_from_bytes(data));
 }
 
+/// `decode_doubles` against `decode_into`: the same result, and the same
+/// points kept (all of them, or those before a failure), bit for bit as
+/// doubles.
+pub(super) fn check_doubles(data: &[u8]) {
+    let (mut points, mut doubles) = (Vec::new(), Doubles::default());
+    let want = decode_into(data, &mut points);
+    assert_eq!(decode_doubles(data, &mut doubles), want);
+    let ts: Vec<i64> = points.iter().map(|p| p.timestamp_ms).collect();
+    assert_eq!(doubles.ts, ts);
+    let bits = |v: &mut dyn Iterator<Item = f64>| v.map(f64::to_bits).collect::<Vec<_>>();
+    assert_eq!(
+        bits(&mut doubles.vals.iter().copied()),
+        bits(&mut points.iter().map(|p| p.value.as_f64()))
+    );
+}
+
 fn check_decode(data: &[u8]) {
+    check_doubles(data);
     let decoded = decode(data);
     let iterated: Result<Vec<DataPoint>, _> = iter(data).and_then(|it| it.collect());
     match (&decoded, &iterated) {

@@ -1,7 +1,7 @@
 use proptest::prelude::*;
 
 use super::bits::BitWriter;
-use super::testkit::{check_codec_invariants, same_points, Shape, SplitMix as Rng};
+use super::testkit::{check_codec_invariants, check_doubles, same_points, Shape, SplitMix as Rng};
 use super::*;
 
 fn int(t: i64, v: i64) -> DataPoint {
@@ -732,6 +732,7 @@ fn regular_runs_decode_in_every_mode() {
         let mut out = vec![int(0, 0)];
         decode_into(&bytes, &mut out).expect("decodes");
         assert!(same_points(&out, &points[..n]), "{n} points");
+        check_doubles(&bytes);
         let iterated: Vec<_> = iter(&bytes)
             .expect("header")
             .collect::<Result<_, _>>()
@@ -763,6 +764,7 @@ fn a_run_that_wraps_fails_where_it_wraps() {
     assert_eq!(decode(&bytes), want);
     let iterated: Result<Vec<DataPoint>, _> = iter(&bytes).and_then(|it| it.collect());
     assert_eq!(iterated, want);
+    check_doubles(&bytes);
 }
 
 /// A packed chunk whose timestamps fall back at the fourth point: the
@@ -781,6 +783,7 @@ fn packed_decode_stops_where_time_goes_back() {
     let mut out = vec![int(1, 1)];
     assert_eq!(decode_into(&bytes, &mut out), Err(error.clone()));
     assert_eq!(out, vec![int(100, 7), int(110, 8), int(120, 9)]);
+    check_doubles(&bytes);
     let mut it = iter(&bytes).expect("header");
     let read: Vec<DataPoint> = it.by_ref().map_while(Result::ok).collect();
     assert_eq!(read, out);
