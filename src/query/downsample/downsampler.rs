@@ -28,6 +28,30 @@ pub(crate) fn downsample_points(
     out
 }
 
+/// How many of `ts`' neighbours, from the front, lie `step` apart. Eight
+/// at a time, each eight checked whole (a check that vectorizes), then one
+/// at a time: the scalar search alone was about a tenth of decoding and
+/// downsampling query (b)'s chunks.
+#[inline(always)]
+fn steady_run(ts: &[i64], step: i64) -> usize {
+    let Some(after) = ts.get(1..) else {
+        return 0;
+    };
+    let apart = |(&x, &y): (&i64, &i64)| (y > x) & (y.wrapping_sub(x) == step);
+    let mut run = 0;
+    for (x, y) in ts.chunks_exact(8).zip(after.chunks_exact(8)) {
+        if !x.iter().zip(y).fold(true, |all, pair| all & apart(pair)) {
+            break;
+        }
+        run += 8;
+    }
+    run + ts[run..]
+        .iter()
+        .zip(&after[run..])
+        .take_while(|&pair| apart(pair))
+        .count()
+}
+
 /// Runs of points a step apart shorter than this go point by point: the
 /// run's own bookkeeping costs about what it saves on a few points.
 const MIN_RUN: usize = 4;
@@ -173,10 +197,7 @@ impl<'g> Downsampler<'g> {
         (ts, vals): (&[i64], &[f64]),
         out: &mut Doubles,
     ) {
-        let run = ts
-            .windows(2)
-            .take_while(|w| w[1].checked_sub(w[0]) == Some(step))
-            .count();
+        let run = steady_run(ts, step);
         if run < MIN_RUN {
             return self.push_each(op, step, (ts, vals), out);
         }
@@ -477,3 +498,4 @@ mod tests {
         }
     }
 }
+
