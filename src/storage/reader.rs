@@ -582,64 +582,83 @@ struct Family<'a> {
     name: String,
     /// The first key past the current series' windows.
     upper: Vec<u8>,
+    /// The start of the block under the iterator, `None` past the current
+    /// series' windows: read once per move, not on every look (a scan
+    /// looks two or three times a block).
+    start: Option<i64>,
     it: DBRawIteratorWithThreadMode<'a, Db>,
     _family: Arc<BoundColumnFamily<'a>>,
 }
 
 impl Family<'_> {
-    fn seek(&mut self, id: u64, from: i64, to: i64) {
+    fn seek(&mut self, id: u64, from: i64, to: i64) -> Result<(), StoreError> {
         let (lower, upper) = blocks::window_keys(id, self.period, from, to);
         self.upper = upper;
         self.it.seek(lower);
+        self.settle()
+    }
+
+    fn next(&mut self) -> Result<(), StoreError> {
+        self.it.next();
+        self.settle()
+    }
+
+    fn settle(&mut self) -> Result<(), StoreError> {
+        self.start = None;
+        let Some(key) = self.it.key() else {
+            return Ok(self.it.status()?);
+        };
+        if key >= &self.upper[..] {
+            return Ok(());
+        }
+        let (_, start) = keys::parse_series_time(key)
+            .ok_or_else(|| StoreError::corrupt(&self.name, key, "malformed block key"))?;
+        self.start = Some(start);
+        Ok(())
     }
 
     /// Start and chunk of the block under the iterator; `None` past the
     /// current series' windows.
-    fn block(&self) -> Result<Option<(i64, &[u8])>, StoreError> {
-        let Some((key, value)) = self.it.item() else {
-            self.it.status()?;
-            return Ok(None);
-        };
-        if key >= &self.upper[..] {
-            return Ok(None);
-        }
-        let (_, start) = keys::parse_series_time(key)
-            .ok_or_else(|| StoreError::corrupt(&self.name, key, "malformed block key"))?;
-        Ok(Some((start, value)))
+    fn block(&self) -> Option<(i64, &[u8])> {
+        Some((self.start?, self.it.value()?))
     }
 }
 
 impl Stream<'_> {
-    fn seek(&mut self, id: u64, from: i64, to: i64) {
+    fn seek(&mut self, id: u64, from: i64, to: i64) -> Result<(), StoreError> {
         self.at = 0;
         for f in &mut self.families {
-            f.seek(id, from, to);
+            f.seek(id, from, to)?;
         }
+        Ok(())
     }
 
     /// Moves past families with no block left for the current series;
     /// the start of the next block, if any.
-    fn settle(&mut self) -> Result<Option<i64>, StoreError> {
+    fn settle(&mut self) -> Option<i64> {
         while let Some(f) = self.families.get(self.at) {
-            if let Some((start, _)) = f.block()? {
-                return Ok(Some(start));
+            if f.start.is_some() {
+                return f.start;
             }
             self.at += 1;
         }
-        Ok(None)
+        None
+    }
+
+    /// The next block's start, once settled.
+    fn start(&self) -> Option<i64> {
+        self.families.get(self.at)?.start
     }
 
     /// The next block, once settled.
-    fn block(&self) -> Result<Option<(i64, &[u8])>, StoreError> {
-        match self.families.get(self.at) {
-            Some(f) => f.block(),
-            None => Ok(None),
-        }
+    fn block(&self) -> Option<(i64, &[u8])> {
+        self.families.get(self.at)?.block()
     }
 
-    fn advance(&mut self) {
-        if let Some(f) = self.families.get_mut(self.at) {
-            f.it.next();
+    fn advance(&mut self) -> Result<(), StoreError> {
+        match self.families.get_mut(self.at) {
+            Some(f) => f.next(),
+            None => Ok(()),
         }
     }
 }
@@ -660,6 +679,7 @@ impl<'a> Scan<'a> {
                     period,
                     name,
                     upper: Vec::new(),
+                    start: None,
                     it: shared
                         .db
                         .raw_iterator_cf_opt(&family, ReadOptions::default()),
@@ -737,14 +757,14 @@ impl Scan<'_> {
         };
         let streams = &mut open.streams;
         for s in streams.iter_mut() {
-            s.seek(id, from, to);
+            s.seek(id, from, to)?;
         }
         'scan: {
             loop {
                 // The stream whose next block starts first, the finer on a tie.
                 let mut next: Option<(usize, i64)> = None;
                 for (i, s) in streams.iter_mut().enumerate() {
-                    if let Some(block_start) = s.settle()? {
+                    if let Some(block_start) = s.settle() {
                         if next.map_or(true, |(_, n)| block_start < n) {
                             next = Some((i, block_start));
                         }
@@ -755,11 +775,11 @@ impl Scan<'_> {
                 };
                 // A block caught mid-move shows in a coarser stream too.
                 for s in &mut streams[i + 1..] {
-                    if s.block()?.is_some_and(|(b, _)| b == block_start) {
-                        s.advance();
+                    if s.start() == Some(block_start) {
+                        s.advance()?;
                     }
                 }
-                if let Some((_, value)) = streams[i].block()? {
+                if let Some((_, value)) = streams[i].block() {
                     while let Some(h) = heads.next_if(|h| h.start < block_start) {
                         buf.set(merge(id, h, None)?);
                         if emit(buf).is_break() {
@@ -776,7 +796,7 @@ impl Scan<'_> {
                         break 'scan;
                     }
                 }
-                streams[i].advance();
+                streams[i].advance()?;
             }
             for h in heads {
                 buf.set(merge(id, h, None)?);
