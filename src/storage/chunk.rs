@@ -538,9 +538,13 @@ impl Sink for Doubles {
 
 fn decode_to<S: Sink>(bytes: &[u8], out: &mut S) -> Result<(), ChunkError> {
     out.clear();
-    let mut it = match iter(bytes)?.0 {
-        Inner::Bits(it) => it,
-        Inner::Packed(it) => return it.decode_into(out),
+    // Each reader is built here, not taken out of a `ChunkIter`: moving
+    // one cost a `memmove` a chunk, 3 % of query (b)'s profile.
+    let (&version, rest) = bytes.split_first().ok_or(ChunkError::Empty)?;
+    let mut it = match version {
+        VERSION => bits_iter(bytes, rest)?,
+        packed::VERSION => return packed::Iter::new(rest)?.decode_into(out),
+        _ => return Err(ChunkError::UnknownVersion(version)),
     };
     out.reserve(it.count);
     while it.index < it.count {
