@@ -405,11 +405,11 @@ trait Sink {
     fn reserve(&mut self, additional: usize);
     fn push(&mut self, timestamp_ms: i64, value: Value);
     /// Appends `n` points whose timestamps step from `time.0` by `time.1`
-    /// and integers from `int.0` by `int.1`, each made a value by `value`, as one
-    /// extend (sized once, no check a point). The caller ensures the
-    /// timestamps do not wrap. Stepped by addition: without AVX-512 a
-    /// vectorized `t + k × delta` multiplies in 32-bit halves, and cost
-    /// more than it saved.
+    /// and integers from `int.0` by `int.1`, each made a value by
+    /// `value`, as one extend (sized once, no check a point). The caller
+    /// ensures the timestamps do not wrap. Stepped by addition: without
+    /// AVX-512 a vectorized `t + k × delta` multiplies in 32-bit halves,
+    /// and cost more than it saved.
     fn extend_run(
         &mut self,
         n: usize,

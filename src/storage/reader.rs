@@ -595,15 +595,16 @@ impl Family<'_> {
         let (lower, upper) = blocks::window_keys(id, self.period, from, to);
         self.upper = upper;
         self.it.seek(lower);
-        self.settle()
+        self.read_start()
     }
 
     fn next(&mut self) -> Result<(), StoreError> {
         self.it.next();
-        self.settle()
+        self.read_start()
     }
 
-    fn settle(&mut self) -> Result<(), StoreError> {
+    /// Reads the start of the block now under the iterator.
+    fn read_start(&mut self) -> Result<(), StoreError> {
         self.start = None;
         let Some(key) = self.it.key() else {
             return Ok(self.it.status()?);
